@@ -1,0 +1,2 @@
+// Entry point of `anneal`. TODO(cli): commands.
+return 0;

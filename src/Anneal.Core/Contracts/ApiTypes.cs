@@ -1,0 +1,118 @@
+// HTTP resource shapes of DESIGN.md §3, serialised with AnnealJson.Options (snake_case).
+// The server writes them and the CLI reads them.
+using System.Text.Json.Nodes;
+
+namespace Anneal.Core.Contracts;
+
+/// <summary>One validation problem: `Line N: message`, optionally naming a field.</summary>
+public sealed record ErrorItem(int? Line, string? Field, string Message)
+{
+    public override string ToString() =>
+        (Line is { } l ? $"Line {l}: " : "") + (Field is { } f ? $"{f}: " : "") + Message;
+}
+
+public sealed record FileObject(
+    string Id,
+    string Object,
+    string Filename,
+    long Bytes,
+    string Sha256,
+    string Purpose,
+    string Status,
+    DateTimeOffset CreatedAt,
+    int? NumExamples,
+    long? NumTokens,
+    IReadOnlyList<ErrorItem>? Errors,
+    int? TotalErrors);
+
+public sealed record FileList(IReadOnlyList<FileObject> Data, bool HasMore);
+
+public sealed record JobError(string Code, string Message, IReadOnlyList<string>? LogTail = null);
+
+public sealed record JobProgress(
+    long Step,
+    long TotalSteps,
+    double Epoch,
+    double? TokensPerSecond,
+    double? EtaSeconds);
+
+public sealed record JobObject(
+    string Id,
+    string JobId,
+    string Object,
+    string Status,
+    string Model,
+    string TrainingType,
+    string TrainingFileId,
+    string? ValidationFileId,
+    JsonObject Hyperparameters,
+    JsonObject? Metadata,
+    string? Suffix,
+    DateTimeOffset CreatedAt,
+    DateTimeOffset? StartedAt,
+    DateTimeOffset? FinishedAt,
+    string? FineTunedModel,
+    long? TrainedTokens,
+    JobError? Error,
+    JobProgress? Progress);
+
+public sealed record JobList(IReadOnlyList<JobObject> Jobs, bool HasMore);
+
+/// <summary>Body of POST /api/learning/jobs.</summary>
+public sealed record CreateJobRequest(
+    string? Model,
+    string? TrainingType,
+    string? TrainingFileId,
+    string? ValidationFileId,
+    JsonObject? Hyperparameters,
+    JsonObject? Metadata,
+    string? Suffix);
+
+public sealed record JobEvent(
+    long Seq,
+    string JobId,
+    string Type,
+    string Level,
+    string Message,
+    JsonObject? Data,
+    DateTimeOffset CreatedAt);
+
+public sealed record EventList(IReadOnlyList<JobEvent> Events);
+
+public sealed record MetricPoint(string Name, double Value, long Step, DateTimeOffset CreatedAt);
+
+public sealed record MetricList(IReadOnlyList<MetricPoint> Points);
+
+public sealed record CheckpointObject(
+    string Id,
+    string JobId,
+    long Step,
+    JsonObject? Metrics,
+    DateTimeOffset CreatedAt);
+
+public sealed record CheckpointList(IReadOnlyList<CheckpointObject> Data);
+
+public sealed record BaseModelObject(
+    string Id,
+    string Object,
+    string Family,
+    double Parameters,
+    int ContextLength,
+    bool SupportsVision,
+    int MaxImagesPerMessage,
+    string Precision,
+    IReadOnlyList<string> TrainingModes,
+    bool Trainable,
+    string? TrainableNote,
+    bool TestModel);
+
+public sealed record BaseModelList(IReadOnlyList<BaseModelObject> Data);
+
+public sealed record FineTunedModelObject(
+    string Id,
+    string BaseModel,
+    string JobId,
+    DateTimeOffset CreatedAt,
+    string Status);
+
+public sealed record FineTunedModelList(IReadOnlyList<FineTunedModelObject> Data);

@@ -1,0 +1,71 @@
+// The base models Anneal knows (GET /api/models): the spec's Qwen3 and Qwen3-VL families plus the
+// built-in tiny test model. `Trainable` says honestly whether this build's trainer can train it.
+using Anneal.Core.Contracts;
+using Anneal.Core.Training;
+
+namespace Anneal.Core.Models;
+
+public sealed record ModelInfo(
+    string Id,
+    string Family,
+    double ParametersBillions,
+    int ContextLength,
+    bool SupportsVision,
+    int MaxImagesPerMessage,
+    string Precision,
+    IReadOnlyList<string> TrainingModes,
+    bool Trainable,
+    string? TrainableNote,
+    bool TestModel = false)
+{
+    public BaseModelObject ToWire() => new(Id, "model", Family, ParametersBillions, ContextLength,
+        SupportsVision, MaxImagesPerMessage, Precision, TrainingModes, Trainable, TrainableNote, TestModel);
+}
+
+public static class ModelRegistry
+{
+    public const string TinyModelId = "anneal/tiny-qwen3";
+
+    static readonly string[] DenseModes = [Training.TrainingModes.FullFinetune, Training.TrainingModes.Lora, Training.TrainingModes.Qlora];
+    const string QloraNote = "qlora is not yet supported by the trainer";
+    const string MoeNote = "mixture-of-experts layers are not yet implemented in the trainer";
+    const string VisionNote = "the Qwen3-VL vision tower is not yet implemented in the trainer";
+
+    static ModelInfo Dense(string id, double b, int ctx) =>
+        new(id, "qwen3", b, ctx, false, 0, "bf16", DenseModes, true, QloraNote);
+
+    static ModelInfo Vl(string id, double b, bool moe) =>
+        new(id, moe ? "qwen3_vl_moe" : "qwen3_vl", b, 262144, true, 1, "bf16", DenseModes, false, moe ? MoeNote + "; " + VisionNote : VisionNote);
+
+    public static readonly IReadOnlyList<ModelInfo> All = BuildAll();
+
+    static List<ModelInfo> BuildAll()
+    {
+        var list = new List<ModelInfo>
+        {
+            Dense("Qwen/Qwen3-0.6B", 0.6, 40960),
+            Dense("Qwen/Qwen3-1.7B", 1.7, 40960),
+            Dense("Qwen/Qwen3-4B", 4.0, 40960),
+            Dense("Qwen/Qwen3-8B", 8.2, 40960),
+            Dense("Qwen/Qwen3-14B", 14.8, 40960),
+            Dense("Qwen/Qwen3-32B", 32.8, 40960),
+            new("Qwen/Qwen3-30B-A3B", "qwen3_moe", 30.5, 40960, false, 0, "bf16", DenseModes, false, MoeNote),
+        };
+        foreach (var size in new[] { "2B", "4B", "8B", "32B" })
+        foreach (var variant in new[] { "Instruct", "Thinking" })
+            list.Add(Vl($"Qwen/Qwen3-VL-{size}-{variant}", double.Parse(size.TrimEnd('B'), System.Globalization.CultureInfo.InvariantCulture), false));
+        foreach (var variant in new[] { "Instruct", "Thinking" })
+            list.Add(Vl($"Qwen/Qwen3-VL-30B-A3B-{variant}", 30.5, true));
+        list.Add(new(TinyModelId, "qwen3", 0.002, 2048, false, 0, "fp32",
+            [Training.TrainingModes.FullFinetune, Training.TrainingModes.Lora], true,
+            "built-in test model with random weights, generated locally", TestModel: true));
+        return list;
+    }
+
+    public static ModelInfo? Find(string id) =>
+        All.FirstOrDefault(m => string.Equals(m.Id, id, StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>Qwen3-VL checkpoints switch the pipeline into vision mode (spec: "Qwen/Qwen3-VL-*").</summary>
+    public static bool IsVision(string id) => Find(id)?.SupportsVision
+        ?? id.StartsWith("Qwen/Qwen3-VL-", StringComparison.OrdinalIgnoreCase);
+}

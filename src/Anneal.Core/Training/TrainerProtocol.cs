@@ -1,0 +1,33 @@
+// The contract between the control plane and a trainer process (DESIGN.md §1):
+// the server writes a TrainerJobSpec as JSON (AnnealJson.Options) into the job's folder and runs
+//   anneal trainer run --spec <job folder>/spec.json
+// The trainer writes one TrainerEvent per line (JSON) on stdout and its diagnostics on stderr,
+// and exits 0 on success, non-zero on failure (after a final `sft.failed` event where it can).
+using System.Text.Json.Nodes;
+
+namespace Anneal.Core.Training;
+
+public sealed record TrainerJobSpec(
+    string JobId,
+    /// <summary>Registry id or fine-tuned id the job was created with (e.g. "Qwen/Qwen3-4B").</summary>
+    string Model,
+    /// <summary>Resolved local Hugging Face folder (config.json, safetensors, tokenizer.json).</summary>
+    string ModelPath,
+    string TrainingFile,
+    string? ValidationFile,
+    /// <summary>Where the trainer writes checkpoints/ and final/ (a Hugging Face or PEFT folder).</summary>
+    string OutputDir,
+    TrainingSettings Settings,
+    /// <summary>A checkpoint folder to resume from, or null to start fresh.</summary>
+    string? ResumeFrom = null,
+    /// <summary>"auto" (CUDA when available), "cpu" or "cuda".</summary>
+    string Device = "auto",
+    /// <summary>For LoRA jobs: also write a merged full model into final/merged.</summary>
+    bool MergeLora = false);
+
+/// <summary>
+/// One line of the trainer's stdout. Type is one of <see cref="Contracts.EventTypes"/>; Data carries
+/// the numbers (sft.progress: step, total_steps, epoch, loss, lr, grad_norm, tokens_per_second,
+/// eta_seconds; sft.completed: output_dir, trained_tokens; sft.failed: error{code, message}).
+/// </summary>
+public sealed record TrainerEvent(string Type, string Level, string Message, JsonObject? Data = null);

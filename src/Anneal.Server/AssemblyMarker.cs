@@ -1,0 +1,1 @@
+namespace Anneal.Server; internal static class AssemblyMarker { }

@@ -1,0 +1,1 @@
+namespace Anneal.Training; internal static class AssemblyMarker { }
