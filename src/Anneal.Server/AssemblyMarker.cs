@@ -1,1 +1,0 @@
-namespace Anneal.Server; internal static class AssemblyMarker { }

@@ -1,1 +1,0 @@
-namespace Anneal.Training; internal static class AssemblyMarker { }
