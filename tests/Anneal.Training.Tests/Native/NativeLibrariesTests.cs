@@ -1,10 +1,11 @@
 // Loading libtorch through NativeLibraries and the two-byte ELF fix it applies on older libstdc++.
 using Anneal.Training.Native;
 using TorchSharp;
+using Xunit.Abstractions;
 
 namespace Anneal.Training.Tests.Native;
 
-public class NativeLibrariesTests
+public class NativeLibrariesTests(ITestOutputHelper output)
 {
     [Fact]
     public void Tensor_ops_work_after_EnsureTorchLoaded()
@@ -23,6 +24,7 @@ public class NativeLibrariesTests
         using var x = torch.ones(3).sum();
         Assert.Equal(3f, x.item<float>());
         var description = NativeLibraries.Describe();
+        output.WriteLine(description);
         Assert.Contains("libLibTorchSharp.so", description);
         Assert.Contains("TorchSharp initialised", description);
         Assert.NotNull(NativeLibraries.LibtorchDirectory);
