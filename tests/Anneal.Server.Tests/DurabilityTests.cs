@@ -42,4 +42,18 @@ public class DurabilityTests
             Assert.Equal(j.Id == jobs[0].Id ? JobStatus.Queued : JobStatus.Created,
                 (await client.GetFromJsonAsync<JobObject>($"learning/jobs/{j.Id}", AnnealJson.Options))!.Status);
     }
+
+    [Fact]
+    public async Task Migrations_are_recorded_in_schema_version_and_not_reapplied_on_restart()
+    {
+        await using var t = await TestServer.StartAsync();
+        await t.RestartAsync();
+        using var conn = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(t.DataDir, "anneal.db")};Pooling=false");
+        conn.Open();
+        using var cmd = conn.CreateCommand();
+        cmd.CommandText = "SELECT group_concat(version) FROM (SELECT version FROM schema_version ORDER BY version)";
+        Assert.Equal("1,2", cmd.ExecuteScalar());
+        cmd.CommandText = "PRAGMA journal_mode";
+        Assert.Equal("wal", cmd.ExecuteScalar());
+    }
 }

@@ -264,4 +264,15 @@ public class JobsTests
         var data = text.Split('\n').First(l => l.StartsWith("data: "))[6..];
         Assert.Equal(job.Id, JsonNode.Parse(data)!["job_id"]!.GetValue<string>());
     }
+
+    [Fact]
+    public async Task An_image_dataset_is_ready_but_refused_for_a_text_only_model()
+    {
+        await using var t = await TestServer.StartAsync();
+        const string line = """{"messages":[{"role":"user","content":[{"type":"text","text":"What is this?"},{"type":"image_url","image_url":{"url":"https://example.com/cat.png"}}]},{"role":"assistant","content":"A cat."}]}""";
+        var file = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(line + "\n"));
+        Assert.Equal(FileStatus.Ready, file.Status);
+        var problem = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id))), HttpStatusCode.UnprocessableEntity);
+        Assert.Contains("contains images", problem["detail"]!.GetValue<string>());
+    }
 }

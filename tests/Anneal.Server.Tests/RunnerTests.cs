@@ -157,8 +157,10 @@ public class RunnerTests
         var sawBoth = false;
         while (true)
         {
+            // One query, one snapshot: never two jobs running at once.
+            var running = (await t.Http.GetFromJsonAsync<JobList>("learning/jobs?status=running", AnnealJson.Options))!.Jobs;
+            sawBoth |= running.Count > 1;
             var (ja, jb) = (await t.GetJobAsync(a.Id), await t.GetJobAsync(b.Id));
-            sawBoth |= ja.Status == JobStatus.Running && jb.Status == JobStatus.Running;
             if (JobStatus.IsTerminal(ja.Status) && JobStatus.IsTerminal(jb.Status)) break;
             await Task.Delay(20);
         }

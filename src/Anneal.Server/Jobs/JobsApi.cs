@@ -87,8 +87,20 @@ public static class JobsApi
         }
         using (var tx = conn.BeginTransaction())
         {
-            if (!JobRows.Transition(conn, tx, id, [JobStatus.Created, JobStatus.Queued, JobStatus.Paused, JobStatus.Running], JobStatus.Cancelled))
-                return Problems.InvalidState("job", id, JobRows.Find(conn, tx, org, id)!.Wire.Status, "cancel");
+            // `running` here means no trainer of this server holds the job (none configured): nothing to stop.
+            string[] from = job.Wire.Status == JobStatus.Running ? [JobStatus.Running] : [JobStatus.Created, JobStatus.Queued, JobStatus.Paused];
+            if (!JobRows.Transition(conn, tx, id, from, JobStatus.Cancelled))
+            {
+                var now = JobRows.Find(conn, tx, org, id)!.Wire.Status;
+                tx.Rollback();
+                // Claimed by the scheduler since we looked: cancel the run instead.
+                if (now == JobStatus.Running && scheduler.RequestCancel(id) is { } started)
+                {
+                    await Task.WhenAny(started, Task.Delay(options.CancelGracePeriod + TimeSpan.FromSeconds(10)));
+                    return TypedResults.Ok(JobRows.Find(conn, null, org, id)!.Wire);
+                }
+                return Problems.InvalidState("job", id, now, "cancel");
+            }
             JobEvents.Append(conn, tx, id, EventTypes.Cancelled, "info", "Job cancelled by the user.");
             tx.Commit();
         }

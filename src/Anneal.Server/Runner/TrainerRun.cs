@@ -28,6 +28,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     Process? _process;
     volatile bool _cancelRequested, _shuttingDown;
     JsonObject? _completed, _failed, _cancelled;
+    string? _failedMessage;
 
     public Task Completion { get; set; } = Task.CompletedTask;
 
@@ -162,8 +163,6 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         tx.Commit();
         signals.EventsAppended.Signal();
     }
-
-    string? _failedMessage;
 
     void RecordProgress(Microsoft.Data.Sqlite.SqliteConnection conn, Microsoft.Data.Sqlite.SqliteTransaction tx, JsonObject data)
     {
