@@ -33,6 +33,8 @@ public sealed record ServerOptions
     public TimeSpan CancelGracePeriod { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>A job found `running` after a restart is re-queued at most this many times, then failed (server_restarted).</summary>
     public int MaxJobRestarts { get; init; } = 3;
+    /// <summary>Download a base model missing locally from the Hub (HF_ENDPOINT, HF_TOKEN) before its job runs.</summary>
+    public bool AllowModelDownload { get; init; } = true;
     /// <summary>Minimum level of the server's console log.</summary>
     public LogLevel LogLevel { get; init; } = LogLevel.Warning;
 }

@@ -186,12 +186,32 @@ public class RunnerTests
     public async Task A_model_missing_locally_fails_the_job_naming_where_it_looked()
     {
         var models = Path.Combine(Path.GetTempPath(), "anneal-server-tests", Guid.NewGuid().ToString("n"));
-        await using var t = await Start(ScriptTrainer.ShortSuccess, o => o with { ModelsDir = models });
+        await using var t = await Start(ScriptTrainer.ShortSuccess, o => o with { ModelsDir = models, AllowModelDownload = false });
         var job = await Submit(t, model: "Qwen/Qwen3-0.6B");
         var done = await t.WaitJobAsync(job.Id, j => JobStatus.IsTerminal(j.Status));
         Assert.Equal(JobStatus.Failed, done.Status);
         Assert.Equal(ErrorCodes.UserConfigError, done.Error!.Code);
         Assert.Contains(Path.Combine(models, "Qwen", "Qwen3-0.6B"), done.Error.Message);
+        Assert.Contains(Path.Combine(t.DataDir, "models", "Qwen", "Qwen3-0.6B"), done.Error.Message);
+        Assert.Contains("downloads are switched off", done.Error.Message);
+    }
+
+    [Fact]
+    public async Task A_model_in_the_models_folder_is_passed_to_the_trainer()
+    {
+        var models = Path.Combine(Path.GetTempPath(), "anneal-server-tests", Guid.NewGuid().ToString("n"));
+        var folder = Path.Combine(models, "Qwen", "Qwen3-0.6B");
+        Directory.CreateDirectory(folder);
+        await File.WriteAllTextAsync(Path.Combine(folder, "config.json"), "{}");
+        await using var t = await Start(ScriptTrainer.ShortSuccess, o => o with { ModelsDir = models, AllowModelDownload = false });
+        var job = await Submit(t, model: "Qwen/Qwen3-0.6B");
+        var done = await t.WaitJobAsync(job.Id, j => JobStatus.IsTerminal(j.Status));
+        Assert.Equal(JobStatus.Succeeded, done.Status);
+        Assert.Equal($"fft:Qwen/Qwen3-0.6B:{job.Id}", done.FineTunedModel);
+        var spec = JsonSerializer.Deserialize<TrainerJobSpec>(await File.ReadAllTextAsync(Path.Combine(JobDir(t, job.Id), "spec.json")), AnnealJson.Options)!;
+        Assert.Equal(folder, spec.ModelPath);
+        Assert.False(spec.MergeLora);
+        Directory.Delete(models, true);
     }
 
     [Fact]

@@ -8,6 +8,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
+using Anneal.Core.Models;
 using Anneal.Core.Training;
 using Anneal.Server.Events;
 using Anneal.Server.Files;
@@ -28,6 +29,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     Process? _process;
     volatile bool _cancelRequested, _shuttingDown;
     JsonObject? _completed, _failed, _cancelled;
+    // Stops a model download in progress on cancel or shutdown.
+    readonly CancellationTokenSource _stop = new();
     string? _failedMessage;
 
     public Task Completion { get; set; } = Task.CompletedTask;
@@ -35,9 +38,15 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     public async Task RunAsync()
     {
         Directory.CreateDirectory(_jobDir);
-        var (spec, error) = BuildSpec();
+        var (spec, error) = await BuildSpecAsync();
         if (spec is null)
         {
+            if (_shuttingDown && !_cancelRequested) return; // re-queued on the next start
+            if (_cancelRequested)
+            {
+                Finish(JobStatus.Cancelled, EventTypes.Cancelled, "Job cancelled by the user before the trainer started.", null);
+                return;
+            }
             Finish(JobStatus.Failed, EventTypes.Failed, error!.Message, new JobError(error.Code, error.Message));
             return;
         }
@@ -94,12 +103,17 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         process.Dispose();
     }
 
-    (TrainerJobSpec? Spec, JobError? Error) BuildSpec()
+    async Task<(TrainerJobSpec? Spec, JobError? Error)> BuildSpecAsync()
     {
         var (settings, errors) = HyperparameterParser.Parse(job.Wire.Hyperparameters);
         if (settings is null)
             return (null, new JobError(ErrorCodes.UserConfigError, "hyperparameters are no longer valid: " + string.Join("; ", errors)));
-        var (modelPath, modelError) = ModelPaths.Resolve(db, options, job.Org, job.Wire.Model);
+        string? modelPath, modelError;
+        try { (modelPath, modelError) = await ModelPaths.ResolveAsync(db, options, job.Org, job.Wire.Model, OnDownload, _stop.Token); }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            return (null, new JobError(ErrorCodes.Internal, "stopped while downloading the model"));
+        }
         if (modelPath is null) return (null, new JobError(ErrorCodes.UserConfigError, modelError!));
         string? FilePath(string? fileId)
         {
@@ -117,6 +131,21 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         var resume = job.ResumeFrom is { } r && Directory.Exists(r) ? r : null;
         return (new TrainerJobSpec(_id, job.Wire.Model, modelPath, train, validation, Path.Combine(_jobDir, "output"), settings,
             ResumeFrom: resume, Device: options.Gpus.Count > 0 ? "cuda" : "cpu", MergeLora: settings.Mode != TrainingModes.FullFinetune), null);
+    }
+
+    long _lastDownloadEvent;
+
+    /// <summary>Hub download progress as sft.model.download events, at most one per second and file.</summary>
+    void OnDownload(DownloadProgress p)
+    {
+        var now = Environment.TickCount64;
+        if (now - _lastDownloadEvent < 1000 && p.BytesDone != p.BytesTotal) return;
+        _lastDownloadEvent = now;
+        using var conn = db.Connect();
+        JobEvents.Append(conn, null, _id, EventTypes.ModelDownload, "info",
+            $"Downloading {p.ModelId}: {p.File} {p.BytesDone}/{p.BytesTotal?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "?"} bytes",
+            new JsonObject { ["model"] = p.ModelId, ["file"] = p.File, ["bytes_done"] = p.BytesDone, ["bytes_total"] = p.BytesTotal });
+        signals.EventsAppended.Signal();
     }
 
     void OnStdout(string line)
@@ -266,9 +295,9 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     public void FailInternal(Exception e) =>
         Finish(JobStatus.Failed, EventTypes.Failed, $"internal error while running the trainer: {e.Message}", new JobError(ErrorCodes.Internal, e.Message));
 
-    public void Cancel() { _cancelRequested = true; Signal(); }
+    public void Cancel() { _cancelRequested = true; _stop.Cancel(); Signal(); }
 
-    public void Shutdown() { _shuttingDown = true; Signal(); }
+    public void Shutdown() { _shuttingDown = true; _stop.Cancel(); Signal(); }
 
     /// <summary>SIGTERM now (the trainer stops at its next optimizer step), SIGKILL of the whole tree after the grace period.</summary>
     void Signal()
