@@ -35,27 +35,31 @@ public static class ModelFolder
     public static Qwen3ForCausalLM Load(string folder, Device device, ScalarType dtype, LoraSettings? lora = null)
     {
         var config = LoadConfig(folder);
+        var model = new Qwen3ForCausalLM(config, device, dtype, lora);
+        try { CopyWeightsInto(model, folder); }
+        catch { model.Dispose(); throw; }
+        return model;
+    }
+
+    /// <summary>Copies a folder's safetensors into the model's parameters (LoRA adapters excepted).</summary>
+    public static void CopyWeightsInto(Qwen3ForCausalLM model, string folder)
+    {
         SafetensorsSet set;
         try { set = SafetensorsSet.OpenFolder(folder); }
         catch (FileNotFoundException e) { throw TrainerUserException.Config($"model folder {folder} is incomplete: {e.Message}"); }
         catch (InvalidDataException e) { throw TrainerUserException.Config(e.Message); }
-
-        var model = new Qwen3ForCausalLM(config, device, dtype, lora);
-        using (no_grad())
+        using var _ = no_grad();
+        foreach (var (name, p) in model.named_parameters())
         {
-            foreach (var (name, p) in model.named_parameters())
-            {
-                if (Lora.IsAdapterParameter(name)) continue;
-                if (!set.Contains(name))
-                    throw TrainerUserException.Config($"model folder {folder}: tensor {name} is missing from the safetensors files");
-                var entry = set.Entry(name);
-                if (!entry.Shape.SequenceEqual(p.shape))
-                    throw TrainerUserException.Config($"model folder {folder}: tensor {name} has shape [{string.Join(", ", entry.Shape)}], config.json implies [{string.Join(", ", p.shape)}]");
-                using var t = set.Read(name, dtype, device);
-                p.copy_(t);
-            }
+            if (Lora.IsAdapterParameter(name)) continue;
+            if (!set.Contains(name))
+                throw TrainerUserException.Config($"model folder {folder}: tensor {name} is missing from the safetensors files");
+            var entry = set.Entry(name);
+            if (!entry.Shape.SequenceEqual(p.shape))
+                throw TrainerUserException.Config($"model folder {folder}: tensor {name} has shape [{string.Join(", ", entry.Shape)}], config.json implies [{string.Join(", ", p.shape)}]");
+            using var t = set.Read(name, p.dtype, p.device);
+            p.copy_(t);
         }
-        return model;
     }
 
     /// <summary>

@@ -188,16 +188,15 @@ public sealed class Qwen3Attention : nn.Module<Tensor, AttentionInputs, Tensor>
 
         if (a.Cache is { } cache)
         {
-            // Generation: append this step's keys/values; the cache keeps its own references.
+            // Generation: append this step's keys/values. The cache owns its tensors (outside every
+            // dispose scope) and frees the previous ones.
             var pk = cache.Keys[layerIndex];
             var pv = cache.Values[layerIndex];
             k = pk is null ? k : torch.cat([pk, k], dim: 2);                                   // (B, K, S, hd)
             v = pv is null ? v : torch.cat([pv, v], dim: 2);
             pk?.Dispose(); pv?.Dispose();
-            cache.Keys[layerIndex] = k.detach().MoveToOuterDisposeScope();
-            cache.Values[layerIndex] = v.detach().MoveToOuterDisposeScope();
-            k = cache.Keys[layerIndex]!.alias();
-            v = cache.Values[layerIndex]!.alias();
+            cache.Keys[layerIndex] = k.detach().DetachFromDisposeScope();
+            cache.Values[layerIndex] = v.detach().DetachFromDisposeScope();
         }
 
         // Grouped-query attention: each key/value head serves H/K consecutive query heads.
