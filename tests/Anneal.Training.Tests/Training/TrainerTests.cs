@@ -21,7 +21,7 @@ public sealed class TrainerTests(ITestOutputHelper output) : IDisposable
         var settings = new TrainingSettings
         {
             TotalSteps = 40, PerDeviceBatch = 8, GradientAccumulationSteps = 1, LearningRate = 3e-3,
-            WarmupRatio = 0.1, LrScheduler = "cosine", WeightDecay = 0.0, Seed = 7,
+            WarmupRatio = 0.1, LrScheduler = "constant", WeightDecay = 0.0, Seed = 7,
         };
         var (exit, events, stderr) = TinyFixture.Run(TinyFixture.Spec(dir, data, settings));
         output.WriteLine(stderr);
@@ -29,7 +29,8 @@ public sealed class TrainerTests(ITestOutputHelper output) : IDisposable
         var losses = TinyFixture.Losses(events);
         output.WriteLine(string.Join(" ", losses.Select(l => l.ToString("F3"))));
         Assert.Equal(40, losses.Count);
-        Assert.True(losses.TakeLast(5).Average() < 0.2 * losses.Take(5).Average(), "loss did not fall");
+        Assert.True(losses[^1] < 0.1, $"loss did not fall far enough: {losses[^1]}");
+        Assert.True(losses.TakeLast(5).Average() < 0.05 * losses.Take(5).Average(), "loss did not fall");
 
         var completed = Assert.Single(events, e => e.Type == EventTypes.Completed);
         var final = completed.Data!["final_path"]!.GetValue<string>();
@@ -41,6 +42,9 @@ public sealed class TrainerTests(ITestOutputHelper output) : IDisposable
         var code = await TrainerProcess.GenerateAsync(final, TinyFixture.Facts[0].Question, 30, stdout, err, default);
         output.WriteLine(stdout.ToString() + err);
         Assert.Equal(0, code);
-        Assert.Equal(TinyFixture.Facts[0].Answer, stdout.ToString().Trim());
+        // The model learnt Qwen3's empty think block too; the answer follows it.
+        var answer = stdout.ToString().Trim();
+        Assert.StartsWith("<think>", answer);
+        Assert.Equal(TinyFixture.Facts[0].Answer, answer[(answer.IndexOf("</think>") + "</think>".Length)..].Trim());
     }
 }
