@@ -56,7 +56,12 @@ public static class SftData
         long tokens = 0, trained = 0;
         foreach (var (line, record) in DatasetRecords.Read(path))
         {
-            (int[] ids, bool[] mask) = encode(record);
+            int[] ids; bool[] mask;
+            try { (ids, mask) = encode(record); }
+            catch (Tokenization.ChatRecordException e)
+            {
+                throw TrainerUserException.BadData($"{path}: Line {line}: {e.Message}");
+            }
             if (ids.Length > sequenceLength)
             {
                 truncated++;
