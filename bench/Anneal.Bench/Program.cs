@@ -2,6 +2,8 @@
 // plain cross-entropy (time and peak memory). Usage (from the repository root):
 //   dotnet run -c Release --project bench/Anneal.Bench -- [optim|ce|all] [--device cpu|cuda]
 //     [--hidden 256] [--intermediate 768] [--layers 28] [--vocab 151936] [--tokens 1024] [--steps 10]
+//   ... -- train --shape qwen3-0.6b|qwen3-1.7b|qwen3-4b|tiny [--mode full|lora] [--micro 4] [--seq 2048]
+//     [--ckpt] [--optimizer flat|torch] [--loss chunked|plain] [--device cuda] [--json FILE]  (see TrainBench.cs)
 // CPU peak memory is the process's peak resident set (VmHWM, reset through /proc/self/clear_refs)
 // above the resident set before the measurement.
 using System.Diagnostics;
@@ -20,9 +22,19 @@ Console.WriteLine($"# Anneal micro-benchmarks: device {opts.Device}, torch threa
 Console.WriteLine(NativeLibraries.Describe());
 if (opts.What is "optim" or "all") OptimizerBench.Run(opts, device);
 if (opts.What is "ce" or "all") CrossEntropyBench.Run(opts, device);
+if (opts.What is "train") TrainBench.Run(opts, device);
 
 sealed record Options(string What, string Device, int Hidden, int Intermediate, int Layers, int Vocab, int Tokens, int Steps)
 {
+    public string Shape { get; init; } = "tiny";
+    public string Mode { get; init; } = "full";
+    public int Micro { get; init; } = 4;
+    public int Seq { get; init; } = 2048;
+    public bool Checkpointing { get; init; }
+    public string Optimizer { get; init; } = "flat";
+    public string Loss { get; init; } = "chunked";
+    public string? Json { get; init; }
+
     public static Options Parse(string[] args)
     {
         var o = new Options("all", "cpu", 256, 768, 28, 151936, 1024, 10);
@@ -31,7 +43,15 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             o = args[i] switch
             {
-                "optim" or "ce" or "all" => o with { What = args[i] },
+                "optim" or "ce" or "all" or "train" => o with { What = args[i] },
+                "--shape" => o with { Shape = Value() },
+                "--mode" => o with { Mode = Value() },
+                "--micro" => o with { Micro = int.Parse(Value()) },
+                "--seq" => o with { Seq = int.Parse(Value()) },
+                "--ckpt" => o with { Checkpointing = true },
+                "--optimizer" => o with { Optimizer = Value() },
+                "--loss" => o with { Loss = Value() },
+                "--json" => o with { Json = Value() },
                 "--device" => o with { Device = Value() },
                 "--hidden" => o with { Hidden = int.Parse(Value()) },
                 "--intermediate" => o with { Intermediate = int.Parse(Value()) },
@@ -39,7 +59,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
                 "--vocab" => o with { Vocab = int.Parse(Value()) },
                 "--tokens" => o with { Tokens = int.Parse(Value()) },
                 "--steps" => o with { Steps = int.Parse(Value()) },
-                _ => throw new ArgumentException($"unknown argument {args[i]}; expected optim|ce|all, --device, --hidden, --intermediate, --layers, --vocab, --tokens, --steps"),
+                _ => throw new ArgumentException($"unknown argument {args[i]}; expected optim|ce|all|train and options listed at the top of Program.cs"),
             };
         }
         if (o.Device is not ("cpu" or "cuda")) throw new ArgumentException($"--device {o.Device}: expected cpu or cuda");

@@ -95,6 +95,39 @@ public class ActivationCheckpointTests
     }
 
     [Fact]
+    public void Context_tensors_survive_the_callers_dispose_scope()
+    {
+        torch.manual_seed(9);
+        var block = new Block("b");
+        var input = randn(2, 3, 16).requires_grad_();
+        Tensor y;
+        using (var scope = NewDisposeScope())
+        {
+            var scale = linspace(0.5, 1.5, 16);  // a per-step tensor, freed when this scope ends
+            y = ActivationCheckpoint.Run((x, c) => block.forward(x) * c[0], input, [scale], block.parameters()).MoveToOuterDisposeScope();
+        }
+        y.square().sum().backward();
+        var checkpointed = block.parameters().Select(p => p.grad!.clone()).Append(input.grad!.clone()).ToList();
+
+        foreach (var p in block.parameters()) p.grad = null;
+        input.grad = null;
+        (block.forward(input) * linspace(0.5, 1.5, 16)).square().sum().backward();
+        var plain = block.parameters().Select(p => p.grad!).Append(input.grad!).ToList();
+        foreach (var (a, b) in plain.Zip(checkpointed))
+            Assert.True((a - b).abs().max().item<float>() <= 1e-6f);
+    }
+
+    [Fact]
+    public void Context_that_requires_grad_is_rejected()
+    {
+        var block = new Block("b");
+        var input = randn(2, 3, 16).requires_grad_();
+        var scale = ones(16).requires_grad_();
+        var error = Assert.Throws<ArgumentException>(() => ActivationCheckpoint.Run((x, c) => block.forward(x) * c[0], input, [scale], block.parameters()));
+        Assert.Contains("must not require grad", error.Message);
+    }
+
+    [Fact]
     public void Without_autograd_it_is_the_plain_block()
     {
         torch.manual_seed(5);
