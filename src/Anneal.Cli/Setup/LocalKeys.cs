@@ -9,8 +9,8 @@ public static class LocalKeys
     /// <summary>Creates a key for the organisation and returns it in clear (it is stored hashed).</summary>
     public static Task<string> CreateAsync(string dataDir, string org, CancellationToken ct)
     {
-        _ = ct;
-        // TODO(cli): call Anneal.Server.ApiKeys.CreateAsync(dataDir, org) once the server branch lands.
-        throw new NotSupportedException($"creating keys in {dataDir} for '{org}' needs Anneal.Server.ApiKeys");
+        ct.ThrowIfCancellationRequested();
+        Directory.CreateDirectory(dataDir);
+        return Anneal.Server.Auth.ApiKeys.CreateAsync(dataDir, org);
     }
 }
