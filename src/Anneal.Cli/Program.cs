@@ -1,2 +1,2 @@
-// Entry point of `anneal`. TODO(cli): commands.
-return 0;
+// Entry point of `anneal`: the command tree lives in AnnealApp.
+return await Anneal.Cli.AnnealApp.MainAsync(args);

@@ -1,4 +1,18 @@
-// Builds and runs the control plane. TODO(server): implement. Signatures agreed with the CLI.
+// Builds and runs the control plane (eShop Catalog.API style: wiring only; each resource maps
+// its own endpoints). Start order: open the database (migrations), ensure a first API key,
+// recover jobs interrupted by a previous stop or crash, then listen.
+using Anneal.Core.Contracts;
+using Anneal.Server.Auth;
+using Anneal.Server.Events;
+using Anneal.Server.Files;
+using Anneal.Server.Jobs;
+using Anneal.Server.Metrics;
+using Anneal.Server.Models;
+using Anneal.Server.Runner;
+using Anneal.Server.Storage;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+
 namespace Anneal.Server;
 
 public sealed record ServerOptions
@@ -8,18 +22,78 @@ public sealed record ServerOptions
     /// <summary>Database, files, job folders, models. Default ~/.anneal.</summary>
     public string DataDir { get; init; } = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".anneal");
     public long MaxUploadBytes { get; init; } = 512L * 1024 * 1024;
-    /// <summary>Command prefix that starts a trainer process; "trainer run --spec PATH" is appended.</summary>
+    /// <summary>Command prefix that starts a trainer process; "trainer run --spec PATH" is appended. Empty: jobs stay queued.</summary>
     public IReadOnlyList<string> TrainerCommand { get; init; } = [];
     public int MaxConcurrentJobs { get; init; } = 1;
     /// <summary>Folder of local Hugging Face model folders searched first (DESIGN §7).</summary>
     public string? ModelsDir { get; init; }
+    /// <summary>GPU indices handed out one per running job via CUDA_VISIBLE_DEVICES; empty = CPU (CUDA_VISIBLE_DEVICES="").</summary>
+    public IReadOnlyList<string> Gpus { get; init; } = [];
+    /// <summary>How long a trainer has after SIGTERM (cancel, shutdown) before it is killed.</summary>
+    public TimeSpan CancelGracePeriod { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>A job found `running` after a restart is re-queued at most this many times, then failed (server_restarted).</summary>
+    public int MaxJobRestarts { get; init; } = 3;
+    /// <summary>Download a base model missing locally from the Hub (HF_ENDPOINT, HF_TOKEN) before its job runs.</summary>
+    public bool AllowModelDownload { get; init; } = true;
+    /// <summary>Minimum level of the server's console log.</summary>
+    public LogLevel LogLevel { get; init; } = LogLevel.Warning;
 }
 
 public static class ServerHost
 {
     /// <summary>Starts the server; returns once it listens. Dispose to stop gracefully.</summary>
-    public static Task<RunningServer> StartAsync(ServerOptions options, CancellationToken ct = default) =>
-        throw new NotImplementedException("ServerHost.StartAsync");
+    public static async Task<RunningServer> StartAsync(ServerOptions options, CancellationToken ct = default)
+    {
+        var db = Db.Open(options.DataDir);
+        var firstKey = ApiKeys.EnsureFirstKey(db);
+        Recovery.RequeueInterrupted(db, options);
+
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ApplicationName = typeof(ServerHost).Assembly.GetName().Name });
+        builder.WebHost.UseUrls(options.Urls);
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxUploadBytes + 1024 * 1024);
+        builder.Logging.SetMinimumLevel(options.LogLevel);
+        builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = options.CancelGracePeriod + TimeSpan.FromSeconds(15));
+        builder.Services.ConfigureHttpJsonOptions(j =>
+        {
+            j.SerializerOptions.PropertyNamingPolicy = AnnealJson.Options.PropertyNamingPolicy;
+            j.SerializerOptions.DictionaryKeyPolicy = AnnealJson.Options.DictionaryKeyPolicy;
+            j.SerializerOptions.DefaultIgnoreCondition = AnnealJson.Options.DefaultIgnoreCondition;
+        });
+        builder.Services.AddProblemDetails();
+        builder.Services.AddSingleton(db);
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton<JobSignals>();
+        builder.Services.AddSingleton<DatasetValidationQueue>();
+        builder.Services.AddHostedService<DatasetValidationWorker>();
+        builder.Services.AddSingleton<JobScheduler>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<JobScheduler>());
+
+        var app = builder.Build();
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+        app.MapGet("/api/health", () => TypedResults.Ok(new { status = "ok" }));
+        var api = app.MapGroup("/api").AddEndpointFilter(ApiKeys.Require);
+        api.MapFilesApi();
+        api.MapJobsApi();
+        api.MapEventsApi();
+        api.MapMetricsApi();
+        api.MapModelsApi();
+
+        await app.StartAsync(ct);
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        // Stopping twice (Stop, then Dispose) stops once.
+        var stop = new Lazy<Task>(async () =>
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+        });
+        return new RunningServer
+        {
+            BaseUrl = address.TrimEnd('/'),
+            FirstApiKey = firstKey,
+            Stop = () => new ValueTask(stop.Value),
+        };
+    }
 }
 
 public sealed class RunningServer : IAsyncDisposable

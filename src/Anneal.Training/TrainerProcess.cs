@@ -1,7 +1,14 @@
 // Entry points of the trainer process (`anneal trainer run --spec PATH`), see
-// Anneal.Core.Training.TrainerProtocol for the contract with the control plane.
-// TODO(trainer): implement. Signatures agreed with the CLI and the server.
+// Anneal.Core.Training.TrainerProtocol for the contract with the control plane: TrainerEvent JSON
+// lines on stdout, diagnostics on stderr, exit 0 / 1 (failed) / 2 (user error) / 130 (cancelled).
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Anneal.Core.Contracts;
 using Anneal.Core.Training;
+using Anneal.Training.Checkpoints;
+using Anneal.Training.Native;
+using TorchSharp;
 
 namespace Anneal.Training;
 
@@ -11,14 +18,116 @@ public static class TrainerProcess
     public const int ExitSucceeded = 0, ExitFailed = 1, ExitUserError = 2, ExitCancelled = 130;
 
     /// <summary>Reads the spec file, trains, writes TrainerEvent JSON lines to stdout.</summary>
-    public static Task<int> RunAsync(string specPath, TextWriter stdout, TextWriter stderr, CancellationToken ct) =>
-        throw new NotImplementedException("TrainerProcess.RunAsync");
+    public static Task<int> RunAsync(string specPath, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
+        var events = new TrainerEvents(stdout, stderr);
+        TrainerJobSpec? spec;
+        try
+        {
+            spec = JsonSerializer.Deserialize<TrainerJobSpec>(File.ReadAllText(specPath), AnnealJson.Options);
+            if (spec == null) throw new JsonException("the file holds null");
+        }
+        catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException or NotSupportedException)
+        {
+            return Task.FromResult(Fail(events, ErrorCodes.UserConfigError, $"spec {specPath} could not be read: {e.Message}", ExitUserError));
+        }
+        return RunAsync(spec, stdout, stderr, ct);
+    }
 
     /// <summary>Same, for a spec built in memory (`anneal train-local`).</summary>
     public static Task<int> RunAsync(TrainerJobSpec spec, TextWriter stdout, TextWriter stderr, CancellationToken ct) =>
-        throw new NotImplementedException("TrainerProcess.RunAsync");
+        RunAsync(spec, stdout, stderr, ct, null);
 
-    /// <summary>Greedy/sampled answer from a model folder (`anneal generate`), for the demo and smoke tests.</summary>
+    /// <summary>Same, with trainer options (packing, CPU bf16) that are not job hyperparameters.</summary>
+    public static Task<int> RunAsync(TrainerJobSpec spec, TextWriter stdout, TextWriter stderr, CancellationToken ct, TrainerOptions? options)
+    {
+        var events = new TrainerEvents(stdout, stderr);
+        // Training runs on its own thread: libtorch calls block.
+        return Task.Factory.StartNew(() => Run(spec, events, ct, options), CancellationToken.None,
+            TaskCreationOptions.LongRunning, TaskScheduler.Default);
+    }
+
+    static int Run(TrainerJobSpec spec, TrainerEvents events, CancellationToken ct, TrainerOptions? options)
+    {
+        try
+        {
+            NativeLibraries.EnsureTorchLoaded();
+            var result = Trainer.Run(spec, events, ct, options);
+            var data = new JsonObject
+            {
+                ["output_dir"] = result.OutputDir,
+                ["final_path"] = result.FinalPath,
+                ["trained_tokens"] = result.TrainedTokens,
+            };
+            if (result.MergedPath != null) data["merged_path"] = result.MergedPath;
+            events.Emit(EventTypes.Completed, $"training finished: {result.FinalPath}", data);
+            return ExitSucceeded;
+        }
+        catch (OperationCanceledException)
+        {
+            events.Emit(EventTypes.Cancelled, "training cancelled at an optimizer step boundary", level: "warning");
+            return ExitCancelled;
+        }
+        catch (TrainerUserException e)
+        {
+            return Fail(events, e.Code, e.Message, e.Code == ErrorCodes.OutOfMemory ? ExitFailed : ExitUserError);
+        }
+        catch (Exception e) when (IsOutOfMemory(e))
+        {
+            var s = spec.Settings;
+            return Fail(events, ErrorCodes.OutOfMemory,
+                $"out of memory with per_device_batch {s.PerDeviceBatch} and sequence_length {s.SequenceLength?.ToString() ?? "default"} ({FirstLine(e.Message)}). " +
+                "Lower per_device_batch (raise gradient_accumulation_steps to keep the effective batch), lower sequence_length, or use mode \"lora\".",
+                ExitFailed);
+        }
+        catch (Exception e)
+        {
+            events.Log(e.ToString());
+            return Fail(events, ErrorCodes.Internal, $"{e.GetType().Name}: {FirstLine(e.Message)}", ExitFailed);
+        }
+    }
+
+    static int Fail(TrainerEvents events, string code, string message, int exitCode)
+    {
+        events.Emit(EventTypes.Failed, message, new JsonObject { ["error"] = new JsonObject { ["code"] = code, ["message"] = message } }, "error");
+        return exitCode;
+    }
+
+    static bool IsOutOfMemory(Exception e) =>
+        e is OutOfMemoryException
+        || (e is ExternalException or InvalidOperationException or ArgumentException
+            && (e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase)
+                || e.Message.Contains("can't allocate memory", StringComparison.OrdinalIgnoreCase)
+                || e.Message.Contains("CUBLAS_STATUS_ALLOC_FAILED", StringComparison.Ordinal)));
+
+    static string FirstLine(string s) => s.Split('\n', 2)[0].Trim();
+
+    /// <summary>Greedy answer from a model folder (`anneal generate`), for the demo and smoke tests.</summary>
     public static Task<int> GenerateAsync(string modelDir, string prompt, int maxNewTokens, TextWriter stdout, TextWriter stderr, CancellationToken ct) =>
-        throw new NotImplementedException("TrainerProcess.GenerateAsync");
+        Task.Factory.StartNew(() =>
+        {
+            try
+            {
+                NativeLibraries.EnsureTorchLoaded();
+                var device = Trainer.PickDevice("auto");
+                var dtype = device.type == DeviceType.CUDA ? torch.ScalarType.BFloat16 : torch.ScalarType.Float32;
+                var tokenizer = Trainer.LoadTokenizer(modelDir);
+                using var model = ModelFolder.Load(modelDir, device, dtype);
+                var ids = Generation.Greedy(model, Generation.PromptIds(tokenizer, prompt), maxNewTokens,
+                    Generation.StopIds(tokenizer, model.Config), ct);
+                stdout.WriteLine(tokenizer.Decode(ids));
+                stdout.Flush();
+                return ct.IsCancellationRequested ? ExitCancelled : ExitSucceeded;
+            }
+            catch (TrainerUserException e)
+            {
+                stderr.WriteLine($"error: {e.Message}");
+                return ExitUserError;
+            }
+            catch (Exception e)
+            {
+                stderr.WriteLine($"error: {e.GetType().Name}: {e.Message}");
+                return ExitFailed;
+            }
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 }

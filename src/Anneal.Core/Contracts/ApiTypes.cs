@@ -116,3 +116,6 @@ public sealed record FineTunedModelObject(
     string Status);
 
 public sealed record FineTunedModelList(IReadOnlyList<FineTunedModelObject> Data);
+
+/// <summary>Answer of DELETE /api/learning/files/{id}.</summary>
+public sealed record DeletedObject(string Id, string Object, bool Deleted);

@@ -42,6 +42,12 @@ public static class Nfc
         }
     }
 
+    /// <summary>Unicode version of the tables (NfcData.cs); characters assigned later are left as they are.</summary>
+    public static string UnicodeVersion => NfcData.UnicodeVersion;
+
+    /// <summary>Code points the tables describe: those with a decomposition or a non-zero combining class.</summary>
+    public static IEnumerable<int> CodePointsWithData => Ccc.Keys.Concat(Decomposition.Keys).Distinct().Order();
+
     static long Key(int a, int b) => ((long)a << 21) | (uint)b;
 
     static int ClassOf(int cp) => Ccc.TryGetValue(cp, out var c) ? c : 0;

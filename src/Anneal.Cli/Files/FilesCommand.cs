@@ -1,0 +1,92 @@
+// `anneal files upload|get|check`: dataset files. `check` validates locally and sends nothing.
+using System.CommandLine;
+using Anneal.Cli.Http;
+using Anneal.Core.Contracts;
+using Anneal.Core.Datasets;
+using Anneal.Core.Models;
+
+namespace Anneal.Cli.Files;
+
+public static class FilesCommand
+{
+    public static Command Create(CliContext ctx, SharedOptions shared)
+    {
+        var path = new Argument<string>("path") { Description = "A JSONL chat dataset" };
+        var model = new Option<string?>("--model") { Description = "Check for this base model (Qwen3-VL models accept images)" };
+
+        var check = new Command("check", "Validate a JSONL dataset locally (nothing is sent)") { path, model, shared.Json };
+        check.SetAction(p =>
+        {
+            var (report, code) = Validate(ctx, p.GetValue(path)!, p.GetValue(model));
+            if (report is null) return code;
+            if (p.GetValue(shared.Json)) ctx.WriteJson(report);
+            else if (report.IsValid) ctx.Out.WriteLine($"OK: {report.NumExamples} examples");
+            return code;
+        });
+
+        var upload = new Command("upload", "Validate a dataset locally, then upload it (purpose fine-tune)") { path, model };
+        upload.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            var (report, code) = Validate(ctx, p.GetValue(path)!, p.GetValue(model));
+            if (report is null || code != ExitCodes.Ok) return code;
+            var full = ctx.FullPath(p.GetValue(path)!);
+            FileObject file;
+            await using (var stream = File.OpenRead(full))
+                file = await client.UploadFileAsync(stream, Path.GetFileName(full), FilePurpose.FineTune, ct);
+            while (file.Status == FileStatus.Processing)
+            {
+                await Task.Delay(500, ct);
+                file = await client.GetFileAsync(file.Id, ct);
+            }
+            Print(ctx, file, p.GetValue(shared.Json));
+            return file.Status == FileStatus.Ready ? ExitCodes.Ok : ExitCodes.Usage;
+        });
+
+        var id = new Argument<string>("file-id") { Description = "The file's id (file_...)" };
+        var get = new Command("get", "Show an uploaded file: status, examples, tokens, validation errors") { id };
+        get.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            Print(ctx, await client.GetFileAsync(p.GetValue(id)!, ct), p.GetValue(shared.Json));
+            return ExitCodes.Ok;
+        });
+
+        return new Command("files", "Check, upload and inspect dataset files") { check, upload, get };
+    }
+
+    static (DatasetReport? Report, int Code) Validate(CliContext ctx, string given, string? model)
+    {
+        var full = ctx.FullPath(given);
+        if (!File.Exists(full))
+        {
+            ctx.Error.WriteLine($"error: {given}: file not found ({full})");
+            return (null, ExitCodes.Usage);
+        }
+        var options = new DatasetValidationOptions(20, model is not null && ModelRegistry.IsVision(model),
+            Math.Max(1, model is null ? 1 : ModelRegistry.Find(model)?.MaxImagesPerMessage ?? 1));
+        var report = DatasetValidator.ValidateFile(full, options);
+        if (!report.IsValid)
+        {
+            ctx.Error.WriteLine(report.TotalErrors == 0 ? $"error: {full} has no records" : $"error: {full}: {report.TotalErrors} error{(report.TotalErrors == 1 ? "" : "s")}");
+            foreach (var e in report.Errors) ctx.Error.WriteLine($"  {e}");
+            if (report.TotalErrors > report.Errors.Count) ctx.Error.WriteLine($"  ... {report.TotalErrors} errors in total, first {report.Errors.Count} shown");
+        }
+        return (report, report.IsValid ? ExitCodes.Ok : ExitCodes.Usage);
+    }
+
+    static void Print(CliContext ctx, FileObject file, bool json)
+    {
+        if (json)
+        {
+            ctx.WriteJson(file);
+            return;
+        }
+        ctx.Out.WriteLine($"id: {file.Id}");
+        ctx.Out.WriteLine($"filename: {file.Filename}");
+        ctx.Out.WriteLine($"status: {file.Status}");
+        ctx.Out.WriteLine($"bytes: {file.Bytes}");
+        ctx.Out.WriteLine($"sha256: {file.Sha256}");
+        if (file.NumExamples is { } n) ctx.Out.WriteLine($"num_examples: {n}");
+        if (file.NumTokens is { } t) ctx.Out.WriteLine($"num_tokens: {t}");
+        foreach (var e in file.Errors ?? []) ctx.Out.WriteLine($"error: {e}");
+    }
+}

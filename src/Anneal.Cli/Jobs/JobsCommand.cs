@@ -1,0 +1,82 @@
+// `anneal jobs list|get|events|cancel`: the job endpoints of DESIGN.md §3.
+using System.CommandLine;
+using System.Globalization;
+using Anneal.Cli.Http;
+using Anneal.Cli.Train;
+using Anneal.Core.Contracts;
+using Spectre.Console;
+
+namespace Anneal.Cli.Jobs;
+
+public static class JobsCommand
+{
+    public static Command Create(CliContext ctx, SharedOptions shared)
+    {
+        var jobId = new Argument<string>("job-id") { Description = "The job's id (printed by `anneal train`)" };
+
+        var status = new Option<string?>("--status") { Description = "Only jobs in this status" };
+        status.AcceptOnlyFromAmong(JobStatus.Created, JobStatus.Queued, JobStatus.Running, JobStatus.Paused, JobStatus.Succeeded, JobStatus.Failed, JobStatus.Cancelled);
+        var limit = new Option<int>("--limit") { Description = "At most this many jobs, newest first", DefaultValueFactory = _ => 20 };
+        var list = new Command("list", "List your organisation's jobs, newest first") { status, limit };
+        list.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            var jobs = await client.ListJobsAsync(p.GetValue(status), p.GetValue(limit), ct);
+            if (p.GetValue(shared.Json)) ctx.WriteJson(jobs);
+            else if (jobs.Jobs.Count == 0) ctx.Out.WriteLine("No jobs.");
+            else
+            {
+                var table = new Table().AddColumns("id", "status", "model", "progress", "created", "fine_tuned_model");
+                foreach (var j in jobs.Jobs)
+                    table.AddRow(Markup.Escape(j.Id), Markup.Escape(j.Status), Markup.Escape(j.Model),
+                        j.Progress is { TotalSteps: > 0 } pr ? $"{pr.Step}/{pr.TotalSteps}" : "",
+                        j.CreatedAt.ToUniversalTime().ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture),
+                        Markup.Escape(j.FineTunedModel ?? ""));
+                ctx.Console.Write(table);
+                if (jobs.HasMore) ctx.Out.WriteLine($"(more jobs: raise --limit)");
+            }
+            return ExitCodes.Ok;
+        });
+
+        var get = new Command("get", "Show a job: status, progress, fine_tuned_model or error") { jobId };
+        get.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            var job = await client.GetJobAsync(p.GetValue(jobId)!, ct);
+            if (p.GetValue(shared.Json)) ctx.WriteJson(job);
+            else
+            {
+                ctx.Out.WriteLine($"model: {job.Model}");
+                TrainFlow.Report(ctx, job, json: false, submitted: true);
+            }
+            return ExitCodes.Ok;
+        });
+
+        var since = new Option<long>("--since-seq") { Description = "Only events after this sequence number", DefaultValueFactory = _ => 0 };
+        var follow = new Option<bool>("--follow", "-f") { Description = "Keep printing new events until the job ends" };
+        var interval = new Option<double>("--poll-interval") { Description = "Seconds between checks with --follow", DefaultValueFactory = _ => 2 };
+        var events = new Command("events", "Print a job's events (progress, checkpoints, errors)") { jobId, since, follow, interval };
+        events.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            var id = p.GetValue(jobId)!;
+            if (p.GetValue(follow))
+            {
+                var result = await new JobFollower(ctx, client, TimeSpan.FromSeconds(Math.Max(0.1, p.GetValue(interval))), null).FollowAsync(id, ct);
+                return TrainFlow.Report(ctx, result.Job!, json: false, submitted: false).ExitCode;
+            }
+            var page = await client.GetEventsAsync(id, p.GetValue(since), 1000, ct);
+            if (p.GetValue(shared.Json)) ctx.WriteJson(page);
+            else foreach (var e in page.Events) ctx.Out.WriteLine($"{e.Seq,5} {JobFollower.FormatPlain(e)}");
+            return ExitCodes.Ok;
+        });
+
+        var cancel = new Command("cancel", "Cancel a queued or running job (a running trainer stops within one optimizer step)") { jobId };
+        cancel.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            var job = await client.CancelJobAsync(p.GetValue(jobId)!, ct);
+            if (p.GetValue(shared.Json)) ctx.WriteJson(job);
+            else ctx.Out.WriteLine($"Job {job.Id}: {job.Status}");
+            return ExitCodes.Ok;
+        });
+
+        return new Command("jobs", "List, inspect and cancel fine-tuning jobs") { list, get, events, cancel };
+    }
+}

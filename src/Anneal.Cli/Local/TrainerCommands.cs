@@ -1,0 +1,140 @@
+// Commands that run TorchSharp in this process: the trainer the server launches (`anneal trainer
+// run`, hidden), training without a server (`train-local`), `tokenize` and `generate`.
+using System.CommandLine;
+using Anneal.Cli.Train;
+using Anneal.Core.Config;
+using Anneal.Core.Training;
+using Anneal.Training;
+using Anneal.Training.Tokenization;
+
+namespace Anneal.Cli.Local;
+
+public static class TrainerCommands
+{
+    /// <summary>`anneal trainer run --spec PATH`: what the server starts for each job.</summary>
+    public static Command Trainer(CliContext ctx)
+    {
+        var spec = new Option<string>("--spec") { Description = "Job spec (JSON) written by the server", Required = true };
+        var run = new Command("run", "Run one training job from a spec file; events as JSON lines on stdout") { spec };
+        run.SetAction(async (p, ct) =>
+        {
+            var path = ctx.FullPath(p.GetValue(spec)!);
+            if (!File.Exists(path))
+            {
+                ctx.Error.WriteLine($"error: --spec {path}: file not found");
+                return TrainerProcess.ExitUserError;
+            }
+            // Cancellation (SIGTERM/SIGINT → ct, see AnnealApp.MainAsync) stops at the next optimizer step.
+            return await TrainerProcess.RunAsync(path, ctx.Out, ctx.Error, ct);
+        });
+        return new Command("trainer", "The trainer process started by the server") { Hidden = true, Subcommands = { run } };
+    }
+
+    /// <summary>`anneal train-local`: fine-tune a local model folder without a server.</summary>
+    public static Command TrainLocal(CliContext ctx)
+    {
+        var model = new Option<string>("--model") { Description = "Hugging Face model folder (config.json, safetensors, tokenizer.json)", Required = true };
+        var dataset = new Option<string>("--dataset") { Description = "JSONL chat dataset", Required = true };
+        var config = new Option<string>("--config") { Description = "Training config (TOML); [hyperparameters] and [training] are used", Required = true };
+        var output = new Option<string>("--output") { Description = "Folder for checkpoints/ and final/", Required = true };
+        var device = new Option<string>("--device") { Description = "auto (CUDA when available), cpu or cuda", DefaultValueFactory = _ => "auto" };
+        device.AcceptOnlyFromAmong("auto", "cpu", "cuda");
+        var command = new Command("train-local", "Fine-tune a local model folder in this process, without a server") { model, dataset, config, output, device };
+        command.SetAction(async (p, ct) =>
+        {
+            var configPath = ctx.FullPath(p.GetValue(config)!);
+            if (!File.Exists(configPath))
+            {
+                ctx.Error.WriteLine($"error: --config {configPath}: file not found");
+                return ExitCodes.Usage;
+            }
+            var (cfg, errors) = TrainingConfigLoader.Load(configPath);
+            if (cfg is null || errors.Count > 0)
+            {
+                ctx.Error.WriteLine($"error: config {configPath} is invalid:");
+                foreach (var e in errors) ctx.Error.WriteLine($"  {e}");
+                return ExitCodes.Usage;
+            }
+            var (settings, hpErrors) = HyperparameterParser.Parse(cfg.Hyperparameters);
+            if (settings is null || hpErrors.Count > 0)
+            {
+                ctx.Error.WriteLine($"error: {configPath}: invalid hyperparameters:");
+                foreach (var e in hpErrors) ctx.Error.WriteLine($"  {e}");
+                return ExitCodes.Usage;
+            }
+            var configDir = Path.GetDirectoryName(configPath)!;
+            var (datasetPath, datasetError) = DatasetPaths.Resolve(p.GetValue(dataset)!, ctx.WorkingDirectory, configDir, "--dataset");
+            if (datasetPath is null)
+            {
+                ctx.Error.WriteLine($"error: {datasetError}");
+                return ExitCodes.Usage;
+            }
+            string? validationPath = null;
+            if (cfg.ValidationPath is { } v)
+            {
+                (validationPath, var validationError) = DatasetPaths.Resolve(v, ctx.WorkingDirectory, configDir, "[data].validation_path");
+                if (validationPath is null)
+                {
+                    ctx.Error.WriteLine($"error: {validationError}");
+                    return ExitCodes.Usage;
+                }
+            }
+            var modelDir = ctx.FullPath(p.GetValue(model)!);
+            var spec = new TrainerJobSpec(
+                JobId: $"local-{DateTime.UtcNow:yyyyMMddHHmmss}",
+                Model: cfg.Model,
+                ModelPath: modelDir,
+                TrainingFile: datasetPath,
+                ValidationFile: validationPath,
+                OutputDir: ctx.FullPath(p.GetValue(output)!),
+                Settings: settings,
+                Device: p.GetValue(device)!);
+            return await TrainerProcess.RunAsync(spec, ctx.Out, ctx.Error, ct);
+        });
+        return command;
+    }
+
+    /// <summary>`anneal tokenize --model DIR [--chat]`: stdin → token ids (and the loss mask with --chat).</summary>
+    public static Command Tokenize(CliContext ctx)
+    {
+        var model = new Option<string>("--model") { Description = "Model folder holding tokenizer.json and tokenizer_config.json", Required = true };
+        var chat = new Option<bool>("--chat") { Description = "Read one JSONL chat record; render the chat template and print the trained-token mask" };
+        var command = new Command("tokenize", "Tokenize text from stdin with a model's tokenizer and print the ids as JSON") { model, chat };
+        command.SetAction(p =>
+        {
+            var dir = ctx.FullPath(p.GetValue(model)!);
+            if (!Directory.Exists(dir))
+            {
+                ctx.Error.WriteLine($"error: --model {dir}: folder not found");
+                return ExitCodes.Usage;
+            }
+            return TokenizeTool.Run(dir, p.GetValue(chat), ctx.In, ctx.Out, ctx.Error);
+        });
+        return command;
+    }
+
+    /// <summary>`anneal generate --model DIR --prompt TEXT`: one answer from a model folder.</summary>
+    public static Command Generate(CliContext ctx)
+    {
+        var model = new Option<string>("--model") { Description = "Model folder (a base model or a job's final/ folder)", Required = true };
+        var prompt = new Option<string>("--prompt") { Description = "The user message to answer", Required = true };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer, in tokens", DefaultValueFactory = _ => 48 };
+        var command = new Command("generate", "Answer one prompt with a local model folder (greedy decoding)") { model, prompt, maxNew };
+        command.SetAction(async (p, ct) =>
+        {
+            var dir = ctx.FullPath(p.GetValue(model)!);
+            if (!Directory.Exists(dir))
+            {
+                ctx.Error.WriteLine($"error: --model {dir}: folder not found");
+                return ExitCodes.Usage;
+            }
+            if (p.GetValue(maxNew) is var n && n <= 0)
+            {
+                ctx.Error.WriteLine($"error: --max-new-tokens {n}: expected a positive number");
+                return ExitCodes.Usage;
+            }
+            return await TrainerProcess.GenerateAsync(dir, p.GetValue(prompt)!, p.GetValue(maxNew), ctx.Out, ctx.Error, ct);
+        });
+        return command;
+    }
+}

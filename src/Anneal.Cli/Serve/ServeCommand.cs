@@ -1,0 +1,72 @@
+// `anneal serve`: hosts the control plane in this process until Ctrl+C or SIGTERM. Trainer
+// processes are this same executable (`anneal trainer run --spec PATH`).
+using System.CommandLine;
+using Anneal.Server;
+
+namespace Anneal.Cli.Serve;
+
+public static class ServeCommand
+{
+    public static Command Create(CliContext ctx, SharedOptions shared)
+    {
+        var urls = new Option<string>("--urls") { Description = "Address to listen on (port 0 picks a free port)", DefaultValueFactory = _ => "http://127.0.0.1:8000" };
+        var maxUpload = new Option<long>("--max-upload-mb") { Description = "Largest dataset upload accepted, in MiB", DefaultValueFactory = _ => 512 };
+        var maxJobs = new Option<int>("--max-concurrent-jobs") { Description = "Trainer processes run at the same time; more jobs wait queued", DefaultValueFactory = _ => 1 };
+        var modelsDir = new Option<string?>("--models-dir") { Description = "Folder of local Hugging Face model folders, searched first" };
+        var command = new Command("serve", "Run the Anneal server (HTTP API, storage, job runner) until Ctrl+C")
+        {
+            urls, shared.DataDir, maxUpload, maxJobs, modelsDir,
+        };
+        command.SetAction(async (p, ct) =>
+        {
+            var options = new ServerOptions
+            {
+                Urls = p.GetValue(urls)!,
+                MaxUploadBytes = p.GetValue(maxUpload) * 1024 * 1024,
+                MaxConcurrentJobs = p.GetValue(maxJobs),
+                ModelsDir = p.GetValue(modelsDir) is { } m ? ctx.FullPath(m) : null,
+                TrainerCommand = ctx.SelfCommand,
+            };
+            if (p.GetValue(shared.DataDir) is { } d) options = options with { DataDir = ctx.FullPath(d) };
+            if (Validate(options) is { } error)
+            {
+                ctx.Error.WriteLine($"error: {error}");
+                return ExitCodes.Usage;
+            }
+            return await RunAsync(ctx, options, ct);
+        });
+        return command;
+    }
+
+    static string? Validate(ServerOptions o)
+    {
+        if (o.MaxUploadBytes <= 0) return $"--max-upload-mb {o.MaxUploadBytes / 1024 / 1024}: expected a positive number of MiB";
+        if (o.MaxConcurrentJobs <= 0) return $"--max-concurrent-jobs {o.MaxConcurrentJobs}: expected at least 1";
+        foreach (var url in o.Urls.Split(';', StringSplitOptions.RemoveEmptyEntries))
+            if (!Uri.TryCreate(url, UriKind.Absolute, out var u) || u.Scheme is not ("http" or "https"))
+                return $"--urls {url}: expected an http:// or https:// address such as http://127.0.0.1:8000";
+        if (o.ModelsDir is { } m && !Directory.Exists(m)) return $"--models-dir {m}: folder not found";
+        return null;
+    }
+
+    public static async Task<int> RunAsync(CliContext ctx, ServerOptions options, CancellationToken ct)
+    {
+        await using var server = await ServerHost.StartAsync(options, ct);
+        ctx.Out.WriteLine($"Anneal is listening on {server.BaseUrl} (API: {server.BaseUrl}/api; data: {options.DataDir}).");
+        if (server.FirstApiKey is { } key)
+        {
+            ctx.Out.WriteLine($"Created the first API key: {key}");
+            ctx.Out.WriteLine($"  Save it with: anneal setup --api-key {key} --backend {server.BaseUrl}");
+        }
+        ctx.Out.WriteLine("Press Ctrl+C to stop.");
+        try
+        {
+            await Task.Delay(Timeout.Infinite, ct);
+        }
+        catch (OperationCanceledException)
+        {
+            ctx.Out.WriteLine("Stopping ...");
+        }
+        return ExitCodes.Ok;
+    }
+}

@@ -1,0 +1,16 @@
+// Creating an API key directly in a local server's data folder (no HTTP: the key is what
+// authenticates HTTP). The storage is the server's: Anneal.Server.ApiKeys.
+namespace Anneal.Cli.Setup;
+
+public static class LocalKeys
+{
+    public static string DefaultDataDir => new Anneal.Server.ServerOptions().DataDir;
+
+    /// <summary>Creates a key for the organisation and returns it in clear (it is stored hashed).</summary>
+    public static Task<string> CreateAsync(string dataDir, string org, CancellationToken ct)
+    {
+        ct.ThrowIfCancellationRequested();
+        Directory.CreateDirectory(dataDir);
+        return Anneal.Server.Auth.ApiKeys.CreateAsync(dataDir, org);
+    }
+}

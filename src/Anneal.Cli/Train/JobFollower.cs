@@ -1,0 +1,135 @@
+// Follows a job to a terminal state: GET …/events?since_seq= and GET …/jobs/{id} every poll
+// interval. On a terminal: one live line (step/total, bar, loss, tokens/s, ETA) with the other
+// events printed above it. Otherwise (CI logs, tests): one timestamped line per event.
+// A server that goes away for a while (restart) is waited for, up to RetryWindow.
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Anneal.Cli.Http;
+using Anneal.Core.Contracts;
+using Spectre.Console;
+using Spectre.Console.Rendering;
+
+namespace Anneal.Cli.Train;
+
+public sealed record FollowResult(JobObject? Job, bool TimedOut);
+
+public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan interval, TimeSpan? timeout)
+{
+    /// <summary>How long an unreachable or failing server is retried before giving up.</summary>
+    public TimeSpan RetryWindow { get; init; } = TimeSpan.FromSeconds(90);
+
+    long _since;
+    JsonObject? _lastProgress;
+
+    public async Task<FollowResult> FollowAsync(string jobId, CancellationToken ct)
+    {
+        if (!ctx.IsTerminal) return await LoopAsync(jobId, Print, () => { }, ct);
+        FollowResult result = new(null, false);
+        var live = ctx.Console.Live(new Markup(Markup.Escape($"waiting for job {jobId} ..."))).AutoClear(false);
+        await live.StartAsync(async display =>
+        {
+            result = await LoopAsync(jobId, e =>
+            {
+                if (e.Type != EventTypes.Progress) ctx.Console.MarkupLine(Markup.Escape(FormatPlain(e)));
+            }, () => display.UpdateTarget(LiveLine()), ct);
+        });
+        return result;
+    }
+
+    void Print(JobEvent e) => ctx.Out.WriteLine(FormatPlain(e));
+
+    async Task<FollowResult> LoopAsync(string jobId, Action<JobEvent> onEvent, Action refresh, CancellationToken ct)
+    {
+        var started = DateTimeOffset.UtcNow;
+        DateTimeOffset? failingSince = null;
+        JobObject? job = null;
+        while (true)
+        {
+            try
+            {
+                var terminal = false;
+                job = await client.GetJobAsync(jobId, ct);
+                terminal = JobStatus.IsTerminal(job.Status);
+                // Read events after the status, so a terminal status is followed by its last events.
+                await DrainEventsAsync(jobId, onEvent, ct);
+                refresh();
+                failingSince = null;
+                if (terminal) return new FollowResult(job, false);
+            }
+            catch (Exception e) when (IsTransient(e))
+            {
+                failingSince ??= DateTimeOffset.UtcNow;
+                if (DateTimeOffset.UtcNow - failingSince > RetryWindow) throw;
+                ctx.Error.WriteLine($"warning: {e.Message}; retrying");
+            }
+            if (timeout is { } t && DateTimeOffset.UtcNow - started >= t) return new FollowResult(job, true);
+            await Task.Delay(interval, ct);
+        }
+    }
+
+    async Task DrainEventsAsync(string jobId, Action<JobEvent> onEvent, CancellationToken ct)
+    {
+        while (true)
+        {
+            var page = await client.GetEventsAsync(jobId, _since, 500, ct);
+            foreach (var e in page.Events)
+            {
+                if (e.Seq <= _since) continue;
+                _since = e.Seq;
+                if (e.Type == EventTypes.Progress) _lastProgress = e.Data;
+                onEvent(e);
+            }
+            if (page.Events.Count < 500) return;
+        }
+    }
+
+    static bool IsTransient(Exception e) =>
+        e is BackendUnreachableException || e is ApiException { Status: >= System.Net.HttpStatusCode.InternalServerError };
+
+    IRenderable LiveLine()
+    {
+        if (_lastProgress is not { } p) return new Markup("[grey]waiting for the first training step ...[/]");
+        var step = Long(p, "step") ?? 0;
+        var total = Long(p, "total_steps") ?? 0;
+        var width = 30;
+        var filled = total > 0 ? (int)Math.Clamp(width * step / total, 0, width) : 0;
+        var bar = new string('━', filled) + new string('─', width - filled);
+        return new Markup($"[green]{bar}[/] {Markup.Escape(ProgressText(p))}");
+    }
+
+    /// <summary>"step 12/40 · loss 2.3412 · 1,234 tok/s · ETA 0:42"</summary>
+    public static string ProgressText(JsonObject p)
+    {
+        var parts = new List<string> { $"step {Long(p, "step") ?? 0}/{Long(p, "total_steps") ?? 0}" };
+        if (Double(p, "epoch") is { } epoch) parts.Add($"epoch {epoch.ToString("0.00", CultureInfo.InvariantCulture)}");
+        if (Double(p, "loss") is { } loss) parts.Add($"loss {loss.ToString("0.0000", CultureInfo.InvariantCulture)}");
+        if (Double(p, "lr") is { } lr) parts.Add($"lr {lr.ToString("0.0e+0", CultureInfo.InvariantCulture)}");
+        if (Double(p, "tokens_per_second") is { } tps) parts.Add($"{tps.ToString("#,0", CultureInfo.InvariantCulture)} tok/s");
+        if (Double(p, "eta_seconds") is { } eta) parts.Add($"ETA {FormatDuration(eta)}");
+        return string.Join(" · ", parts);
+    }
+
+    public static string FormatPlain(JobEvent e)
+    {
+        var time = e.CreatedAt.ToUniversalTime().ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
+        var text = e.Type switch
+        {
+            EventTypes.Progress when e.Data is { } d => ProgressText(d),
+            EventTypes.Failed when e.Data?["error"] is JsonObject err => $"{e.Message} ({err["code"]}: {err["message"]})",
+            _ => e.Message,
+        };
+        var level = e.Level is "info" or "" ? "" : $" [{e.Level}]";
+        return $"{time} {e.Type}{level} {text}".TrimEnd();
+    }
+
+    public static string FormatDuration(double seconds)
+    {
+        if (double.IsNaN(seconds) || seconds < 0) return "?";
+        var t = TimeSpan.FromSeconds(Math.Round(seconds));
+        return t.TotalHours >= 1 ? $"{(int)t.TotalHours}:{t.Minutes:00}:{t.Seconds:00}" : $"{t.Minutes}:{t.Seconds:00}";
+    }
+
+    static long? Long(JsonObject o, string key) => o[key] is JsonValue v && v.TryGetValue<double>(out var d) ? (long)d : null;
+
+    static double? Double(JsonObject o, string key) => o[key] is JsonValue v && v.TryGetValue<double>(out var d) ? d : null;
+}

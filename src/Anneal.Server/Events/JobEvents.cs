@@ -1,0 +1,53 @@
+// Appending and reading job events. seq is per job, strictly increasing, assigned inside the
+// INSERT (MAX+1) so concurrent writers cannot reuse a number: SQLite serialises writers, and the
+// (job_id, seq) primary key would reject a duplicate anyway.
+using System.Text.Json.Nodes;
+using Anneal.Core.Contracts;
+using Anneal.Server.Storage;
+using Microsoft.Data.Sqlite;
+
+namespace Anneal.Server.Events;
+
+public static class JobEvents
+{
+    public static long Append(SqliteConnection conn, SqliteTransaction? tx, string jobId, string type, string level, string message, JsonObject? data = null) =>
+        Db.Scalar<long>(conn, tx, """
+            INSERT INTO job_events (job_id, seq, type, level, message, data, created_at)
+            SELECT @job, COALESCE(MAX(seq), 0) + 1, @type, @level, @message, @data, @t FROM job_events WHERE job_id = @job
+            RETURNING seq
+            """,
+            ("@job", jobId), ("@type", type), ("@level", level), ("@message", message),
+            ("@data", data?.ToJsonString(AnnealJson.Options)), ("@t", Db.Now()));
+
+    public static List<JobEvent> Read(SqliteConnection conn, string jobId, long sinceSeq, int limit) =>
+        Db.Query(conn, null, """
+            SELECT seq, job_id, type, level, message, data, created_at FROM job_events
+            WHERE job_id = @job AND seq > @since ORDER BY seq LIMIT @limit
+            """,
+            r => new JobEvent(r.GetInt64(0), r.GetString(1), r.GetString(2), r.GetString(3), r.GetString(4),
+                Db.Str(r, "data") is { } d ? JsonNode.Parse(d) as JsonObject : null, Db.ParseTime(r.GetString(6))),
+            ("@job", jobId), ("@since", sinceSeq), ("@limit", limit));
+}
+
+/// <summary>
+/// In-process wake-ups: SSE streams wait on <see cref="EventsAppended"/>, the scheduler on
+/// <see cref="WorkAvailable"/>. Each is a pulse: waiters wake at the next Pulse() (or their timeout).
+/// </summary>
+public sealed class JobSignals
+{
+    public Pulse EventsAppended { get; } = new();
+    public Pulse WorkAvailable { get; } = new();
+}
+
+public sealed class Pulse
+{
+    TaskCompletionSource _tcs = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public void Signal() => Interlocked.Exchange(ref _tcs, new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+
+    public async Task WaitAsync(TimeSpan timeout, CancellationToken ct)
+    {
+        try { await Volatile.Read(ref _tcs).Task.WaitAsync(timeout, ct); }
+        catch (TimeoutException) { }
+    }
+}

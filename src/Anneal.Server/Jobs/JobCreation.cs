@@ -1,0 +1,241 @@
+// POST /api/learning/jobs: parse the body (400 naming the field on malformed JSON or a wrong type),
+// validate model, training type, files and hyperparameters (422 listing every problem; 409
+// file_not_ready when the only problem is a file still being validated), honour Idempotency-Key,
+// and store the job with its `sft.created` event in one transaction.
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
+using Anneal.Core.Contracts;
+using Anneal.Core.Models;
+using Anneal.Core.Training;
+using Anneal.Server.Auth;
+using Anneal.Server.Events;
+using Anneal.Server.Files;
+using Anneal.Server.Http;
+using Anneal.Server.Storage;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Data.Sqlite;
+
+namespace Anneal.Server.Jobs;
+
+public static partial class JobCreation
+{
+    const int MaxBodyBytes = 1 << 20;
+
+    static readonly JsonSerializerOptions Strict = new(AnnealJson.Options) { UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow };
+
+    // Expected JSON type of each body field, for "model: expected a string" messages.
+    static readonly Dictionary<string, string> FieldTypes = new()
+    {
+        ["model"] = "a string", ["training_type"] = "a string", ["training_file_id"] = "a string",
+        ["validation_file_id"] = "a string or null", ["hyperparameters"] = "an object", ["metadata"] = "an object or null",
+        ["suffix"] = "a string or null",
+    };
+
+    public static async Task<Results<Created<JobObject>, Ok<JobObject>, ProblemHttpResult>> Create(HttpContext http, Db db, CancellationToken ct)
+    {
+        var org = http.Org();
+        var body = await ReadBody(http.Request, ct);
+        if (body is null) return Problems.Make(413, ErrorCodes.PayloadTooLarge, "Payload too large", $"A job request body is limited to {MaxBodyBytes} bytes.");
+        var (request, parseProblem) = Parse(body);
+        if (request is null) return parseProblem!;
+
+        var idempotencyKey = http.Request.Headers["Idempotency-Key"].ToString();
+        if (idempotencyKey.Length > 255)
+            return Problems.BadRequest("Idempotency-Key must be at most 255 characters.", [new ErrorItem(null, "Idempotency-Key", "too long")]);
+        var requestHash = Convert.ToHexStringLower(SHA256.HashData(body));
+        using var conn = db.Connect();
+        if (idempotencyKey.Length > 0 && Replay(conn, org, idempotencyKey, requestHash) is { } replay) return replay;
+
+        var (mode, problem) = Validate(conn, org, request);
+        if (problem is not null) return problem;
+
+        var id = Ids.New("job");
+        try
+        {
+            using var tx = conn.BeginTransaction();
+            Db.Exec(conn, tx, """
+                INSERT INTO jobs (id, org, status, model, mode, training_type, training_file_id, validation_file_id,
+                                  hyperparameters, metadata, suffix, created_at, idempotency_key, request_hash)
+                VALUES (@id, @org, @status, @model, @mode, @type, @train, @val, @hp, @meta, @suffix, @t, @key, @hash)
+                """,
+                ("@id", id), ("@org", org), ("@status", JobStatus.Created), ("@model", request.Model!.Trim()), ("@mode", mode),
+                ("@type", request.TrainingType ?? TrainingType.SftOffline), ("@train", request.TrainingFileId),
+                ("@val", request.ValidationFileId), ("@hp", request.Hyperparameters!.ToJsonString(AnnealJson.Options)),
+                ("@meta", request.Metadata?.ToJsonString(AnnealJson.Options)), ("@suffix", request.Suffix), ("@t", Db.Now()),
+                ("@key", idempotencyKey.Length > 0 ? idempotencyKey : null), ("@hash", requestHash));
+            JobEvents.Append(conn, tx, id, EventTypes.Created, "info", $"Job created for model {request.Model} ({mode}).");
+            tx.Commit();
+        }
+        catch (SqliteException e) when (e.SqliteErrorCode == 19 && idempotencyKey.Length > 0)
+        {
+            // A concurrent request with the same Idempotency-Key won the insert.
+            if (Replay(conn, org, idempotencyKey, requestHash) is { } winner) return winner;
+            throw;
+        }
+        var job = JobRows.Find(conn, null, org, id)!;
+        return TypedResults.Created($"/api/learning/jobs/{id}", job.Wire);
+    }
+
+    static async Task<byte[]?> ReadBody(HttpRequest request, CancellationToken ct)
+    {
+        using var ms = new MemoryStream();
+        var buffer = new byte[16384];
+        int n;
+        while ((n = await request.Body.ReadAsync(buffer, ct)) > 0)
+        {
+            if (ms.Length + n > MaxBodyBytes) return null;
+            ms.Write(buffer, 0, n);
+        }
+        return ms.ToArray();
+    }
+
+    static (CreateJobRequest?, ProblemHttpResult?) Parse(byte[] body)
+    {
+        if (body.Length == 0)
+            return (null, Problems.BadRequest("The request body is empty; expected a JSON object with model, training_file_id and hyperparameters."));
+        try
+        {
+            var node = JsonNode.Parse(body);
+            if (node is not JsonObject)
+                return (null, Problems.BadRequest($"The request body must be a JSON object, got {node?.GetValueKind().ToString().ToLowerInvariant() ?? "null"}."));
+            var request = node.Deserialize<CreateJobRequest>(Strict);
+            return (request, null);
+        }
+        catch (JsonException e)
+        {
+            var field = e.Path is { Length: > 2 } p && p.StartsWith("$.", StringComparison.Ordinal) ? p[2..] : null;
+            if (UnmappedProperty().Match(e.Message) is { Success: true } m)
+            {
+                var name = m.Groups[1].Value;
+                return (null, Problems.BadRequest($"Unknown field '{name}'; allowed fields: {string.Join(", ", FieldTypes.Keys)}.",
+                    [new ErrorItem(null, name, "unknown field")]));
+            }
+            if (field is not null)
+            {
+                var top = field.Split('.', '[')[0];
+                var expected = FieldTypes.GetValueOrDefault(top, "a different type");
+                return (null, Problems.BadRequest($"Field '{field}' has the wrong type: expected {expected}.", [new ErrorItem(null, field, $"expected {expected}")]));
+            }
+            var at = e.LineNumber is { } line ? $" (line {line + 1}, byte {e.BytePositionInLine + 1})" : "";
+            var reason = e.Message.Split(" Path:")[0].Split(" LineNumber:")[0];
+            return (null, Problems.BadRequest($"Malformed JSON body{at}: {reason}", [new ErrorItem(e.LineNumber is { } l ? (int)l + 1 : null, null, reason)]));
+        }
+    }
+
+    [GeneratedRegex("The JSON property '([^']+)' could not be mapped")]
+    private static partial Regex UnmappedProperty();
+
+    /// <summary>The job created earlier with this key (200), a 422 when the key was used for another body, or null.</summary>
+    static Results<Created<JobObject>, Ok<JobObject>, ProblemHttpResult>? Replay(SqliteConnection conn, string org, string key, string requestHash)
+    {
+        var existing = Db.Query(conn, null, $"SELECT {JobRows.Columns} FROM jobs WHERE org = @org AND idempotency_key = @key",
+            JobRows.Map, ("@org", org), ("@key", key)).FirstOrDefault();
+        if (existing is null) return null;
+        if (existing.RequestHash != requestHash)
+            return Problems.Make(422, ServerErrorCodes.IdempotencyKeyReused, "Idempotency-Key reused",
+                $"Idempotency-Key '{key}' was already used for job '{existing.Wire.Id}' with a different request body.",
+                extra: new Dictionary<string, object?> { ["job_id"] = existing.Wire.Id });
+        return TypedResults.Ok(existing.Wire);
+    }
+
+    sealed record Issue(ErrorItem Item, string Code, int Status = 422);
+
+    /// <summary>Checks every field; returns the training mode, or a problem naming every issue found.</summary>
+    static (string Mode, ProblemHttpResult? Problem) Validate(SqliteConnection conn, string org, CreateJobRequest request)
+    {
+        var issues = new List<Issue>();
+        void Add(string? field, string message, string code = ErrorCodes.ValidationFailed, int status = 422) =>
+            issues.Add(new Issue(new ErrorItem(null, field, message), code, status));
+
+        // Hyperparameters first: the mode decides which base models accept the job.
+        var (settings, hpErrors) = HyperparameterParser.Parse(request.Hyperparameters);
+        foreach (var e in hpErrors) issues.Add(new Issue(e, ErrorCodes.ValidationFailed));
+        var mode = settings?.Mode ?? TrainingModes.FullFinetune;
+
+        if (string.IsNullOrWhiteSpace(request.Model)) Add("model", "is required (a base model from GET /api/models or a fine-tuned model id)");
+        else ValidateModel(conn, org, request.Model.Trim(), settings, Add);
+
+        if (request.TrainingType is { } type && type != TrainingType.SftOffline)
+            Add("training_type", $"'{type}' is not supported; expected '{TrainingType.SftOffline}'");
+
+        // Image datasets need a vision model (registry flag; unknown models are reported above).
+        var vision = request.Model is { } m && RegistryBase(conn, org, m.Trim()) is { } b && ModelRegistry.IsVision(b);
+        if (string.IsNullOrWhiteSpace(request.TrainingFileId)) Add("training_file_id", "is required (an uploaded file id, file_…)");
+        else CheckFile(conn, org, "training_file_id", request.TrainingFileId, vision, request.Model, Add);
+        if (request.ValidationFileId is { } v) CheckFile(conn, org, "validation_file_id", v, vision, request.Model, Add);
+
+        if (request.Suffix is { Length: > 64 } s) Add("suffix", $"is {s.Length} characters long; at most 64 allowed");
+
+        if (issues.Count == 0) return (mode, null);
+        var items = issues.Select(i => i.Item).ToList();
+        var detail = issues.Count == 1 ? issues[0].Item.ToString() : $"{issues.Count} problems: " + string.Join("; ", items);
+        if (issues.All(i => i.Status == 409))
+            return (mode, Problems.Make(409, ErrorCodes.FileNotReady, "File not ready", detail + " Retry once the file's status is 'ready'.", items));
+        var codes = issues.Select(i => i.Code).Distinct().ToList();
+        var code = codes.Count == 1 && codes[0] != ErrorCodes.FileNotReady ? codes[0] : ErrorCodes.ValidationFailed;
+        return (mode, Problems.Validation(detail, items, code));
+    }
+
+    static void ValidateModel(SqliteConnection conn, string org, string model, TrainingSettings? settings, Action<string?, string, string, int> add)
+    {
+        var baseId = model;
+        if (IsFineTunedId(model))
+        {
+            // Continue from a fine-tuned model or a checkpoint of this organisation.
+            if (RegistryBase(conn, org, model) is not { } found)
+            {
+                add("model", $"no fine-tuned model or checkpoint '{model}' in this organisation (see GET /api/learning/models)", ErrorCodes.UnknownModel, 422);
+                return;
+            }
+            baseId = found;
+        }
+        var info = ModelRegistry.Find(baseId);
+        if (info is null)
+        {
+            add("model", $"unknown model '{model}'; supported: {string.Join(", ", ModelRegistry.All.Select(m => m.Id))}", ErrorCodes.UnknownModel, 422);
+            return;
+        }
+        if (!info.Trainable)
+        {
+            add("model", $"'{info.Id}' cannot be trained by this server: {info.TrainableNote}", ErrorCodes.UnknownModel, 422);
+            return;
+        }
+        if (settings is null) return;
+        if (!info.TrainingModes.Contains(settings.Mode))
+            add("hyperparameters.training_mode", $"'{settings.Mode}' is not available for {info.Id}; allowed: {string.Join(", ", info.TrainingModes)}", ErrorCodes.ValidationFailed, 422);
+        else if (settings.Mode == TrainingModes.Qlora)
+            add("hyperparameters.training_mode", $"'qlora' is not available for {info.Id}: {info.TrainableNote ?? "not supported by the trainer"}; use 'lora'", ErrorCodes.ValidationFailed, 422);
+    }
+
+    public static bool IsFineTunedId(string model) =>
+        model.StartsWith("ft:", StringComparison.Ordinal) || model.StartsWith("fft:", StringComparison.Ordinal) || model.StartsWith("qft:", StringComparison.Ordinal);
+
+    /// <summary>
+    /// The registry model under a model id of this org: itself for a registry id, the stored base of a
+    /// fine-tuned model, or the base of the job a checkpoint belongs to; null when the org has no such model.
+    /// </summary>
+    public static string? RegistryBase(SqliteConnection conn, string org, string model)
+    {
+        if (!IsFineTunedId(model)) return model;
+        return Db.Scalar<string>(conn, null, "SELECT base_model FROM fine_tuned_models WHERE id = @id AND org = @org", ("@id", model), ("@org", org))
+            ?? (Db.Scalar<string>(conn, null, "SELECT j.model FROM checkpoints c JOIN jobs j ON j.id = c.job_id WHERE c.id = @id AND c.org = @org",
+                    ("@id", model), ("@org", org)) is { } jobModel && jobModel != model
+                ? RegistryBase(conn, org, jobModel)
+                : null);
+    }
+
+    static void CheckFile(SqliteConnection conn, string org, string field, string id, bool vision, string? model, Action<string?, string, string, int> add)
+    {
+        var file = FileRows.Find(conn, null, org, id);
+        if (file is null) add(field, $"no file '{id}' in this organisation", ErrorCodes.NotFound, 422);
+        else if (file.Status == FileStatus.Processing) add(field, $"file '{id}' is still being validated (status 'processing')", ErrorCodes.FileNotReady, 409);
+        else if (file.Status == FileStatus.Failed)
+            add(field, $"file '{id}' failed validation with {file.TotalErrors} error(s): {string.Join("; ", (file.Errors ?? []).Take(3))}", ServerErrorCodes.FileFailed, 422);
+        else if (!vision && model is not null
+                 && Db.Scalar<long?>(conn, null, "SELECT has_images FROM files WHERE id = @id", ("@id", id)) == 1)
+            add(field, $"file '{id}' contains images, but model '{model}' is text-only; use a vision model (Qwen/Qwen3-VL-*)", ErrorCodes.ValidationFailed, 422);
+    }
+}

@@ -1,0 +1,104 @@
+// Claims queued jobs and runs each in its own trainer process, at most MaxConcurrentJobs at once
+// (and at most one per configured GPU). The claim is one atomic UPDATE … WHERE status = 'queued';
+// on PostgreSQL the inner SELECT becomes `… FOR UPDATE SKIP LOCKED` so several worker hosts can
+// claim from the same table without taking the same job.
+using System.Collections.Concurrent;
+using Anneal.Core.Contracts;
+using Anneal.Server.Events;
+using Anneal.Server.Jobs;
+using Anneal.Server.Storage;
+
+namespace Anneal.Server.Runner;
+
+public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signals, ILogger<JobScheduler> log) : BackgroundService
+{
+    readonly ConcurrentDictionary<string, TrainerRun> _runs = new();
+    readonly ConcurrentQueue<string> _freeGpus = new(options.Gpus);
+    // Held across claim + registration, so a cancel never sees a job `running` without its run.
+    readonly Lock _claimGate = new();
+
+    int Slots => options.Gpus.Count > 0 ? Math.Min(options.MaxConcurrentJobs, options.Gpus.Count) : options.MaxConcurrentJobs;
+
+    protected override async Task ExecuteAsync(CancellationToken ct)
+    {
+        if (options.TrainerCommand.Count == 0)
+        {
+            log.LogWarning("No trainer command configured: jobs are accepted and queued but not run.");
+            return;
+        }
+        while (!ct.IsCancellationRequested)
+        {
+            while (_runs.Count < Slots)
+            {
+                lock (_claimGate)
+                {
+                    if (Claim() is not { } job) break;
+                    Launch(job);
+                }
+            }
+            try { await signals.WorkAvailable.WaitAsync(TimeSpan.FromSeconds(1), ct); }
+            catch (OperationCanceledException) { break; }
+        }
+    }
+
+    /// <summary>Atomically moves the oldest queued job to running (with its sft.running event), or null.</summary>
+    JobRow? Claim()
+    {
+        using var conn = db.Connect();
+        using var tx = conn.BeginTransaction();
+        var id = Db.Scalar<string>(conn, tx, """
+            UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, @t)
+            WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1) AND status = 'queued'
+            RETURNING id
+            """, ("@t", Db.Now()));
+        if (id is null) return null;
+        JobEvents.Append(conn, tx, id, EventTypes.Running, "info", "Trainer process starting.");
+        var job = JobRows.FindAny(conn, tx, id)!;
+        tx.Commit();
+        signals.EventsAppended.Signal();
+        return job;
+    }
+
+    void Launch(JobRow job)
+    {
+        string? gpu = null;
+        if (options.Gpus.Count > 0 && !_freeGpus.TryDequeue(out gpu))
+            throw new InvalidOperationException("claimed a job with no free GPU"); // Slots prevents this
+        var run = new TrainerRun(db, options, signals, log, job, gpu);
+        _runs[job.Wire.Id] = run;
+        run.Completion = Task.Run(async () =>
+        {
+            try { await run.RunAsync(); }
+            catch (Exception e)
+            {
+                log.LogError(e, "Runner for job {JobId} failed", job.Wire.Id);
+                run.FailInternal(e);
+            }
+            finally
+            {
+                _runs.TryRemove(job.Wire.Id, out _);
+                if (gpu is not null) _freeGpus.Enqueue(gpu);
+                signals.WorkAvailable.Signal();
+            }
+        });
+    }
+
+    /// <summary>Asks a running trainer to stop (SIGTERM, then kill after the grace period); the task ends when the job has its final status. Null if this server runs no trainer for the job.</summary>
+    public Task? RequestCancel(string jobId)
+    {
+        TrainerRun? run;
+        lock (_claimGate)
+            if (!_runs.TryGetValue(jobId, out run)) return null;
+        run.Cancel();
+        return run.Completion;
+    }
+
+    /// <summary>On shutdown: trainers get SIGTERM (then kill); their jobs stay `running` and are re-queued on the next start.</summary>
+    public override async Task StopAsync(CancellationToken ct)
+    {
+        await base.StopAsync(ct);
+        var runs = _runs.Values.ToList();
+        foreach (var run in runs) run.Shutdown();
+        await Task.WhenAll(runs.Select(r => r.Completion));
+    }
+}

@@ -1,0 +1,50 @@
+// Start-up recovery: a job still `running` in the database belongs to a trainer of a previous
+// server process (stopped or killed). It is re-queued — from its latest checkpoint when one exists
+// on disk — with an `sft.requeued` event saying why, or failed (server_restarted) once it has been
+// re-queued MaxJobRestarts times, so a job that crashes the server cannot loop forever.
+using System.Text.Json.Nodes;
+using Anneal.Core.Contracts;
+using Anneal.Server.Events;
+using Anneal.Server.Jobs;
+using Anneal.Server.Storage;
+
+namespace Anneal.Server.Runner;
+
+public static class Recovery
+{
+    public static void RequeueInterrupted(Db db, ServerOptions options)
+    {
+        using var conn = db.Connect();
+        var running = Db.Query(conn, null, $"SELECT {JobRows.Columns} FROM jobs WHERE status = @s ORDER BY rowid", JobRows.Map, ("@s", JobStatus.Running));
+        foreach (var job in running)
+        {
+            var id = job.Wire.Id;
+            using var tx = conn.BeginTransaction();
+            var restarts = job.Restarts + 1;
+            if (restarts > options.MaxJobRestarts)
+            {
+                var error = new JobError(ErrorCodes.ServerRestarted,
+                    $"The server restarted while the job was running, {restarts} times; it was re-queued {options.MaxJobRestarts} times and is now failed.");
+                Db.Exec(conn, tx, "UPDATE jobs SET restarts = @r, error = @e WHERE id = @id", ("@r", restarts), ("@e", Db.ToJson(error)), ("@id", id));
+                JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Failed);
+                JobEvents.Append(conn, tx, id, EventTypes.Failed, "error", error.Message,
+                    new JsonObject { ["error"] = new JsonObject { ["code"] = error.Code, ["message"] = error.Message } });
+            }
+            else
+            {
+                var checkpoint = Db.Query(conn, tx, "SELECT step, path FROM checkpoints WHERE job_id = @id ORDER BY step DESC",
+                        r => (Step: r.GetInt64(0), Path: r.GetString(1)), ("@id", id))
+                    .FirstOrDefault(c => Directory.Exists(c.Path));
+                var resume = checkpoint.Path;
+                Db.Exec(conn, tx, "UPDATE jobs SET restarts = @r, resume_from = @resume WHERE id = @id",
+                    ("@r", restarts), ("@resume", resume), ("@id", id));
+                JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Queued);
+                var how = resume is null ? "from scratch (no checkpoint saved yet)" : $"from its checkpoint at step {checkpoint.Step}";
+                JobEvents.Append(conn, tx, id, EventTypes.Requeued, "warning",
+                    $"The server restarted while the job was running; re-queued {how} (restart {restarts} of at most {options.MaxJobRestarts}).",
+                    new JsonObject { ["reason"] = "server_restarted", ["restarts"] = restarts, ["resume_from"] = resume, ["resume_step"] = resume is null ? null : checkpoint.Step });
+            }
+            tx.Commit();
+        }
+    }
+}

@@ -1,0 +1,328 @@
+// One job's trainer process: writes jobs/<id>/spec.json, starts
+//   <TrainerCommand…> trainer run --spec jobs/<id>/spec.json
+// turns its stdout JSON lines (TrainerEvent) into job events, metrics, progress and checkpoints,
+// keeps its stderr in jobs/<id>/trainer.log, and on exit records the final status together with
+// the final event in one transaction (succeeded → fine-tuned model registered; failed → error
+// {code, message, log_tail}; cancelled). Exit is noticed at once through WaitForExitAsync.
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Anneal.Core.Contracts;
+using Anneal.Core.Models;
+using Anneal.Core.Training;
+using Anneal.Server.Events;
+using Anneal.Server.Files;
+using Anneal.Server.Jobs;
+using Anneal.Server.Metrics;
+using Anneal.Server.Storage;
+
+namespace Anneal.Server.Runner;
+
+public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals, ILogger log, JobRow job, string? gpu)
+{
+    const int LogTailLines = 20;
+
+    readonly string _id = job.Wire.Id;
+    readonly string _jobDir = Path.Combine(db.JobsDir, job.Wire.Id);
+    readonly Queue<string> _tail = new();
+    readonly Lock _gate = new();
+    Process? _process;
+    volatile bool _cancelRequested, _shuttingDown;
+    JsonObject? _completed, _failed, _cancelled;
+    // Stops a model download in progress on cancel or shutdown.
+    readonly CancellationTokenSource _stop = new();
+    string? _failedMessage;
+
+    public Task Completion { get; set; } = Task.CompletedTask;
+
+    public async Task RunAsync()
+    {
+        Directory.CreateDirectory(_jobDir);
+        var (spec, error) = await BuildSpecAsync();
+        if (spec is null)
+        {
+            if (_shuttingDown && !_cancelRequested) return; // re-queued on the next start
+            if (_cancelRequested)
+            {
+                Finish(JobStatus.Cancelled, EventTypes.Cancelled, "Job cancelled by the user before the trainer started.", null);
+                return;
+            }
+            Finish(JobStatus.Failed, EventTypes.Failed, error!.Message, new JobError(error.Code, error.Message));
+            return;
+        }
+        var specPath = Path.Combine(_jobDir, "spec.json");
+        var tmp = specPath + ".tmp";
+        await File.WriteAllTextAsync(tmp, JsonSerializer.Serialize(spec, AnnealJson.Indented));
+        File.Move(tmp, specPath, overwrite: true);
+
+        var psi = new ProcessStartInfo(options.TrainerCommand[0])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = _jobDir,
+        };
+        foreach (var a in options.TrainerCommand.Skip(1)) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { "trainer", "run", "--spec", specPath }) psi.ArgumentList.Add(a);
+        psi.Environment["CUDA_VISIBLE_DEVICES"] = gpu ?? "";
+
+        await using var logFile = new FileStream(Path.Combine(_jobDir, "trainer.log"), FileMode.Append, FileAccess.Write, FileShare.ReadWrite);
+        await using var logWriter = new StreamWriter(logFile) { AutoFlush = true };
+        var process = new Process { StartInfo = psi };
+        try { process.Start(); }
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
+        {
+            var message = $"could not start the trainer '{string.Join(' ', options.TrainerCommand)}': {e.Message}";
+            Finish(JobStatus.Failed, EventTypes.Failed, message, new JobError(ErrorCodes.Internal, message));
+            return;
+        }
+        lock (_gate) _process = process;
+        log.LogInformation("Job {JobId}: trainer pid {Pid} started", _id, process.Id);
+        if (_cancelRequested || _shuttingDown) Signal();
+
+        var stdout = Task.Run(async () =>
+        {
+            while (await process.StandardOutput.ReadLineAsync() is { } line) OnStdout(line);
+        });
+        var stderr = Task.Run(async () =>
+        {
+            while (await process.StandardError.ReadLineAsync() is { } line)
+            {
+                await logWriter.WriteLineAsync(line);
+                lock (_tail)
+                {
+                    _tail.Enqueue(line);
+                    if (_tail.Count > LogTailLines) _tail.Dequeue();
+                }
+            }
+        });
+        await process.WaitForExitAsync();
+        // Grandchildren may hold the pipes open; the trainer itself is gone, so do not wait long.
+        await Task.WhenAny(Task.WhenAll(stdout, stderr), Task.Delay(TimeSpan.FromSeconds(5)));
+        OnExit(process.ExitCode);
+        process.Dispose();
+    }
+
+    async Task<(TrainerJobSpec? Spec, JobError? Error)> BuildSpecAsync()
+    {
+        var (settings, errors) = HyperparameterParser.Parse(job.Wire.Hyperparameters);
+        if (settings is null)
+            return (null, new JobError(ErrorCodes.UserConfigError, "hyperparameters are no longer valid: " + string.Join("; ", errors)));
+        string? modelPath, modelError;
+        try { (modelPath, modelError) = await ModelPaths.ResolveAsync(db, options, job.Org, job.Wire.Model, OnDownload, _stop.Token); }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            return (null, new JobError(ErrorCodes.Internal, "stopped while downloading the model"));
+        }
+        if (modelPath is null) return (null, new JobError(ErrorCodes.UserConfigError, modelError!));
+        string? FilePath(string? fileId)
+        {
+            if (fileId is null) return null;
+            using var conn = db.Connect();
+            var file = FileRows.Find(conn, null, job.Org, fileId);
+            return file is null ? null : FileRows.BlobPath(db, file.Sha256);
+        }
+        var train = FilePath(job.Wire.TrainingFileId);
+        if (train is null || !File.Exists(train))
+            return (null, new JobError(ErrorCodes.UserDataError, $"training file '{job.Wire.TrainingFileId}' was deleted before the job ran"));
+        var validation = FilePath(job.Wire.ValidationFileId);
+        if (job.Wire.ValidationFileId is not null && (validation is null || !File.Exists(validation)))
+            return (null, new JobError(ErrorCodes.UserDataError, $"validation file '{job.Wire.ValidationFileId}' was deleted before the job ran"));
+        var resume = job.ResumeFrom is { } r && Directory.Exists(r) ? r : null;
+        return (new TrainerJobSpec(_id, job.Wire.Model, modelPath, train, validation, Path.Combine(_jobDir, "output"), settings,
+            ResumeFrom: resume, Device: options.Gpus.Count > 0 ? "cuda" : "cpu", MergeLora: settings.Mode != TrainingModes.FullFinetune), null);
+    }
+
+    long _lastDownloadEvent;
+
+    /// <summary>Hub download progress as sft.model.download events, at most one per second and file.</summary>
+    void OnDownload(DownloadProgress p)
+    {
+        var now = Environment.TickCount64;
+        if (now - _lastDownloadEvent < 1000 && p.BytesDone != p.BytesTotal) return;
+        _lastDownloadEvent = now;
+        using var conn = db.Connect();
+        JobEvents.Append(conn, null, _id, EventTypes.ModelDownload, "info",
+            $"Downloading {p.ModelId}: {p.File} {p.BytesDone}/{p.BytesTotal?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "?"} bytes",
+            new JsonObject { ["model"] = p.ModelId, ["file"] = p.File, ["bytes_done"] = p.BytesDone, ["bytes_total"] = p.BytesTotal });
+        signals.EventsAppended.Signal();
+    }
+
+    void OnStdout(string line)
+    {
+        if (string.IsNullOrWhiteSpace(line)) return;
+        TrainerEvent? e = null;
+        try { e = JsonSerializer.Deserialize<TrainerEvent>(line, AnnealJson.Options); }
+        catch (JsonException) { }
+        using var conn = db.Connect();
+        if (e is null || string.IsNullOrEmpty(e.Type))
+        {
+            // Not a protocol line: keep it visible rather than drop it.
+            JobEvents.Append(conn, null, _id, EventTypes.Log, "info", line.Length > 2000 ? line[..2000] : line);
+            signals.EventsAppended.Signal();
+            return;
+        }
+        var data = e.Data;
+        switch (e.Type)
+        {
+            // Final events are recorded with the final status when the process exits.
+            case EventTypes.Completed: _completed = data ?? []; return;
+            case EventTypes.Failed: _failed = data ?? []; _failedMessage = e.Message; return;
+            case EventTypes.Cancelled: _cancelled = data ?? []; return;
+        }
+        using var tx = conn.BeginTransaction();
+        switch (e.Type)
+        {
+            case EventTypes.Progress when data is not null:
+                RecordProgress(conn, tx, data);
+                break;
+            case EventTypes.ValidationSummary when data is not null && Num(data, "val_loss") is { } valLoss:
+                MetricsApi.Record(conn, tx, _id, MetricNames.ValLoss, (long)(Num(data, "step") ?? 0), valLoss);
+                break;
+            case EventTypes.CheckpointSaved when data is not null && Num(data, "step") is { } step && data["path"]?.GetValue<string>() is { } path:
+                Db.Exec(conn, tx, """
+                    INSERT OR REPLACE INTO checkpoints (id, job_id, org, step, path, metrics, created_at)
+                    VALUES (@id, @job, @org, @step, @path, @metrics, @t)
+                    """,
+                    ("@id", $"{FineTunedId()}:step-{(long)step}"), ("@job", _id), ("@org", job.Org), ("@step", (long)step), ("@path", path),
+                    ("@metrics", (data["metrics"] as JsonObject)?.ToJsonString(AnnealJson.Options)), ("@t", Db.Now()));
+                break;
+        }
+        JobEvents.Append(conn, tx, _id, e.Type, string.IsNullOrEmpty(e.Level) ? "info" : e.Level, e.Message ?? "", data);
+        tx.Commit();
+        signals.EventsAppended.Signal();
+    }
+
+    void RecordProgress(Microsoft.Data.Sqlite.SqliteConnection conn, Microsoft.Data.Sqlite.SqliteTransaction tx, JsonObject data)
+    {
+        var step = (long)(Num(data, "step") ?? 0);
+        var progress = new JobProgress(step, (long)(Num(data, "total_steps") ?? 0), Num(data, "epoch") ?? 0,
+            Num(data, "tokens_per_second"), Num(data, "eta_seconds"));
+        Db.Exec(conn, tx, "UPDATE jobs SET progress = @p, trained_tokens = COALESCE(@tt, trained_tokens) WHERE id = @id",
+            ("@p", Db.ToJson(progress)), ("@tt", Num(data, "trained_tokens") is { } tt ? (long)tt : null), ("@id", _id));
+        foreach (var (key, name) in new[] { ("loss", MetricNames.TrainLoss), ("lr", MetricNames.TrainLr), ("grad_norm", MetricNames.TrainGradNorm), ("tokens_per_second", MetricNames.TrainTokensPerSecond) })
+            if (Num(data, key) is { } v) MetricsApi.Record(conn, tx, _id, name, step, v);
+    }
+
+    static double? Num(JsonObject data, string key) =>
+        data[key] is JsonValue v && v.TryGetValue<double>(out var d) && double.IsFinite(d) ? d : null;
+
+    /// <summary>ft:&lt;base&gt;:&lt;job&gt; (LoRA), fft: (full), qft: (QLoRA); base = the registry model under the job's model.</summary>
+    string FineTunedId()
+    {
+        var prefix = job.Mode switch { TrainingModes.Lora => "ft", TrainingModes.Qlora => "qft", _ => "fft" };
+        using var conn = db.Connect();
+        return $"{prefix}:{JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model}:{_id}";
+    }
+
+    void OnExit(int exitCode)
+    {
+        if (_shuttingDown && !_cancelRequested)
+        {
+            log.LogInformation("Job {JobId}: trainer stopped for server shutdown (exit {Code}); it is re-queued on the next start", _id, exitCode);
+            return;
+        }
+        List<string> tail;
+        lock (_tail) tail = [.. _tail];
+        if (exitCode == 0 && _completed is not null)
+        {
+            Succeed(_completed);
+            return;
+        }
+        if (_cancelRequested)
+        {
+            Finish(JobStatus.Cancelled, EventTypes.Cancelled, "Job cancelled by the user; the trainer stopped.", null, _cancelled);
+            return;
+        }
+        if (_failed is not null)
+        {
+            var err = _failed["error"] as JsonObject;
+            var code = err?["code"]?.GetValue<string>() ?? ErrorCodes.TrainerCrashed;
+            var message = err?["message"]?.GetValue<string>() ?? _failedMessage ?? $"the trainer failed (exit code {exitCode})";
+            Finish(JobStatus.Failed, EventTypes.Failed, message, new JobError(code, message, tail), _failed);
+            return;
+        }
+        var why = exitCode switch
+        {
+            0 => "the trainer exited with code 0 without reporting sft.completed",
+            137 => "the trainer was killed (exit code 137, SIGKILL; often the out-of-memory killer)",
+            > 128 => $"the trainer was killed by signal {exitCode - 128} (exit code {exitCode})",
+            _ => $"the trainer exited with code {exitCode} without reporting an error",
+        };
+        Finish(JobStatus.Failed, EventTypes.Failed, why, new JobError(ErrorCodes.TrainerCrashed, why + "; see log_tail and GET …/logs", tail));
+    }
+
+    void Succeed(JsonObject completed)
+    {
+        var ftId = FineTunedId();
+        var output = Path.Combine(_jobDir, "output");
+        var merged = completed["merged_path"]?.GetValue<string>();
+        var final = completed["final_path"]?.GetValue<string>() ?? Path.Combine(output, "final");
+        // LoRA: serve the merged full model when the trainer wrote one (spec.MergeLora).
+        var path = job.Mode == TrainingModes.FullFinetune ? final : merged ?? Path.Combine(final, "merged");
+        var trained = Num(completed, "trained_tokens") is { } t ? (long?)t : null;
+        using var conn = db.Connect();
+        var baseModel = JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model;
+        using var tx = conn.BeginTransaction();
+        if (!JobRows.Transition(conn, tx, _id, [JobStatus.Running], JobStatus.Succeeded)) return;
+        Db.Exec(conn, tx, "UPDATE jobs SET fine_tuned_model = @ft, trained_tokens = COALESCE(@tt, trained_tokens) WHERE id = @id",
+            ("@ft", ftId), ("@tt", trained), ("@id", _id));
+        Db.Exec(conn, tx, """
+            INSERT OR REPLACE INTO fine_tuned_models (id, org, base_model, job_id, path, status, created_at)
+            VALUES (@id, @org, @base, @job, @path, 'ready', @t)
+            """, ("@id", ftId), ("@org", job.Org), ("@base", baseModel), ("@job", _id), ("@path", path), ("@t", Db.Now()));
+        var data = (JsonObject)completed.DeepClone();
+        data["fine_tuned_model"] = ftId;
+        JobEvents.Append(conn, tx, _id, EventTypes.Completed, "info", $"Training completed: {ftId}", data);
+        tx.Commit();
+        signals.EventsAppended.Signal();
+    }
+
+    void Finish(string status, string eventType, string message, JobError? error, JsonObject? data = null)
+    {
+        using var conn = db.Connect();
+        using var tx = conn.BeginTransaction();
+        if (!JobRows.Transition(conn, tx, _id, [JobStatus.Running], status)) return;
+        if (error is not null) Db.Exec(conn, tx, "UPDATE jobs SET error = @e WHERE id = @id", ("@e", Db.ToJson(error)), ("@id", _id));
+        var eventData = data is null ? [] : (JsonObject)data.DeepClone();
+        if (error is not null) eventData["error"] = JsonSerializer.SerializeToNode(new JobError(error.Code, error.Message), AnnealJson.Options);
+        JobEvents.Append(conn, tx, _id, eventType, status == JobStatus.Failed ? "error" : "info", message, eventData);
+        tx.Commit();
+        signals.EventsAppended.Signal();
+    }
+
+    /// <summary>Records a runner bug as an internal failure instead of leaving the job running.</summary>
+    public void FailInternal(Exception e) =>
+        Finish(JobStatus.Failed, EventTypes.Failed, $"internal error while running the trainer: {e.Message}", new JobError(ErrorCodes.Internal, e.Message));
+
+    public void Cancel() { _cancelRequested = true; _stop.Cancel(); Signal(); }
+
+    public void Shutdown() { _shuttingDown = true; _stop.Cancel(); Signal(); }
+
+    /// <summary>SIGTERM now (the trainer stops at its next optimizer step), SIGKILL of the whole tree after the grace period.</summary>
+    void Signal()
+    {
+        Process? p;
+        lock (_gate) p = _process;
+        if (p is null) return;
+        try
+        {
+            if (p.HasExited) return;
+            Native.Kill(p.Id, Native.SigTerm);
+        }
+        catch (InvalidOperationException) { return; }
+        _ = Task.Run(async () =>
+        {
+            await Task.Delay(options.CancelGracePeriod);
+            try
+            {
+                if (!p.HasExited)
+                {
+                    log.LogWarning("Job {JobId}: trainer did not stop within {Grace}; killing it", _id, options.CancelGracePeriod);
+                    p.Kill(entireProcessTree: true);
+                }
+            }
+            catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception) { }
+        });
+    }
+}

@@ -1,0 +1,92 @@
+// A resumable training checkpoint, `<output>/checkpoints/step-<N>/`:
+//   full fine-tune: a complete Hugging Face folder (usable as a model on its own);
+//   LoRA: the PEFT adapter (adapter_config.json, adapter_model.safetensors) plus tokenizer files;
+//   optimizer.bin      the optimizer's moments and step counts;
+//   trainer_state.json step, scheduler position, data position, RNG seed scheme, best metric and
+//                      the settings that must not change across a resume.
+// RNG: every optimizer step reseeds torch with (seed, step), so the step number restores it exactly.
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Anneal.Training.Model;
+using TorchSharp;
+
+namespace Anneal.Training.Checkpoints;
+
+public sealed record TrainerState
+{
+    [JsonPropertyName("step")] public int Step { get; init; }
+    [JsonPropertyName("total_steps")] public int TotalSteps { get; init; }
+    [JsonPropertyName("epoch")] public int Epoch { get; init; }
+    [JsonPropertyName("step_in_epoch")] public int StepInEpoch { get; init; }
+    [JsonPropertyName("steps_per_epoch")] public int StepsPerEpoch { get; init; }
+    [JsonPropertyName("seed")] public int Seed { get; init; }
+    [JsonPropertyName("rng")] public string Rng { get; init; } = "torch.manual_seed(seed * 1000003 + step) before each optimizer step";
+    [JsonPropertyName("per_device_batch")] public int PerDeviceBatch { get; init; }
+    [JsonPropertyName("gradient_accumulation_steps")] public int GradientAccumulationSteps { get; init; }
+    [JsonPropertyName("sequence_length")] public int SequenceLength { get; init; }
+    [JsonPropertyName("packing")] public bool Packing { get; init; }
+    [JsonPropertyName("mode")] public string Mode { get; init; } = "";
+    [JsonPropertyName("trained_tokens")] public long TrainedTokens { get; init; }
+    [JsonPropertyName("last_loss")] public double? LastLoss { get; init; }
+    [JsonPropertyName("best_metric")] public double? BestMetric { get; init; }
+    [JsonPropertyName("best_step")] public int? BestStep { get; init; }
+}
+
+public static class TrainingCheckpoint
+{
+    public const string StateFile = "trainer_state.json";
+    public const string OptimizerFile = "optimizer.bin";
+    static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+
+    /// <summary>Writes the model (or adapter) weights of a run, HF/PEFT layout.</summary>
+    public static void SaveWeights(Qwen3ForCausalLM model, string folder, string baseModelFolder, string baseModelId)
+    {
+        if (model.LoraSettings != null)
+        {
+            Lora.SaveAdapter(model, folder, baseModelId);
+            foreach (var f in ModelFolder.TokenizerFiles)
+                if (File.Exists(Path.Combine(baseModelFolder, f)))
+                    File.Copy(Path.Combine(baseModelFolder, f), Path.Combine(folder, f), overwrite: true);
+        }
+        else
+            ModelFolder.Save(model, folder, baseModelFolder);
+    }
+
+    /// <summary>Copies weights saved by <see cref="SaveWeights"/> back into the model.</summary>
+    public static void LoadWeights(Qwen3ForCausalLM model, string folder)
+    {
+        if (model.LoraSettings != null) Lora.LoadAdapter(model, folder);
+        else ModelFolder.CopyWeightsInto(model, folder);
+    }
+
+    public static void Save(string folder, Qwen3ForCausalLM model, TorchSharp.Modules.OptimizerHelper optimizer, TrainerState state,
+        string baseModelFolder, string baseModelId)
+    {
+        var tmp = folder + ".partial";
+        if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
+        Directory.CreateDirectory(tmp);
+        SaveWeights(model, tmp, baseModelFolder, baseModelId);
+        optimizer.save_state_dict(Path.Combine(tmp, OptimizerFile));
+        File.WriteAllText(Path.Combine(tmp, StateFile), JsonSerializer.Serialize(state, Json));
+        // A checkpoint folder appears complete or not at all.
+        if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        Directory.Move(tmp, folder);
+    }
+
+    public static TrainerState ReadState(string folder)
+    {
+        var path = Path.Combine(folder, StateFile);
+        if (!File.Exists(path))
+            throw TrainerUserException.Config($"resume_from {folder} is not a training checkpoint: {StateFile} is missing");
+        return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path), Json)
+            ?? throw TrainerUserException.Config($"{path} is empty");
+    }
+
+    public static void LoadOptimizer(string folder, TorchSharp.Modules.OptimizerHelper optimizer)
+    {
+        var path = Path.Combine(folder, OptimizerFile);
+        if (!File.Exists(path))
+            throw TrainerUserException.Config($"resume_from {folder} is incomplete: {OptimizerFile} is missing");
+        optimizer.load_state_dict(path);
+    }
+}

@@ -1,0 +1,401 @@
+// Supervised fine-tuning of a Qwen3 model, torchtune-recipe style: setup in small steps, then the
+// whole training loop in one method (Train). The loss of an optimizer step is the sum of token losses
+// over its trained tokens divided by the number of trained tokens in the WHOLE step, so gradient
+// accumulation changes neither the loss nor the gradient.
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Anneal.Core.Contracts;
+using Anneal.Core.Datasets;
+using Anneal.Core.Models;
+using Anneal.Core.Training;
+using Anneal.Training.Checkpoints;
+using Anneal.Training.Data;
+using Anneal.Training.Model;
+using Anneal.Training.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Anneal.Training;
+
+/// <summary>Knobs that are not (yet) job hyperparameters.</summary>
+public sealed record TrainerOptions
+{
+    /// <summary>Pack examples into full rows with a block-diagonal mask instead of length bucketing.</summary>
+    public bool Packing { get; init; }
+    /// <summary>Sequence length when the job sets none (capped by max_position_embeddings).</summary>
+    public int DefaultSequenceLength { get; init; } = 2048;
+    /// <summary>Run on CPU in bfloat16 instead of float32.</summary>
+    public bool CpuBf16 { get; init; }
+}
+
+/// <summary>What a finished run produced.</summary>
+public sealed record TrainResult(string OutputDir, string FinalPath, string? MergedPath, long TrainedTokens, IReadOnlyList<double> Losses);
+
+public static class Trainer
+{
+    /// <summary>Trains as the spec says; throws TrainerUserException for problems the user can fix.</summary>
+    public static TrainResult Run(TrainerJobSpec spec, TrainerEvents events, CancellationToken ct, TrainerOptions? options = null)
+    {
+        options ??= new TrainerOptions();
+        var s = spec.Settings;
+        CheckSettings(s);
+
+        // 1. Model folder, device, dtype.
+        if (string.Equals(spec.Model, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase))
+            TinyModel.EnsureCreated(spec.ModelPath);
+        var config = ModelFolder.LoadConfig(spec.ModelPath);
+        var device = PickDevice(spec.Device);
+        var dtype = device.type == DeviceType.CUDA || options.CpuBf16 ? ScalarType.BFloat16 : ScalarType.Float32;
+        events.Emit(EventTypes.ModelLoading, $"Loading {spec.Model} on {device.type.ToString().ToLowerInvariant()} ({dtype})",
+            new JsonObject { ["model"] = spec.Model, ["model_path"] = spec.ModelPath, ["device"] = device.ToString(), ["dtype"] = dtype.ToString() });
+
+        var sequenceLength = s.SequenceLength ?? Math.Min(config.MaxPositionEmbeddings, options.DefaultSequenceLength);
+        if (sequenceLength > config.MaxPositionEmbeddings)
+            throw TrainerUserException.Config($"sequence_length {sequenceLength} exceeds the model's max_position_embeddings {config.MaxPositionEmbeddings} ({spec.ModelPath}/config.json)");
+
+        // 2. Tokenizer and data.
+        var tokenizer = LoadTokenizer(spec.ModelPath);
+        var (train, stats) = LoadData(spec.TrainingFile, "training_file", tokenizer, sequenceLength);
+        List<SftExample>? validation = null;
+        if (spec.ValidationFile != null && (s.Validation.Enabled || s.Validation.EvalSteps != null))
+            validation = LoadData(spec.ValidationFile, "validation_file", tokenizer, sequenceLength).Examples;
+        var first = train[0];
+        events.Emit(EventTypes.DataPrepared,
+            $"{stats.Examples} examples, {stats.Tokens} tokens ({stats.TrainedTokens} trained), {stats.Truncated} truncated to {sequenceLength}",
+            new JsonObject
+            {
+                ["examples"] = stats.Examples, ["tokens"] = stats.Tokens, ["trained_tokens"] = stats.TrainedTokens,
+                ["truncated"] = stats.Truncated, ["dropped_without_trained_tokens"] = stats.DroppedNoTrainedTokens,
+                ["validation_examples"] = validation?.Count, ["sequence_length"] = sequenceLength,
+                ["example"] = new JsonObject { ["text"] = tokenizer.Decode(first.Ids), ["mask_preview"] = MaskPreview(tokenizer, first) },
+            });
+
+        // 3. Model (LoRA layers in place when asked), optimizer.
+        var lora = s.Mode == TrainingModes.Lora ? s.Lora : null;
+        var resume = spec.ResumeFrom;
+        using var model = ModelFolder.Load(spec.ModelPath, device, dtype, lora);
+        using var optimizer = CreateOptimizer(model, s);
+
+        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, sequenceLength, device, events);
+        return Train(run, resume, ct);
+    }
+
+    /// <summary>Everything the loop needs, prepared by <see cref="Run"/>.</summary>
+    sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, TorchSharp.Modules.AdamW Optimizer,
+        Qwen3Tokenizer Tokenizer, List<SftExample> Train, List<SftExample>? Validation, int SequenceLength, Device Device, TrainerEvents Events);
+
+    /// <summary>The training loop.</summary>
+    static TrainResult Train(TrainingRun r, string? resumeFrom, CancellationToken ct)
+    {
+        var s = r.Spec.Settings;
+        var (model, optimizer, events) = (r.Model, r.Optimizer, r.Events);
+        int B = s.PerDeviceBatch, G = s.GradientAccumulationSteps;
+        var stepsPerEpoch = SftData.PlanEpoch(r.Train, s.Seed, 0, B, G, r.SequenceLength, r.Options.Packing).Count;
+        var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
+        var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
+        var evalEvery = s.Validation.EvalSteps is > 0 && r.Validation != null ? s.Validation.EvalSteps : null;
+        var checkpoints = Path.Combine(r.Spec.OutputDir, "checkpoints");
+        var bestDir = Path.Combine(r.Spec.OutputDir, "best");
+        Directory.CreateDirectory(r.Spec.OutputDir);
+
+        var step = 0;
+        long trainedTokens = 0;
+        double? bestMetric = null, lastLoss = null, lastVal = null;
+        int? bestStep = null;
+        if (resumeFrom != null)
+        {
+            var state = TrainingCheckpoint.ReadState(resumeFrom);
+            if (state.PerDeviceBatch != B || state.GradientAccumulationSteps != G || state.Seed != s.Seed
+                || state.SequenceLength != r.SequenceLength || state.Packing != r.Options.Packing || state.Mode != s.Mode)
+                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}");
+            TrainingCheckpoint.LoadWeights(model, resumeFrom);
+            TrainingCheckpoint.LoadOptimizer(resumeFrom, optimizer);
+            (step, trainedTokens, lastLoss, bestMetric, bestStep) = (state.Step, state.TrainedTokens, state.LastLoss, state.BestMetric, state.BestStep);
+            events.Log($"resumed from {resumeFrom} at step {step}");
+        }
+
+        var losses = new List<double>();
+        var clock = Stopwatch.StartNew();
+        var stepsTimed = 0;
+        List<List<List<int[]>>>? plan = null;
+        var planEpoch = -1;
+        while (step < totalSteps)
+        {
+            // Cancellation is honoured between optimizer steps only.
+            if (ct.IsCancellationRequested)
+                throw new OperationCanceledException(ct);
+
+            var epoch = step / stepsPerEpoch;
+            var stepInEpoch = step % stepsPerEpoch;
+            if (epoch != planEpoch)
+            {
+                plan = SftData.PlanEpoch(r.Train, s.Seed, epoch, B, G, r.SequenceLength, r.Options.Packing);
+                planEpoch = epoch;
+            }
+            var micro = plan![stepInEpoch];
+            step++;
+            torch.manual_seed(StepSeed(s.Seed, step));
+            var lr = LearningRate(s, step, warmupSteps, totalSteps);
+            foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
+
+            // Forward/backward over the micro-batches; the step's loss is Σ token losses / N trained tokens.
+            model.train();
+            var batches = micro.Select(rows => SftData.Collate(r.Train, rows, r.Tokenizer.PadTokenId, r.Device)).ToList();
+            double loss, gradNorm;
+            int stepTokens;
+            try
+            {
+                var n = batches.Sum(b => b.TrainedTokens);
+                stepTokens = batches.Sum(b => b.Tokens);
+                loss = AccumulateGradients(model, batches, n);
+                gradNorm = s.MaxGradNorm > 0
+                    ? nn.utils.clip_grad_norm_(TrainableParameters(model), s.MaxGradNorm)
+                    : double.NaN;
+                optimizer.step();
+                optimizer.zero_grad();
+                trainedTokens += n;
+            }
+            finally
+            {
+                foreach (var b in batches) b.Dispose();
+            }
+            losses.Add(loss);
+            lastLoss = loss;
+
+            stepsTimed++;
+            var secondsPerStep = clock.Elapsed.TotalSeconds / stepsTimed;
+            events.Emit(EventTypes.Progress, $"step {step}/{totalSteps} loss {loss:F4}", new JsonObject
+            {
+                ["step"] = step, ["total_steps"] = totalSteps,
+                ["epoch"] = Math.Round((double)step / stepsPerEpoch, 4),
+                ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = double.IsFinite(gradNorm) ? gradNorm : null,
+                ["tokens_per_second"] = Math.Round(stepTokens / Math.Max(1e-9, secondsPerStep), 1),
+                ["eta_seconds"] = Math.Round((totalSteps - step) * secondsPerStep, 1),
+                ["trained_tokens"] = trainedTokens,
+            });
+
+            // Validation every eval_steps and at the end; remember the best model.
+            var last = step == totalSteps;
+            if (r.Validation != null && ((evalEvery is { } every && step % every == 0) || last))
+            {
+                var valLoss = Evaluate(model, r.Validation, s.PerDeviceEvalBatch, r.Tokenizer.PadTokenId, r.Device);
+                lastVal = valLoss;
+                events.Emit(EventTypes.ValidationSummary, $"step {step} val.loss {valLoss:F4}",
+                    new JsonObject { ["step"] = step, ["val_loss"] = valLoss });
+                var metric = MetricValue(s.Validation.MetricForBestModel, valLoss, loss);
+                if (bestMetric is not { } b || (s.Validation.GreaterIsBetter ? metric > b : metric < b))
+                {
+                    (bestMetric, bestStep) = (metric, step);
+                    if (s.Validation.SaveBestModelAtEnd && !last)
+                    {
+                        if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
+                        TrainingCheckpoint.SaveWeights(model, bestDir, r.Spec.ModelPath, r.Spec.Model);
+                    }
+                }
+            }
+
+            if (s.SaveSteps is { } every2 && every2 > 0 && step % every2 == 0)
+            {
+                var folder = Path.Combine(checkpoints, $"step-{step}");
+                TrainingCheckpoint.Save(folder, model, optimizer, new TrainerState
+                {
+                    Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
+                    StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
+                    SequenceLength = r.SequenceLength, Packing = r.Options.Packing, Mode = s.Mode,
+                    TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
+                }, r.Spec.ModelPath, r.Spec.Model);
+                var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
+                if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
+                events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
+                    new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
+            }
+        }
+
+        // Final weights: the best evaluated ones when asked, else the last.
+        if (s.Validation.SaveBestModelAtEnd && bestStep is { } bs && bs != step && Directory.Exists(bestDir))
+        {
+            events.Log($"restoring the best model (step {bs}, {s.Validation.MetricForBestModel} {bestMetric})");
+            TrainingCheckpoint.LoadWeights(model, bestDir);
+        }
+        var final = Path.Combine(r.Spec.OutputDir, "final");
+        if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+        TrainingCheckpoint.SaveWeights(model, final, r.Spec.ModelPath, r.Spec.Model);
+        string? merged = null;
+        if (model.LoraSettings != null && r.Spec.MergeLora)
+        {
+            merged = Path.Combine(final, "merged");
+            ModelFolder.Save(model, merged, r.Spec.ModelPath);
+        }
+        if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
+        return new TrainResult(r.Spec.OutputDir, final, merged, trainedTokens, losses);
+    }
+
+    /// <summary>
+    /// Forward and backward over one optimizer step's micro-batches. Each micro-batch's summed token
+    /// loss is divided by the trained tokens of the whole step before backward, so gradients add up
+    /// to those of one big batch. Returns the step's mean token loss.
+    /// </summary>
+    public static double AccumulateGradients(Qwen3ForCausalLM model, IReadOnlyList<SftBatch> batches, int trainedTokens)
+    {
+        using var scope = NewDisposeScope();
+        var total = torch.zeros(1, dtype: ScalarType.Float64, device: batches[0].Ids.device);
+        foreach (var b in batches)
+        {
+            using var inner = NewDisposeScope();
+            var sum = TokenLossSum(model, b);
+            (sum / trainedTokens).backward();
+            total.add_(sum.detach().to(ScalarType.Float64));
+        }
+        return total.item<double>() / trainedTokens;
+    }
+
+    /// <summary>Σ cross-entropy over the batch's trained tokens, in float32: () scalar.</summary>
+    public static Tensor TokenLossSum(Qwen3ForCausalLM model, SftBatch b)
+    {
+        using var scope = NewDisposeScope();
+        var hidden = model.Hidden(b.Ids, b.Positions, b.Mask);                               // (B, T, D)
+        var logits = model.Logits(hidden).to(ScalarType.Float32);                           // (B, T, V)
+        var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), b.Targets.view(-1),
+            ignore_index: SftData.IgnoreIndex, reduction: nn.Reduction.Sum);
+        return loss.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Mean token loss over a dataset, without gradients.</summary>
+    public static double Evaluate(Qwen3ForCausalLM model, IReadOnlyList<SftExample> examples, int batchSize, int padId, Device device)
+    {
+        model.eval();
+        using var _ = no_grad();
+        double sum = 0;
+        long n = 0;
+        var order = Enumerable.Range(0, examples.Count).OrderByDescending(i => examples[i].Length).ToList();
+        for (var i = 0; i < order.Count; i += batchSize)
+        {
+            var rows = order.Skip(i).Take(batchSize).Select(x => new[] { x }).ToList();
+            using var batch = SftData.Collate(examples, rows, padId, device);
+            using var loss = TokenLossSum(model, batch);
+            sum += loss.item<float>();
+            n += batch.TrainedTokens;
+        }
+        model.train();
+        return n == 0 ? double.NaN : sum / n;
+    }
+
+    /// <summary>Learning rate of optimizer step `step` (1-based): linear warmup, then linear/cosine decay or constant.</summary>
+    public static double LearningRate(TrainingSettings s, int step, int warmupSteps, int totalSteps)
+    {
+        var k = step - 1;
+        if (k < warmupSteps) return s.LearningRate * (k + 1) / warmupSteps;
+        var progress = totalSteps - warmupSteps <= 0 ? 0 : (double)(k - warmupSteps) / (totalSteps - warmupSteps);
+        return s.LrScheduler switch
+        {
+            "constant" => s.LearningRate,
+            "cosine" => s.LearningRate * 0.5 * (1 + Math.Cos(Math.PI * progress)),
+            _ => s.LearningRate * (1 - progress),
+        };
+    }
+
+    static long StepSeed(int seed, int step) => seed * 1000003L + step;
+
+    static double MetricValue(string name, double valLoss, double trainLoss) => name switch
+    {
+        "val.loss" or "eval_loss" or "eval.loss" or "val_loss" or "loss" => valLoss,
+        "train.loss" or "train_loss" => trainLoss,
+        _ => throw TrainerUserException.Config($"metric_for_best_model \"{name}\" is not known; use \"val.loss\" or \"train.loss\""),
+    };
+
+    static void CheckSettings(TrainingSettings s)
+    {
+        if (s.Mode == TrainingModes.Qlora)
+            throw TrainerUserException.Config("training.mode \"qlora\" is not yet supported by the trainer; use \"lora\" (same adapters, bf16 base) or \"full_finetune\"");
+        if (s.Mode is not (TrainingModes.FullFinetune or TrainingModes.Lora))
+            throw TrainerUserException.Config($"training.mode \"{s.Mode}\" is not known; use \"full_finetune\" or \"lora\"");
+        if (s.NEpochs is null && s.TotalSteps is null)
+            throw TrainerUserException.Config("hyperparameters: set n_epochs or total_steps");
+        if (s.PerDeviceBatch < 1 || s.GradientAccumulationSteps < 1 || s.PerDeviceEvalBatch < 1)
+            throw TrainerUserException.Config($"per_device_batch ({s.PerDeviceBatch}), per_device_eval_batch ({s.PerDeviceEvalBatch}) and gradient_accumulation_steps ({s.GradientAccumulationSteps}) must be at least 1");
+        if (s.LrScheduler is not ("linear" or "cosine" or "constant"))
+            throw TrainerUserException.Config($"lr_scheduler \"{s.LrScheduler}\" is not known; use linear, cosine or constant");
+        if (s.Mode == TrainingModes.Lora && s.Lora.R < 1)
+            throw TrainerUserException.Config($"training.lora.r {s.Lora.R} must be at least 1");
+        var unknown = s.Mode == TrainingModes.Lora ? s.Lora.Targets.Except(LoraSettings.AllLinear).ToList() : [];
+        if (unknown.Count > 0)
+            throw TrainerUserException.Config($"training.lora.target_modules: {string.Join(", ", unknown)} not in a Qwen3 layer; allowed: {string.Join(", ", LoraSettings.AllLinear)}");
+    }
+
+    public static Device PickDevice(string requested)
+    {
+        var cuda = torch.cuda.is_available();
+        return requested switch
+        {
+            "cpu" => torch.CPU,
+            "cuda" when !cuda => throw TrainerUserException.Config("device \"cuda\" was requested but no CUDA device is available"),
+            "cuda" => torch.CUDA,
+            _ => cuda ? torch.CUDA : torch.CPU,
+        };
+    }
+
+    public static Qwen3Tokenizer LoadTokenizer(string modelPath)
+    {
+        if (!File.Exists(Path.Combine(modelPath, "tokenizer.json")))
+            throw TrainerUserException.Config($"model folder {modelPath} has no tokenizer: tokenizer.json is missing");
+        try { return Qwen3Tokenizer.Load(modelPath); }
+        catch (Exception e) when (e is InvalidDataException or System.Text.Json.JsonException or FormatException or KeyNotFoundException)
+        {
+            throw TrainerUserException.Config($"model folder {modelPath}: the tokenizer could not be read: {e.Message}");
+        }
+    }
+
+    static (List<SftExample> Examples, DataStats Stats) LoadData(string path, string what, Qwen3Tokenizer tokenizer, int sequenceLength)
+    {
+        if (!File.Exists(path))
+            throw TrainerUserException.BadData($"{what} {path} does not exist");
+        var report = DatasetValidator.ValidateFile(path);
+        if (!report.IsValid)
+        {
+            var shown = string.Join("; ", report.Errors.Take(5).Select(e => e.ToString()));
+            throw TrainerUserException.BadData(report.NumExamples == 0 && report.TotalErrors == 0
+                ? $"{what} {path} holds no examples"
+                : $"{what} {path}: {report.TotalErrors} error(s): {shown}");
+        }
+        var (examples, stats) = SftData.Load(path, record =>
+        {
+            var e = Qwen3ChatTemplate.Encode(tokenizer, record);
+            return (e.InputIds, e.Trained);
+        }, sequenceLength);
+        if (examples.Count == 0)
+            throw TrainerUserException.BadData($"{what} {path}: no example has assistant tokens left to train on within sequence_length {sequenceLength}");
+        return (examples, stats);
+    }
+
+    /// <summary>The example's text with trained spans wrapped in [[ ]], to show what the loss sees.</summary>
+    static string MaskPreview(Qwen3Tokenizer tokenizer, SftExample e)
+    {
+        var sb = new System.Text.StringBuilder();
+        var t = 0;
+        while (t < e.Length)
+        {
+            var trained = e.Trained[t];
+            var start = t;
+            while (t < e.Length && e.Trained[t] == trained) t++;
+            var text = tokenizer.Decode(e.Ids[start..t]);
+            sb.Append(trained ? "[[" + text + "]]" : text);
+        }
+        return sb.ToString();
+    }
+
+    static IEnumerable<TorchSharp.Modules.Parameter> TrainableParameters(Qwen3ForCausalLM model) =>
+        model.parameters().Where(p => p.requires_grad);
+
+    /// <summary>AdamW over the trainable parameters; no weight decay on norms and biases.</summary>
+    static TorchSharp.Modules.AdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s)
+    {
+        var trainable = model.named_parameters().Where(p => p.parameter.requires_grad).ToList();
+        bool NoDecay(string name, Tensor p) => p.dim() < 2 || name.EndsWith(".bias") || name.EndsWith("norm.weight");
+        var decay = trainable.Where(p => !NoDecay(p.name, p.parameter)).Select(p => p.parameter).ToList();
+        var noDecay = trainable.Where(p => NoDecay(p.name, p.parameter)).Select(p => p.parameter).ToList();
+        var groups = new List<TorchSharp.Modules.AdamW.ParamGroup>();
+        if (decay.Count > 0) groups.Add(new TorchSharp.Modules.AdamW.ParamGroup(decay, lr: s.LearningRate, weight_decay: s.WeightDecay));
+        if (noDecay.Count > 0) groups.Add(new TorchSharp.Modules.AdamW.ParamGroup(noDecay, lr: s.LearningRate, weight_decay: 0));
+        return optim.AdamW(groups, lr: s.LearningRate, weight_decay: s.WeightDecay);
+    }
+}
