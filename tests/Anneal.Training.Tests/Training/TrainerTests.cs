@@ -9,6 +9,7 @@ using Xunit.Abstractions;
 
 namespace Anneal.Training.Tests.Training;
 
+[Collection(TorchRandomCollection.Name)]
 public sealed class TrainerTests(ITestOutputHelper output) : IDisposable
 {
     readonly string dir = Directory.CreateTempSubdirectory("anneal-train-").FullName;
