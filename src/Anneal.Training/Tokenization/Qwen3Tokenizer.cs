@@ -28,6 +28,7 @@ public sealed class Qwen3Tokenizer
     readonly Dictionary<char, AddedToken[]> _addedByFirstChar; // longest first
     readonly SearchValues<char> _addedFirstChars;
     readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
+    readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _cacheBySpan;
     const int CacheLimit = 200_000, CachedPieceMaxLength = 256;
 
     public int VocabSize { get; }
@@ -44,6 +45,7 @@ public sealed class Qwen3Tokenizer
         List<AddedToken> added, string eos, string pad, string? chatTemplate, string source)
     {
         _vocab = vocab;
+        _cacheBySpan = _cache.GetAlternateLookup<ReadOnlySpan<char>>();
         _ignoreMerges = ignoreMerges;
         _nfc = nfc;
         foreach (var a in added) _addedById[a.Id] = a;
@@ -312,24 +314,30 @@ public sealed class Qwen3Tokenizer
 
     void EncodeOrdinary(string text, int offset, int length, List<int> ids, List<int>? starts)
     {
-        string segment = text.Substring(offset, length);
-        string normalized = _nfc ? Nfc.Normalize(segment) : segment;
-        bool exactOffsets = ReferenceEquals(normalized, segment) || normalized == segment;
+        ReadOnlySpan<char> segment = text.AsSpan(offset, length);
+        bool exactOffsets = true;
+        if (_nfc && !Nfc.IsNormalized(segment))
+        {
+            string normalized = Nfc.Normalize(segment.ToString());
+            exactOffsets = segment.SequenceEqual(normalized);
+            segment = normalized;
+        }
         var pieces = new List<(int Start, int Length)>();
-        Qwen3PreTokenizer.Split(normalized, pieces);
+        Qwen3PreTokenizer.Split(segment, pieces);
         foreach (var (start, len) in pieces)
         {
-            var piece = normalized.Substring(start, len);
+            var piece = segment.Slice(start, len);
             int[] pieceIds = Bpe(piece);
             ids.AddRange(pieceIds);
             if (starts is null) continue;
             if (!exactOffsets) { foreach (var _ in pieceIds) starts.Add(offset); continue; }
+            if (pieceIds.Length == 1) { starts.Add(offset + start); continue; }
             // Map each UTF-8 byte of the piece to the UTF-16 offset of the character it belongs to.
             var charOfByte = new int[Encoding.UTF8.GetByteCount(piece) + 1];
             for (int c = 0, b = 0; c < len;)
             {
                 int w = char.IsHighSurrogate(piece[c]) && c + 1 < len ? 2 : 1;
-                int nb = Encoding.UTF8.GetByteCount(piece.AsSpan(c, w));
+                int nb = Encoding.UTF8.GetByteCount(piece.Slice(c, w));
                 for (int k = 0; k < nb; k++) charOfByte[b + k] = c;
                 b += nb;
                 c += w;
@@ -344,20 +352,21 @@ public sealed class Qwen3Tokenizer
     }
 
     /// <summary>BPE over the bytes of one pre-tokenized piece.</summary>
-    int[] Bpe(string piece)
+    int[] Bpe(ReadOnlySpan<char> piece)
     {
-        if (piece.Length <= CachedPieceMaxLength && _cache.TryGetValue(piece, out var cached)) return cached;
+        bool cacheable = piece.Length <= CachedPieceMaxLength;
+        if (cacheable && _cacheBySpan.TryGetValue(piece, out var cached)) return cached;
 
-        byte[] bytes = Encoding.UTF8.GetBytes(piece);
+        byte[] bytes = Encoding.UTF8.GetBytes(piece.ToArray());
         int[] result;
         if (bytes.Length == 1) result = [_byteToId[bytes[0]]];
         else if (_ignoreMerges && _vocab.TryGetValue(ByteLevel.Encode(bytes), out int whole)) result = [whole];
         else result = Merge(bytes);
 
-        if (piece.Length <= CachedPieceMaxLength)
+        if (cacheable)
         {
             if (_cache.Count >= CacheLimit) _cache.Clear();
-            _cache.TryAdd(piece, result);
+            _cache.TryAdd(piece.ToString(), result);
         }
         return result;
     }

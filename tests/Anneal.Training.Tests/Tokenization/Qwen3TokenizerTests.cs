@@ -136,22 +136,25 @@ public class Qwen3TokenizerTests(ITestOutputHelper output)
     [NodeFact]
     public void Encode_throughput_is_reported()
     {
+        // Reported, not asserted (the machine is shared). CPU time of this process is printed beside wall time.
         var tok = NodeReference.Qwen;
         var text = string.Join("\n", Corpus.Take(Corpus.Length - 2)) + "\n";
         var big = new StringBuilder();
         while (big.Length < 1_000_000) big.Append(text);
         var s = big.ToString();
         tok.Encode(s); // warm the cache
+        Measure("repeated text (cached pieces)", s, tok);
+        Measure("random text (mostly new pieces)", string.Concat(RandomCorpus(20000, seed: 99)), tok);
+    }
+
+    void Measure(string label, string text, Qwen3Tokenizer tok)
+    {
+        var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
         var sw = Stopwatch.StartNew();
-        int n = tok.Encode(s).Length;
+        int n = tok.Encode(text).Length;
         sw.Stop();
-        // A cold run on text never seen: random strings.
-        var cold = string.Concat(RandomCorpus(20000, seed: 99));
-        var sw2 = Stopwatch.StartNew();
-        int n2 = tok.Encode(cold).Length;
-        sw2.Stop();
-        output.WriteLine($"warm cache: {s.Length / 1e6:F2} M chars → {n} tokens in {sw.ElapsedMilliseconds} ms ({n / sw.Elapsed.TotalSeconds / 1e6:F2} M tokens/s)");
-        output.WriteLine($"random text: {cold.Length / 1e6:F2} M chars → {n2} tokens in {sw2.ElapsedMilliseconds} ms ({n2 / sw2.Elapsed.TotalSeconds / 1e6:F2} M tokens/s)");
-        Assert.True(n > 0 && n2 > 0);
+        var cpu = Process.GetCurrentProcess().TotalProcessorTime - cpu0;
+        output.WriteLine($"{label}: {text.Length / 1e6:F2} M chars → {n} tokens; wall {sw.ElapsedMilliseconds} ms, cpu {cpu.TotalMilliseconds:F0} ms ({n / cpu.TotalSeconds / 1e6:F2} M tokens per cpu-second)");
+        Assert.True(n > 0);
     }
 }
