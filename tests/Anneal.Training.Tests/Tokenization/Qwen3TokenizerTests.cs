@@ -46,6 +46,12 @@ public class Qwen3TokenizerTests(ITestOutputHelper output)
         "'s 'S 'sounds 'll've 're'd",
         "Ελληνικά και Русский текст и العربية עברית हिन्दी",
         "ſt long s 'ſ",
+        "ภาษาไทย ไม่มีช่องว่าง และ देवनागरी में मात्राएँ",
+        "\r\n\r\n  \r\n\t\n x \u00A0\n\u3000y",
+        "\uFEFFstart with BOM, a\uFEFF1, \uFEFF\uFEFF!",
+        "👩🏽‍💻🏳️‍🌈 1️⃣ #️⃣ ©️ ™ ↔️",
+        "    indented    code\n\t\ttabs\n        \n    more",
+        "1234567890 3.14e-10 0x1F 1_000_000 ١٢٣ ۴۵۶ ४५६ 〇一二",
         "",
         new string('a', 2000),
         string.Concat(Enumerable.Repeat("ab ", 300)),
@@ -94,6 +100,22 @@ public class Qwen3TokenizerTests(ITestOutputHelper output)
     public void Encode_matches_the_javascript_tokenizer_on_random_strings()
     {
         var texts = RandomCorpus(400, seed: 1234);
+        AssertSameIds(texts, NodeReference.Encode(texts), NodeReference.Qwen);
+    }
+
+    [NodeFact]
+    public void Encode_matches_the_javascript_tokenizer_on_the_repository_sources()
+    {
+        // Real code and prose: every .cs, .md, .sh and .json file of src/, tests/ and the root (not node_modules).
+        var files = Directory.EnumerateFiles(NodeReference.RepoRoot, "*", SearchOption.AllDirectories)
+            .Where(f => !f.Contains($"{Path.DirectorySeparatorChar}node_modules{Path.DirectorySeparatorChar}")
+                        && !f.Contains($"{Path.DirectorySeparatorChar}bin{Path.DirectorySeparatorChar}")
+                        && !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}")
+                        && !f.Contains($"{Path.DirectorySeparatorChar}.git{Path.DirectorySeparatorChar}")
+                        && (f.EndsWith(".cs") || f.EndsWith(".md") || f.EndsWith(".sh") || f.EndsWith(".mjs") || f.EndsWith("package.json")))
+            .Order(StringComparer.Ordinal).ToList();
+        Assert.True(files.Count >= 10, $"only {files.Count} source files found under {NodeReference.RepoRoot}");
+        var texts = files.Select(File.ReadAllText).ToList();
         AssertSameIds(texts, NodeReference.Encode(texts), NodeReference.Qwen);
     }
 
