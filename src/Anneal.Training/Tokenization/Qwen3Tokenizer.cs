@@ -30,6 +30,7 @@ public sealed class Qwen3Tokenizer
     readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
     readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _cacheBySpan;
     const int CacheLimit = 200_000, CachedPieceMaxLength = 256;
+    const int MaxId = 1 << 24; // ids index arrays; real vocabularies are far smaller (Qwen3: 151,669)
 
     public int VocabSize { get; }
     public int EosTokenId { get; }
@@ -114,6 +115,15 @@ public sealed class Qwen3Tokenizer
     /// </summary>
     public static Qwen3Tokenizer FromFiles(string tokenizerJsonPath, string? tokenizerConfigPath)
     {
+        try { return Read(tokenizerJsonPath, tokenizerConfigPath); }
+        catch (InvalidOperationException e) // a JsonElement of another kind than the format has there
+        {
+            throw new InvalidDataException($"{tokenizerJsonPath}: unexpected structure ({e.Message}); expected a Hugging Face tokenizer.json of a byte-level BPE model", e);
+        }
+    }
+
+    static Qwen3Tokenizer Read(string tokenizerJsonPath, string? tokenizerConfigPath)
+    {
         string eos = "<|im_end|>", pad = "<|endoftext|>";
         string? chatTemplate = null;
         if (tokenizerConfigPath is not null)
@@ -123,7 +133,14 @@ public sealed class Qwen3Tokenizer
             if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{tokenizerConfigPath}: expected a JSON object at the top level");
             eos = TokenName(root, "eos_token", tokenizerConfigPath) ?? eos;
             pad = TokenName(root, "pad_token", tokenizerConfigPath) ?? eos;
-            if (root.TryGetProperty("chat_template", out var t) && t.ValueKind == JsonValueKind.String) chatTemplate = t.GetString();
+            if (root.TryGetProperty("chat_template", out var t))
+            {
+                // A string, or a list of {"name", "template"} of which "default" is the chat template.
+                if (t.ValueKind == JsonValueKind.String) chatTemplate = t.GetString();
+                else if (t.ValueKind == JsonValueKind.Array)
+                    chatTemplate = t.EnumerateArray().Where(x => x.ValueKind == JsonValueKind.Object && x.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String && n.GetString() == "default")
+                        .Select(x => x.TryGetProperty("template", out var tt) && tt.ValueKind == JsonValueKind.String ? tt.GetString() : null).FirstOrDefault();
+            }
         }
 
         using var doc = ParseFile(tokenizerJsonPath);
@@ -143,14 +160,15 @@ public sealed class Qwen3Tokenizer
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var p in vocabEl.EnumerateObject())
         {
-            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0)
-                throw new InvalidDataException($"{src}: model.vocab[\"{p.Name}\"] is {p.Value.GetRawText()}; expected a non-negative integer id");
+            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0 || id >= MaxId)
+                throw new InvalidDataException($"{src}: model.vocab[\"{p.Name}\"] is {p.Value.GetRawText()}; expected an integer id from 0 to {MaxId - 1}");
             vocab[p.Name] = id;
         }
 
         var merges = new List<(string, string)>();
         if (model.TryGetProperty("merges", out var mergesEl))
         {
+            if (mergesEl.ValueKind != JsonValueKind.Array) throw new InvalidDataException($"{src}: model.merges is {mergesEl.ValueKind.ToString().ToLowerInvariant()}; expected a list");
             int i = 0;
             foreach (var m in mergesEl.EnumerateArray())
             {
@@ -175,7 +193,8 @@ public sealed class Qwen3Tokenizer
             int i = 0;
             foreach (var a in addedEl.EnumerateArray())
             {
-                if (!a.TryGetProperty("id", out var idEl) || !idEl.TryGetInt32(out int id) || !a.TryGetProperty("content", out var c) || c.ValueKind != JsonValueKind.String)
+                if (a.ValueKind != JsonValueKind.Object || !a.TryGetProperty("id", out var idEl) || idEl.ValueKind != JsonValueKind.Number
+                    || !idEl.TryGetInt32(out int id) || id < 0 || id >= MaxId || !a.TryGetProperty("content", out var c) || c.ValueKind != JsonValueKind.String)
                     throw new InvalidDataException($"{src}: added_tokens[{i}] needs an integer \"id\" and a string \"content\"");
                 foreach (var flag in new[] { "lstrip", "rstrip", "single_word" })
                     if (a.TryGetProperty(flag, out var f) && f.ValueKind == JsonValueKind.True)
