@@ -14,12 +14,14 @@ public class FlatAdamWTests
     public FlatAdamWTests() => NativeLibraries.EnsureTorchLoaded();
 
     // Linear → LayerNorm → Linear: 2-D weights (decay) and 1-D biases/norm weights (no decay).
+    // Weights come from a private generator: tests in other classes draw from the global one in parallel.
     static Sequential TinyModel(long seed, ScalarType dtype = ScalarType.Float32)
     {
-        torch.manual_seed(seed);
         var model = nn.Sequential(("up", nn.Linear(8, 16)), ("norm", nn.LayerNorm(16)), ("down", nn.Linear(16, 4)));
+        var generator = new Generator((ulong)seed);
         using (no_grad())
-            foreach (var p in model.parameters()) p.add_(torch.randn_like(p) * 0.1);  // LayerNorm starts at 1/0: perturb it
+            foreach (var p in model.parameters())
+                p.copy_((p.dim() == 1 && p.shape[0] == 16 ? 1.0 : 0.0) + 0.3 * randn(p.shape, generator: generator));
         return dtype == ScalarType.Float32 ? model : model.to(dtype);
     }
 
