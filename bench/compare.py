@@ -8,6 +8,9 @@ def key(r):
 
 ours = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 anchor = {key(r): r for r in json.load(open(sys.argv[2]))}
+for r in anchor.values():  # older anchor files have tflops but no mfu
+    if r.get("mfu") is None and r.get("tflops") is not None:
+        r["mfu"] = r["tflops"] / 989
 print("| model | mode | micro | ckpt | optimizer | loss | Anneal tok/s | HF tok/s | ratio | Anneal MFU | HF MFU | Anneal GiB (device used) | HF GiB (device used / allocated peak) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in ours:

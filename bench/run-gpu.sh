@@ -25,6 +25,8 @@ if [[ $PART == anneal || $PART == all ]]; then
   bench --shape qwen3-1.7b --mode lora --micro 4
   bench --shape qwen3-4b --mode lora --micro 4
   bench --shape qwen3-4b --mode full --micro 2 --ckpt
+  # fp32 master weights + moments need 16 bytes/parameter (64 GB at 4B); without master weights 12.
+  bench --shape qwen3-4b --mode full --micro 2 --ckpt --no-master
   # What the flat optimizer and the chunked loss each bring (TorchSharp's AdamW, full logits).
   bench --shape qwen3-0.6b --mode full --micro 4 --optimizer torch --loss plain
   bench --shape qwen3-0.6b --mode full --micro 4 --optimizer torch

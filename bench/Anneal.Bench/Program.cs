@@ -3,7 +3,7 @@
 //   dotnet run -c Release --project bench/Anneal.Bench -- [optim|ce|all] [--device cpu|cuda]
 //     [--hidden 256] [--intermediate 768] [--layers 28] [--vocab 151936] [--tokens 1024] [--steps 10]
 //   ... -- train --shape qwen3-0.6b|qwen3-1.7b|qwen3-4b|tiny [--mode full|lora] [--micro 4] [--seq 2048]
-//     [--ckpt] [--optimizer flat|torch] [--loss chunked|plain] [--device cuda] [--json FILE]  (see TrainBench.cs)
+//     [--ckpt] [--no-master] [--optimizer flat|torch] [--loss chunked|plain] [--device cuda] [--json FILE]  (see TrainBench.cs)
 // CPU peak memory is the process's peak resident set (VmHWM, reset through /proc/self/clear_refs)
 // above the resident set before the measurement.
 using System.Diagnostics;
@@ -34,6 +34,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
     public string Optimizer { get; init; } = "flat";
     public string Loss { get; init; } = "chunked";
     public string? Json { get; init; }
+    public bool MasterWeights { get; init; } = true;
 
     public static Options Parse(string[] args)
     {
@@ -52,6 +53,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
                 "--optimizer" => o with { Optimizer = Value() },
                 "--loss" => o with { Loss = Value() },
                 "--json" => o with { Json = Value() },
+                "--no-master" => o with { MasterWeights = false },
                 "--device" => o with { Device = Value() },
                 "--hidden" => o with { Hidden = int.Parse(Value()) },
                 "--intermediate" => o with { Intermediate = int.Parse(Value()) },

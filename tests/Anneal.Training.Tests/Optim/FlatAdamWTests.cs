@@ -231,6 +231,22 @@ public class FlatAdamWTests
     }
 
     [Fact]
+    public void Parameters_keep_their_values_and_bytes_when_moved_into_the_buffers()
+    {
+        using var model = TinyModel(12);
+        var before = model.parameters().Select(p => p.detach().clone()).ToList();
+        using var opt = new FlatAdamW(model.named_parameters().Select(p => (p.name, p.parameter)));
+        foreach (var (p, b) in model.parameters().Zip(before))
+        {
+            Assert.True(p.equal(b).all().item<bool>());
+            Assert.Equal(b.bytes.ToArray(), p.bytes.ToArray());  // what checkpoint writers read
+            Assert.True(p.requires_grad);
+        }
+        // The second parameter of a group starts right after the first in the group's storage.
+        Assert.Equal(opt.Groups[0].Layout[1].Offset, opt.Groups[0].Layout[0].Numel);
+    }
+
+    [Fact]
     public void Frozen_and_tied_parameters_are_left_out()
     {
         using var model = TinyModel(10);
