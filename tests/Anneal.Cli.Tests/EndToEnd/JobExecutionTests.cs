@@ -149,14 +149,12 @@ public class JobExecutionTests
         Assert.NotNull(trainer);
         trainer.Kill(); // SIGKILL: no event, no clean exit
 
-        var result = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--poll-interval", "0.3");
-        // The re-run finds the submitted job in .anneal/submissions.json and follows it; it is
-        // terminal by now or soon, and failed.
-        var job = await WaitForAsync(server, id, (j, _) => JobStatus.IsTerminal(j.Status), 60);
-        Assert.Equal(JobStatus.Failed, job.Status);
+        var result = await box.RunAsync("jobs", "events", id, "--follow", "--poll-interval", "0.3");
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("status: failed", result.Out);
+        Assert.Contains($"error: {ErrorCodes.TrainerCrashed}:", result.Out);
+        var job = await WaitForAsync(server, id, (j, _) => JobStatus.IsTerminal(j.Status), 5);
         Assert.Equal(ErrorCodes.TrainerCrashed, job.Error!.Code);
-        Assert.Contains(id, (await box.RunAsync("jobs", "get", id)).Out);
-        _ = result;
     }
 
     [Fact]
