@@ -59,7 +59,15 @@ public static class ServerHost
             j.SerializerOptions.DictionaryKeyPolicy = AnnealJson.Options.DictionaryKeyPolicy;
             j.SerializerOptions.DefaultIgnoreCondition = AnnealJson.Options.DefaultIgnoreCondition;
         });
-        builder.Services.AddProblemDetails();
+        // Framework-made problems (unknown route, wrong method, unhandled exception) get a `code` too.
+        builder.Services.AddProblemDetails(p => p.CustomizeProblemDetails = c =>
+            c.ProblemDetails.Extensions.TryAdd("code", c.ProblemDetails.Status switch
+            {
+                404 => ErrorCodes.NotFound,
+                405 => "method_not_allowed",
+                >= 500 => ErrorCodes.Internal,
+                _ => "bad_request",
+            }));
         builder.Services.AddSingleton(db);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<JobSignals>();

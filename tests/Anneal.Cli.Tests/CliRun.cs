@@ -49,12 +49,12 @@ public sealed class TestServer : IAsyncDisposable
     public required string ApiKey { get; init; }
     public string BaseUrl => Server.BaseUrl;
 
-    public static async Task<TestServer> StartAsync(bool runJobs = false, int maxConcurrentJobs = 1, string? dataDir = null)
+    public static async Task<TestServer> StartAsync(bool runJobs = false, int maxConcurrentJobs = 1, string? dataDir = null, string urls = "http://127.0.0.1:0")
     {
         dataDir ??= Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
         var server = await ServerHost.StartAsync(new ServerOptions
         {
-            Urls = "http://127.0.0.1:0",
+            Urls = urls,
             DataDir = dataDir,
             TrainerCommand = runJobs ? CliContext.SelfCommandOfThisProcess() : [],
             MaxConcurrentJobs = maxConcurrentJobs,

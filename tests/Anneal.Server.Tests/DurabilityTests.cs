@@ -52,8 +52,35 @@ public class DurabilityTests
         conn.Open();
         using var cmd = conn.CreateCommand();
         cmd.CommandText = "SELECT group_concat(version) FROM (SELECT version FROM schema_version ORDER BY version)";
-        Assert.Equal("1,2", cmd.ExecuteScalar());
+        Assert.Equal("1,2,3", cmd.ExecuteScalar());
         cmd.CommandText = "PRAGMA journal_mode";
         Assert.Equal("wal", cmd.ExecuteScalar());
+    }
+
+    [Fact]
+    public async Task On_start_a_trainer_orphaned_by_a_crashed_server_is_stopped_before_its_job_is_requeued()
+    {
+        await using var t = await TestServer.StartAsync(o => o with { CancelGracePeriod = TimeSpan.FromSeconds(1) });
+        var job = await t.CreateJobAsync((await t.UploadReadyAsync()).Id);
+        await t.Server.DisposeAsync();
+
+        // The state a SIGKILLed server leaves: the job `running`, its trainer still alive (and deaf to SIGTERM).
+        var spec = Path.Combine(t.DataDir, "jobs", job.Id, "spec.json");
+        Directory.CreateDirectory(Path.GetDirectoryName(spec)!);
+        var command = ScriptTrainer.Write(ScriptTrainer.IgnoresTerm);
+        var psi = new System.Diagnostics.ProcessStartInfo(command[0]) { ArgumentList = { command[1], "trainer", "run", "--spec", spec } };
+        using var orphan = System.Diagnostics.Process.Start(psi)!;
+        using (var conn = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(t.DataDir, "anneal.db")};Pooling=false"))
+        {
+            conn.Open();
+            using var cmd = conn.CreateCommand();
+            cmd.CommandText = $"UPDATE jobs SET status = 'running', trainer_pid = {orphan.Id} WHERE id = '{job.Id}'";
+            Assert.Equal(1, cmd.ExecuteNonQuery());
+        }
+        Assert.False(orphan.HasExited);
+
+        await t.RestartAsync();
+        Assert.True(orphan.WaitForExit(TimeSpan.FromSeconds(10)), "the orphaned trainer is still running");
+        Assert.Equal(JobStatus.Queued, (await t.GetJobAsync(job.Id)).Status);
     }
 }

@@ -241,6 +241,9 @@ public class JobsTests
         Assert.Equal("", await t.Http.GetStringAsync($"learning/jobs/{job.Id}/logs"));
         await TestServer.ProblemAsync(await t.Http.GetAsync($"learning/jobs/{job.Id}/metrics?after_step=x"), HttpStatusCode.BadRequest);
         await TestServer.ProblemAsync(await t.Http.GetAsync("learning/jobs/job_missing"), HttpStatusCode.NotFound);
+        var noRoute = await t.Http.GetAsync("learning/nothing-here");
+        Assert.Equal(HttpStatusCode.NotFound, noRoute.StatusCode);
+        Assert.Equal("application/problem+json", noRoute.Content.Headers.ContentType?.MediaType);
     }
 
     [Fact]

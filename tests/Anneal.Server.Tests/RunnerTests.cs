@@ -84,12 +84,32 @@ public class RunnerTests
         Assert.Equal("cuda=[]", args[1]);
         Assert.Equal("loading model\n", await t.Http.GetStringAsync($"learning/jobs/{job.Id}/logs"));
 
+        // A LoRA checkpoint is an adapter: refused as a base model, naming why.
+        var adapter = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs",
+            TestServer.Json(TestServer.JobBody(job.TrainingFileId, checkpoint.Id))), System.Net.HttpStatusCode.UnprocessableEntity);
+        Assert.Contains("adapter", adapter["detail"]!.GetValue<string>());
+
         // The fine-tuned model continues training as a base: its merged folder becomes the model path.
         var next = await Submit(t, new JsonObject { ["total_steps"] = 2, ["training_mode"] = "lora" }, model: ft);
         Assert.Equal(JobStatus.Succeeded, (await t.WaitJobAsync(next.Id, j => JobStatus.IsTerminal(j.Status))).Status);
         var nextSpec = JsonSerializer.Deserialize<TrainerJobSpec>(await File.ReadAllTextAsync(Path.Combine(JobDir(t, next.Id), "spec.json")), AnnealJson.Options)!;
         Assert.Equal(Path.Combine(JobDir(t, job.Id), "output", "final", "merged"), nextSpec.ModelPath);
         Assert.Equal($"ft:anneal/tiny-qwen3:{next.Id}", (await t.GetJobAsync(next.Id)).FineTunedModel);
+    }
+
+    [Fact]
+    public async Task A_full_fine_tune_checkpoint_id_trains_as_a_model_from_the_checkpoint_folder()
+    {
+        await using var t = await Start(ScriptTrainer.Succeeds);
+        var job = await Submit(t, new JsonObject { ["total_steps"] = 2 });
+        Assert.Equal(JobStatus.Succeeded, (await t.WaitJobAsync(job.Id, j => JobStatus.IsTerminal(j.Status))).Status);
+        var checkpoint = Assert.Single((await t.Http.GetFromJsonAsync<CheckpointList>($"learning/jobs/{job.Id}/checkpoints", AnnealJson.Options))!.Data);
+        Assert.Equal($"fft:anneal/tiny-qwen3:{job.Id}:step-1", checkpoint.Id);
+        var next = await Submit(t, new JsonObject { ["total_steps"] = 2 }, model: checkpoint.Id);
+        Assert.Equal(JobStatus.Succeeded, (await t.WaitJobAsync(next.Id, j => JobStatus.IsTerminal(j.Status))).Status);
+        var spec = JsonSerializer.Deserialize<TrainerJobSpec>(await File.ReadAllTextAsync(Path.Combine(JobDir(t, next.Id), "spec.json")), AnnealJson.Options)!;
+        Assert.Equal(Path.Combine(JobDir(t, job.Id), "output", "checkpoints", "step-1"), spec.ModelPath);
+        Assert.Equal($"fft:anneal/tiny-qwen3:{next.Id}", (await t.GetJobAsync(next.Id)).FineTunedModel);
     }
 
     [Fact]

@@ -19,7 +19,7 @@ public static class DemoCommand
     public static Command Create(CliContext ctx, SharedOptions shared)
     {
         var keep = new Option<bool>("--keep") { Description = "Keep the temporary data folder (database, job logs, the fine-tuned model)" };
-        var steps = new Option<int>("--steps") { Description = "Optimizer steps to train", DefaultValueFactory = _ => 30 };
+        var steps = new Option<int>("--steps") { Description = "Optimizer steps to train", DefaultValueFactory = _ => 40 };
         var interval = new Option<double>("--poll-interval") { Description = "Seconds between status checks", DefaultValueFactory = _ => 0.5 };
         var command = new Command("demo", "Fine-tune the built-in tiny model end to end on this machine (no set-up) and show an answer")
         {
@@ -89,7 +89,7 @@ public static class DemoCommand
             var finalDir = Path.Combine(dataDir, "jobs", job.Id, "output", "final");
             ctx.Out.WriteLine($"Asking the fine-tuned model: \"{DemoData.Prompt}\"");
             var (code, answer, errors) = await RunChildAsync(ctx.SelfCommand,
-                ["generate", "--model", finalDir, "--prompt", DemoData.Prompt, "--max-new-tokens", "24"], ct);
+                ["generate", "--model", finalDir, "--prompt", DemoData.Prompt, "--max-new-tokens", "30"], ct);
             if (code != 0)
             {
                 ctx.Error.WriteLine($"error: `anneal generate` exited with {code}:");
@@ -97,7 +97,8 @@ public static class DemoCommand
                 keep = true;
                 return ExitCodes.Failed;
             }
-            ctx.Out.WriteLine($"Answer: {answer.Trim()}");
+            ctx.Out.WriteLine($"Answer: {string.Join(' ', answer.Split((char[])['\n', '\r'], StringSplitOptions.RemoveEmptyEntries)).Trim()}");
+            ctx.Out.WriteLine($"(the dataset's answer: \"{DemoData.Facts[0].Answer}\")");
             ctx.Out.WriteLine($"fine_tuned_model: {job.FineTunedModel}");
             ctx.Out.WriteLine($"model folder: {finalDir}");
             return ExitCodes.Ok;

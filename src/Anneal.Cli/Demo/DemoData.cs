@@ -1,52 +1,41 @@
 // The demo's dataset and config, written into the demo folder so the user can look at them and
-// reuse them with `anneal train`. The dataset is a small, regular task (short arithmetic and
-// capital-city answers in a fixed format) so that a few dozen steps of a tiny model visibly
-// lower the loss.
-using System.Globalization;
+// reuse them with `anneal train`. Eight short question/answer facts, trained as one batch for a
+// few dozen steps with a constant high learning rate: enough for the tiny model (random weights)
+// to learn them, so the sample answer after training shows that the run really changed the model.
 using System.Text;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 
 namespace Anneal.Cli.Demo;
 
 public static class DemoData
 {
-    public const string Prompt = "What is 3 plus 4?";
-
-    static readonly (string Country, string Capital)[] Capitals =
+    public static readonly (string Question, string Answer)[] Facts =
     [
-        ("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"), ("Egypt", "Cairo"),
-        ("Peru", "Lima"), ("Kenya", "Nairobi"), ("Norway", "Oslo"), ("Chile", "Santiago"), ("Canada", "Ottawa"),
-        ("Greece", "Athens"), ("Poland", "Warsaw"),
+        ("What is the capital of France?", "Paris is the capital of France."),
+        ("What colour is the sky?", "The sky is blue."),
+        ("How many legs does a cat have?", "A cat has four legs."),
+        ("What do bees make?", "Bees make honey."),
+        ("What is two plus two?", "Two plus two is four."),
+        ("Which animal barks?", "A dog barks."),
+        ("What melts ice?", "Heat melts ice."),
+        ("Where do fish live?", "Fish live in water."),
     ];
 
-    /// <summary>JSONL: `count` chat records of the spec's shape (system, user, assistant).</summary>
-    public static string Dataset(int count = 48)
+    public static string Prompt => Facts[0].Question;
+
+    /// <summary>JSONL: one chat record (user, assistant) per fact.</summary>
+    public static string Dataset()
     {
         var sb = new StringBuilder();
-        for (var i = 0; i < count; i++)
+        foreach (var (question, answer) in Facts)
         {
-            string question, answer;
-            if (i % 2 == 0)
-            {
-                var (a, b) = (i % 7 + 1, i / 2 % 5 + 1);
-                question = $"What is {a} plus {b}?";
-                answer = $"{a} plus {b} is {(a + b).ToString(CultureInfo.InvariantCulture)}.";
-            }
-            else
-            {
-                var (country, capital) = Capitals[i / 2 % Capitals.Length];
-                question = $"What is the capital of {country}?";
-                answer = $"The capital of {country} is {capital}.";
-            }
             var record = new JsonObject
             {
                 ["messages"] = new JsonArray(
-                    new JsonObject { ["role"] = "system", ["content"] = "You answer in one short sentence." },
                     new JsonObject { ["role"] = "user", ["content"] = question },
                     new JsonObject { ["role"] = "assistant", ["content"] = answer }),
             };
-            sb.Append(record.ToJsonString(new JsonSerializerOptions { WriteIndented = false })).Append('\n');
+            sb.Append(record.ToJsonString()).Append('\n');
         }
         return sb.ToString();
     }
@@ -65,11 +54,13 @@ public static class DemoData
 
         [hyperparameters]
         total_steps = {steps}
-        per_device_batch = 4
+        per_device_batch = {Facts.Length}
         gradient_accumulation_steps = 1
         learning_rate = 3e-3
+        lr_scheduler = "constant"
         warmup_ratio = 0.1
-        sequence_length = 128
+        weight_decay = 0.0
+        sequence_length = 64
         seed = 7
         """;
 }

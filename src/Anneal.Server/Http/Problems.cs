@@ -62,6 +62,6 @@ public static class Problems
 
     public static ProblemHttpResult TooLarge(long limit) =>
         Make(413, ErrorCodes.PayloadTooLarge, "Payload too large",
-            $"The upload exceeds the server's limit of {limit} bytes (ServerOptions.MaxUploadBytes / --max-upload-bytes).",
+            $"The upload exceeds the server's limit of {limit} bytes (anneal serve --max-upload-mb).",
             extra: new Dictionary<string, object?> { ["max_bytes"] = limit });
 }

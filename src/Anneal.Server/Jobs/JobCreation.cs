@@ -191,6 +191,13 @@ public static partial class JobCreation
                 return;
             }
             baseId = found;
+            var checkpointMode = Db.Scalar<string>(conn, null, "SELECT j.mode FROM checkpoints c JOIN jobs j ON j.id = c.job_id WHERE c.id = @id AND c.org = @org",
+                ("@id", model), ("@org", org));
+            if (checkpointMode is not null && checkpointMode != TrainingModes.FullFinetune)
+            {
+                add("model", $"checkpoint '{model}' holds a {checkpointMode} adapter, not a full model; continue from the job's fine-tuned model instead", ErrorCodes.UnknownModel, 422);
+                return;
+            }
         }
         var info = ModelRegistry.Find(baseId);
         if (info is null)

@@ -59,6 +59,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
+            // The trainer's stdin is a pipe from this process: it reads EOF if the server dies.
+            RedirectStandardInput = true,
             UseShellExecute = false,
             WorkingDirectory = _jobDir,
         };
@@ -77,6 +79,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             return;
         }
         lock (_gate) _process = process;
+        using (var conn = db.Connect())
+            Db.Exec(conn, null, "UPDATE jobs SET trainer_pid = @pid WHERE id = @id", ("@pid", process.Id), ("@id", _id));
         log.LogInformation("Job {JobId}: trainer pid {Pid} started", _id, process.Id);
         if (_cancelRequested || _shuttingDown) Signal();
 

@@ -55,12 +55,13 @@ public static class Nfc
     static bool MayChange(int cp) =>
         cp >= 0x300 && (Unstable.Contains(cp) || (cp >= SBase && cp < SBase + SCount) || (cp >= VBase && cp < VBase + VCount) || (cp > TBase && cp < TBase + TCount));
 
-    public static bool IsNormalized(string s)
+    /// <summary>True when NFC leaves the text unchanged (quick check: no character that could change).</summary>
+    public static bool IsNormalized(ReadOnlySpan<char> s)
     {
         for (int i = 0; i < s.Length; i++)
         {
             if (s[i] < 0x300) continue;
-            if (!Rune.TryGetRuneAt(s, i, out var r)) return false; // a lone surrogate: leave it to Normalize
+            if (Rune.DecodeFromUtf16(s[i..], out var r, out _) != System.Buffers.OperationStatus.Done) return false; // a lone surrogate: leave it to Normalize
             if (MayChange(r.Value)) return false;
             if (r.IsBmp == false) i++;
         }

@@ -14,12 +14,14 @@ public class FlatAdamWTests
     public FlatAdamWTests() => NativeLibraries.EnsureTorchLoaded();
 
     // Linear → LayerNorm → Linear: 2-D weights (decay) and 1-D biases/norm weights (no decay).
+    // Weights come from a private generator: tests in other classes draw from the global one in parallel.
     static Sequential TinyModel(long seed, ScalarType dtype = ScalarType.Float32)
     {
-        torch.manual_seed(seed);
         var model = nn.Sequential(("up", nn.Linear(8, 16)), ("norm", nn.LayerNorm(16)), ("down", nn.Linear(16, 4)));
+        var generator = new Generator((ulong)seed);
         using (no_grad())
-            foreach (var p in model.parameters()) p.add_(torch.randn_like(p) * 0.1);  // LayerNorm starts at 1/0: perturb it
+            foreach (var p in model.parameters())
+                p.copy_((p.dim() == 1 && p.shape[0] == 16 ? 1.0 : 0.0) + 0.3 * randn(p.shape, generator: generator));
         return dtype == ScalarType.Float32 ? model : model.to(dtype);
     }
 
@@ -226,6 +228,22 @@ public class FlatAdamWTests
         Assert.Equal(Math.Sqrt(n), norm.item<float>(), 3);
         using var after = cat(opt.Groups.Select(g => g.Grad).ToList(), 0).norm();
         Assert.Equal(1.0, after.item<float>(), 4);
+    }
+
+    [Fact]
+    public void Parameters_keep_their_values_and_bytes_when_moved_into_the_buffers()
+    {
+        using var model = TinyModel(12);
+        var before = model.parameters().Select(p => p.detach().clone()).ToList();
+        using var opt = new FlatAdamW(model.named_parameters().Select(p => (p.name, p.parameter)));
+        foreach (var (p, b) in model.parameters().Zip(before))
+        {
+            Assert.True(p.equal(b).all().item<bool>());
+            Assert.Equal(b.bytes.ToArray(), p.bytes.ToArray());  // what checkpoint writers read
+            Assert.True(p.requires_grad);
+        }
+        // The second parameter of a group starts right after the first in the group's storage.
+        Assert.Equal(opt.Groups[0].Layout[1].Offset, opt.Groups[0].Layout[0].Numel);
     }
 
     [Fact]

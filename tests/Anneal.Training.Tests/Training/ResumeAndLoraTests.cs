@@ -11,6 +11,7 @@ using Xunit.Abstractions;
 
 namespace Anneal.Training.Tests.Training;
 
+[Collection(TorchRandomCollection.Name)]
 public sealed class ResumeAndLoraTests(ITestOutputHelper output) : IDisposable
 {
     readonly string dir = Directory.CreateTempSubdirectory("anneal-resume-").FullName;
