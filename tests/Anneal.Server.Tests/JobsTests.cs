@@ -266,6 +266,13 @@ public class JobsTests
         Assert.Contains("id: 3\n", text);
         var data = text.Split('\n').First(l => l.StartsWith("data: "))[6..];
         Assert.Equal(job.Id, JsonNode.Parse(data)!["job_id"]!.GetValue<string>());
+
+        // A reconnecting client resumes after Last-Event-ID; the job is terminal, so the stream ends at once.
+        var resume = new HttpRequestMessage(HttpMethod.Get, $"learning/jobs/{job.Id}/events");
+        resume.Headers.Accept.ParseAdd("text/event-stream");
+        resume.Headers.Add("Last-Event-ID", "2");
+        var rest = await (await t.Http.SendAsync(resume)).Content.ReadAsStringAsync();
+        Assert.Equal([EventTypes.Cancelled], rest.Split('\n').Where(l => l.StartsWith("event: ")).Select(l => l[7..]));
     }
 
     [Fact]
