@@ -174,8 +174,9 @@ public class JobsTests
         Assert.Contains("'queued'", again["detail"]!.GetValue<string>());
 
         var pause = await TestServer.ProblemAsync(await t.Http.PostAsync($"learning/jobs/{job.Id}/pause", null), HttpStatusCode.Conflict);
-        Assert.Contains("not supported yet", pause["detail"]!.GetValue<string>());
-        await TestServer.ProblemAsync(await t.Http.PostAsync($"learning/jobs/{job.Id}/resume", null), HttpStatusCode.Conflict);
+        Assert.Equal("queued", pause["current_status"]!.GetValue<string>());
+        var resume = await TestServer.ProblemAsync(await t.Http.PostAsync($"learning/jobs/{job.Id}/resume", null), HttpStatusCode.Conflict);
+        Assert.Equal("queued", resume["current_status"]!.GetValue<string>());
 
         var cancelled = await (await t.Http.PostAsync($"learning/jobs/{job.Id}/cancel", null)).Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options);
         Assert.Equal(JobStatus.Cancelled, cancelled!.Status);
