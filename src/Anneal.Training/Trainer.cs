@@ -85,8 +85,25 @@ public static class Trainer
         using var optimizer = CreateOptimizer(model, s);
 
         var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, sequenceLength, device, events);
-        return Train(run, resume, ct);
+        try { return Train(run, resume, ct); }
+        catch (Exception e) when (IsOutOfMemory(e))
+        {
+            var longest = train.Max(x => x.Length);
+            throw new TrainerUserException(ErrorCodes.OutOfMemory,
+                $"out of memory on {device.type.ToString().ToLowerInvariant()} with per_device_batch {s.PerDeviceBatch} × sequence_length {sequenceLength} " +
+                $"(longest example {longest} tokens, mode {s.Mode}, activation_checkpointing {s.ActivationCheckpointing}): lower per_device_batch " +
+                "(raise gradient_accumulation_steps to keep the effective batch), lower sequence_length, set activation_checkpointing = \"on\", or use mode \"lora\". " +
+                $"({e.Message.Split('\n')[0].Trim()})");
+        }
     }
+
+    /// <summary>libtorch reports allocation failures as exceptions carrying these messages.</summary>
+    public static bool IsOutOfMemory(Exception e) =>
+        e is OutOfMemoryException
+        || (e is System.Runtime.InteropServices.ExternalException or InvalidOperationException or ArgumentException
+            && (e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase)
+                || e.Message.Contains("can't allocate memory", StringComparison.OrdinalIgnoreCase)
+                || e.Message.Contains("CUBLAS_STATUS_ALLOC_FAILED", StringComparison.Ordinal)));
 
     /// <summary>Everything the loop needs, prepared by <see cref="Run"/>.</summary>
     sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, FlatAdamW Optimizer,
