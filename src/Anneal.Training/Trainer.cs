@@ -59,7 +59,8 @@ public static class Trainer
         var tokenizer = LoadTokenizer(spec.ModelPath);
         var (train, stats) = LoadData(spec.TrainingFile, "training_file", tokenizer, sequenceLength);
         List<SftExample>? validation = null;
-        if (spec.ValidationFile != null && (s.Validation.Enabled || s.Validation.EvalSteps != null))
+        // A validation file is evaluated at the end, and periodically per evaluation_strategy ("no": never).
+        if (spec.ValidationFile != null && s.Validation.EvaluationStrategy != "no")
             validation = LoadData(spec.ValidationFile, "validation_file", tokenizer, sequenceLength).Examples;
         var first = train[0];
         events.Emit(EventTypes.DataPrepared,
@@ -118,7 +119,12 @@ public static class Trainer
         var stepsPerEpoch = SftData.PlanEpoch(r.Train, s.Seed, 0, B, G, r.SequenceLength, r.Options.Packing).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
-        var evalEvery = s.Validation.EvalSteps is > 0 && r.Validation != null ? s.Validation.EvalSteps : null;
+        int? evalEvery = s.Validation.EvaluationStrategy switch
+        {
+            "epoch" => stepsPerEpoch,
+            "steps" when s.Validation.EvalSteps is > 0 => s.Validation.EvalSteps,
+            _ => null,
+        };
         var checkpoints = Path.Combine(r.Spec.OutputDir, "checkpoints");
         var bestDir = Path.Combine(r.Spec.OutputDir, "best");
         Directory.CreateDirectory(r.Spec.OutputDir);
