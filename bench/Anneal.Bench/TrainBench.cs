@@ -55,7 +55,7 @@ static class TrainBench
         var trainable = model.named_parameters().Where(p => p.parameter.requires_grad).ToList();
         FlatAdamW? flat = null;
         TorchSharp.Modules.AdamW? reference = null;
-        if (o.Optimizer == "flat") flat = new FlatAdamW(trainable.Select(p => (p.name, p.parameter)), weightDecay: 0.01);
+        if (o.Optimizer == "flat") flat = new FlatAdamW(trainable.Select(p => (p.name, p.parameter)), weightDecay: 0.01, fp32MasterWeights: o.MasterWeights);
         else reference = optim.AdamW(trainable.Select(p => p.parameter), lr: 1e-5, weight_decay: 0.01);
 
         var ids = randint(0, cfg.VocabSize, [o.Micro, o.Seq], device: device);
@@ -102,7 +102,7 @@ static class TrainBench
         var row = new Dictionary<string, object?>
         {
             ["engine"] = "anneal", ["model"] = o.Shape, ["mode"] = o.Mode, ["seq"] = o.Seq, ["micro"] = o.Micro,
-            ["ckpt"] = o.Checkpointing, ["optimizer"] = o.Optimizer, ["loss"] = o.Loss, ["params_b"] = Math.Round(nparams / 1e9, 3),
+            ["ckpt"] = o.Checkpointing, ["optimizer"] = o.Optimizer + (o.Optimizer == "flat" && !o.MasterWeights ? " (no master)" : ""), ["loss"] = o.Loss, ["params_b"] = Math.Round(nparams / 1e9, 3),
             ["step_ms"] = Finite(stepMs, 1), ["tokens_per_s"] = Finite(tokensPerS, 0), ["tflops"] = Finite(tflops, 1),
             ["mfu"] = Finite(tflops / H100PeakTflops, 3), ["device_used_gib"] = double.IsNaN(usedGib) ? null : Math.Round(usedGib, 1),
             ["cpu_last_loss"] = device.type == DeviceType.CPU ? lastLoss : null, ["error"] = error,
