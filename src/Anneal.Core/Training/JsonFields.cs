@@ -10,7 +10,7 @@ namespace Anneal.Core.Training;
 
 internal sealed class JsonFields(JsonObject obj, string prefix, List<ErrorItem> errors)
 {
-    public string Path(string key) => $"{prefix}.{key}";
+    public string Path(string key) => prefix.Length == 0 ? key : $"{prefix}.{key}";
 
     void Error(string key, string message) => errors.Add(new ErrorItem(null, Path(key), message));
 
@@ -79,6 +79,18 @@ internal sealed class JsonFields(JsonObject obj, string prefix, List<ErrorItem> 
         var s = e.GetString()!;
         if (allowed.Contains(s)) return s;
         Error(key, $"must be one of {choices}, got \"{s}\"{Suggest.DidYouMean(s, allowed)}");
+        return null;
+    }
+
+    public string? String(string key, bool required = false)
+    {
+        if (!TryGet(key, out var e))
+        {
+            if (required) Error(key, "is required (a string)");
+            return null;
+        }
+        if (e.ValueKind == JsonValueKind.String && e.GetString()!.Trim().Length > 0) return e.GetString();
+        Error(key, $"must be a non-empty string, got {Describe(e)}");
         return null;
     }
 
