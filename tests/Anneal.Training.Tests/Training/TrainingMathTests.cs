@@ -107,7 +107,8 @@ public sealed class TrainingMathTests(ITestOutputHelper output) : IDisposable
     public void Epoch_plans_are_deterministic_and_cover_every_example_once()
     {
         var tokenizer = Qwen3Tokenizer.Load(TinyFixture.ModelDir);
-        var examples = Examples(tokenizer);
+        var path = TinyFixture.WriteChatSet(dir, "plan.jsonl", repeat: 4);   // 32 examples, 8 steps of 4
+        var examples = SftData.Load(path, r => { var e = Qwen3ChatTemplate.Encode(tokenizer, r); return (e.InputIds, e.Trained); }, 512).Examples;
         foreach (var packing in new[] { false, true })
         {
             var a = SftData.PlanEpoch(examples, 5, 2, 2, 2, 64, packing);
