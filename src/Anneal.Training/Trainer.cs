@@ -59,7 +59,8 @@ public static class Trainer
         var tokenizer = LoadTokenizer(spec.ModelPath);
         var (train, stats) = LoadData(spec.TrainingFile, "training_file", tokenizer, sequenceLength);
         List<SftExample>? validation = null;
-        if (spec.ValidationFile != null && (s.Validation.Enabled || s.Validation.EvalSteps != null))
+        // A validation file is evaluated at the end, and periodically per evaluation_strategy ("no": never).
+        if (spec.ValidationFile != null && s.Validation.EvaluationStrategy != "no")
             validation = LoadData(spec.ValidationFile, "validation_file", tokenizer, sequenceLength).Examples;
         var first = train[0];
         events.Emit(EventTypes.DataPrepared,
@@ -85,8 +86,25 @@ public static class Trainer
         using var optimizer = CreateOptimizer(model, s);
 
         var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, sequenceLength, device, events);
-        return Train(run, resume, ct);
+        try { return Train(run, resume, ct); }
+        catch (Exception e) when (IsOutOfMemory(e))
+        {
+            var longest = train.Max(x => x.Length);
+            throw new TrainerUserException(ErrorCodes.OutOfMemory,
+                $"out of memory on {device.type.ToString().ToLowerInvariant()} with per_device_batch {s.PerDeviceBatch} × sequence_length {sequenceLength} " +
+                $"(longest example {longest} tokens, mode {s.Mode}, activation_checkpointing {s.ActivationCheckpointing}): lower per_device_batch " +
+                "(raise gradient_accumulation_steps to keep the effective batch), lower sequence_length, set activation_checkpointing = \"on\", or use mode \"lora\". " +
+                $"({e.Message.Split('\n')[0].Trim()})");
+        }
     }
+
+    /// <summary>libtorch reports allocation failures as exceptions carrying these messages.</summary>
+    public static bool IsOutOfMemory(Exception e) =>
+        e is OutOfMemoryException
+        || (e is System.Runtime.InteropServices.ExternalException or InvalidOperationException or ArgumentException
+            && (e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase)
+                || e.Message.Contains("can't allocate memory", StringComparison.OrdinalIgnoreCase)
+                || e.Message.Contains("CUBLAS_STATUS_ALLOC_FAILED", StringComparison.Ordinal)));
 
     /// <summary>Everything the loop needs, prepared by <see cref="Run"/>.</summary>
     sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, FlatAdamW Optimizer,
@@ -101,7 +119,12 @@ public static class Trainer
         var stepsPerEpoch = SftData.PlanEpoch(r.Train, s.Seed, 0, B, G, r.SequenceLength, r.Options.Packing).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
-        var evalEvery = s.Validation.EvalSteps is > 0 && r.Validation != null ? s.Validation.EvalSteps : null;
+        int? evalEvery = s.Validation.EvaluationStrategy switch
+        {
+            "epoch" => stepsPerEpoch,
+            "steps" when s.Validation.EvalSteps is > 0 => s.Validation.EvalSteps,
+            _ => null,
+        };
         var checkpoints = Path.Combine(r.Spec.OutputDir, "checkpoints");
         var bestDir = Path.Combine(r.Spec.OutputDir, "best");
         Directory.CreateDirectory(r.Spec.OutputDir);

@@ -174,8 +174,9 @@ public class JobsTests
         Assert.Contains("'queued'", again["detail"]!.GetValue<string>());
 
         var pause = await TestServer.ProblemAsync(await t.Http.PostAsync($"learning/jobs/{job.Id}/pause", null), HttpStatusCode.Conflict);
-        Assert.Contains("not supported yet", pause["detail"]!.GetValue<string>());
-        await TestServer.ProblemAsync(await t.Http.PostAsync($"learning/jobs/{job.Id}/resume", null), HttpStatusCode.Conflict);
+        Assert.Equal("queued", pause["current_status"]!.GetValue<string>());
+        var resume = await TestServer.ProblemAsync(await t.Http.PostAsync($"learning/jobs/{job.Id}/resume", null), HttpStatusCode.Conflict);
+        Assert.Equal("queued", resume["current_status"]!.GetValue<string>());
 
         var cancelled = await (await t.Http.PostAsync($"learning/jobs/{job.Id}/cancel", null)).Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options);
         Assert.Equal(JobStatus.Cancelled, cancelled!.Status);
@@ -266,6 +267,13 @@ public class JobsTests
         Assert.Contains("id: 3\n", text);
         var data = text.Split('\n').First(l => l.StartsWith("data: "))[6..];
         Assert.Equal(job.Id, JsonNode.Parse(data)!["job_id"]!.GetValue<string>());
+
+        // A reconnecting client resumes after Last-Event-ID; the job is terminal, so the stream ends at once.
+        var resume = new HttpRequestMessage(HttpMethod.Get, $"learning/jobs/{job.Id}/events");
+        resume.Headers.Accept.ParseAdd("text/event-stream");
+        resume.Headers.Add("Last-Event-ID", "2");
+        var rest = await (await t.Http.SendAsync(resume)).Content.ReadAsStringAsync();
+        Assert.Equal([EventTypes.Cancelled], rest.Split('\n').Where(l => l.StartsWith("event: ")).Select(l => l[7..]));
     }
 
     [Fact]

@@ -158,6 +158,44 @@ public class RunnerTests
     }
 
     [Fact]
+    public async Task Pause_stops_the_trainer_and_resume_continues_from_the_latest_checkpoint()
+    {
+        await using var t = await Start(ScriptTrainer.CheckpointThenWaits);
+        var job = await Submit(t);
+        await WaitForFile(Path.Combine(JobDir(t, job.Id), "started"));
+        for (var i = 0; i < 100 && (await t.EventsAsync(job.Id)).All(e => e.Type != EventTypes.CheckpointSaved); i++) await Task.Delay(50);
+
+        var paused = (await (await t.Http.PostAsync($"learning/jobs/{job.Id}/pause", null)).Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options))!;
+        Assert.Equal(JobStatus.Paused, paused.Status);
+        var checkpointDir = Path.Combine(JobDir(t, job.Id), "output", "checkpoints", "step-3");
+        var pausedEvent = (await t.EventsAsync(job.Id))[^1];
+        Assert.Equal("sft.paused", pausedEvent.Type);
+        Assert.Equal(checkpointDir, pausedEvent.Data!["resume_from"]!.GetValue<string>());
+        Assert.Equal(JobStatus.Paused, (await t.GetJobAsync(job.Id)).Status); // stays paused: nothing claims it
+        await TestServer.ProblemAsync(await t.Http.PostAsync($"learning/jobs/{job.Id}/pause", null), System.Net.HttpStatusCode.Conflict);
+
+        File.Delete(Path.Combine(JobDir(t, job.Id), "started"));
+        var resumed = (await (await t.Http.PostAsync($"learning/jobs/{job.Id}/resume", null)).Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options))!;
+        Assert.NotEqual(JobStatus.Paused, resumed.Status);
+        await WaitForFile(Path.Combine(JobDir(t, job.Id), "started"));
+        var spec = JsonSerializer.Deserialize<TrainerJobSpec>(await File.ReadAllTextAsync(Path.Combine(JobDir(t, job.Id), "spec.json")), AnnealJson.Options)!;
+        Assert.Equal(checkpointDir, spec.ResumeFrom);
+        Assert.Contains("sft.resumed", (await t.EventsAsync(job.Id)).Select(e => e.Type));
+        Assert.Equal(JobStatus.Cancelled, (await (await t.Http.PostAsync($"learning/jobs/{job.Id}/cancel", null)).Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options))!.Status);
+    }
+
+    [Fact]
+    public async Task Pause_before_any_checkpoint_is_refused_and_the_trainer_keeps_running()
+    {
+        await using var t = await Start(ScriptTrainer.RunsUntilTerm);
+        var job = await Submit(t);
+        await WaitForFile(Path.Combine(JobDir(t, job.Id), "started"));
+        var problem = await TestServer.ProblemAsync(await t.Http.PostAsync($"learning/jobs/{job.Id}/pause", null), System.Net.HttpStatusCode.Conflict);
+        Assert.Contains("no checkpoint yet", problem["detail"]!.GetValue<string>());
+        Assert.Equal(JobStatus.Running, (await t.GetJobAsync(job.Id)).Status);
+    }
+
+    [Fact]
     public async Task A_trainer_ignoring_sigterm_is_killed_after_the_grace_period()
     {
         await using var t = await Start(ScriptTrainer.IgnoresTerm, o => o with { CancelGracePeriod = TimeSpan.FromSeconds(1) });

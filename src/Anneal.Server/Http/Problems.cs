@@ -11,7 +11,6 @@ public static class ServerErrorCodes
 {
     public const string BadRequest = "bad_request";
     public const string IdempotencyKeyReused = "idempotency_key_reused";
-    public const string NotSupported = "not_supported";
     public const string FileFailed = "file_failed";
 }
 

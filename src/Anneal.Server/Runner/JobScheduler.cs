@@ -93,6 +93,16 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
         return run.Completion;
     }
 
+    /// <summary>Asks a running trainer to stop so the job can be paused; like <see cref="RequestCancel"/>.</summary>
+    public Task? RequestPause(string jobId)
+    {
+        TrainerRun? run;
+        lock (_claimGate)
+            if (!_runs.TryGetValue(jobId, out run)) return null;
+        run.Pause();
+        return run.Completion;
+    }
+
     /// <summary>On shutdown: trainers get SIGTERM (then kill); their jobs stay `running` and are re-queued on the next start.</summary>
     public override async Task StopAsync(CancellationToken ct)
     {

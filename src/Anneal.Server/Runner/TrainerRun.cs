@@ -27,7 +27,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     readonly Queue<string> _tail = new();
     readonly Lock _gate = new();
     Process? _process;
-    volatile bool _cancelRequested, _shuttingDown;
+    volatile bool _cancelRequested, _shuttingDown, _pauseRequested;
     JsonObject? _completed, _failed, _cancelled;
     // Stops a model download in progress on cancel or shutdown.
     readonly CancellationTokenSource _stop = new();
@@ -41,7 +41,12 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         var (spec, error) = await BuildSpecAsync();
         if (spec is null)
         {
-            if (_shuttingDown && !_cancelRequested) return; // re-queued on the next start
+            if (_shuttingDown && !_cancelRequested && !_pauseRequested) return; // re-queued on the next start
+            if (_pauseRequested && !_cancelRequested)
+            {
+                Paused();
+                return;
+            }
             if (_cancelRequested)
             {
                 Finish(JobStatus.Cancelled, EventTypes.Cancelled, "Job cancelled by the user before the trainer started.", null);
@@ -82,7 +87,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         using (var conn = db.Connect())
             Db.Exec(conn, null, "UPDATE jobs SET trainer_pid = @pid WHERE id = @id", ("@pid", process.Id), ("@id", _id));
         log.LogInformation("Job {JobId}: trainer pid {Pid} started", _id, process.Id);
-        if (_cancelRequested || _shuttingDown) Signal();
+        if (_cancelRequested || _shuttingDown || _pauseRequested) Signal();
 
         var stdout = Task.Run(async () =>
         {
@@ -221,7 +226,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     void OnExit(int exitCode)
     {
-        if (_shuttingDown && !_cancelRequested)
+        if (_shuttingDown && !_cancelRequested && !_pauseRequested)
         {
             log.LogInformation("Job {JobId}: trainer stopped for server shutdown (exit {Code}); it is re-queued on the next start", _id, exitCode);
             return;
@@ -236,6 +241,11 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         if (_cancelRequested)
         {
             Finish(JobStatus.Cancelled, EventTypes.Cancelled, "Job cancelled by the user; the trainer stopped.", null, _cancelled);
+            return;
+        }
+        if (_pauseRequested)
+        {
+            Paused();
             return;
         }
         if (_failed is not null)
@@ -295,11 +305,31 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         signals.EventsAppended.Signal();
     }
 
+    /// <summary>running → paused: the trainer has stopped and released its device; resume continues from the latest checkpoint.</summary>
+    void Paused()
+    {
+        using var conn = db.Connect();
+        using var tx = conn.BeginTransaction();
+        var checkpoint = Db.Query(conn, tx, "SELECT step, path FROM checkpoints WHERE job_id = @id ORDER BY step DESC",
+                r => (Step: r.GetInt64(0), Path: r.GetString(1)), ("@id", _id))
+            .FirstOrDefault(c => Directory.Exists(c.Path));
+        if (!JobRows.Transition(conn, tx, _id, [JobStatus.Running], JobStatus.Paused)) return;
+        Db.Exec(conn, tx, "UPDATE jobs SET resume_from = COALESCE(@r, resume_from), trainer_pid = NULL WHERE id = @id", ("@r", checkpoint.Path), ("@id", _id));
+        var from = checkpoint.Path is null ? "its previous starting point" : $"its checkpoint at step {checkpoint.Step}";
+        JobEvents.Append(conn, tx, _id, JobLifecycleEvents.Paused, "info",
+            $"Job paused; the trainer stopped and released its device. Resume continues from {from}.",
+            new JsonObject { ["resume_from"] = checkpoint.Path, ["resume_step"] = checkpoint.Path is null ? null : checkpoint.Step });
+        tx.Commit();
+        signals.EventsAppended.Signal();
+    }
+
     /// <summary>Records a runner bug as an internal failure instead of leaving the job running.</summary>
     public void FailInternal(Exception e) =>
         Finish(JobStatus.Failed, EventTypes.Failed, $"internal error while running the trainer: {e.Message}", new JobError(ErrorCodes.Internal, e.Message));
 
     public void Cancel() { _cancelRequested = true; _stop.Cancel(); Signal(); }
+
+    public void Pause() { _pauseRequested = true; _stop.Cancel(); Signal(); }
 
     public void Shutdown() { _shuttingDown = true; _stop.Cancel(); Signal(); }
 

@@ -1,12 +1,14 @@
 // Activation checkpointing must give the loss and gradients of the same model without it.
 using Anneal.Training.Kernels;
 using Anneal.Training.Native;
+using Anneal.Training.Tests.Native;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Anneal.Training.Tests.Kernels;
 
+[Collection(TorchCollection.Name)]
 public class ActivationCheckpointTests
 {
     public ActivationCheckpointTests() => NativeLibraries.EnsureTorchLoaded();
@@ -19,7 +21,7 @@ public class ActivationCheckpointTests
 
         public Block(string name) : base(name)
         {
-            norm = nn.Parameter(ones(16) + 0.1 * randn(16));
+            norm = nn.Parameter(ones(16) + 0.1 * randn([16], generator: new Generator(16)));
             gate = nn.Linear(16, 32, hasBias: false);
             up = nn.Linear(16, 32, hasBias: false);
             down = nn.Linear(32, 16, hasBias: false);
@@ -100,9 +102,8 @@ public class ActivationCheckpointTests
     [Fact]
     public void Context_tensors_survive_the_callers_dispose_scope()
     {
-        torch.manual_seed(9);
         var block = new Block("b");
-        var input = randn(2, 3, 16).requires_grad_();
+        var input = randn([2, 3, 16], generator: new Generator(9)).requires_grad_();
         Tensor y;
         using (var scope = NewDisposeScope())
         {
@@ -124,7 +125,7 @@ public class ActivationCheckpointTests
     public void Context_that_requires_grad_is_rejected()
     {
         var block = new Block("b");
-        var input = randn(2, 3, 16).requires_grad_();
+        var input = randn([2, 3, 16], generator: new Generator(10)).requires_grad_();
         var scale = ones(16).requires_grad_();
         var error = Assert.Throws<ArgumentException>(() => ActivationCheckpoint.Run((x, c) => block.forward(x) * c[0], input, [scale], block.parameters()));
         Assert.Contains("must not require grad", error.Message);
@@ -133,9 +134,8 @@ public class ActivationCheckpointTests
     [Fact]
     public void Without_autograd_it_is_the_plain_block()
     {
-        torch.manual_seed(5);
         var block = new Block("b");
-        var x = randn(2, 3, 16);
+        var x = randn([2, 3, 16], generator: new Generator(5));
         using var noGrad = no_grad();
         var y = ActivationCheckpoint.Run(block.forward, x, block.parameters());
         Assert.True(y.equal(block.forward(x)).all().item<bool>());

@@ -1,11 +1,13 @@
 // ChunkedCrossEntropy against the full-logits loss: value and gradients for hidden and weight.
 using Anneal.Training.Kernels;
 using Anneal.Training.Native;
+using Anneal.Training.Tests.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Anneal.Training.Tests.Kernels;
 
+[Collection(TorchCollection.Name)]
 public class ChunkedCrossEntropyTests
 {
     public ChunkedCrossEntropyTests() => NativeLibraries.EnsureTorchLoaded();

@@ -5,6 +5,7 @@ using Xunit.Abstractions;
 
 namespace Anneal.Training.Tests.Native;
 
+[Collection(TorchCollection.Name)]
 public class NativeLibrariesTests(ITestOutputHelper output)
 {
     [Fact]
@@ -28,6 +29,21 @@ public class NativeLibrariesTests(ITestOutputHelper output)
         Assert.Contains("libLibTorchSharp.so", description);
         Assert.Contains("TorchSharp initialised", description);
         Assert.NotNull(NativeLibraries.LibtorchDirectory);
+    }
+
+    [Fact]
+    public void The_bridge_is_patched_only_when_libstdcxx_lacks_the_version_and_never_in_place()
+    {
+        NativeLibraries.EnsureTorchLoaded();
+        var stdcxx = File.ReadLines("/proc/self/maps").Select(l => l[(l.IndexOf('/') is var i && i >= 0 ? i : l.Length)..].Trim())
+            .First(path => path.Contains("/libstdc++.so", StringComparison.Ordinal));
+        bool hasVersion = ElfSymbolVersions.Read(stdcxx).Definitions.Contains("GLIBCXX_3.4.32");
+        var description = NativeLibraries.Describe();
+        Assert.Equal(!hasVersion, description.Contains("patched copy"));
+
+        // The shipped file keeps its strict version need: only the cached copy is changed.
+        var shipped = ElfSymbolVersions.Read(BridgePath()).Needs.Single(n => n.Name == "GLIBCXX_3.4.32");
+        Assert.Equal(0, shipped.Flags & ElfSymbolVersions.VerFlagWeak);
     }
 
     [Fact]

@@ -1,12 +1,14 @@
 // FlatAdamW against TorchSharp's optim.AdamW on CPU, gradient buffers, master weights and checkpoints.
 using Anneal.Training.Native;
 using Anneal.Training.Optim;
+using Anneal.Training.Tests.Native;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Anneal.Training.Tests.Optim;
 
+[Collection(TorchCollection.Name)]
 public class FlatAdamWTests
 {
     const double WeightDecay = 0.1;
@@ -48,13 +50,13 @@ public class FlatAdamWTests
         Assert.Equal(["Float32.cpu.decay", "Float32.cpu.no_decay"], opt.Groups.Select(g => g.Name));
         Assert.Equal(["up.weight", "down.weight"], opt.Groups[0].Layout.Select(l => l.Name));
 
-        torch.manual_seed(7);
+        var gen = new Generator(7);
         for (int step = 1; step <= 6; step++)
         {
             double lr = 1e-2 * step / 6.0;  // warm-up: lr changes every step
             using var scope = NewDisposeScope();
-            var x = randn(32, 8);
-            var y = randn(32, 4);
+            var x = randn([32, 8], generator: gen);
+            var y = randn([32, 4], generator: gen);
 
             refOpt.zero_grad();
             Loss(reference, x, y).backward();
@@ -76,8 +78,9 @@ public class FlatAdamWTests
     {
         using var model = TinyModel(2);
         using var opt = new FlatAdamW(model.named_parameters().Select(p => (p.name, p.parameter)), weightDecay: WeightDecay);
-        using var x = randn(4, 8);
-        using var y = randn(4, 4);
+        var gen = new Generator(3);
+        using var x = randn([4, 8], generator: gen);
+        using var y = randn([4, 4], generator: gen);
 
         Loss(model, x, y).backward();
         Assert.All(model.parameters(), p => Assert.True(p.grad!.abs().sum().item<float>() > 0));
@@ -111,13 +114,13 @@ public class FlatAdamWTests
             decay: (_, _) => true);
         Assert.All(opt.Groups, g => Assert.NotNull(g.Master));
 
-        torch.manual_seed(11);
+        var gen = new Generator(11);
         for (int step = 1; step <= 4; step++)
         {
             using var scope = NewDisposeScope();
             foreach (var (r, f) in reference.parameters().Zip(flat.parameters()))
             {
-                var g = randn_like(f);  // bf16 values, exactly representable in fp32
+                var g = randn(f.shape, generator: gen).to(ScalarType.BFloat16);  // exactly representable in fp32
                 r.grad = g.to(ScalarType.Float32);
                 using (no_grad()) f.grad!.copy_(g);
             }
@@ -144,8 +147,8 @@ public class FlatAdamWTests
         {
             using var a = TinyModel(4, dtype);
             using var optA = new FlatAdamW(a.named_parameters().Select(p => (p.name, p.parameter)), weightDecay: WeightDecay);
-            torch.manual_seed(5);
-            var batches = Enumerable.Range(0, 6).Select(_ => (randn(8, 8).to(dtype), randn(8, 4).to(dtype))).ToList();
+            var gen = new Generator(5);
+            var batches = Enumerable.Range(0, 6).Select(_ => (randn([8, 8], generator: gen).to(dtype), randn([8, 4], generator: gen).to(dtype))).ToList();
             void Train(Sequential m, FlatAdamW o, int from, int to)
             {
                 for (int i = from; i < to; i++)
@@ -182,8 +185,9 @@ public class FlatAdamWTests
     {
         using var a = TinyModel(6);
         using var optA = new FlatAdamW(a.named_parameters().Select(p => (p.name, p.parameter)));
-        using var x = randn(4, 8);
-        using var y = randn(4, 4);
+        var gen = new Generator(3);
+        using var x = randn([4, 8], generator: gen);
+        using var y = randn([4, 4], generator: gen);
         Loss(a, x, y).backward();
         optA.Step(1e-3);
 

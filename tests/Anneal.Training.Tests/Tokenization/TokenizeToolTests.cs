@@ -54,6 +54,26 @@ public class TokenizeToolTests
     }
 
     [Fact]
+    public void Chat_mode_prints_one_line_per_record()
+    {
+        using var dir = new TempDir();
+        TinyTokenizer.WriteFiles(dir.Path);
+        var a = """{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}""";
+        var b = """{"messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}""";
+        var (code, stdout, _) = Run(dir.Path, true, a + "\n\n" + b + "\n");
+        Assert.Equal(0, code);
+        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Length);
+        Assert.EndsWith("d<|im_end|>\n", JsonDocument.Parse(lines[1]).RootElement.GetProperty("text").GetString());
+
+        // A bad record stops the run: the good ones before it are printed, the error names its line.
+        var (code2, stdout2, stderr2) = Run(dir.Path, true, a + "\n{\"messages\": 3}\n" + b);
+        Assert.Equal(2, code2);
+        Assert.Single(stdout2.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("stdin line 2: field messages: expected a list of messages, got a number", stderr2);
+    }
+
+    [Fact]
     public void Missing_tokenizer_names_the_folder()
     {
         using var dir = new TempDir();

@@ -115,4 +115,28 @@ public sealed class ResumeAndLoraTests(ITestOutputHelper output) : IDisposable
         Assert.True(diff < 1e-4, $"merged logits differ by {diff}");
         Assert.True(TestTensors.MaxDiff(a, c) > 1e-3, "the adapter changed nothing");
     }
+
+    [Fact]
+    public void Save_best_model_at_end_restores_the_best_evaluated_weights()
+    {
+        // greater_is_better on a falling validation loss makes the first evaluation (step 2) the best.
+        var data = TinyFixture.WriteChatSet(dir);
+        var settings = new TrainingSettings
+        {
+            TotalSteps = 4, PerDeviceBatch = 4, LearningRate = 3e-3, SaveSteps = 2, Seed = 2,
+            Validation = new ValidationSettings(Enabled: true, EvalSteps: 2, SaveBestModelAtEnd: true, GreaterIsBetter: true),
+        };
+        var (exit, events, err) = TinyFixture.Run(TinyFixture.Spec(dir, data, settings, validationFile: data));
+        Assert.True(exit == 0, err);
+        var val = events.Where(e => e.Type == EventTypes.ValidationSummary).Select(e => e.Data!["val_loss"]!.GetValue<double>()).ToList();
+        Assert.Equal(2, val.Count);
+        Assert.True(val[1] < val[0]);
+        var final = SafetensorsSet.OpenFolder(Path.Combine(dir, "out", "final"));
+        var atStep2 = SafetensorsSet.OpenFolder(Path.Combine(dir, "out", "checkpoints", "step-2"));
+        var atStep4 = SafetensorsSet.OpenFolder(Path.Combine(dir, "out", "checkpoints", "step-4"));
+        const string name = "model.layers.1.mlp.up_proj.weight";
+        Assert.True(TestTensors.Same(atStep2.Read(name), final.Read(name)));
+        Assert.False(TestTensors.Same(atStep4.Read(name), final.Read(name)));
+        Assert.False(Directory.Exists(Path.Combine(dir, "out", "best")));
+    }
 }

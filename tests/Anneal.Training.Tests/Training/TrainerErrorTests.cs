@@ -107,6 +107,32 @@ public sealed class TrainerErrorTests : IDisposable
         Assert.False(Directory.Exists(Path.Combine(dir, "out", "final")));
     }
 
+    [Fact]
+    public async Task Generate_reports_missing_models_and_adapters_without_a_local_base()
+    {
+        var err = new StringWriter();
+        var exit = await TrainerProcess.GenerateAsync(Path.Combine(dir, "nope"), "hi", 5, new StringWriter(), err, default);
+        Assert.Equal(TrainerProcess.ExitUserError, exit);
+        Assert.Contains("nope does not exist", err.ToString());
+
+        // A LoRA run writes an adapter for "anneal/tiny-qwen3", an id rather than a folder.
+        var data = TinyFixture.WriteChatSet(dir);
+        var (code, events, _) = TinyFixture.Run(TinyFixture.Spec(dir, data, Quick with { Mode = TrainingModes.Lora, TotalSteps = 1 }));
+        Assert.Equal(0, code);
+        var final = events.Single(e => e.Type == EventTypes.Completed).Data!["final_path"]!.GetValue<string>();
+        err = new StringWriter();
+        Assert.Equal(TrainerProcess.ExitUserError, await TrainerProcess.GenerateAsync(final, "hi", 5, new StringWriter(), err, default));
+        Assert.Contains("final/merged", err.ToString());
+
+        // Pointed at a local base folder, the adapter loads and generates.
+        var configPath = Path.Combine(final, "adapter_config.json");
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!;
+        config["base_model_name_or_path"] = TinyFixture.ModelDir;
+        File.WriteAllText(configPath, config.ToJsonString());
+        err = new StringWriter();
+        Assert.Equal(0, await TrainerProcess.GenerateAsync(final, "hi", 5, new StringWriter(), err, default));
+    }
+
     /// <summary>Cancels the token when the first progress event is written.</summary>
     sealed class CancelOnProgress(CancellationTokenSource cts) : StringWriter
     {

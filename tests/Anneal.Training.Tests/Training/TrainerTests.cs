@@ -105,4 +105,18 @@ public sealed class TrainerTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(ErrorCodes.UserDataError, failed.Data!["error"]!["code"]!.GetValue<string>());
         Assert.Contains("sequence_length 30", failed.Message);
     }
+
+    [Fact]
+    public void Cpu_bf16_training_learns_and_saves_bf16_weights()
+    {
+        var data = TinyFixture.WriteChatSet(dir);
+        var settings = new TrainingSettings { TotalSteps = 4, PerDeviceBatch = 8, LearningRate = 3e-3, LrScheduler = "constant" };
+        var (exit, events, err) = TinyFixture.Run(TinyFixture.Spec(dir, data, settings), new TrainerOptions { CpuBf16 = true });
+        Assert.True(exit == 0, err);
+        Assert.Contains("BFloat16", events[0].Message);
+        var losses = TinyFixture.Losses(events);
+        Assert.True(losses[^1] < 0.9 * losses[0], string.Join(" ", losses));
+        var saved = SafetensorsFile.Open(Path.Combine(dir, "out", "final", "model.safetensors"));
+        Assert.All(saved.Entries.Values, e => Assert.Equal("BF16", e.DType));
+    }
 }

@@ -2,6 +2,7 @@
 // loss or the gradient; packed rows do not attend across examples; the KV cache decodes exactly
 // like full recomputation; the learning-rate schedule has the documented shape.
 using Anneal.Core.Training;
+using Anneal.Core.Contracts;
 using Anneal.Training.Checkpoints;
 using Anneal.Training.Data;
 using Anneal.Training.Model;
@@ -106,7 +107,8 @@ public sealed class TrainingMathTests(ITestOutputHelper output) : IDisposable
     public void Epoch_plans_are_deterministic_and_cover_every_example_once()
     {
         var tokenizer = Qwen3Tokenizer.Load(TinyFixture.ModelDir);
-        var examples = Examples(tokenizer);
+        var path = TinyFixture.WriteChatSet(dir, "plan.jsonl", repeat: 4);   // 32 examples, 8 steps of 4
+        var examples = SftData.Load(path, r => { var e = Qwen3ChatTemplate.Encode(tokenizer, r); return (e.InputIds, e.Trained); }, 512).Examples;
         foreach (var packing in new[] { false, true })
         {
             var a = SftData.PlanEpoch(examples, 5, 2, 2, 2, 64, packing);
@@ -139,6 +141,43 @@ public sealed class TrainingMathTests(ITestOutputHelper output) : IDisposable
                 ids.Add((int)logits[0, -1].argmax().item<long>());
             }
         Assert.Equal(ids.Skip(prompt.Length), cached);
+    }
+
+    [Theory]
+    [InlineData(false, TrainingModes.FullFinetune)]
+    [InlineData(true, TrainingModes.FullFinetune)]
+    [InlineData(true, TrainingModes.Lora)]
+    public void Activation_checkpointing_does_not_change_the_losses(bool packing, string mode)
+    {
+        var data = TinyFixture.WriteChatSet(dir);
+        TrainingSettings Settings(string checkpointing) => new()
+        {
+            Mode = mode, TotalSteps = 3, PerDeviceBatch = 2, GradientAccumulationSteps = 2, LearningRate = 2e-3, Seed = 9,
+            SequenceLength = 96, ActivationCheckpointing = checkpointing, Lora = new LoraSettings(R: 4, Alpha: 8),
+        };
+        var options = new TrainerOptions { Packing = packing };
+        var (e1, ev1, err1) = TinyFixture.Run(TinyFixture.Spec(Path.Combine(dir, "off"), data, Settings("off")), options);
+        var (e2, ev2, err2) = TinyFixture.Run(TinyFixture.Spec(Path.Combine(dir, "on"), data, Settings("on")), options);
+        Assert.True(e1 == 0, err1);
+        Assert.True(e2 == 0, err2);
+        var (off, on) = (TinyFixture.Losses(ev1), TinyFixture.Losses(ev2));
+        output.WriteLine($"{string.Join(" ", off)}\n{string.Join(" ", on)}");
+        Assert.Equal(3, on.Count);
+        for (var i = 0; i < 3; i++) Assert.Equal(off[i], on[i], 1e-5);
+    }
+
+    [Fact]
+    public void Activation_checkpointing_with_lora_dropout_is_refused()
+    {
+        var data = TinyFixture.WriteChatSet(dir);
+        var settings = new TrainingSettings
+        {
+            Mode = TrainingModes.Lora, TotalSteps = 1, LearningRate = 1e-3, ActivationCheckpointing = "on",
+            Lora = new LoraSettings(Dropout: 0.05),
+        };
+        var (exit, events, _) = TinyFixture.Run(TinyFixture.Spec(dir, data, settings));
+        Assert.Equal(TrainerProcess.ExitUserError, exit);
+        Assert.Contains("dropout 0.05", events[^1].Message);
     }
 
     [Fact]
