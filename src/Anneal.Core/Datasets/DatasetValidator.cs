@@ -85,10 +85,9 @@ public static class DatasetValidator
     static void ValidateLine(JsonlLine line, DatasetValidationOptions options, ErrorSink sink)
     {
         var n = line.Number;
-        if (Utf8.ToUtf16(line.Bytes, new char[line.Bytes.Length], out var bytesRead, out _, replaceInvalidSequences: false)
-            == OperationStatus.InvalidData)
+        if (!Utf8.IsValid(line.Bytes))
         {
-            sink.Add(new ErrorItem(n, null, $"invalid UTF-8 at byte {bytesRead + 1} of the line; save the file as UTF-8"));
+            sink.Add(new ErrorItem(n, null, $"invalid UTF-8 at byte {FirstInvalidUtf8(line.Bytes) + 1} of the line; save the file as UTF-8"));
             return;
         }
         JsonDocument doc;
@@ -104,6 +103,17 @@ public static class DatasetValidator
         }
         using (doc)
             new RecordChecker(n, options, sink).Check(doc.RootElement);
+    }
+
+    static int FirstInvalidUtf8(ReadOnlySpan<byte> bytes)
+    {
+        var i = 0;
+        while (i < bytes.Length)
+        {
+            if (System.Text.Rune.DecodeFromUtf8(bytes[i..], out _, out var consumed) != OperationStatus.Done) return i;
+            i += consumed;
+        }
+        return i;
     }
 
     /// <summary>System.Text.Json messages end in "LineNumber: 0 | BytePositionInLine: 5."; we give our own position.</summary>
