@@ -33,6 +33,8 @@ public sealed record ServerOptions
     public TimeSpan CancelGracePeriod { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>A job found `running` after a restart is re-queued at most this many times, then failed (server_restarted).</summary>
     public int MaxJobRestarts { get; init; } = 3;
+    /// <summary>Download a base model missing locally from the Hub (HF_ENDPOINT, HF_TOKEN) before its job runs.</summary>
+    public bool AllowModelDownload { get; init; } = true;
     /// <summary>Minimum level of the server's console log.</summary>
     public LogLevel LogLevel { get; init; } = LogLevel.Warning;
 }
@@ -57,7 +59,15 @@ public static class ServerHost
             j.SerializerOptions.DictionaryKeyPolicy = AnnealJson.Options.DictionaryKeyPolicy;
             j.SerializerOptions.DefaultIgnoreCondition = AnnealJson.Options.DefaultIgnoreCondition;
         });
-        builder.Services.AddProblemDetails();
+        // Framework-made problems (unknown route, wrong method, unhandled exception) get a `code` too.
+        builder.Services.AddProblemDetails(p => p.CustomizeProblemDetails = c =>
+            c.ProblemDetails.Extensions.TryAdd("code", c.ProblemDetails.Status switch
+            {
+                404 => ErrorCodes.NotFound,
+                405 => "method_not_allowed",
+                >= 500 => ErrorCodes.Internal,
+                _ => "bad_request",
+            }));
         builder.Services.AddSingleton(db);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<JobSignals>();

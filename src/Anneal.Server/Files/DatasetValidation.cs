@@ -43,9 +43,14 @@ public sealed class DatasetValidationWorker(Db db, DatasetValidationQueue queue,
         if (sha is null) return; // deleted or already validated
 
         DatasetReport report;
+        bool? hasImages = null;
         try
         {
-            report = DatasetValidator.ValidateFile(FileRows.BlobPath(db, sha));
+            // Uploads are not tied to a model yet: accept image parts here, and remember whether
+            // there are any (a text-only pass then fails) so job creation can refuse text-only models.
+            var path = FileRows.BlobPath(db, sha);
+            report = DatasetValidator.ValidateFile(path, new DatasetValidationOptions(Vision: true));
+            if (report.IsValid) hasImages = !DatasetValidator.ValidateFile(path, new DatasetValidationOptions(MaxErrorsShown: 0, Vision: false)).IsValid;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -60,11 +65,11 @@ public sealed class DatasetValidationWorker(Db db, DatasetValidationQueue queue,
         var status = report.IsValid ? FileStatus.Ready : FileStatus.Failed;
         using (var conn = db.Connect())
             Db.Exec(conn, null, """
-                UPDATE files SET status = @status, num_examples = @n, errors = @errors, total_errors = @total
+                UPDATE files SET status = @status, num_examples = @n, errors = @errors, total_errors = @total, has_images = @images
                 WHERE id = @id AND status = @processing
                 """,
                 ("@status", status), ("@n", report.NumExamples), ("@errors", Db.ToJson(errors)),
-                ("@total", Math.Max(report.TotalErrors, errors.Count)), ("@id", id), ("@processing", FileStatus.Processing));
+                ("@total", Math.Max(report.TotalErrors, errors.Count)), ("@images", hasImages), ("@id", id), ("@processing", FileStatus.Processing));
         log.LogInformation("File {FileId} validated: {Status} ({Examples} examples, {Errors} errors)", id, status, report.NumExamples, report.TotalErrors);
     }
 }

@@ -11,7 +11,6 @@ public static class ServerErrorCodes
 {
     public const string BadRequest = "bad_request";
     public const string IdempotencyKeyReused = "idempotency_key_reused";
-    public const string NotSupported = "not_supported";
     public const string FileFailed = "file_failed";
 }
 
@@ -62,6 +61,6 @@ public static class Problems
 
     public static ProblemHttpResult TooLarge(long limit) =>
         Make(413, ErrorCodes.PayloadTooLarge, "Payload too large",
-            $"The upload exceeds the server's limit of {limit} bytes (ServerOptions.MaxUploadBytes / --max-upload-bytes).",
+            $"The upload exceeds the server's limit of {limit} bytes (anneal serve --max-upload-mb).",
             extra: new Dictionary<string, object?> { ["max_bytes"] = limit });
 }

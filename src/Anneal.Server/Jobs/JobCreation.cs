@@ -161,9 +161,11 @@ public static partial class JobCreation
         if (request.TrainingType is { } type && type != TrainingType.SftOffline)
             Add("training_type", $"'{type}' is not supported; expected '{TrainingType.SftOffline}'");
 
+        // Image datasets need a vision model (registry flag; unknown models are reported above).
+        var vision = request.Model is { } m && RegistryBase(conn, org, m.Trim()) is { } b && ModelRegistry.IsVision(b);
         if (string.IsNullOrWhiteSpace(request.TrainingFileId)) Add("training_file_id", "is required (an uploaded file id, file_…)");
-        else CheckFile(conn, org, "training_file_id", request.TrainingFileId, Add);
-        if (request.ValidationFileId is { } v) CheckFile(conn, org, "validation_file_id", v, Add);
+        else CheckFile(conn, org, "training_file_id", request.TrainingFileId, vision, request.Model, Add);
+        if (request.ValidationFileId is { } v) CheckFile(conn, org, "validation_file_id", v, vision, request.Model, Add);
 
         if (request.Suffix is { Length: > 64 } s) Add("suffix", $"is {s.Length} characters long; at most 64 allowed");
 
@@ -189,6 +191,13 @@ public static partial class JobCreation
                 return;
             }
             baseId = found;
+            var checkpointMode = Db.Scalar<string>(conn, null, "SELECT j.mode FROM checkpoints c JOIN jobs j ON j.id = c.job_id WHERE c.id = @id AND c.org = @org",
+                ("@id", model), ("@org", org));
+            if (checkpointMode is not null && checkpointMode != TrainingModes.FullFinetune)
+            {
+                add("model", $"checkpoint '{model}' holds a {checkpointMode} adapter, not a full model; continue from the job's fine-tuned model instead", ErrorCodes.UnknownModel, 422);
+                return;
+            }
         }
         var info = ModelRegistry.Find(baseId);
         if (info is null)
@@ -225,12 +234,15 @@ public static partial class JobCreation
                 : null);
     }
 
-    static void CheckFile(SqliteConnection conn, string org, string field, string id, Action<string?, string, string, int> add)
+    static void CheckFile(SqliteConnection conn, string org, string field, string id, bool vision, string? model, Action<string?, string, string, int> add)
     {
         var file = FileRows.Find(conn, null, org, id);
         if (file is null) add(field, $"no file '{id}' in this organisation", ErrorCodes.NotFound, 422);
         else if (file.Status == FileStatus.Processing) add(field, $"file '{id}' is still being validated (status 'processing')", ErrorCodes.FileNotReady, 409);
         else if (file.Status == FileStatus.Failed)
             add(field, $"file '{id}' failed validation with {file.TotalErrors} error(s): {string.Join("; ", (file.Errors ?? []).Take(3))}", ServerErrorCodes.FileFailed, 422);
+        else if (!vision && model is not null
+                 && Db.Scalar<long?>(conn, null, "SELECT has_images FROM files WHERE id = @id", ("@id", id)) == 1)
+            add(field, $"file '{id}' contains images, but model '{model}' is text-only; use a vision model (Qwen/Qwen3-VL-*)", ErrorCodes.ValidationFailed, 422);
     }
 }

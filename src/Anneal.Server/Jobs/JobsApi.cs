@@ -19,8 +19,8 @@ public static class JobsApi
         jobs.MapGet("/{id}", Get);
         jobs.MapPost("/{id}/start", Start);
         jobs.MapPost("/{id}/cancel", Cancel);
-        jobs.MapPost("/{id}/pause", (string id, HttpContext http, Db db) => NotYet(id, http, db, "pause"));
-        jobs.MapPost("/{id}/resume", (string id, HttpContext http, Db db) => NotYet(id, http, db, "resume"));
+        jobs.MapPost("/{id}/pause", Pause);
+        jobs.MapPost("/{id}/resume", Resume);
         jobs.MapGet("/{id}/logs", Logs);
         return api;
     }
@@ -87,8 +87,20 @@ public static class JobsApi
         }
         using (var tx = conn.BeginTransaction())
         {
-            if (!JobRows.Transition(conn, tx, id, [JobStatus.Created, JobStatus.Queued, JobStatus.Paused, JobStatus.Running], JobStatus.Cancelled))
-                return Problems.InvalidState("job", id, JobRows.Find(conn, tx, org, id)!.Wire.Status, "cancel");
+            // `running` here means no trainer of this server holds the job (none configured): nothing to stop.
+            string[] from = job.Wire.Status == JobStatus.Running ? [JobStatus.Running] : [JobStatus.Created, JobStatus.Queued, JobStatus.Paused];
+            if (!JobRows.Transition(conn, tx, id, from, JobStatus.Cancelled))
+            {
+                var now = JobRows.Find(conn, tx, org, id)!.Wire.Status;
+                tx.Rollback();
+                // Claimed by the scheduler since we looked: cancel the run instead.
+                if (now == JobStatus.Running && scheduler.RequestCancel(id) is { } started)
+                {
+                    await Task.WhenAny(started, Task.Delay(options.CancelGracePeriod + TimeSpan.FromSeconds(10)));
+                    return TypedResults.Ok(JobRows.Find(conn, null, org, id)!.Wire);
+                }
+                return Problems.InvalidState("job", id, now, "cancel");
+            }
             JobEvents.Append(conn, tx, id, EventTypes.Cancelled, "info", "Job cancelled by the user.");
             tx.Commit();
         }
@@ -96,14 +108,45 @@ public static class JobsApi
         return TypedResults.Ok(JobRows.Find(conn, null, org, id)!.Wire);
     }
 
-    static ProblemHttpResult NotYet(string id, HttpContext http, Db db, string action)
+    /// <summary>
+    /// running → paused: the trainer is stopped (SIGTERM, as cancel) and its device released; resume
+    /// re-queues the job from its latest checkpoint. Only once a checkpoint exists, since pausing
+    /// earlier would throw away all progress.
+    /// </summary>
+    static async Task<Results<Ok<JobObject>, ProblemHttpResult>> Pause(string id, HttpContext http, Db db, JobScheduler scheduler, ServerOptions options)
     {
+        var org = http.Org();
         using var conn = db.Connect();
-        var job = JobRows.Find(conn, null, http.Org(), id);
+        var job = JobRows.Find(conn, null, org, id);
         if (job is null) return Problems.NotFound("job", id);
-        return Problems.Make(409, ServerErrorCodes.NotSupported, "Not supported yet",
-            $"{action} is not supported yet: the trainer cannot yet release the GPU and continue later. Job '{id}' stays '{job.Wire.Status}'; cancel it and start a new job from its latest checkpoint instead.",
-            extra: new Dictionary<string, object?> { ["current_status"] = job.Wire.Status });
+        if (job.Wire.Status != JobStatus.Running) return Problems.InvalidState("job", id, job.Wire.Status, "pause");
+        var hasCheckpoint = Db.Query(conn, null, "SELECT path FROM checkpoints WHERE job_id = @id", r => r.GetString(0), ("@id", id)).Any(Directory.Exists);
+        if (!hasCheckpoint)
+            return Problems.Make(409, ErrorCodes.InvalidState, "No checkpoint yet",
+                $"Job '{id}' has no checkpoint yet, so pausing would discard all its progress; set hyperparameters.save_steps to checkpoint periodically, wait for the first checkpoint, or cancel.",
+                extra: new Dictionary<string, object?> { ["current_status"] = job.Wire.Status });
+        if (scheduler.RequestPause(id) is not { } stopped) return Problems.InvalidState("job", id, job.Wire.Status, "pause");
+        await Task.WhenAny(stopped, Task.Delay(options.CancelGracePeriod + TimeSpan.FromSeconds(10)));
+        return TypedResults.Ok(JobRows.Find(conn, null, org, id)!.Wire);
+    }
+
+    /// <summary>paused → queued: the scheduler starts a trainer that resumes from the checkpoint recorded at pause.</summary>
+    static Results<Ok<JobObject>, ProblemHttpResult> Resume(string id, HttpContext http, Db db, JobSignals signals)
+    {
+        var org = http.Org();
+        using var conn = db.Connect();
+        using var tx = conn.BeginTransaction();
+        var job = JobRows.Find(conn, tx, org, id);
+        if (job is null) return Problems.NotFound("job", id);
+        if (!JobRows.Transition(conn, tx, id, [JobStatus.Paused], JobStatus.Queued))
+            return Problems.InvalidState("job", id, job.Wire.Status, "resume");
+        JobEvents.Append(conn, tx, id, JobLifecycleEvents.Resumed, "info",
+            job.ResumeFrom is null ? "Job resumed and queued." : $"Job resumed and queued; it continues from {job.ResumeFrom}.",
+            new System.Text.Json.Nodes.JsonObject { ["resume_from"] = job.ResumeFrom });
+        tx.Commit();
+        signals.WorkAvailable.Signal();
+        signals.EventsAppended.Signal();
+        return TypedResults.Ok(JobRows.Find(conn, null, org, id)!.Wire);
     }
 
     /// <summary>The trainer's stderr (jobs/&lt;id&gt;/trainer.log) as text/plain.</summary>

@@ -14,6 +14,8 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
 {
     readonly ConcurrentDictionary<string, TrainerRun> _runs = new();
     readonly ConcurrentQueue<string> _freeGpus = new(options.Gpus);
+    // Held across claim + registration, so a cancel never sees a job `running` without its run.
+    readonly Lock _claimGate = new();
 
     int Slots => options.Gpus.Count > 0 ? Math.Min(options.MaxConcurrentJobs, options.Gpus.Count) : options.MaxConcurrentJobs;
 
@@ -26,7 +28,14 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
         }
         while (!ct.IsCancellationRequested)
         {
-            while (_runs.Count < Slots && Claim() is { } job) Launch(job);
+            while (_runs.Count < Slots)
+            {
+                lock (_claimGate)
+                {
+                    if (Claim() is not { } job) break;
+                    Launch(job);
+                }
+            }
             try { await signals.WorkAvailable.WaitAsync(TimeSpan.FromSeconds(1), ct); }
             catch (OperationCanceledException) { break; }
         }
@@ -77,8 +86,20 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
     /// <summary>Asks a running trainer to stop (SIGTERM, then kill after the grace period); the task ends when the job has its final status. Null if this server runs no trainer for the job.</summary>
     public Task? RequestCancel(string jobId)
     {
-        if (!_runs.TryGetValue(jobId, out var run)) return null;
+        TrainerRun? run;
+        lock (_claimGate)
+            if (!_runs.TryGetValue(jobId, out run)) return null;
         run.Cancel();
+        return run.Completion;
+    }
+
+    /// <summary>Asks a running trainer to stop so the job can be paused; like <see cref="RequestCancel"/>.</summary>
+    public Task? RequestPause(string jobId)
+    {
+        TrainerRun? run;
+        lock (_claimGate)
+            if (!_runs.TryGetValue(jobId, out run)) return null;
+        run.Pause();
         return run.Completion;
     }
 

@@ -2,6 +2,8 @@
 // server process (stopped or killed). It is re-queued — from its latest checkpoint when one exists
 // on disk — with an `sft.requeued` event saying why, or failed (server_restarted) once it has been
 // re-queued MaxJobRestarts times, so a job that crashes the server cannot loop forever.
+// A server killed with SIGKILL leaves its trainer running (orphaned): that process is stopped
+// first (SIGTERM, then SIGKILL after the grace period) so two trainers never share a job folder.
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
 using Anneal.Server.Events;
@@ -19,6 +21,8 @@ public static class Recovery
         foreach (var job in running)
         {
             var id = job.Wire.Id;
+            var pid = Db.Scalar<long?>(conn, null, "SELECT trainer_pid FROM jobs WHERE id = @id", ("@id", id));
+            if (pid is { } p) StopOrphan((int)p, Path.Combine(db.JobsDir, id, "spec.json"), options.CancelGracePeriod);
             using var tx = conn.BeginTransaction();
             var restarts = job.Restarts + 1;
             if (restarts > options.MaxJobRestarts)
@@ -36,7 +40,7 @@ public static class Recovery
                         r => (Step: r.GetInt64(0), Path: r.GetString(1)), ("@id", id))
                     .FirstOrDefault(c => Directory.Exists(c.Path));
                 var resume = checkpoint.Path;
-                Db.Exec(conn, tx, "UPDATE jobs SET restarts = @r, resume_from = @resume WHERE id = @id",
+                Db.Exec(conn, tx, "UPDATE jobs SET restarts = @r, resume_from = @resume, trainer_pid = NULL WHERE id = @id",
                     ("@r", restarts), ("@resume", resume), ("@id", id));
                 JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Queued);
                 var how = resume is null ? "from scratch (no checkpoint saved yet)" : $"from its checkpoint at step {checkpoint.Step}";
@@ -46,5 +50,22 @@ public static class Recovery
             }
             tx.Commit();
         }
+    }
+
+    /// <summary>Stops process <paramref name="pid"/> if it still is the trainer of this spec (a reused PID is left alone).</summary>
+    static void StopOrphan(int pid, string specPath, TimeSpan grace)
+    {
+        bool IsTrainer()
+        {
+            try { return File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ').Contains(specPath, StringComparison.Ordinal); }
+            catch (IOException) { return false; }
+            catch (UnauthorizedAccessException) { return false; }
+        }
+        if (!OperatingSystem.IsLinux() || !IsTrainer()) return;
+        Native.Kill(pid, Native.SigTerm);
+        var deadline = DateTime.UtcNow + grace;
+        while (IsTrainer() && DateTime.UtcNow < deadline) Thread.Sleep(100);
+        if (IsTrainer()) Native.Kill(pid, Native.SigKill);
+        for (var i = 0; i < 50 && IsTrainer(); i++) Thread.Sleep(100);
     }
 }

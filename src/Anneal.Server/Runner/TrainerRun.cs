@@ -8,6 +8,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
+using Anneal.Core.Models;
 using Anneal.Core.Training;
 using Anneal.Server.Events;
 using Anneal.Server.Files;
@@ -26,17 +27,31 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     readonly Queue<string> _tail = new();
     readonly Lock _gate = new();
     Process? _process;
-    volatile bool _cancelRequested, _shuttingDown;
+    volatile bool _cancelRequested, _shuttingDown, _pauseRequested;
     JsonObject? _completed, _failed, _cancelled;
+    // Stops a model download in progress on cancel or shutdown.
+    readonly CancellationTokenSource _stop = new();
+    string? _failedMessage;
 
     public Task Completion { get; set; } = Task.CompletedTask;
 
     public async Task RunAsync()
     {
         Directory.CreateDirectory(_jobDir);
-        var (spec, error) = BuildSpec();
+        var (spec, error) = await BuildSpecAsync();
         if (spec is null)
         {
+            if (_shuttingDown && !_cancelRequested && !_pauseRequested) return; // re-queued on the next start
+            if (_pauseRequested && !_cancelRequested)
+            {
+                Paused();
+                return;
+            }
+            if (_cancelRequested)
+            {
+                Finish(JobStatus.Cancelled, EventTypes.Cancelled, "Job cancelled by the user before the trainer started.", null);
+                return;
+            }
             Finish(JobStatus.Failed, EventTypes.Failed, error!.Message, new JobError(error.Code, error.Message));
             return;
         }
@@ -49,6 +64,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
+            // The trainer's stdin is a pipe from this process: it reads EOF if the server dies.
+            RedirectStandardInput = true,
             UseShellExecute = false,
             WorkingDirectory = _jobDir,
         };
@@ -67,8 +84,10 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             return;
         }
         lock (_gate) _process = process;
+        using (var conn = db.Connect())
+            Db.Exec(conn, null, "UPDATE jobs SET trainer_pid = @pid WHERE id = @id", ("@pid", process.Id), ("@id", _id));
         log.LogInformation("Job {JobId}: trainer pid {Pid} started", _id, process.Id);
-        if (_cancelRequested || _shuttingDown) Signal();
+        if (_cancelRequested || _shuttingDown || _pauseRequested) Signal();
 
         var stdout = Task.Run(async () =>
         {
@@ -93,12 +112,17 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         process.Dispose();
     }
 
-    (TrainerJobSpec? Spec, JobError? Error) BuildSpec()
+    async Task<(TrainerJobSpec? Spec, JobError? Error)> BuildSpecAsync()
     {
         var (settings, errors) = HyperparameterParser.Parse(job.Wire.Hyperparameters);
         if (settings is null)
             return (null, new JobError(ErrorCodes.UserConfigError, "hyperparameters are no longer valid: " + string.Join("; ", errors)));
-        var (modelPath, modelError) = ModelPaths.Resolve(db, options, job.Org, job.Wire.Model);
+        string? modelPath, modelError;
+        try { (modelPath, modelError) = await ModelPaths.ResolveAsync(db, options, job.Org, job.Wire.Model, OnDownload, _stop.Token); }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            return (null, new JobError(ErrorCodes.Internal, "stopped while downloading the model"));
+        }
         if (modelPath is null) return (null, new JobError(ErrorCodes.UserConfigError, modelError!));
         string? FilePath(string? fileId)
         {
@@ -116,6 +140,21 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         var resume = job.ResumeFrom is { } r && Directory.Exists(r) ? r : null;
         return (new TrainerJobSpec(_id, job.Wire.Model, modelPath, train, validation, Path.Combine(_jobDir, "output"), settings,
             ResumeFrom: resume, Device: options.Gpus.Count > 0 ? "cuda" : "cpu", MergeLora: settings.Mode != TrainingModes.FullFinetune), null);
+    }
+
+    long _lastDownloadEvent;
+
+    /// <summary>Hub download progress as sft.model.download events, at most one per second and file.</summary>
+    void OnDownload(DownloadProgress p)
+    {
+        var now = Environment.TickCount64;
+        if (now - _lastDownloadEvent < 1000 && p.BytesDone != p.BytesTotal) return;
+        _lastDownloadEvent = now;
+        using var conn = db.Connect();
+        JobEvents.Append(conn, null, _id, EventTypes.ModelDownload, "info",
+            $"Downloading {p.ModelId}: {p.File} {p.BytesDone}/{p.BytesTotal?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "?"} bytes",
+            new JsonObject { ["model"] = p.ModelId, ["file"] = p.File, ["bytes_done"] = p.BytesDone, ["bytes_total"] = p.BytesTotal });
+        signals.EventsAppended.Signal();
     }
 
     void OnStdout(string line)
@@ -163,8 +202,6 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         signals.EventsAppended.Signal();
     }
 
-    string? _failedMessage;
-
     void RecordProgress(Microsoft.Data.Sqlite.SqliteConnection conn, Microsoft.Data.Sqlite.SqliteTransaction tx, JsonObject data)
     {
         var step = (long)(Num(data, "step") ?? 0);
@@ -189,7 +226,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     void OnExit(int exitCode)
     {
-        if (_shuttingDown && !_cancelRequested)
+        if (_shuttingDown && !_cancelRequested && !_pauseRequested)
         {
             log.LogInformation("Job {JobId}: trainer stopped for server shutdown (exit {Code}); it is re-queued on the next start", _id, exitCode);
             return;
@@ -204,6 +241,11 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         if (_cancelRequested)
         {
             Finish(JobStatus.Cancelled, EventTypes.Cancelled, "Job cancelled by the user; the trainer stopped.", null, _cancelled);
+            return;
+        }
+        if (_pauseRequested)
+        {
+            Paused();
             return;
         }
         if (_failed is not null)
@@ -263,13 +305,33 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         signals.EventsAppended.Signal();
     }
 
+    /// <summary>running → paused: the trainer has stopped and released its device; resume continues from the latest checkpoint.</summary>
+    void Paused()
+    {
+        using var conn = db.Connect();
+        using var tx = conn.BeginTransaction();
+        var checkpoint = Db.Query(conn, tx, "SELECT step, path FROM checkpoints WHERE job_id = @id ORDER BY step DESC",
+                r => (Step: r.GetInt64(0), Path: r.GetString(1)), ("@id", _id))
+            .FirstOrDefault(c => Directory.Exists(c.Path));
+        if (!JobRows.Transition(conn, tx, _id, [JobStatus.Running], JobStatus.Paused)) return;
+        Db.Exec(conn, tx, "UPDATE jobs SET resume_from = COALESCE(@r, resume_from), trainer_pid = NULL WHERE id = @id", ("@r", checkpoint.Path), ("@id", _id));
+        var from = checkpoint.Path is null ? "its previous starting point" : $"its checkpoint at step {checkpoint.Step}";
+        JobEvents.Append(conn, tx, _id, JobLifecycleEvents.Paused, "info",
+            $"Job paused; the trainer stopped and released its device. Resume continues from {from}.",
+            new JsonObject { ["resume_from"] = checkpoint.Path, ["resume_step"] = checkpoint.Path is null ? null : checkpoint.Step });
+        tx.Commit();
+        signals.EventsAppended.Signal();
+    }
+
     /// <summary>Records a runner bug as an internal failure instead of leaving the job running.</summary>
     public void FailInternal(Exception e) =>
         Finish(JobStatus.Failed, EventTypes.Failed, $"internal error while running the trainer: {e.Message}", new JobError(ErrorCodes.Internal, e.Message));
 
-    public void Cancel() { _cancelRequested = true; Signal(); }
+    public void Cancel() { _cancelRequested = true; _stop.Cancel(); Signal(); }
 
-    public void Shutdown() { _shuttingDown = true; Signal(); }
+    public void Pause() { _pauseRequested = true; _stop.Cancel(); Signal(); }
+
+    public void Shutdown() { _shuttingDown = true; _stop.Cancel(); Signal(); }
 
     /// <summary>SIGTERM now (the trainer stops at its next optimizer step), SIGKILL of the whole tree after the grace period.</summary>
     void Signal()
