@@ -119,6 +119,26 @@ public sealed class ModelFolderTests : IDisposable
     }
 
     [Fact]
+    public void Large_models_are_written_in_shards_with_an_index()
+    {
+        using var model = ModelFolder.Load(TinyFixture.ModelDir, torch.CPU, torch.ScalarType.Float32);
+        var output = Path.Combine(dir, "sharded");
+        ModelFolder.Save(model, output, TinyFixture.ModelDir, maxShardBytes: 1_000_000);   // ~3.4 MB of weights
+
+        Assert.False(File.Exists(Path.Combine(output, "model.safetensors")));
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "model.safetensors.index.json")))!;
+        var files = index["weight_map"]!.AsObject().Select(kv => kv.Value!.GetValue<string>()).Distinct().Order().ToList();
+        Assert.True(files.Count >= 3, string.Join(", ", files));
+        Assert.Equal($"model-00001-of-{files.Count:D5}.safetensors", files[0]);
+        Assert.Equal(model.parameters().Sum(p => p.numel() * 4), index["metadata"]!["total_size"]!.GetValue<long>());
+
+        using var back = ModelFolder.Load(output, torch.CPU, torch.ScalarType.Float32);
+        var original = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, p) in back.named_parameters())
+            Assert.True(TestTensors.Same(original[name], p), name);
+    }
+
+    [Fact]
     public void Shape_mismatch_names_the_tensor_and_both_shapes()
     {
         var output = Path.Combine(dir, "bad");
