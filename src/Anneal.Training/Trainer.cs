@@ -28,6 +28,12 @@ public sealed record TrainerOptions
     public int DefaultSequenceLength { get; init; } = 2048;
     /// <summary>Run on CPU in bfloat16 instead of float32.</summary>
     public bool CpuBf16 { get; init; }
+    /// <summary>
+    /// Checkpoints whose optimizer state is kept (the most recent ones). Older checkpoints keep their
+    /// weights (usable as models) but not optimizer.bin: 12 bytes per parameter (fp32 moments and
+    /// master weights) would fill the disk on multi-billion-parameter runs.
+    /// </summary>
+    public int KeepOptimizerStates { get; init; } = 2;
 }
 
 /// <summary>What a finished run produced.</summary>
@@ -237,6 +243,7 @@ public static class Trainer
                 if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
                 events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
                     new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
+                TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates);
             }
         }
 
