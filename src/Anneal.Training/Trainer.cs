@@ -169,7 +169,9 @@ public static class Trainer
                 plan = SftData.PlanEpoch(r.Train, s.Seed, epoch, B, G, r.SequenceLength, r.Options.Packing);
                 planEpoch = epoch;
             }
-            var micro = plan![stepInEpoch];
+            // Packing can give another epoch a step more or less than epoch 0; the step count per
+            // epoch stays that of epoch 0 (wrapping), so step → data position stays a pure function.
+            var micro = plan![stepInEpoch % plan.Count];
             step++;
             torch.manual_seed(StepSeed(s.Seed, step));
             var lr = LearningRate(s, step, warmupSteps, totalSteps);
