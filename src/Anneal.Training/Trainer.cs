@@ -10,7 +10,9 @@ using Anneal.Core.Models;
 using Anneal.Core.Training;
 using Anneal.Training.Checkpoints;
 using Anneal.Training.Data;
+using Anneal.Training.Kernels;
 using Anneal.Training.Model;
+using Anneal.Training.Optim;
 using Anneal.Training.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -26,6 +28,12 @@ public sealed record TrainerOptions
     public int DefaultSequenceLength { get; init; } = 2048;
     /// <summary>Run on CPU in bfloat16 instead of float32.</summary>
     public bool CpuBf16 { get; init; }
+    /// <summary>
+    /// Checkpoints whose optimizer state is kept (the most recent ones). Older checkpoints keep their
+    /// weights (usable as models) but not optimizer.bin: 12 bytes per parameter (fp32 moments and
+    /// master weights) would fill the disk on multi-billion-parameter runs.
+    /// </summary>
+    public int KeepOptimizerStates { get; init; } = 2;
 }
 
 /// <summary>What a finished run produced.</summary>
@@ -57,7 +65,8 @@ public static class Trainer
         var tokenizer = LoadTokenizer(spec.ModelPath);
         var (train, stats) = LoadData(spec.TrainingFile, "training_file", tokenizer, sequenceLength);
         List<SftExample>? validation = null;
-        if (spec.ValidationFile != null && (s.Validation.Enabled || s.Validation.EvalSteps != null))
+        // A validation file is evaluated at the end, and periodically per evaluation_strategy ("no": never).
+        if (spec.ValidationFile != null && s.Validation.EvaluationStrategy != "no")
             validation = LoadData(spec.ValidationFile, "validation_file", tokenizer, sequenceLength).Examples;
         var first = train[0];
         events.Emit(EventTypes.DataPrepared,
@@ -73,15 +82,38 @@ public static class Trainer
         // 3. Model (LoRA layers in place when asked), optimizer.
         var lora = s.Mode == TrainingModes.Lora ? s.Lora : null;
         var resume = spec.ResumeFrom;
+        torch.manual_seed(s.Seed);   // LoRA A matrices are drawn at construction
         using var model = ModelFolder.Load(spec.ModelPath, device, dtype, lora);
+        if (UseActivationCheckpointing(s, device, model))
+            model.Decoder.LayerRunner = (layer, h, a) => ActivationCheckpoint.Run(
+                (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
+                h, a.Mask is null ? [a.Cos, a.Sin] : [a.Cos, a.Sin, a.Mask], layer.parameters());
+        // After the weights are loaded: the optimizer re-points every trainable parameter into its flat buffers.
         using var optimizer = CreateOptimizer(model, s);
 
         var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, sequenceLength, device, events);
-        return Train(run, resume, ct);
+        try { return Train(run, resume, ct); }
+        catch (Exception e) when (IsOutOfMemory(e))
+        {
+            var longest = train.Max(x => x.Length);
+            throw new TrainerUserException(ErrorCodes.OutOfMemory,
+                $"out of memory on {device.type.ToString().ToLowerInvariant()} with per_device_batch {s.PerDeviceBatch} × sequence_length {sequenceLength} " +
+                $"(longest example {longest} tokens, mode {s.Mode}, activation_checkpointing {s.ActivationCheckpointing}): lower per_device_batch " +
+                "(raise gradient_accumulation_steps to keep the effective batch), lower sequence_length, set activation_checkpointing = \"on\", or use mode \"lora\". " +
+                $"({e.Message.Split('\n')[0].Trim()})");
+        }
     }
 
+    /// <summary>libtorch reports allocation failures as exceptions carrying these messages.</summary>
+    public static bool IsOutOfMemory(Exception e) =>
+        e is OutOfMemoryException
+        || (e is System.Runtime.InteropServices.ExternalException or InvalidOperationException or ArgumentException
+            && (e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase)
+                || e.Message.Contains("can't allocate memory", StringComparison.OrdinalIgnoreCase)
+                || e.Message.Contains("CUBLAS_STATUS_ALLOC_FAILED", StringComparison.Ordinal)));
+
     /// <summary>Everything the loop needs, prepared by <see cref="Run"/>.</summary>
-    sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, TorchSharp.Modules.AdamW Optimizer,
+    sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, FlatAdamW Optimizer,
         Qwen3Tokenizer Tokenizer, List<SftExample> Train, List<SftExample>? Validation, int SequenceLength, Device Device, TrainerEvents Events);
 
     /// <summary>The training loop.</summary>
@@ -93,7 +125,12 @@ public static class Trainer
         var stepsPerEpoch = SftData.PlanEpoch(r.Train, s.Seed, 0, B, G, r.SequenceLength, r.Options.Packing).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
-        var evalEvery = s.Validation.EvalSteps is > 0 && r.Validation != null ? s.Validation.EvalSteps : null;
+        int? evalEvery = s.Validation.EvaluationStrategy switch
+        {
+            "epoch" => stepsPerEpoch,
+            "steps" when s.Validation.EvalSteps is > 0 => s.Validation.EvalSteps,
+            _ => null,
+        };
         var checkpoints = Path.Combine(r.Spec.OutputDir, "checkpoints");
         var bestDir = Path.Combine(r.Spec.OutputDir, "best");
         Directory.CreateDirectory(r.Spec.OutputDir);
@@ -109,7 +146,7 @@ public static class Trainer
                 || state.SequenceLength != r.SequenceLength || state.Packing != r.Options.Packing || state.Mode != s.Mode)
                 throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}");
             TrainingCheckpoint.LoadWeights(model, resumeFrom);
-            TrainingCheckpoint.LoadOptimizer(resumeFrom, optimizer);
+            TrainingCheckpoint.LoadOptimizer(resumeFrom, optimizer);   // restores the fp32 master weights too
             (step, trainedTokens, lastLoss, bestMetric, bestStep) = (state.Step, state.TrainedTokens, state.LastLoss, state.BestMetric, state.BestStep);
             events.Log($"resumed from {resumeFrom} at step {step}");
         }
@@ -132,11 +169,12 @@ public static class Trainer
                 plan = SftData.PlanEpoch(r.Train, s.Seed, epoch, B, G, r.SequenceLength, r.Options.Packing);
                 planEpoch = epoch;
             }
-            var micro = plan![stepInEpoch];
+            // Packing can give another epoch a step more or less than epoch 0; the step count per
+            // epoch stays that of epoch 0 (wrapping), so step → data position stays a pure function.
+            var micro = plan![stepInEpoch % plan.Count];
             step++;
             torch.manual_seed(StepSeed(s.Seed, step));
             var lr = LearningRate(s, step, warmupSteps, totalSteps);
-            foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
 
             // Forward/backward over the micro-batches; the step's loss is Σ token losses / N trained tokens.
             model.train();
@@ -148,11 +186,10 @@ public static class Trainer
                 var n = batches.Sum(b => b.TrainedTokens);
                 stepTokens = batches.Sum(b => b.Tokens);
                 loss = AccumulateGradients(model, batches, n);
-                gradNorm = s.MaxGradNorm > 0
-                    ? nn.utils.clip_grad_norm_(TrainableParameters(model), s.MaxGradNorm)
-                    : double.NaN;
-                optimizer.step();
-                optimizer.zero_grad();
+                using (var norm = optimizer.ClipGradNorm(s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
+                    gradNorm = norm.item<float>();
+                optimizer.Step(lr);
+                optimizer.ZeroGrad();
                 trainedTokens += n;
             }
             finally
@@ -208,6 +245,7 @@ public static class Trainer
                 if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
                 events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
                     new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
+                TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates);
             }
         }
 
@@ -249,14 +287,19 @@ public static class Trainer
         return total.item<double>() / trainedTokens;
     }
 
-    /// <summary>Σ cross-entropy over the batch's trained tokens, in float32: () scalar.</summary>
+    /// <summary>
+    /// Σ cross-entropy over the batch's trained tokens, in float32: () scalar. Only the rows with a
+    /// target reach the output projection (prompt tokens cost no V-wide matmul), and the chunked
+    /// kernel never holds all (N, V) logits at once.
+    /// </summary>
     public static Tensor TokenLossSum(Qwen3ForCausalLM model, SftBatch b)
     {
         using var scope = NewDisposeScope();
         var hidden = model.Hidden(b.Ids, b.Positions, b.Mask);                               // (B, T, D)
-        var logits = model.Logits(hidden).to(ScalarType.Float32);                           // (B, T, V)
-        var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), b.Targets.view(-1),
-            ignore_index: SftData.IgnoreIndex, reduction: nn.Reduction.Sum);
+        var targets = b.Targets.view(-1);                                                    // (B·T)
+        var rows = targets.ne(SftData.IgnoreIndex).nonzero().view(-1);                      // (N)
+        var h = hidden.view(-1, hidden.shape[^1]).index_select(0, rows);                     // (N, D)
+        var loss = ChunkedCrossEntropy.Sum(h, model.OutputWeight, targets.index_select(0, rows));
         return loss.MoveToOuterDisposeScope();
     }
 
@@ -383,19 +426,30 @@ public static class Trainer
         return sb.ToString();
     }
 
-    static IEnumerable<TorchSharp.Modules.Parameter> TrainableParameters(Qwen3ForCausalLM model) =>
-        model.parameters().Where(p => p.requires_grad);
+    /// <summary>AdamW (β 0.9/0.999, ε 1e-8) over flat buffers of the trainable parameters; no weight decay on norms and biases.</summary>
+    static FlatAdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s) =>
+        new(model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)),
+            weightDecay: s.WeightDecay,
+            decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"));
 
-    /// <summary>AdamW over the trainable parameters; no weight decay on norms and biases.</summary>
-    static TorchSharp.Modules.AdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s)
+    /// <summary>
+    /// activation_checkpointing: "on", "off", or "auto" = on for CUDA models of 3B parameters or more.
+    /// Re-running a block in backward must give the same activations, so LoRA dropout excludes it.
+    /// </summary>
+    static bool UseActivationCheckpointing(TrainingSettings s, Device device, Qwen3ForCausalLM model)
     {
-        var trainable = model.named_parameters().Where(p => p.parameter.requires_grad).ToList();
-        bool NoDecay(string name, Tensor p) => p.dim() < 2 || name.EndsWith(".bias") || name.EndsWith("norm.weight");
-        var decay = trainable.Where(p => !NoDecay(p.name, p.parameter)).Select(p => p.parameter).ToList();
-        var noDecay = trainable.Where(p => NoDecay(p.name, p.parameter)).Select(p => p.parameter).ToList();
-        var groups = new List<TorchSharp.Modules.AdamW.ParamGroup>();
-        if (decay.Count > 0) groups.Add(new TorchSharp.Modules.AdamW.ParamGroup(decay, lr: s.LearningRate, weight_decay: s.WeightDecay));
-        if (noDecay.Count > 0) groups.Add(new TorchSharp.Modules.AdamW.ParamGroup(noDecay, lr: s.LearningRate, weight_decay: 0));
-        return optim.AdamW(groups, lr: s.LearningRate, weight_decay: s.WeightDecay);
+        var dropout = s.Mode == TrainingModes.Lora && s.Lora.Dropout > 0;
+        switch (s.ActivationCheckpointing)
+        {
+            case "off": return false;
+            case "on" when dropout:
+                throw TrainerUserException.Config($"activation_checkpointing \"on\" cannot be combined with training.lora.dropout {s.Lora.Dropout}: set dropout to 0 or activation_checkpointing to \"off\"");
+            case "on": return true;
+            case "auto":
+                var parameters = model.parameters().Sum(p => p.numel());
+                return !dropout && device.type == DeviceType.CUDA && parameters >= 3_000_000_000L;
+            default:
+                throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
+        }
     }
 }

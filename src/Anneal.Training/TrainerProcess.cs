@@ -1,7 +1,6 @@
 // Entry points of the trainer process (`anneal trainer run --spec PATH`), see
 // Anneal.Core.Training.TrainerProtocol for the contract with the control plane: TrainerEvent JSON
 // lines on stdout, diagnostics on stderr, exit 0 / 1 (failed) / 2 (user error) / 130 (cancelled).
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
@@ -72,12 +71,12 @@ public static class TrainerProcess
         {
             return Fail(events, e.Code, e.Message, e.Code == ErrorCodes.OutOfMemory ? ExitFailed : ExitUserError);
         }
-        catch (Exception e) when (IsOutOfMemory(e))
+        catch (Exception e) when (Trainer.IsOutOfMemory(e))
         {
             var s = spec.Settings;
             return Fail(events, ErrorCodes.OutOfMemory,
-                $"out of memory with per_device_batch {s.PerDeviceBatch} and sequence_length {s.SequenceLength?.ToString() ?? "default"} ({FirstLine(e.Message)}). " +
-                "Lower per_device_batch (raise gradient_accumulation_steps to keep the effective batch), lower sequence_length, or use mode \"lora\".",
+                $"out of memory with per_device_batch {s.PerDeviceBatch} and sequence_length {s.SequenceLength?.ToString() ?? "default"} ({FirstLine(e.Message)}): " +
+                "lower per_device_batch (raise gradient_accumulation_steps to keep the effective batch), lower sequence_length, or use mode \"lora\".",
                 ExitFailed);
         }
         catch (Exception e)
@@ -93,13 +92,6 @@ public static class TrainerProcess
         return exitCode;
     }
 
-    static bool IsOutOfMemory(Exception e) =>
-        e is OutOfMemoryException
-        || (e is ExternalException or InvalidOperationException or ArgumentException
-            && (e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase)
-                || e.Message.Contains("can't allocate memory", StringComparison.OrdinalIgnoreCase)
-                || e.Message.Contains("CUBLAS_STATUS_ALLOC_FAILED", StringComparison.Ordinal)));
-
     static string FirstLine(string s) => s.Split('\n', 2)[0].Trim();
 
     /// <summary>Greedy answer from a model folder (`anneal generate`), for the demo and smoke tests.</summary>
@@ -108,11 +100,13 @@ public static class TrainerProcess
         {
             try
             {
+                if (!Directory.Exists(modelDir))
+                    throw TrainerUserException.Config($"model folder {modelDir} does not exist");
                 NativeLibraries.EnsureTorchLoaded();
                 var device = Trainer.PickDevice("auto");
                 var dtype = device.type == DeviceType.CUDA ? torch.ScalarType.BFloat16 : torch.ScalarType.Float32;
                 var tokenizer = Trainer.LoadTokenizer(modelDir);
-                using var model = ModelFolder.Load(modelDir, device, dtype);
+                using var model = LoadForGeneration(modelDir, device, dtype);
                 var ids = Generation.Greedy(model, Generation.PromptIds(tokenizer, prompt), maxNewTokens,
                     Generation.StopIds(tokenizer, model.Config), ct);
                 stdout.WriteLine(tokenizer.Decode(ids));
@@ -130,4 +124,24 @@ public static class TrainerProcess
                 return ExitFailed;
             }
         }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+
+    /// <summary>
+    /// A full model folder, or a PEFT adapter folder whose adapter_config.json names a local base
+    /// model folder (base_model_name_or_path); other adapters must be merged first (final/merged).
+    /// </summary>
+    static Model.Qwen3ForCausalLM LoadForGeneration(string modelDir, torch.Device device, torch.ScalarType dtype)
+    {
+        var adapterConfig = Path.Combine(modelDir, Model.Lora.AdapterConfigFile);
+        if (File.Exists(Path.Combine(modelDir, ModelFolder.ConfigFile)) || !File.Exists(adapterConfig))
+            return ModelFolder.Load(modelDir, device, dtype);
+        var config = JsonNode.Parse(File.ReadAllText(adapterConfig))!;
+        var baseModel = config["base_model_name_or_path"]?.GetValue<string>() ?? "";
+        if (!Directory.Exists(baseModel))
+            throw TrainerUserException.Config($"{modelDir} is a LoRA adapter for {baseModel}, which is not a local model folder: generate from the merged model (final/merged) instead");
+        var targets = config["target_modules"]?.AsArray().Select(x => x!.GetValue<string>()).ToList();
+        var lora = new LoraSettings(config["r"]!.GetValue<int>(), config["lora_alpha"]!.GetValue<double>(), 0.0, targets);
+        var model = ModelFolder.Load(baseModel, device, dtype, lora);
+        Model.Lora.LoadAdapter(model, modelDir);
+        return model;
+    }
 }

@@ -59,14 +59,14 @@ public static class TrainingCheckpoint
         else ModelFolder.CopyWeightsInto(model, folder);
     }
 
-    public static void Save(string folder, Qwen3ForCausalLM model, TorchSharp.Modules.OptimizerHelper optimizer, TrainerState state,
+    public static void Save(string folder, Qwen3ForCausalLM model, Optim.FlatAdamW optimizer, TrainerState state,
         string baseModelFolder, string baseModelId)
     {
         var tmp = folder + ".partial";
         if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
         Directory.CreateDirectory(tmp);
         SaveWeights(model, tmp, baseModelFolder, baseModelId);
-        optimizer.save_state_dict(Path.Combine(tmp, OptimizerFile));
+        optimizer.Save(Path.Combine(tmp, OptimizerFile));
         File.WriteAllText(Path.Combine(tmp, StateFile), JsonSerializer.Serialize(state, Json));
         // A checkpoint folder appears complete or not at all.
         if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
@@ -82,11 +82,24 @@ public static class TrainingCheckpoint
             ?? throw TrainerUserException.Config($"{path} is empty");
     }
 
-    public static void LoadOptimizer(string folder, TorchSharp.Modules.OptimizerHelper optimizer)
+    public static void LoadOptimizer(string folder, Optim.FlatAdamW optimizer)
     {
         var path = Path.Combine(folder, OptimizerFile);
         if (!File.Exists(path))
             throw TrainerUserException.Config($"resume_from {folder} is incomplete: {OptimizerFile} is missing");
-        optimizer.load_state_dict(path);
+        try { optimizer.Load(path); }
+        catch (InvalidDataException e) { throw TrainerUserException.Config($"resume_from {folder}: {e.Message}"); }
+    }
+
+    /// <summary>Deletes optimizer.bin from all but the `keep` most recent step-N checkpoints.</summary>
+    public static void PruneOptimizerStates(string checkpointsFolder, int keep)
+    {
+        var older = Directory.GetDirectories(checkpointsFolder, "step-*")
+            .Select(d => (Dir: d, Step: int.TryParse(Path.GetFileName(d)["step-".Length..], out var n) ? n : -1))
+            .Where(x => x.Step >= 0)
+            .OrderByDescending(x => x.Step)
+            .Skip(Math.Max(1, keep));
+        foreach (var (dir, _) in older)
+            File.Delete(Path.Combine(dir, OptimizerFile));
     }
 }

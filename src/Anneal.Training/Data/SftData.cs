@@ -56,7 +56,12 @@ public static class SftData
         long tokens = 0, trained = 0;
         foreach (var (line, record) in DatasetRecords.Read(path))
         {
-            (int[] ids, bool[] mask) = encode(record);
+            int[] ids; bool[] mask;
+            try { (ids, mask) = encode(record); }
+            catch (Tokenization.ChatRecordException e)
+            {
+                throw TrainerUserException.BadData($"{path}: Line {line}: {e.Message}");
+            }
             if (ids.Length > sequenceLength)
             {
                 truncated++;
@@ -168,19 +173,17 @@ public static class SftData
             for (var t = offset; t < T; t++) positions[b * T + t] = t - offset;
         }
 
+        // Host tensors are freed here; only the device copies leave the scope.
+        using var scope = NewDisposeScope();
         Tensor? mask = null;
         if (segments != null)
         {
-            using var scope = NewDisposeScope();
             var seg = torch.tensor(segments, dtype: ScalarType.Int32).view(B, T);
             var same = seg.unsqueeze(2).eq(seg.unsqueeze(1));                              // (B, T, T)
             var causal = torch.ones(T, T, dtype: ScalarType.Bool).tril();                    // (T, T)
             mask = (same & causal).unsqueeze(1).to(device).MoveToOuterDisposeScope();        // (B, 1, T, T)
         }
-        return new SftBatch(
-            torch.tensor(ids, dtype: ScalarType.Int64).view(B, T).to(device),
-            torch.tensor(positions, dtype: ScalarType.Int64).view(B, T).to(device),
-            torch.tensor(targets, dtype: ScalarType.Int64).view(B, T).to(device),
-            mask, trained, tokens);
+        Tensor ToDevice(long[] values) => torch.tensor(values, dtype: ScalarType.Int64).view(B, T).to(device).MoveToOuterDisposeScope();
+        return new SftBatch(ToDevice(ids), ToDevice(positions), ToDevice(targets), mask, trained, tokens);
     }
 }

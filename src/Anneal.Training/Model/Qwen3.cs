@@ -321,6 +321,9 @@ public sealed class Qwen3ForCausalLM : nn.Module<Tensor, Tensor, Tensor?, Tensor
                 p.requires_grad = Lora.IsAdapterParameter(name);
     }
 
+    /// <summary>The decoder stack (`model.` keys), e.g. to set activation checkpointing.</summary>
+    public Qwen3Model Decoder => model;
+
     /// <summary>Output weight (V, D): lm_head, or the input embeddings when tied.</summary>
     public Tensor OutputWeight => lmHead?.weight ?? model.EmbedTokens.weight!;
 

@@ -111,7 +111,7 @@ public static class NativeLibraries
         void Add(string? d)
         {
             if (string.IsNullOrEmpty(d)) return;
-            var full = Path.GetFullPath(d);
+            var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(d));
             if (!dirs.Contains(full) && Directory.Exists(full)) dirs.Add(full);
         }
         const string rid = "runtimes/linux-x64/native";

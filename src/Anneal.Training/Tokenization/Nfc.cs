@@ -42,6 +42,12 @@ public static class Nfc
         }
     }
 
+    /// <summary>Unicode version of the tables (NfcData.cs); characters assigned later are left as they are.</summary>
+    public static string UnicodeVersion => NfcData.UnicodeVersion;
+
+    /// <summary>Code points the tables describe: those with a decomposition or a non-zero combining class.</summary>
+    public static IEnumerable<int> CodePointsWithData => Ccc.Keys.Concat(Decomposition.Keys).Distinct().Order();
+
     static long Key(int a, int b) => ((long)a << 21) | (uint)b;
 
     static int ClassOf(int cp) => Ccc.TryGetValue(cp, out var c) ? c : 0;
@@ -49,12 +55,13 @@ public static class Nfc
     static bool MayChange(int cp) =>
         cp >= 0x300 && (Unstable.Contains(cp) || (cp >= SBase && cp < SBase + SCount) || (cp >= VBase && cp < VBase + VCount) || (cp > TBase && cp < TBase + TCount));
 
-    public static bool IsNormalized(string s)
+    /// <summary>True when NFC leaves the text unchanged (quick check: no character that could change).</summary>
+    public static bool IsNormalized(ReadOnlySpan<char> s)
     {
         for (int i = 0; i < s.Length; i++)
         {
             if (s[i] < 0x300) continue;
-            if (!Rune.TryGetRuneAt(s, i, out var r)) return false; // a lone surrogate: leave it to Normalize
+            if (Rune.DecodeFromUtf16(s[i..], out var r, out _) != System.Buffers.OperationStatus.Done) return false; // a lone surrogate: leave it to Normalize
             if (MayChange(r.Value)) return false;
             if (r.IsBmp == false) i++;
         }

@@ -20,7 +20,7 @@ public static class Qwen3PreTokenizer
         @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
     /// <summary>Appends (start, length) in UTF-16 units of each piece of <paramref name="text"/>.</summary>
-    public static void Split(string text, List<(int Start, int Length)> pieces)
+    public static void Split(ReadOnlySpan<char> text, List<(int Start, int Length)> pieces)
     {
         int i = 0;
         while (i < text.Length)
@@ -40,10 +40,16 @@ public static class Qwen3PreTokenizer
 
     enum Kind { Letter, Number, Space, Other }
 
-    static Kind KindAt(string s, int i, out int width)
+    // ASCII kinds by table: most text is ASCII, and this is called several times per character.
+    static readonly Kind[] AsciiKinds = Enumerable.Range(0, 128).Select(c =>
+        char.IsAsciiLetter((char)c) ? Kind.Letter : char.IsAsciiDigit((char)c) ? Kind.Number :
+        char.IsWhiteSpace((char)c) ? Kind.Space : Kind.Other).ToArray();
+
+    static Kind KindAt(ReadOnlySpan<char> s, int i, out int width)
     {
-        Rune r;
-        if (Rune.DecodeFromUtf16(s.AsSpan(i), out r, out width) != OperationStatus.Done) { width = 1; return Kind.Other; }
+        char c = s[i];
+        if (c < 128) { width = 1; return AsciiKinds[c]; }
+        if (Rune.DecodeFromUtf16(s[i..], out Rune r, out width) != OperationStatus.Done) { width = 1; return Kind.Other; }
         if (Rune.IsWhiteSpace(r)) return Kind.Space;
         switch (Rune.GetUnicodeCategory(r))
         {
@@ -60,7 +66,7 @@ public static class Qwen3PreTokenizer
     static bool IsNewline(char c) => c == '\r' || c == '\n';
 
     /// <summary>End (exclusive) of the match starting at <paramref name="i"/>; the alternatives are tried in pattern order.</summary>
-    static int MatchAt(string s, int i)
+    static int MatchAt(ReadOnlySpan<char> s, int i)
     {
         // 1. (?i:'s|'t|'re|'ve|'m|'ll|'d). Case-insensitive matching also folds U+017F (long s) to s.
         if (s[i] == '\'' && i + 1 < s.Length)
@@ -109,7 +115,7 @@ public static class Qwen3PreTokenizer
         return runEnd;
     }
 
-    static int LettersFrom(string s, int i)
+    static int LettersFrom(ReadOnlySpan<char> s, int i)
     {
         while (i < s.Length && KindAt(s, i, out int w) == Kind.Letter) i += w;
         return i;

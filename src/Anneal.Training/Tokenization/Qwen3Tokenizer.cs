@@ -28,7 +28,9 @@ public sealed class Qwen3Tokenizer
     readonly Dictionary<char, AddedToken[]> _addedByFirstChar; // longest first
     readonly SearchValues<char> _addedFirstChars;
     readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
+    readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _cacheBySpan;
     const int CacheLimit = 200_000, CachedPieceMaxLength = 256;
+    const int MaxId = 1 << 24; // ids index arrays; real vocabularies are far smaller (Qwen3: 151,669)
 
     public int VocabSize { get; }
     public int EosTokenId { get; }
@@ -44,6 +46,7 @@ public sealed class Qwen3Tokenizer
         List<AddedToken> added, string eos, string pad, string? chatTemplate, string source)
     {
         _vocab = vocab;
+        _cacheBySpan = _cache.GetAlternateLookup<ReadOnlySpan<char>>();
         _ignoreMerges = ignoreMerges;
         _nfc = nfc;
         foreach (var a in added) _addedById[a.Id] = a;
@@ -112,6 +115,15 @@ public sealed class Qwen3Tokenizer
     /// </summary>
     public static Qwen3Tokenizer FromFiles(string tokenizerJsonPath, string? tokenizerConfigPath)
     {
+        try { return Read(tokenizerJsonPath, tokenizerConfigPath); }
+        catch (InvalidOperationException e) // a JsonElement of another kind than the format has there
+        {
+            throw new InvalidDataException($"{tokenizerJsonPath}: unexpected structure ({e.Message}); expected a Hugging Face tokenizer.json of a byte-level BPE model", e);
+        }
+    }
+
+    static Qwen3Tokenizer Read(string tokenizerJsonPath, string? tokenizerConfigPath)
+    {
         string eos = "<|im_end|>", pad = "<|endoftext|>";
         string? chatTemplate = null;
         if (tokenizerConfigPath is not null)
@@ -121,7 +133,14 @@ public sealed class Qwen3Tokenizer
             if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{tokenizerConfigPath}: expected a JSON object at the top level");
             eos = TokenName(root, "eos_token", tokenizerConfigPath) ?? eos;
             pad = TokenName(root, "pad_token", tokenizerConfigPath) ?? eos;
-            if (root.TryGetProperty("chat_template", out var t) && t.ValueKind == JsonValueKind.String) chatTemplate = t.GetString();
+            if (root.TryGetProperty("chat_template", out var t))
+            {
+                // A string, or a list of {"name", "template"} of which "default" is the chat template.
+                if (t.ValueKind == JsonValueKind.String) chatTemplate = t.GetString();
+                else if (t.ValueKind == JsonValueKind.Array)
+                    chatTemplate = t.EnumerateArray().Where(x => x.ValueKind == JsonValueKind.Object && x.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String && n.GetString() == "default")
+                        .Select(x => x.TryGetProperty("template", out var tt) && tt.ValueKind == JsonValueKind.String ? tt.GetString() : null).FirstOrDefault();
+            }
         }
 
         using var doc = ParseFile(tokenizerJsonPath);
@@ -141,14 +160,15 @@ public sealed class Qwen3Tokenizer
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var p in vocabEl.EnumerateObject())
         {
-            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0)
-                throw new InvalidDataException($"{src}: model.vocab[\"{p.Name}\"] is {p.Value.GetRawText()}; expected a non-negative integer id");
+            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0 || id >= MaxId)
+                throw new InvalidDataException($"{src}: model.vocab[\"{p.Name}\"] is {p.Value.GetRawText()}; expected an integer id from 0 to {MaxId - 1}");
             vocab[p.Name] = id;
         }
 
         var merges = new List<(string, string)>();
         if (model.TryGetProperty("merges", out var mergesEl))
         {
+            if (mergesEl.ValueKind != JsonValueKind.Array) throw new InvalidDataException($"{src}: model.merges is {mergesEl.ValueKind.ToString().ToLowerInvariant()}; expected a list");
             int i = 0;
             foreach (var m in mergesEl.EnumerateArray())
             {
@@ -173,7 +193,8 @@ public sealed class Qwen3Tokenizer
             int i = 0;
             foreach (var a in addedEl.EnumerateArray())
             {
-                if (!a.TryGetProperty("id", out var idEl) || !idEl.TryGetInt32(out int id) || !a.TryGetProperty("content", out var c) || c.ValueKind != JsonValueKind.String)
+                if (a.ValueKind != JsonValueKind.Object || !a.TryGetProperty("id", out var idEl) || idEl.ValueKind != JsonValueKind.Number
+                    || !idEl.TryGetInt32(out int id) || id < 0 || id >= MaxId || !a.TryGetProperty("content", out var c) || c.ValueKind != JsonValueKind.String)
                     throw new InvalidDataException($"{src}: added_tokens[{i}] needs an integer \"id\" and a string \"content\"");
                 foreach (var flag in new[] { "lstrip", "rstrip", "single_word" })
                     if (a.TryGetProperty(flag, out var f) && f.ValueKind == JsonValueKind.True)
@@ -312,24 +333,30 @@ public sealed class Qwen3Tokenizer
 
     void EncodeOrdinary(string text, int offset, int length, List<int> ids, List<int>? starts)
     {
-        string segment = text.Substring(offset, length);
-        string normalized = _nfc ? Nfc.Normalize(segment) : segment;
-        bool exactOffsets = ReferenceEquals(normalized, segment) || normalized == segment;
+        ReadOnlySpan<char> segment = text.AsSpan(offset, length);
+        bool exactOffsets = true;
+        if (_nfc && !Nfc.IsNormalized(segment))
+        {
+            string normalized = Nfc.Normalize(segment.ToString());
+            exactOffsets = segment.SequenceEqual(normalized);
+            segment = normalized;
+        }
         var pieces = new List<(int Start, int Length)>();
-        Qwen3PreTokenizer.Split(normalized, pieces);
+        Qwen3PreTokenizer.Split(segment, pieces);
         foreach (var (start, len) in pieces)
         {
-            var piece = normalized.Substring(start, len);
+            var piece = segment.Slice(start, len);
             int[] pieceIds = Bpe(piece);
             ids.AddRange(pieceIds);
             if (starts is null) continue;
             if (!exactOffsets) { foreach (var _ in pieceIds) starts.Add(offset); continue; }
+            if (pieceIds.Length == 1) { starts.Add(offset + start); continue; }
             // Map each UTF-8 byte of the piece to the UTF-16 offset of the character it belongs to.
             var charOfByte = new int[Encoding.UTF8.GetByteCount(piece) + 1];
             for (int c = 0, b = 0; c < len;)
             {
                 int w = char.IsHighSurrogate(piece[c]) && c + 1 < len ? 2 : 1;
-                int nb = Encoding.UTF8.GetByteCount(piece.AsSpan(c, w));
+                int nb = Encoding.UTF8.GetByteCount(piece.Slice(c, w));
                 for (int k = 0; k < nb; k++) charOfByte[b + k] = c;
                 b += nb;
                 c += w;
@@ -344,20 +371,21 @@ public sealed class Qwen3Tokenizer
     }
 
     /// <summary>BPE over the bytes of one pre-tokenized piece.</summary>
-    int[] Bpe(string piece)
+    int[] Bpe(ReadOnlySpan<char> piece)
     {
-        if (piece.Length <= CachedPieceMaxLength && _cache.TryGetValue(piece, out var cached)) return cached;
+        bool cacheable = piece.Length <= CachedPieceMaxLength;
+        if (cacheable && _cacheBySpan.TryGetValue(piece, out var cached)) return cached;
 
-        byte[] bytes = Encoding.UTF8.GetBytes(piece);
+        byte[] bytes = Encoding.UTF8.GetBytes(piece.ToArray());
         int[] result;
         if (bytes.Length == 1) result = [_byteToId[bytes[0]]];
         else if (_ignoreMerges && _vocab.TryGetValue(ByteLevel.Encode(bytes), out int whole)) result = [whole];
         else result = Merge(bytes);
 
-        if (piece.Length <= CachedPieceMaxLength)
+        if (cacheable)
         {
             if (_cache.Count >= CacheLimit) _cache.Clear();
-            _cache.TryAdd(piece, result);
+            _cache.TryAdd(piece.ToString(), result);
         }
         return result;
     }

@@ -58,6 +58,26 @@ public static class TinyTokenizer
         A good dataset has clear questions and correct answers, written in the same style every time.
         Thank you for your help! You are welcome. Have a nice day and see you soon.
         This is a test of the tokenizer. It should split words, numbers and punctuation the same way every time.
+        Question: Which planet is the largest in our solar system? Answer: Jupiter is the largest planet.
+        Question: Who wrote the play about a prince of Denmark? Answer: William Shakespeare wrote Hamlet.
+        Question: What do plants need to grow? Answer: Plants need water, light, air and good soil.
+        Question: How many legs does a spider have? Answer: A spider has eight legs.
+        Question: What is the boiling point of water? Answer: Water boils at one hundred degrees Celsius.
+        The students opened their books and started reading the first chapter about the history of science.
+        Every morning she walks to the station, buys a newspaper and takes the train to the city center.
+        The children played in the garden until the sun went down and their parents called them for dinner.
+        Summarize the following text in two sentences. The text describes a journey across the mountains.
+        Sorry, I do not know the answer to that question. Could you give me more details, please?
+        Here is a list of things to remember: buy milk, call the doctor, finish the report, water the plants.
+        The company released a new version of its software with better performance and fewer errors.
+        When the data is ready, the trainer reads each example, computes the loss and updates the parameters.
+        A checkpoint saves the model, the optimizer state and the position in the data so training can resume.
+        The validation loss tells us how well the model works on examples it has not seen during training.
+        The server stores files, starts jobs, records events and reports the progress of every training run.
+        Good morning! Good afternoon! Good evening! Good night! How are you? I am fine, thank you.
+        Monday, Tuesday, Wednesday, Thursday, Friday, Saturday and Sunday are the days of the week.
+        January, February, March, April, May, June, July, August, September, October, November, December.
+        Red, orange, yellow, green, blue and purple are the colors of the rainbow.
         """;
 
     /// <summary>Writes tokenizer.json and tokenizer_config.json into <paramref name="folder"/>; returns the vocabulary size.</summary>

@@ -1,8 +1,10 @@
 // `anneal tokenize --model <folder> [--chat]`.
 //   raw:    stdin text → {"ids":[…],"tokens":[…]}   (tokens as written in tokenizer.json, e.g. "Ġworld";
 //           one trailing newline, as `echo` adds, is not tokenized)
-//   --chat: one JSONL dataset record on stdin → {"ids":[…],"mask":[0|1…],"text":"<rendered conversation>"}
+//   --chat: JSONL dataset records on stdin → one line per record:
+//           {"ids":[…],"mask":[0|1…],"text":"<rendered conversation>"}
 //           where mask 1 marks the tokens the loss is taken on (assistant answers and their <|im_end|>).
+//           Blank lines are skipped; the first bad record stops with its line number and field.
 // Exit codes: 0 done, 2 bad input (missing or unreadable tokenizer files, bad JSON, bad record).
 using System.Text.Encodings.Web;
 using System.Text.Json;
@@ -48,51 +50,51 @@ public static class TokenizeTool
 
     static int RunChat(Qwen3Tokenizer tokenizer, TextReader input, TextWriter output, TextWriter error)
     {
-        string? line;
-        int lineNumber = 0;
-        do
+        int lineNumber = 0, records = 0;
+        for (string? line; (line = input.ReadLine()) is not null;)
         {
-            line = input.ReadLine();
             lineNumber++;
-            if (line is not null && lineNumber == 1) line = line.TrimStart('\uFEFF');
-        } while (line is not null && string.IsNullOrWhiteSpace(line));
-        if (line is null)
-        {
-            error.WriteLine("error: stdin: no JSONL record; expected one line like {\"messages\": [{\"role\": \"user\", \"content\": \"…\"}, …]}");
-            return ExitUserError;
-        }
+            if (lineNumber == 1) line = line.TrimStart('\uFEFF');
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            records++;
 
-        JsonNode? node;
-        try { node = JsonNode.Parse(line); }
-        catch (JsonException e)
-        {
-            error.WriteLine($"error: stdin line {lineNumber}: invalid JSON at byte {e.BytePositionInLine + 1}: {e.Message}");
-            return ExitUserError;
-        }
-        if (node is not JsonObject record)
-        {
-            error.WriteLine($"error: stdin line {lineNumber}: expected a JSON object with \"messages\", got {node?.GetValueKind().ToString().ToLowerInvariant() ?? "null"}");
-            return ExitUserError;
-        }
+            JsonNode? node;
+            try { node = JsonNode.Parse(line); }
+            catch (JsonException e)
+            {
+                error.WriteLine($"error: stdin line {lineNumber}: invalid JSON at byte {e.BytePositionInLine + 1}: {e.Message}");
+                return ExitUserError;
+            }
+            if (node is not JsonObject record)
+            {
+                error.WriteLine($"error: stdin line {lineNumber}: expected a JSON object with \"messages\", got {node?.GetValueKind().ToString().ToLowerInvariant() ?? "null"}");
+                return ExitUserError;
+            }
 
-        EncodedExample example;
-        try { example = Qwen3ChatTemplate.Encode(tokenizer, record); }
-        catch (ChatRecordException e)
+            EncodedExample example;
+            try { example = Qwen3ChatTemplate.Encode(tokenizer, record); }
+            catch (ChatRecordException e)
+            {
+                error.WriteLine($"error: stdin line {lineNumber}: field {e.Field}: {e.Message[(e.Field.Length + 2)..]}");
+                return ExitUserError;
+            }
+
+            output.WriteLine(Write(w =>
+            {
+                w.WriteStartArray("ids");
+                foreach (var id in example.InputIds) w.WriteNumberValue(id);
+                w.WriteEndArray();
+                w.WriteStartArray("mask");
+                foreach (var t in example.Trained) w.WriteNumberValue(t ? 1 : 0);
+                w.WriteEndArray();
+                w.WriteString("text", example.Text);
+            }));
+        }
+        if (records == 0)
         {
-            error.WriteLine($"error: stdin line {lineNumber}: field {e.Field}: {e.Message[(e.Field.Length + 2)..]}");
+            error.WriteLine("error: stdin: no JSONL record; expected a line like {\"messages\": [{\"role\": \"user\", \"content\": \"…\"}, …]}");
             return ExitUserError;
         }
-
-        output.WriteLine(Write(w =>
-        {
-            w.WriteStartArray("ids");
-            foreach (var id in example.InputIds) w.WriteNumberValue(id);
-            w.WriteEndArray();
-            w.WriteStartArray("mask");
-            foreach (var t in example.Trained) w.WriteNumberValue(t ? 1 : 0);
-            w.WriteEndArray();
-            w.WriteString("text", example.Text);
-        }));
         return ExitOk;
     }
 

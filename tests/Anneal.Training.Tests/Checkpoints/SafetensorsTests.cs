@@ -90,3 +90,66 @@ public sealed class SafetensorsTests : IDisposable
         Assert.Contains("tensor t", bad.Message);
     }
 }
+
+public sealed class ModelFolderTests : IDisposable
+{
+    readonly string dir = Directory.CreateTempSubdirectory("anneal-mf-").FullName;
+    public void Dispose() => Directory.Delete(dir, recursive: true);
+
+    [Fact]
+    public void Bf16_model_saves_and_loads_bit_exactly_without_a_tied_lm_head()
+    {
+        using var model = ModelFolder.Load(TinyFixture.ModelDir, torch.CPU, torch.ScalarType.BFloat16);
+        var output = Path.Combine(dir, "saved");
+        ModelFolder.Save(model, output, TinyFixture.ModelDir);
+
+        var file = SafetensorsFile.Open(Path.Combine(output, "model.safetensors"));
+        Assert.DoesNotContain("lm_head.weight", file.Entries.Keys);
+        Assert.All(file.Entries.Values, e => Assert.Equal("BF16", e.DType));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "config.json")))!;
+        Assert.Equal("bfloat16", config["torch_dtype"]!.GetValue<string>());
+        Assert.True(config["tie_word_embeddings"]!.GetValue<bool>());
+        foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json", "generation_config.json" })
+            Assert.True(File.Exists(Path.Combine(output, f)), f);
+
+        using var back = ModelFolder.Load(output, torch.CPU, torch.ScalarType.BFloat16);
+        var original = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, p) in back.named_parameters())
+            Assert.True(TestTensors.Same(original[name], p), name);
+    }
+
+    [Fact]
+    public void Large_models_are_written_in_shards_with_an_index()
+    {
+        using var model = ModelFolder.Load(TinyFixture.ModelDir, torch.CPU, torch.ScalarType.Float32);
+        var output = Path.Combine(dir, "sharded");
+        ModelFolder.Save(model, output, TinyFixture.ModelDir, maxShardBytes: 1_000_000);   // ~3.4 MB of weights
+
+        Assert.False(File.Exists(Path.Combine(output, "model.safetensors")));
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "model.safetensors.index.json")))!;
+        var files = index["weight_map"]!.AsObject().Select(kv => kv.Value!.GetValue<string>()).Distinct().Order().ToList();
+        Assert.True(files.Count >= 3, string.Join(", ", files));
+        Assert.Equal($"model-00001-of-{files.Count:D5}.safetensors", files[0]);
+        Assert.Equal(model.parameters().Sum(p => p.numel() * 4), index["metadata"]!["total_size"]!.GetValue<long>());
+
+        using var back = ModelFolder.Load(output, torch.CPU, torch.ScalarType.Float32);
+        var original = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, p) in back.named_parameters())
+            Assert.True(TestTensors.Same(original[name], p), name);
+    }
+
+    [Fact]
+    public void Shape_mismatch_names_the_tensor_and_both_shapes()
+    {
+        var output = Path.Combine(dir, "bad");
+        Directory.CreateDirectory(output);
+        foreach (var f in Directory.GetFiles(TinyFixture.ModelDir)) File.Copy(f, Path.Combine(output, Path.GetFileName(f)));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "config.json")))!;
+        config["intermediate_size"] = 200;
+        File.WriteAllText(Path.Combine(output, "config.json"), config.ToJsonString());
+        var e = Assert.Throws<TrainerUserException>(() => ModelFolder.Load(output, torch.CPU, torch.ScalarType.Float32));
+        Assert.Contains("model.layers.0.mlp.gate_proj.weight", e.Message);
+        Assert.Contains("[384, 128]", e.Message);
+        Assert.Contains("[200, 128]", e.Message);
+    }
+}

@@ -5,6 +5,7 @@ using Xunit.Abstractions;
 
 namespace Anneal.Training.Tests.Native;
 
+[Collection(TorchCollection.Name)]
 public class NativeLibrariesTests(ITestOutputHelper output)
 {
     [Fact]

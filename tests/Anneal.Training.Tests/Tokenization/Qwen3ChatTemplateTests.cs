@@ -49,6 +49,68 @@ public class Qwen3ChatTemplateTests
         }
     }
 
+    /// <summary>
+    /// Seeded random conversations: any order of roles, thinking in content and in reasoning_content, tool
+    /// calls with object and string arguments, tool results, tools. Assistant text never has spaces next to
+    /// the places the template strips newlines from, where the JavaScript renderer strips all whitespace.
+    /// </summary>
+    public static List<string> RandomConversations(int count, int seed)
+    {
+        var rng = new Random(seed);
+        string[] plain = ["Hello", "line one\nline two", "\n\nleading newlines", "trailing newlines\n\n", "", "中文 😀 café", "  spaced  ", "\t tab", "<tool_response>\nwrapped\n</tool_response>", "a \"quoted\" {json}"];
+        string[] answers = ["Sure.", "\nStarts with a newline", "Ends with newlines\n\n", "<think>\nreason\n</think>\n\nanswer", "<think>r</think>a", "x</think>\ny", "before<think>\ninner\n</think>after", "", "多语言 👍", "two\n\nparagraphs"];
+        string?[] reasonings = [null, null, "", "thought", "\nthought with newlines\n", "multi\nline"];
+        string[] arguments = ["{\"city\": \"Paris\"}", "{}", "{\"n\": 3, \"flag\": true, \"none\": null, \"list\": [1, \"two\", {\"x\": -4}], \"text\": \"é\\n\\\"q\\\"\"}", "\"{\\\"raw\\\": 1}\""];
+        string[] tools = [WeatherTool, TimeTool];
+        var result = new List<string>();
+        for (int c = 0; c < count; c++)
+        {
+            var messages = new List<string>();
+            int n = rng.Next(1, 9);
+            for (int i = 0; i < n; i++)
+            {
+                string role = rng.Next(10) switch { < 3 => "user", < 7 => "assistant", < 9 => "tool", _ => "system" };
+                if (role == "assistant")
+                {
+                    var parts = new List<string> { "\"role\": \"assistant\"", "\"content\": " + System.Text.Json.JsonSerializer.Serialize(answers[rng.Next(answers.Length)]) };
+                    var r = reasonings[rng.Next(reasonings.Length)];
+                    if (r is not null) parts.Add("\"reasoning_content\": " + System.Text.Json.JsonSerializer.Serialize(r));
+                    int calls = rng.Next(4) == 0 ? rng.Next(1, 3) : 0;
+                    if (calls > 0)
+                        parts.Add("\"tool_calls\": [" + string.Join(", ", Enumerable.Range(0, calls).Select(k => rng.Next(2) == 0
+                            ? $"{{\"type\": \"function\", \"function\": {{\"name\": \"tool_{k}\", \"arguments\": {arguments[rng.Next(arguments.Length)]}}}}}"
+                            : $"{{\"name\": \"bare_{k}\", \"arguments\": {arguments[rng.Next(arguments.Length)]}}}")) + "]");
+                    messages.Add("{" + string.Join(", ", parts) + "}");
+                }
+                else
+                    messages.Add($"{{\"role\": \"{role}\", \"content\": {System.Text.Json.JsonSerializer.Serialize(plain[rng.Next(plain.Length)])}}}");
+            }
+            int toolCount = rng.Next(3) == 0 ? rng.Next(1, 3) : 0;
+            var toolsJson = toolCount > 0 ? "\"tools\": [" + string.Join(", ", tools.Take(toolCount)) + "], " : "";
+            result.Add("{" + toolsJson + "\"messages\": [" + string.Join(", ", messages) + "]}");
+        }
+        return result;
+    }
+
+    [NodeFact]
+    public void Random_conversations_render_like_the_jinja_template()
+    {
+        var conversations = RandomConversations(300, seed: 2025);
+        var reference = NodeReference.RenderChat(conversations);
+        var tok = NodeReference.Qwen;
+        for (int i = 0; i < conversations.Count; i++)
+        {
+            var record = Parse(conversations[i]);
+            var text = Qwen3ChatTemplate.Render(record);
+            Assert.True(reference[i].Text == text, $"conversation #{i}: {conversations[i]}\nexpected: {System.Text.Json.JsonSerializer.Serialize(reference[i].Text)}\nactual:   {System.Text.Json.JsonSerializer.Serialize(text)}");
+            var encoded = Qwen3ChatTemplate.Encode(tok, record);
+            Assert.Equal(reference[i].Ids, encoded.InputIds);
+            // Trained tokens decode to the assistant pieces of the rendering, in order.
+            var trainedText = string.Concat(Qwen3ChatTemplate.RenderSegments(record).Where(x => x.Trained).Select(x => x.Text));
+            Assert.Equal(trainedText.Length > 0, encoded.Trained.Any(t => t));
+        }
+    }
+
     [NodeFact]
     public void Generation_prompts_match_the_jinja_template()
     {
