@@ -96,6 +96,9 @@ public class LocalCommandsTests
         var urls = await box.RunAsync("serve", "--urls", "127.0.0.1:8000");
         Assert.Equal(2, urls.ExitCode);
         Assert.Contains("--urls 127.0.0.1:8000", urls.Err);
+        var gpus = await box.RunAsync("serve", "--gpus", "0,x");
+        Assert.Equal(2, gpus.ExitCode);
+        Assert.Contains("--gpus: 'x' is not a GPU index", gpus.Err);
     }
 
     [Fact]
