@@ -289,3 +289,43 @@ public class TrainAgainstServerTests
         Assert.Contains("sft.created", result.Out);
     }
 }
+
+public class TrainInterruptionTests
+{
+    [Fact]
+    public async Task Ctrl_c_while_following_stops_following_exits_130_and_leaves_the_job()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var box = new CliSandbox();
+        box.Write("train.toml", Samples.TinyToml());
+        box.Write("data.jsonl", Samples.Dataset(3));
+        var output = new StringWriter();
+        var error = new StringWriter();
+        var ctx = CliContext.Captured(output, error, box.Dir,
+            new Dictionary<string, string> { ["SYNTH_API_KEY"] = server.ApiKey, ["BACKEND_BASE_URL"] = server.BaseUrl });
+        using var cts = new CancellationTokenSource();
+        var run = AnnealApp.RunAsync(["train", "--type", "sft", "--config", "train.toml", "--poll-interval", "0.2"], ctx, cts.Token);
+        while (!output.ToString().Contains("sft.queued")) await Task.Delay(50);
+        cts.Cancel(); // what Ctrl+C / SIGTERM does in AnnealApp.MainAsync
+        Assert.Equal(130, await run);
+        Assert.Contains("it continues on the server", error.ToString());
+        using var client = server.Client();
+        Assert.Equal(JobStatus.Queued, (await client.ListJobsAsync(null, 10, default)).Jobs.Single().Status);
+    }
+
+    [Fact]
+    public async Task With_json_stdout_holds_only_the_final_job()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var box = new CliSandbox();
+        box.Environment["SYNTH_API_KEY"] = server.ApiKey;
+        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        box.Write("train.toml", Samples.TinyToml());
+        box.Write("data.jsonl", Samples.Dataset(3));
+        var result = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--json", "--poll-timeout", "0.5", "--poll-interval", "0.2");
+        Assert.Equal(3, result.ExitCode);
+        Assert.Contains("sft.queued", result.Err);
+        Assert.DoesNotContain("sft.queued", result.Out);
+        Assert.Equal("queued", JsonNode.Parse(result.Out)!["status"]!.GetValue<string>());
+    }
+}
