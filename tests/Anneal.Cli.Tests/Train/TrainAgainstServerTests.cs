@@ -73,6 +73,29 @@ public class TrainAgainstServerTests
     }
 
     [Fact]
+    public async Task A_validation_set_is_validated_uploaded_and_named_in_the_job()
+    {
+        var (box, server) = await SetUpAsync();
+        await using var _ = server;
+        using var __ = box;
+        box.Write("val.jsonl", "{\"messages\": []}\n");
+        var bad = await box.RunAsync([.. SpecCommand, "--model", Samples.TinyModel, "--validation", "val.jsonl", "--no-poll"]);
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("val.jsonl is invalid", bad.Err);
+        Assert.Contains("Line 1:", bad.Err);
+        Assert.Equal(0, await server.FileCountAsync());
+
+        box.Write("val.jsonl", Samples.Dataset(2));
+        var good = await box.RunAsync([.. SpecCommand, "--model", Samples.TinyModel, "--validation", "val.jsonl", "--no-poll", "--json"]);
+        Assert.True(good.ExitCode == 0, good.ToString());
+        var job = JsonNode.Parse(good.Out)!;
+        using var client = server.Client();
+        var file = await client.GetFileAsync(job["validation_file_id"]!.GetValue<string>(), default);
+        Assert.Equal(2, file.NumExamples);
+        Assert.Equal(2, await server.FileCountAsync());
+    }
+
+    [Fact]
     public async Task Examples_uploads_only_the_first_n_records()
     {
         var (box, server) = await SetUpAsync(records: 10);
