@@ -139,6 +139,31 @@ public sealed class ModelFolderTests : IDisposable
     }
 
     [Fact]
+    public void Config_reads_the_real_qwen3_fields_and_refuses_other_architectures()
+    {
+        // Qwen/Qwen3-0.6B config.json (huggingface.co), with eos_token_id given as a list as some checkpoints do.
+        var path = Path.Combine(dir, "config.json");
+        File.WriteAllText(path, """
+            {"architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 151643,
+             "eos_token_id": [151645, 151643], "head_dim": 128, "hidden_act": "silu", "hidden_size": 1024, "initializer_range": 0.02,
+             "intermediate_size": 3072, "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+             "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8, "rms_norm_eps": 1e-06, "rope_scaling": null,
+             "rope_theta": 1000000, "sliding_window": null, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+             "transformers_version": "4.51.0", "use_cache": true, "use_sliding_window": false, "vocab_size": 151936}
+            """);
+        var c = Anneal.Training.Model.Qwen3Config.Load(path);
+        Assert.Equal((1024, 28, 16, 8, 128, 3072, 151936, 40960), (c.HiddenSize, c.NumHiddenLayers, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.IntermediateSize, c.VocabSize, c.MaxPositionEmbeddings));
+        Assert.Equal(1e6, c.RopeTheta);
+        Assert.True(c.TieWordEmbeddings);
+        Assert.Equal(151645, c.EosTokenId);
+
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"qwen3\"", "\"qwen3_moe\""));
+        var e = Assert.Throws<TrainerUserException>(() => Anneal.Training.Model.Qwen3Config.Load(path));
+        Assert.Contains("model_type \"qwen3_moe\"", e.Message);
+        Assert.Contains(path, e.Message);
+    }
+
+    [Fact]
     public void Shape_mismatch_names_the_tensor_and_both_shapes()
     {
         var output = Path.Combine(dir, "bad");
