@@ -32,6 +32,21 @@ public class NativeLibrariesTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void The_bridge_is_patched_only_when_libstdcxx_lacks_the_version_and_never_in_place()
+    {
+        NativeLibraries.EnsureTorchLoaded();
+        var stdcxx = File.ReadLines("/proc/self/maps").Select(l => l[(l.IndexOf('/') is var i && i >= 0 ? i : l.Length)..].Trim())
+            .First(path => path.Contains("/libstdc++.so", StringComparison.Ordinal));
+        bool hasVersion = ElfSymbolVersions.Read(stdcxx).Definitions.Contains("GLIBCXX_3.4.32");
+        var description = NativeLibraries.Describe();
+        Assert.Equal(!hasVersion, description.Contains("patched copy"));
+
+        // The shipped file keeps its strict version need: only the cached copy is changed.
+        var shipped = ElfSymbolVersions.Read(BridgePath()).Needs.Single(n => n.Name == "GLIBCXX_3.4.32");
+        Assert.Equal(0, shipped.Flags & ElfSymbolVersions.VerFlagWeak);
+    }
+
+    [Fact]
     public void Weaken_changes_exactly_the_version_flag_and_the_symbol_version()
     {
         var bridge = BridgePath();
