@@ -38,6 +38,17 @@ public sealed class ChatRecordException(string field, string message) : Exceptio
 
 public static class Qwen3ChatTemplate
 {
+    /// <summary>SHA-256 (hex, of the UTF-8 text) of the Jinja chat template shipped with Qwen3 models, which this class reproduces.</summary>
+    public const string Qwen3TemplateSha256 = "87a2728cb8dc9fe424d624542f6060ec05a1d285ebbec578bb078900e33396b5";
+
+    /// <summary>
+    /// True when a model's Jinja template (tokenizer_config.json chat_template) is exactly Qwen3's, so rendering
+    /// with this class gives the text the model's own template would. Others (e.g. later Qwen3 releases with
+    /// edited templates) are still rendered the Qwen3 way; callers may want to say so.
+    /// </summary>
+    public static bool IsQwen3Template(string? template) =>
+        template is not null && Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(template))) == Qwen3TemplateSha256;
+
     public const string ImageTokens = "<|vision_start|><|image_pad|><|vision_end|>";
     public const string VideoTokens = "<|vision_start|><|video_pad|><|vision_end|>";
 

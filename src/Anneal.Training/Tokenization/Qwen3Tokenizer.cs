@@ -30,6 +30,7 @@ public sealed class Qwen3Tokenizer
     readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
     readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _cacheBySpan;
     const int CacheLimit = 200_000, CachedPieceMaxLength = 256;
+    int _cacheSize;
     const int MaxId = 1 << 24; // ids index arrays; real vocabularies are far smaller (Qwen3: 151,669)
 
     public int VocabSize { get; }
@@ -73,7 +74,7 @@ public sealed class Qwen3Tokenizer
                 throw new InvalidDataException($"{source}: model.vocab has no token for byte 0x{b:X2} ('{ByteLevel.ByteToChar[b]}'); a byte-level BPE vocabulary needs all 256");
         }
 
-        _merges = new Dictionary<long, (int, int)>(merges.Count);
+        _merges = new Dictionary<long, (int, int)>(merges.Count, PairComparer.Instance);
         for (int rank = 0; rank < merges.Count; rank++)
         {
             var (l, r) = merges[rank];
@@ -94,6 +95,17 @@ public sealed class Qwen3Tokenizer
     }
 
     static long PairKey(int left, int right) => ((long)left << 32) | (uint)right;
+
+    /// <summary>
+    /// long.GetHashCode is high ^ low, which for two ids below 2^18 leaves 2^18 buckets for ~151k merges
+    /// and long collision chains; a multiplicative hash spreads the pairs.
+    /// </summary>
+    sealed class PairComparer : IEqualityComparer<long>
+    {
+        public static readonly PairComparer Instance = new();
+        public bool Equals(long a, long b) => a == b;
+        public int GetHashCode(long key) => (int)(((ulong)key * 0x9E3779B97F4A7C15UL) >> 32);
+    }
 
     // ---- Loading -------------------------------------------------------------------------------------
 
@@ -376,18 +388,62 @@ public sealed class Qwen3Tokenizer
         bool cacheable = piece.Length <= CachedPieceMaxLength;
         if (cacheable && _cacheBySpan.TryGetValue(piece, out var cached)) return cached;
 
-        byte[] bytes = Encoding.UTF8.GetBytes(piece.ToArray());
+        byte[] bytes = new byte[Encoding.UTF8.GetByteCount(piece)];
+        Encoding.UTF8.GetBytes(piece, bytes);
         int[] result;
         if (bytes.Length == 1) result = [_byteToId[bytes[0]]];
         else if (_ignoreMerges && _vocab.TryGetValue(ByteLevel.Encode(bytes), out int whole)) result = [whole];
+        else if (bytes.Length <= ShortPiece) result = MergeShort(bytes);
         else result = Merge(bytes);
 
         if (cacheable)
         {
-            if (_cache.Count >= CacheLimit) _cache.Clear();
+            // ConcurrentDictionary.Count takes every lock, so the size is tracked on the side (roughly: a
+            // racing Clear may lose a few increments, which only delays the next Clear).
+            if (Interlocked.Increment(ref _cacheSize) > CacheLimit)
+            {
+                _cache.Clear();
+                Interlocked.Exchange(ref _cacheSize, 0);
+            }
             _cache.TryAdd(piece.ToString(), result);
         }
         return result;
+    }
+
+    const int ShortPiece = 32;
+
+    /// <summary>
+    /// BPE for short pieces (most words): keep each adjacent pair's rank in an array, merge the lowest
+    /// (leftmost on ties), and look up only the two pairs a merge changes. Same result as the heap below,
+    /// without its allocations; the merge table is large, so its lookups are what costs.
+    /// </summary>
+    int[] MergeShort(byte[] bytes)
+    {
+        int n = bytes.Length;
+        Span<int> id = stackalloc int[n];
+        Span<int> rank = stackalloc int[n];   // rank[i]: pair (id[i], id[i+1]); int.MaxValue if none
+        Span<int> merged = stackalloc int[n];
+        for (int i = 0; i < n; i++) id[i] = _byteToId[bytes[i]];
+        void Look(Span<int> id, Span<int> rank, Span<int> merged, int i, int n)
+        {
+            if (i + 1 < n && _merges.TryGetValue(PairKey(id[i], id[i + 1]), out var m)) { rank[i] = m.Rank; merged[i] = m.Merged; }
+            else rank[i] = int.MaxValue;
+        }
+        for (int i = 0; i < n; i++) Look(id, rank, merged, i, n);
+        while (n > 1)
+        {
+            int best = 0;
+            for (int i = 1; i < n - 1; i++) if (rank[i] < rank[best]) best = i;
+            if (rank[best] == int.MaxValue) break;
+            id[best] = merged[best];
+            id[(best + 2)..n].CopyTo(id[(best + 1)..]);
+            rank[(best + 2)..n].CopyTo(rank[(best + 1)..]);
+            merged[(best + 2)..n].CopyTo(merged[(best + 1)..]);
+            n--;
+            if (best > 0) Look(id, rank, merged, best - 1, n);
+            Look(id, rank, merged, best, n);
+        }
+        return id[..n].ToArray();
     }
 
     /// <summary>

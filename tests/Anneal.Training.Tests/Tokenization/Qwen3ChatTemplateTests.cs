@@ -211,6 +211,26 @@ public class Qwen3ChatTemplateTests
         throw new InvalidOperationException("sequence not found");
     }
 
+    [NodeFact]
+    public void The_real_qwen3_template_is_recognised()
+    {
+        Assert.True(Qwen3ChatTemplate.IsQwen3Template(NodeReference.Qwen.ChatTemplate));
+        Assert.False(Qwen3ChatTemplate.IsQwen3Template(NodeReference.Qwen.ChatTemplate + " "));
+        Assert.False(Qwen3ChatTemplate.IsQwen3Template(null));
+    }
+
+    [NodeFact]
+    public void Concurrent_encoding_gives_the_same_ids()
+    {
+        // One tokenizer is shared by data-loading threads; its piece cache must not mix results up.
+        var tok = Qwen3Tokenizer.Load(NodeReference.QwenModelDir);
+        var texts = Qwen3TokenizerTests.RandomCorpus(400, seed: 11).Concat(Qwen3TokenizerTests.Corpus).ToArray();
+        var sequential = texts.Select(NodeReference.Qwen.Encode).ToArray();
+        var parallel = new int[texts.Length][];
+        Parallel.For(0, texts.Length * 4, new ParallelOptions { MaxDegreeOfParallelism = 8 }, i => parallel[i % texts.Length] = tok.Encode(texts[i % texts.Length]));
+        for (int i = 0; i < texts.Length; i++) Assert.Equal(sequential[i], parallel[i]);
+    }
+
     [Fact]
     public void Content_parts_render_as_text_and_vision_placeholders()
     {
