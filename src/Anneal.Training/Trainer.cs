@@ -201,6 +201,8 @@ public static class Trainer
             {
                 foreach (var b in batches) b.Dispose();
             }
+            if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
+                throw TrainerUserException.Config($"training diverged at step {step}: loss {loss}, grad_norm {gradNorm} with learning_rate {s.LearningRate} (lr now {lr:G3}); lower learning_rate, raise warmup_ratio, or set max_grad_norm");
             losses.Add(loss);
             lastLoss = loss;
 

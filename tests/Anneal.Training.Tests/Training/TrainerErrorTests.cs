@@ -85,6 +85,15 @@ public sealed class TrainerErrorTests : IDisposable
     }
 
     [Fact]
+    public void A_diverging_run_stops_with_advice_on_the_learning_rate()
+    {
+        var data = TinyFixture.WriteChatSet(dir);
+        var settings = Quick with { TotalSteps = 6, LearningRate = 1e30, MaxGradNorm = 0 };
+        var (exit, events, _) = TinyFixture.Run(TinyFixture.Spec(dir, data, settings));
+        AssertFailed(exit, events, TrainerProcess.ExitUserError, ErrorCodes.UserConfigError, "diverged", "lower learning_rate");
+    }
+
+    [Fact]
     public void Invalid_dataset_is_a_data_error_with_the_line()
     {
         var data = Path.Combine(dir, "bad.jsonl");
