@@ -83,8 +83,13 @@ public static class Trainer
         var lora = s.Mode == TrainingModes.Lora ? s.Lora : null;
         var resume = spec.ResumeFrom;
         torch.manual_seed(s.Seed);   // LoRA A matrices are drawn at construction
+        var loadClock = Stopwatch.StartNew();
         using var model = ModelFolder.Load(spec.ModelPath, device, dtype, lora);
-        if (UseActivationCheckpointing(s, device, model))
+        var checkpointing = UseActivationCheckpointing(s, device, model);
+        events.Log($"model loaded in {loadClock.Elapsed.TotalSeconds:F1} s: {model.parameters().Sum(p => p.numel()):N0} parameters, " +
+            $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}; " +
+            $"{(options.Packing ? "packing" : "length bucketing")}, sequence_length {sequenceLength}");
+        if (checkpointing)
             model.Decoder.LayerRunner = (layer, h, a) => ActivationCheckpoint.Run(
                 (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
                 h, a.Mask is null ? [a.Cos, a.Sin] : [a.Cos, a.Sin, a.Mask], layer.parameters());
@@ -196,6 +201,8 @@ public static class Trainer
             {
                 foreach (var b in batches) b.Dispose();
             }
+            if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
+                throw TrainerUserException.Config($"training diverged at step {step}: loss {loss}, grad_norm {gradNorm} with learning_rate {s.LearningRate} (lr now {lr:G3}); lower learning_rate, raise warmup_ratio, or set max_grad_norm");
             losses.Add(loss);
             lastLoss = loss;
 
