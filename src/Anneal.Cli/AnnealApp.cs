@@ -61,7 +61,15 @@ public static class AnnealApp
             ctx.Error.WriteLine($"Run `anneal {(command.Length > 0 ? command + " " : "")}--help` for usage.");
             return ExitCodes.Usage;
         }
-        return await result.InvokeAsync(config, ct);
+        try
+        {
+            return await result.InvokeAsync(config, ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            ctx.Error.WriteLine("Interrupted.");
+            return ExitCodes.Interrupted;
+        }
     }
 
     static IEnumerable<string> CommandPath(Command command)

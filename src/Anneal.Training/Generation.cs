@@ -21,12 +21,21 @@ public static class Generation
         return tokenizer.Encode(text);
     }
 
-    public static HashSet<int> StopIds(Qwen3Tokenizer tokenizer, Qwen3Config config)
+    /// <summary>Tokens that end an answer: the tokenizer's eos, the chat end tokens, and the model's
+    /// eos_token_id(s) from config.json and generation_config.json (a number or a list).</summary>
+    public static HashSet<int> StopIds(Qwen3Tokenizer tokenizer, Qwen3Config config, string? modelDir = null)
     {
         var stops = new HashSet<int> { tokenizer.EosTokenId };
         foreach (var t in new[] { "<|im_end|>", "<|endoftext|>" })
             if (tokenizer.TokenToId(t) is { } id) stops.Add(id);
         if (config.EosTokenId is { } eos) stops.Add(eos);
+        var generation = modelDir == null ? null : Path.Combine(modelDir, "generation_config.json");
+        if (generation != null && File.Exists(generation))
+        {
+            var node = JsonNode.Parse(File.ReadAllText(generation))?["eos_token_id"];
+            foreach (var id in node is JsonArray list ? list : node is null ? [] : new JsonArray(node.DeepClone()))
+                if (id is JsonValue v && v.TryGetValue<int>(out var x)) stops.Add(x);
+        }
         return stops;
     }
 

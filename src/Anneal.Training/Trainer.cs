@@ -28,6 +28,12 @@ public sealed record TrainerOptions
     public int DefaultSequenceLength { get; init; } = 2048;
     /// <summary>Run on CPU in bfloat16 instead of float32.</summary>
     public bool CpuBf16 { get; init; }
+    /// <summary>
+    /// Checkpoints whose optimizer state is kept (the most recent ones). Older checkpoints keep their
+    /// weights (usable as models) but not optimizer.bin: 12 bytes per parameter (fp32 moments and
+    /// master weights) would fill the disk on multi-billion-parameter runs.
+    /// </summary>
+    public int KeepOptimizerStates { get; init; } = 2;
 }
 
 /// <summary>What a finished run produced.</summary>
@@ -77,8 +83,13 @@ public static class Trainer
         var lora = s.Mode == TrainingModes.Lora ? s.Lora : null;
         var resume = spec.ResumeFrom;
         torch.manual_seed(s.Seed);   // LoRA A matrices are drawn at construction
+        var loadClock = Stopwatch.StartNew();
         using var model = ModelFolder.Load(spec.ModelPath, device, dtype, lora);
-        if (UseActivationCheckpointing(s, device, model))
+        var checkpointing = UseActivationCheckpointing(s, device, model);
+        events.Log($"model loaded in {loadClock.Elapsed.TotalSeconds:F1} s: {model.parameters().Sum(p => p.numel()):N0} parameters, " +
+            $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}; " +
+            $"{(options.Packing ? "packing" : "length bucketing")}, sequence_length {sequenceLength}");
+        if (checkpointing)
             model.Decoder.LayerRunner = (layer, h, a) => ActivationCheckpoint.Run(
                 (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
                 h, a.Mask is null ? [a.Cos, a.Sin] : [a.Cos, a.Sin, a.Mask], layer.parameters());
@@ -163,7 +174,9 @@ public static class Trainer
                 plan = SftData.PlanEpoch(r.Train, s.Seed, epoch, B, G, r.SequenceLength, r.Options.Packing);
                 planEpoch = epoch;
             }
-            var micro = plan![stepInEpoch];
+            // Packing can give another epoch a step more or less than epoch 0; the step count per
+            // epoch stays that of epoch 0 (wrapping), so step → data position stays a pure function.
+            var micro = plan![stepInEpoch % plan.Count];
             step++;
             torch.manual_seed(StepSeed(s.Seed, step));
             var lr = LearningRate(s, step, warmupSteps, totalSteps);
@@ -188,6 +201,8 @@ public static class Trainer
             {
                 foreach (var b in batches) b.Dispose();
             }
+            if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
+                throw TrainerUserException.Config($"training diverged at step {step}: loss {loss}, grad_norm {gradNorm} with learning_rate {s.LearningRate} (lr now {lr:G3}); lower learning_rate, raise warmup_ratio, or set max_grad_norm");
             losses.Add(loss);
             lastLoss = loss;
 
@@ -237,6 +252,7 @@ public static class Trainer
                 if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
                 events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
                     new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
+                TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates);
             }
         }
 

@@ -108,7 +108,7 @@ public static class TrainerProcess
                 var tokenizer = Trainer.LoadTokenizer(modelDir);
                 using var model = LoadForGeneration(modelDir, device, dtype);
                 var ids = Generation.Greedy(model, Generation.PromptIds(tokenizer, prompt), maxNewTokens,
-                    Generation.StopIds(tokenizer, model.Config), ct);
+                    Generation.StopIds(tokenizer, model.Config, modelDir), ct);
                 stdout.WriteLine(tokenizer.Decode(ids));
                 stdout.Flush();
                 return ct.IsCancellationRequested ? ExitCancelled : ExitSucceeded;

@@ -59,6 +59,7 @@ public sealed class TestServer : IAsyncDisposable
             TrainerCommand = runJobs ? CliContext.SelfCommandOfThisProcess() : [],
             MaxConcurrentJobs = maxConcurrentJobs,
             CancelGracePeriod = TimeSpan.FromSeconds(10),
+            AllowModelDownload = false, // tests never reach for the network
         });
         // FirstApiKey is null when keys already existed (a data dir prepared by `anneal setup`).
         return new TestServer { Server = server, DataDir = dataDir, ApiKey = server.FirstApiKey ?? "" };

@@ -13,9 +13,11 @@ public static class ServeCommand
         var maxUpload = new Option<long>("--max-upload-mb") { Description = "Largest dataset upload accepted, in MiB", DefaultValueFactory = _ => 512 };
         var maxJobs = new Option<int>("--max-concurrent-jobs") { Description = "Trainer processes run at the same time; more jobs wait queued", DefaultValueFactory = _ => 1 };
         var modelsDir = new Option<string?>("--models-dir") { Description = "Folder of local Hugging Face model folders, searched first" };
+        var gpus = new Option<string?>("--gpus") { HelpName = "0,1,...", Description = "GPU indices handed out one per running job (default: train on CPU)" };
+        var offline = new Option<bool>("--offline") { Description = "Never download base models from the Hugging Face Hub; use local folders only" };
         var command = new Command("serve", "Run the Anneal server (HTTP API, storage, job runner) until Ctrl+C")
         {
-            urls, shared.DataDir, maxUpload, maxJobs, modelsDir,
+            urls, shared.DataDir, maxUpload, maxJobs, modelsDir, gpus, offline,
         };
         command.SetAction(async (p, ct) =>
         {
@@ -26,6 +28,8 @@ public static class ServeCommand
                 MaxConcurrentJobs = p.GetValue(maxJobs),
                 ModelsDir = p.GetValue(modelsDir) is { } m ? ctx.FullPath(m) : null,
                 TrainerCommand = ctx.SelfCommand,
+                Gpus = (p.GetValue(gpus) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                AllowModelDownload = !p.GetValue(offline),
             };
             if (p.GetValue(shared.DataDir) is { } d) options = options with { DataDir = ctx.FullPath(d) };
             if (Validate(options) is { } error)
@@ -46,6 +50,7 @@ public static class ServeCommand
             if (!Uri.TryCreate(url, UriKind.Absolute, out var u) || u.Scheme is not ("http" or "https"))
                 return $"--urls {url}: expected an http:// or https:// address such as http://127.0.0.1:8000";
         if (o.ModelsDir is { } m && !Directory.Exists(m)) return $"--models-dir {m}: folder not found";
+        if (o.Gpus.FirstOrDefault(g => !int.TryParse(g, out var i) || i < 0) is { } bad) return $"--gpus: '{bad}' is not a GPU index (expected e.g. 0,1)";
         return null;
     }
 

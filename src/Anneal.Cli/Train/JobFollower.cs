@@ -15,6 +15,9 @@ public sealed record FollowResult(JobObject? Job, bool TimedOut);
 
 public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan interval, TimeSpan? timeout)
 {
+    /// <summary>Where plain event lines go: stdout, or stderr when stdout is kept for JSON.</summary>
+    public TextWriter? EventWriter { get; init; }
+
     /// <summary>How long an unreachable or failing server is retried before giving up.</summary>
     public TimeSpan RetryWindow { get; init; } = TimeSpan.FromSeconds(90);
 
@@ -23,7 +26,7 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
 
     public async Task<FollowResult> FollowAsync(string jobId, CancellationToken ct)
     {
-        if (!ctx.IsTerminal) return await LoopAsync(jobId, Print, () => { }, ct);
+        if (!ctx.IsTerminal || EventWriter is not null) return await LoopAsync(jobId, Print, () => { }, ct);
         FollowResult result = new(null, false);
         var live = ctx.Console.Live(new Markup(Markup.Escape($"waiting for job {jobId} ..."))).AutoClear(false);
         await live.StartAsync(async display =>
@@ -36,7 +39,7 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
         return result;
     }
 
-    void Print(JobEvent e) => ctx.Out.WriteLine(FormatPlain(e));
+    void Print(JobEvent e) => (EventWriter ?? ctx.Out).WriteLine(FormatPlain(e));
 
     async Task<FollowResult> LoopAsync(string jobId, Action<JobEvent> onEvent, Action refresh, CancellationToken ct)
     {

@@ -177,12 +177,27 @@ public static class TrainFlow
     {
         var timeoutSeconds = req.PollTimeoutSeconds ?? configPollSeconds;
         var follower = new JobFollower(ctx, client, TimeSpan.FromSeconds(req.PollIntervalSeconds),
-            timeoutSeconds is { } s ? TimeSpan.FromSeconds(s) : null);
-        var result = await follower.FollowAsync(jobId, ct);
+            timeoutSeconds is { } s ? TimeSpan.FromSeconds(s) : null)
+        {
+            // With --json, stdout holds only the final job object; events go to stderr.
+            EventWriter = req.Json ? ctx.Error : null,
+        };
+        FollowResult result;
+        try
+        {
+            result = await follower.FollowAsync(jobId, ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            ctx.Error.WriteLine($"Stopped following job {jobId}; it continues on the server. Check it with `anneal jobs get {jobId}`,");
+            ctx.Error.WriteLine($"or cancel it with `anneal jobs cancel {jobId}`.");
+            return new TrainOutcome(ExitCodes.Interrupted, null);
+        }
         if (result.TimedOut)
         {
             ctx.Error.WriteLine($"error: timed out after {timeoutSeconds} s waiting for job {jobId} (status: {result.Job?.Status ?? "unknown"}).");
             ctx.Error.WriteLine($"  The job continues on the server; check it with `anneal jobs get {jobId}`.");
+            if (req.Json && result.Job is { } last) ctx.Out.WriteLine(JsonSerializer.Serialize(last, AnnealJson.Indented));
             return new TrainOutcome(ExitCodes.PollTimeout, result.Job);
         }
         return Report(ctx, result.Job!, req.Json, submitted: false);

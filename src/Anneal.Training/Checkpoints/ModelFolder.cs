@@ -62,18 +62,49 @@ public static class ModelFolder
         }
     }
 
+    /// <summary>Shard size of written models, as Hugging Face's save_pretrained default (5 GB).</summary>
+    public const long DefaultMaxShardBytes = 5_000_000_000;
+
     /// <summary>
     /// Writes a full Hugging Face folder. LoRA layers are merged in. `sourceFolder` supplies the
-    /// original config.json (unknown keys kept), tokenizer and generation config.
+    /// original config.json (unknown keys kept), tokenizer and generation config. Weights above
+    /// maxShardBytes go into shards `model-0000i-of-0000n.safetensors` with an index, as
+    /// save_pretrained writes them.
     /// </summary>
-    public static void Save(Qwen3ForCausalLM model, string folder, string sourceFolder)
+    public static void Save(Qwen3ForCausalLM model, string folder, string sourceFolder, long maxShardBytes = DefaultMaxShardBytes)
     {
         Directory.CreateDirectory(folder);
         var weights = Lora.MergedWeights(model);
         try
         {
             var dtype = weights[0].Tensor.dtype;
-            SafetensorsFile.Write(Path.Combine(folder, WeightsFile), weights);
+            static long Bytes(Tensor t) => t.numel() * t.ElementSize;
+            var shards = new List<List<(string Name, Tensor Tensor)>> { new() };
+            long used = 0;
+            foreach (var w in weights)
+            {
+                if (used > 0 && used + Bytes(w.Tensor) > maxShardBytes) { shards.Add([]); used = 0; }
+                shards[^1].Add(w);
+                used += Bytes(w.Tensor);
+            }
+            if (shards.Count == 1)
+                SafetensorsFile.Write(Path.Combine(folder, WeightsFile), weights);
+            else
+            {
+                var map = new JsonObject();
+                for (var i = 0; i < shards.Count; i++)
+                {
+                    var file = $"model-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
+                    SafetensorsFile.Write(Path.Combine(folder, file), shards[i]);
+                    foreach (var (name, _) in shards[i]) map[name] = file;
+                }
+                var index = new JsonObject
+                {
+                    ["metadata"] = new JsonObject { ["total_size"] = weights.Sum(w => Bytes(w.Tensor)) },
+                    ["weight_map"] = map,
+                };
+                File.WriteAllText(Path.Combine(folder, WeightsFile + ".index.json"), index.ToJsonString(new() { WriteIndented = true }));
+            }
             var sourceConfig = Path.Combine(sourceFolder, ConfigFile);
             var config = File.Exists(sourceConfig) ? JsonNode.Parse(File.ReadAllText(sourceConfig))!.AsObject() : new JsonObject();
             config["torch_dtype"] = dtype switch

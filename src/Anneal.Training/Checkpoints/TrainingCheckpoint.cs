@@ -90,4 +90,16 @@ public static class TrainingCheckpoint
         try { optimizer.Load(path); }
         catch (InvalidDataException e) { throw TrainerUserException.Config($"resume_from {folder}: {e.Message}"); }
     }
+
+    /// <summary>Deletes optimizer.bin from all but the `keep` most recent step-N checkpoints.</summary>
+    public static void PruneOptimizerStates(string checkpointsFolder, int keep)
+    {
+        var older = Directory.GetDirectories(checkpointsFolder, "step-*")
+            .Select(d => (Dir: d, Step: int.TryParse(Path.GetFileName(d)["step-".Length..], out var n) ? n : -1))
+            .Where(x => x.Step >= 0)
+            .OrderByDescending(x => x.Step)
+            .Skip(Math.Max(1, keep));
+        foreach (var (dir, _) in older)
+            File.Delete(Path.Combine(dir, OptimizerFile));
+    }
 }

@@ -123,7 +123,9 @@ public static class Lora
 
     /// <summary>
     /// The model's weights with every LoRA layer folded in (W0 + (α/r)·B·A), under plain Qwen3
-    /// names, i.e. what a full model folder holds. Tensors are new; the caller disposes them.
+    /// names, i.e. what a full model folder holds. Plain parameters are returned as views (no
+    /// copy); merged weights are computed on the model's device and moved to host memory, so a
+    /// save needs no second copy of the model on the GPU. The caller disposes the handles.
     /// </summary>
     public static List<(string Name, Tensor Tensor)> MergedWeights(Qwen3ForCausalLM model)
     {
@@ -135,9 +137,18 @@ public static class Lora
             if (IsAdapterParameter(name)) continue;
             var owner = name[..name.LastIndexOf('.')];
             if (name.EndsWith(".weight") && loraLayers.TryGetValue(owner, out var layer))
-                result.Add((name, layer.MergedWeight()));
+            {
+                var merged = layer.MergedWeight();
+                if (merged.device.type != DeviceType.CPU)
+                {
+                    var host = merged.to(torch.CPU);
+                    merged.Dispose();
+                    merged = host;
+                }
+                result.Add((name, merged));
+            }
             else
-                result.Add((name, p.detach().clone()));
+                result.Add((name, p.detach()));
         }
         return result;
     }

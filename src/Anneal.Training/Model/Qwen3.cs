@@ -41,7 +41,8 @@ public sealed record Qwen3Config
     [JsonPropertyName("torch_dtype")] public string TorchDtype { get; init; } = "bfloat16";
     [JsonPropertyName("model_type")] public string ModelType { get; init; } = "qwen3";
     [JsonPropertyName("bos_token_id")] public int? BosTokenId { get; init; }
-    [JsonPropertyName("eos_token_id")] public int? EosTokenId { get; init; }
+    /// <summary>Some checkpoints list several end tokens here; the first is kept.</summary>
+    [JsonPropertyName("eos_token_id"), JsonConverter(typeof(FirstIdConverter))] public int? EosTokenId { get; init; }
     [JsonPropertyName("rope_scaling")] public JsonNode? RopeScaling { get; init; }
 
     static readonly JsonSerializerOptions Json = new() { NumberHandling = JsonNumberHandling.AllowReadingFromString };
@@ -79,6 +80,23 @@ public sealed record Qwen3Config
         "float16" => ScalarType.Float16,
         _ => ScalarType.BFloat16,
     };
+}
+
+/// <summary>Reads a token id given as a number or as a list of numbers (the first one).</summary>
+sealed class FirstIdConverter : JsonConverter<int?>
+{
+    public override int? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType == JsonTokenType.Null) return null;
+        if (reader.TokenType == JsonTokenType.Number) return reader.GetInt32();
+        var list = JsonSerializer.Deserialize<int[]>(ref reader, options);
+        return list is { Length: > 0 } ? list[0] : null;
+    }
+
+    public override void Write(Utf8JsonWriter writer, int? value, JsonSerializerOptions options)
+    {
+        if (value is { } v) writer.WriteNumberValue(v); else writer.WriteNullValue();
+    }
 }
 
 /// <summary>RMSNorm as Qwen3 computes it: in float32, then cast back and scaled by weight.</summary>

@@ -90,7 +90,7 @@ public class JobExecutionTests
         var result = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--model", "Qwen/Qwen3-0.6B", "--poll-interval", "0.3");
         Assert.Equal(1, result.ExitCode);
         Assert.Contains("status: failed", result.Out);
-        Assert.Contains($"error: {ErrorCodes.UserConfigError}: model 'Qwen/Qwen3-0.6B' is not available locally", result.Out);
+        Assert.Contains($"error: {ErrorCodes.UserConfigError}: model 'Qwen/Qwen3-0.6B' is not on this machine", result.Out);
     }
 
     [Fact]

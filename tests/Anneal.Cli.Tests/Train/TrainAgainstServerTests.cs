@@ -73,6 +73,29 @@ public class TrainAgainstServerTests
     }
 
     [Fact]
+    public async Task A_validation_set_is_validated_uploaded_and_named_in_the_job()
+    {
+        var (box, server) = await SetUpAsync();
+        await using var _ = server;
+        using var __ = box;
+        box.Write("val.jsonl", "{\"messages\": []}\n");
+        var bad = await box.RunAsync([.. SpecCommand, "--model", Samples.TinyModel, "--validation", "val.jsonl", "--no-poll"]);
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("val.jsonl is invalid", bad.Err);
+        Assert.Contains("Line 1:", bad.Err);
+        Assert.Equal(0, await server.FileCountAsync());
+
+        box.Write("val.jsonl", Samples.Dataset(2));
+        var good = await box.RunAsync([.. SpecCommand, "--model", Samples.TinyModel, "--validation", "val.jsonl", "--no-poll", "--json"]);
+        Assert.True(good.ExitCode == 0, good.ToString());
+        var job = JsonNode.Parse(good.Out)!;
+        using var client = server.Client();
+        var file = await client.GetFileAsync(job["validation_file_id"]!.GetValue<string>(), default);
+        Assert.Equal(2, file.NumExamples);
+        Assert.Equal(2, await server.FileCountAsync());
+    }
+
+    [Fact]
     public async Task Examples_uploads_only_the_first_n_records()
     {
         var (box, server) = await SetUpAsync(records: 10);
@@ -287,5 +310,45 @@ public class TrainAgainstServerTests
         Assert.Equal(3, result.ExitCode);
         Assert.Contains("timed out after 1 s", result.Err);
         Assert.Contains("sft.created", result.Out);
+    }
+}
+
+public class TrainInterruptionTests
+{
+    [Fact]
+    public async Task Ctrl_c_while_following_stops_following_exits_130_and_leaves_the_job()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var box = new CliSandbox();
+        box.Write("train.toml", Samples.TinyToml());
+        box.Write("data.jsonl", Samples.Dataset(3));
+        var output = new StringWriter();
+        var error = new StringWriter();
+        var ctx = CliContext.Captured(output, error, box.Dir,
+            new Dictionary<string, string> { ["SYNTH_API_KEY"] = server.ApiKey, ["BACKEND_BASE_URL"] = server.BaseUrl });
+        using var cts = new CancellationTokenSource();
+        var run = AnnealApp.RunAsync(["train", "--type", "sft", "--config", "train.toml", "--poll-interval", "0.2"], ctx, cts.Token);
+        while (!output.ToString().Contains("sft.queued")) await Task.Delay(50);
+        cts.Cancel(); // what Ctrl+C / SIGTERM does in AnnealApp.MainAsync
+        Assert.Equal(130, await run);
+        Assert.Contains("it continues on the server", error.ToString());
+        using var client = server.Client();
+        Assert.Equal(JobStatus.Queued, (await client.ListJobsAsync(null, 10, default)).Jobs.Single().Status);
+    }
+
+    [Fact]
+    public async Task With_json_stdout_holds_only_the_final_job()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var box = new CliSandbox();
+        box.Environment["SYNTH_API_KEY"] = server.ApiKey;
+        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        box.Write("train.toml", Samples.TinyToml());
+        box.Write("data.jsonl", Samples.Dataset(3));
+        var result = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--json", "--poll-timeout", "0.5", "--poll-interval", "0.2");
+        Assert.Equal(3, result.ExitCode);
+        Assert.Contains("sft.queued", result.Err);
+        Assert.DoesNotContain("sft.queued", result.Out);
+        Assert.Equal("queued", JsonNode.Parse(result.Out)!["status"]!.GetValue<string>());
     }
 }

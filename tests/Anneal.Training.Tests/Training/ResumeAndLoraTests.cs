@@ -49,6 +49,22 @@ public sealed class ResumeAndLoraTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void Only_the_latest_checkpoints_keep_optimizer_state()
+    {
+        var data = TinyFixture.WriteChatSet(dir);
+        var settings = new TrainingSettings { TotalSteps = 4, PerDeviceBatch = 4, SaveSteps = 1, LearningRate = 1e-3 };
+        var (exit, _, err) = TinyFixture.Run(TinyFixture.Spec(dir, data, settings));
+        Assert.True(exit == 0, err);
+        string Checkpoint(int step) => Path.Combine(dir, "out", "checkpoints", $"step-{step}");
+        Assert.All(new[] { 1, 2, 3, 4 }, s => Assert.True(File.Exists(Path.Combine(Checkpoint(s), "model.safetensors"))));
+        Assert.Equal([false, false, true, true], new[] { 1, 2, 3, 4 }.Select(s => File.Exists(Path.Combine(Checkpoint(s), TrainingCheckpoint.OptimizerFile))));
+
+        var (exit2, events2, _) = TinyFixture.Run(TinyFixture.Spec(Path.Combine(dir, "again"), data, settings, resumeFrom: Checkpoint(1)));
+        Assert.Equal(TrainerProcess.ExitUserError, exit2);
+        Assert.Contains("optimizer.bin is missing", events2[^1].Message);
+    }
+
+    [Fact]
     public void Resume_with_a_different_batch_is_a_config_error()
     {
         var data = TinyFixture.WriteChatSet(dir);

@@ -66,6 +66,34 @@ public sealed class TrainerErrorTests : IDisposable
     }
 
     [Fact]
+    public void A_model_too_large_for_memory_is_reported_as_out_of_memory()
+    {
+        var data = TinyFixture.WriteChatSet(dir);
+        var model = Path.Combine(dir, "huge");
+        Directory.CreateDirectory(model);
+        foreach (var f in Directory.GetFiles(TinyFixture.ModelDir)) File.Copy(f, Path.Combine(model, Path.GetFileName(f)));
+        // 2^31 × 2^20 fp32 embeddings (8 PiB, beyond the address space): the allocation fails at
+        // once even where the kernel overcommits memory.
+        var configPath = Path.Combine(model, "config.json");
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!;
+        config["vocab_size"] = int.MaxValue;
+        config["hidden_size"] = 1 << 20;
+        File.WriteAllText(configPath, config.ToJsonString());
+        var spec = TinyFixture.Spec(dir, data, Quick, modelPath: model) with { Model = "Qwen/Qwen3-0.6B" };
+        var (exit, events, _) = TinyFixture.Run(spec);
+        AssertFailed(exit, events, TrainerProcess.ExitFailed, ErrorCodes.OutOfMemory, "per_device_batch 2", "lower");
+    }
+
+    [Fact]
+    public void A_diverging_run_stops_with_advice_on_the_learning_rate()
+    {
+        var data = TinyFixture.WriteChatSet(dir);
+        var settings = Quick with { TotalSteps = 6, LearningRate = 1e30, MaxGradNorm = 0 };
+        var (exit, events, _) = TinyFixture.Run(TinyFixture.Spec(dir, data, settings));
+        AssertFailed(exit, events, TrainerProcess.ExitUserError, ErrorCodes.UserConfigError, "diverged", "lower learning_rate");
+    }
+
+    [Fact]
     public void Invalid_dataset_is_a_data_error_with_the_line()
     {
         var data = Path.Combine(dir, "bad.jsonl");

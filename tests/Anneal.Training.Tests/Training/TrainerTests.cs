@@ -29,6 +29,7 @@ public sealed class TrainerTests(ITestOutputHelper output) : IDisposable
         Assert.True(exit == 0, string.Join("\n", events.Select(e => e.Message)));
         var losses = TinyFixture.Losses(events);
         output.WriteLine(string.Join(" ", losses.Select(l => l.ToString("F3"))));
+        output.WriteLine($"tokens/s (last step): {events.Last(e => e.Type == EventTypes.Progress).Data!["tokens_per_second"]}");
         Assert.Equal(40, losses.Count);
         Assert.True(losses[^1] < 0.1, $"loss did not fall far enough: {losses[^1]}");
         Assert.True(losses.TakeLast(5).Average() < 0.05 * losses.Take(5).Average(), "loss did not fall");

@@ -1,0 +1,117 @@
+// Commands that run the trainer code in-process or as a child: train-local, generate, tokenize,
+// trainer run, serve (as a real child process stopped with SIGTERM) and the demo.
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Anneal.Cli;
+
+namespace Anneal.Cli.Tests.EndToEnd;
+
+[Collection("trainer")]
+public class LocalCommandsTests
+{
+    [Fact]
+    public async Task Train_local_then_generate_and_tokenize_with_the_result()
+    {
+        using var box = new CliSandbox();
+        box.Write("train.toml", Samples.TinyToml(steps: 2));
+        box.Write("data.jsonl", Samples.Dataset(4));
+        // The tiny model's folder is generated at --model when missing.
+        var train = await box.RunAsync("train-local", "--model", "tiny", "--dataset", "data.jsonl", "--config", "train.toml", "--output", "out", "--device", "cpu");
+        Assert.True(train.ExitCode == 0, train.ToString());
+        var events = train.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!).ToList();
+        Assert.Contains(events, e => e["type"]!.GetValue<string>() == "sft.completed");
+        var final = Path.Combine(box.Dir, "out", "final");
+        Assert.True(File.Exists(Path.Combine(final, "model.safetensors")));
+
+        var generate = await box.RunAsync("generate", "--model", "out/final", "--prompt", "What is 1 plus 1?", "--max-new-tokens", "4");
+        Assert.True(generate.ExitCode == 0, generate.ToString());
+
+        var output = new StringWriter();
+        var error = new StringWriter();
+        var ctx = CliContext.Captured(output, error, box.Dir, input: new StringReader("hello world"));
+        var code = await AnnealApp.RunAsync(["tokenize", "--model", "out/final"], ctx);
+        Assert.True(code == 0, error.ToString());
+        Assert.NotNull(JsonNode.Parse(output.ToString()));
+    }
+
+    [Fact]
+    public async Task Local_commands_name_missing_inputs()
+    {
+        using var box = new CliSandbox();
+        var generate = await box.RunAsync("generate", "--model", "nope", "--prompt", "hi");
+        Assert.Equal(2, generate.ExitCode);
+        Assert.Contains("--model", generate.Err);
+        Assert.Contains("folder not found", generate.Err);
+
+        var trainer = await box.RunAsync("trainer", "run", "--spec", "missing/spec.json");
+        Assert.Equal(2, trainer.ExitCode);
+        Assert.Contains("spec.json: file not found", trainer.Err);
+
+        box.Write("train.toml", Samples.TinyToml());
+        var local = await box.RunAsync("train-local", "--model", "tiny", "--dataset", "none.jsonl", "--config", "train.toml", "--output", "out");
+        Assert.Equal(2, local.ExitCode);
+        Assert.Contains("none.jsonl: file not found", local.Err);
+
+        var device = await box.RunAsync("train-local", "--model", "tiny", "--dataset", "d", "--config", "train.toml", "--output", "out", "--device", "tpu");
+        Assert.Equal(2, device.ExitCode);
+        Assert.Contains("tpu", device.Err);
+    }
+
+    [Fact]
+    public async Task Serve_runs_until_sigterm_and_prints_the_first_key()
+    {
+        using var box = new CliSandbox();
+        var self = CliContext.SelfCommandOfThisProcess();
+        var psi = new ProcessStartInfo(self[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in self.Skip(1).Concat(["serve", "--urls", "http://127.0.0.1:0", "--data-dir", Path.Combine(box.Dir, "data")]))
+            psi.ArgumentList.Add(a);
+        using var process = Process.Start(psi)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        string? url = null, key = null;
+        while (await process.StandardOutput.ReadLineAsync() is { } line)
+        {
+            if (line.StartsWith("Anneal is listening on ")) url = line.Split(' ')[4];
+            if (line.StartsWith("Created the first API key: ")) key = line["Created the first API key: ".Length..];
+            if (line.StartsWith("Press Ctrl+C")) break;
+        }
+        if (url is null || key is null) Assert.Fail("serve did not start: " + await stderr);
+
+        box.Environment["SYNTH_API_KEY"] = key!;
+        var jobs = await box.RunAsync("jobs", "list", "--backend", url!);
+        Assert.True(jobs.ExitCode == 0, jobs.ToString());
+
+        using (var kill = Process.Start("kill", ["-TERM", process.Id.ToString()])) await kill.WaitForExitAsync();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(cts.Token);
+        Assert.Equal(0, process.ExitCode);
+    }
+
+    [Fact]
+    public async Task Serve_rejects_bad_options()
+    {
+        using var box = new CliSandbox();
+        var result = await box.RunAsync("serve", "--max-concurrent-jobs", "0");
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("--max-concurrent-jobs 0", result.Err);
+        var urls = await box.RunAsync("serve", "--urls", "127.0.0.1:8000");
+        Assert.Equal(2, urls.ExitCode);
+        Assert.Contains("--urls 127.0.0.1:8000", urls.Err);
+        var gpus = await box.RunAsync("serve", "--gpus", "0,x");
+        Assert.Equal(2, gpus.ExitCode);
+        Assert.Contains("--gpus: 'x' is not a GPU index", gpus.Err);
+    }
+
+    [Fact]
+    public async Task Demo_runs_the_whole_loop_and_answers_with_the_fine_tuned_model()
+    {
+        using var box = new CliSandbox();
+        var result = await box.RunAsync("demo", "--data-dir", "demo-data", "--steps", "3", "--poll-interval", "0.3");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("status: succeeded", result.Out);
+        Assert.Contains("sft.progress step 3/3", result.Out);
+        Assert.Contains("Answer:", result.Out);
+        Assert.Contains("fine_tuned_model: fft:anneal/tiny-qwen3:", result.Out);
+        // A folder the user named is kept.
+        Assert.True(Directory.Exists(Path.Combine(box.Dir, "demo-data", "jobs")));
+    }
+}
