@@ -269,6 +269,19 @@ public class RunnerTests
     }
 
     [Fact]
+    public async Task A_fine_tuned_model_is_checked_against_its_base_models_context_length()
+    {
+        await using var t = await Start(ScriptTrainer.ShortSuccess);
+        var job = await Submit(t);
+        var done = await t.WaitJobAsync(job.Id, j => JobStatus.IsTerminal(j.Status));
+        Assert.Equal(JobStatus.Succeeded, done.Status);
+        var file = await t.UploadReadyAsync();
+        var problem = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id, done.FineTunedModel!,
+            new JsonObject { ["n_epochs"] = 1, ["sequence_length"] = 4096 }))), System.Net.HttpStatusCode.UnprocessableEntity);
+        Assert.Contains("sequence_length 4096 exceeds the context length 2048 of anneal/tiny-qwen3", problem["detail"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task A_trainer_failing_without_stderr_still_leaves_a_log_and_a_log_tail()
     {
         await using var t = await Start(ScriptTrainer.SilentUserDataError);
