@@ -90,7 +90,7 @@ public static class HyperparameterParser
         if (useQlora == true)
         {
             if (mode is not null && mode != TrainingModes.Qlora)
-                errors.Add(new ErrorItem(null, r.Path("use_qlora"), $"true conflicts with training_mode \"{mode}\"; use training_mode \"qlora\" or use_qlora = false"));
+                errors.Add(new ErrorItem(null, r.Path("use_qlora"), $"true conflicts with training_mode \"{mode}\" (training.mode in a config file); qlora is not yet supported: set use_qlora = false"));
             mode = TrainingModes.Qlora;
         }
 

@@ -181,6 +181,8 @@ public class HyperparameterParserTests
         var e = SingleError("""{"n_epochs": 1, "training_mode": "lora", "use_qlora": true}""");
         Assert.Equal("hyperparameters.use_qlora", e.Field);
         Assert.Contains("conflicts with training_mode \"lora\"", e.Message);
+        Assert.Contains("set use_qlora = false", e.Message);
+        Assert.DoesNotContain("use training_mode \"qlora\"", e.Message);
     }
 
     [Fact]
