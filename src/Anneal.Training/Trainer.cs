@@ -59,7 +59,7 @@ public static class Trainer
 
         var sequenceLength = s.SequenceLength ?? Math.Min(config.MaxPositionEmbeddings, options.DefaultSequenceLength);
         if (sequenceLength > config.MaxPositionEmbeddings)
-            throw TrainerUserException.Config($"sequence_length {sequenceLength} exceeds the model's max_position_embeddings {config.MaxPositionEmbeddings} ({spec.ModelPath}/config.json)");
+            throw TrainerUserException.Config($"sequence_length {sequenceLength} exceeds the model's max_position_embeddings {config.MaxPositionEmbeddings} ({spec.Model}, config.json); use at most {config.MaxPositionEmbeddings}");
 
         // 2. Tokenizer and data.
         var tokenizer = LoadTokenizer(spec.ModelPath);
