@@ -82,6 +82,12 @@ public class ReadCommandsTests
         var eventsJson = JsonNode.Parse((await box.RunAsync("jobs", "events", id, "--json")).Out)!;
         Assert.True(eventsJson["events"]!.AsArray().Count >= 2);
 
+        // A queued job cannot be paused (only a running one with a checkpoint): the server's reason is shown.
+        var pause = await box.RunAsync("jobs", "pause", id);
+        Assert.Equal(1, pause.ExitCode);
+        Assert.Contains("409", pause.Err);
+        Assert.Contains("pause", pause.Err);
+
         var cancel = await box.RunAsync("jobs", "cancel", id);
         Assert.True(cancel.ExitCode == 0, cancel.ToString());
         Assert.Contains("cancelled", cancel.Out);
