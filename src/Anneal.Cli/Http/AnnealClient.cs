@@ -17,6 +17,7 @@ public sealed class ApiException(HttpStatusCode status, string method, string ur
     : Exception($"{method} {url} failed: {(int)status} {title ?? status.ToString()}{(detail is null ? "" : ": " + detail)}")
 {
     public HttpStatusCode Status { get; } = status;
+    public string Url { get; } = url;
     public string? Title { get; } = title;
     public string? Detail { get; } = detail;
     public IReadOnlyList<ErrorItem> Errors { get; } = errors;
