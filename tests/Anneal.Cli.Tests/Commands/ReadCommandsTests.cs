@@ -47,6 +47,9 @@ public class ReadCommandsTests
         Assert.True(get.ExitCode == 0, get.ToString());
         Assert.Contains("num_examples: 5", get.Out);
         Assert.Contains("status: ready", get.Out);
+        var list = await box.RunAsync("files", "list");
+        Assert.Contains(file["id"]!.GetValue<string>(), list.Out);
+        Assert.Contains("d.jsonl", list.Out);
 
         box.Write("bad.jsonl", "{}\n");
         var bad = await box.RunAsync("files", "upload", "bad.jsonl");
