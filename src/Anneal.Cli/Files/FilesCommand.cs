@@ -50,7 +50,20 @@ public static class FilesCommand
             return ExitCodes.Ok;
         });
 
-        return new Command("files", "Check, upload and inspect dataset files") { check, upload, get };
+        var limit = new Option<int>("--limit") { Description = "At most this many files, newest first", DefaultValueFactory = _ => 20 };
+        var list = new Command("list", "List your organisation's uploaded files") { limit };
+        list.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            var files = await client.ListFilesAsync(p.GetValue(limit), ct);
+            if (p.GetValue(shared.Json)) ctx.WriteJson(files);
+            else if (files.Data.Count == 0) ctx.Out.WriteLine("No files.");
+            else
+                foreach (var f in files.Data)
+                    ctx.Out.WriteLine($"{f.Id}  {f.Status,-10}  {f.NumExamples?.ToString() ?? "-",6} examples  {f.Bytes,10} bytes  {f.Filename}");
+            return ExitCodes.Ok;
+        });
+
+        return new Command("files", "Check, upload, list and inspect dataset files") { check, upload, list, get };
     }
 
     static (DatasetReport? Report, int Code) Validate(CliContext ctx, string given, string? model)

@@ -17,6 +17,7 @@ public sealed class ApiException(HttpStatusCode status, string method, string ur
     : Exception($"{method} {url} failed: {(int)status} {title ?? status.ToString()}{(detail is null ? "" : ": " + detail)}")
 {
     public HttpStatusCode Status { get; } = status;
+    public string Url { get; } = url;
     public string? Title { get; } = title;
     public string? Detail { get; } = detail;
     public IReadOnlyList<ErrorItem> Errors { get; } = errors;
@@ -75,6 +76,12 @@ public sealed class AnnealClient : IDisposable
 
     public Task<JobObject> CancelJobAsync(string id, CancellationToken ct) =>
         SendAsync<JobObject>(HttpMethod.Post, $"learning/jobs/{Uri.EscapeDataString(id)}/cancel", null, ct);
+
+    public Task<JobObject> PauseJobAsync(string id, CancellationToken ct) =>
+        SendAsync<JobObject>(HttpMethod.Post, $"learning/jobs/{Uri.EscapeDataString(id)}/pause", null, ct);
+
+    public Task<JobObject> ResumeJobAsync(string id, CancellationToken ct) =>
+        SendAsync<JobObject>(HttpMethod.Post, $"learning/jobs/{Uri.EscapeDataString(id)}/resume", null, ct);
 
     public Task<JobObject> GetJobAsync(string id, CancellationToken ct) =>
         SendAsync<JobObject>(HttpMethod.Get, $"learning/jobs/{Uri.EscapeDataString(id)}", null, ct);

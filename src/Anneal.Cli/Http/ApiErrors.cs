@@ -18,19 +18,22 @@ public static class ApiErrors
                 ctx.Error.WriteLine($"error: the server at {Host(a)} rejected the API key (401 Unauthorized).");
                 ctx.Error.WriteLine("  Check SYNTH_API_KEY (in the environment or .env), or create a key with `anneal setup`.");
                 return ExitCodes.Usage;
+            case ApiException { Status: HttpStatusCode.NotFound, Title: null } a:
+                // Not problem+json: something else answers at this address.
+                ctx.Error.WriteLine($"error: {a.Message}");
+                ctx.Error.WriteLine($"  {Host(a)} answered 404 without an Anneal error body; is --backend / BACKEND_BASE_URL the Anneal server?");
+                return ExitCodes.Failed;
             case ApiException a:
                 ctx.Error.WriteLine($"error: {a.Message}");
                 foreach (var item in a.Errors.Take(20)) ctx.Error.WriteLine($"  {item}");
                 if (a.Errors.Count > 20) ctx.Error.WriteLine($"  ... and {a.Errors.Count - 20} more");
                 return (int)a.Status is >= 400 and < 500 and not 404 and not 409 ? ExitCodes.Usage : ExitCodes.Failed;
             default:
-                throw e;
+                throw new ArgumentException($"not an API error: {e.GetType().Name}", nameof(e), e);
         }
     }
 
-    static string Host(ApiException a) => a.Message.Split(' ') is [_, var url, ..] && Uri.TryCreate(url, UriKind.Absolute, out var u)
-        ? $"{u.Scheme}://{u.Authority}"
-        : "the backend";
+    static string Host(ApiException a) => Uri.TryCreate(a.Url, UriKind.Absolute, out var u) ? $"{u.Scheme}://{u.Authority}" : "the backend";
 
     /// <summary>True for exceptions <see cref="Report"/> knows how to explain.</summary>
     public static bool IsApiError(Exception e) => e is BackendUnreachableException or ApiException;

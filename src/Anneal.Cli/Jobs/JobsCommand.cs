@@ -77,6 +77,24 @@ public static class JobsCommand
             return ExitCodes.Ok;
         });
 
-        return new Command("jobs", "List, inspect and cancel fine-tuning jobs") { list, get, events, cancel };
+        var pause = new Command("pause", "Pause a running job at its latest checkpoint and free its device") { jobId };
+        pause.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            var job = await client.PauseJobAsync(p.GetValue(jobId)!, ct);
+            if (p.GetValue(shared.Json)) ctx.WriteJson(job);
+            else ctx.Out.WriteLine($"Job {job.Id}: {job.Status}");
+            return ExitCodes.Ok;
+        });
+
+        var resume = new Command("resume", "Queue a paused job again; it continues from its checkpoint") { jobId };
+        resume.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            var job = await client.ResumeJobAsync(p.GetValue(jobId)!, ct);
+            if (p.GetValue(shared.Json)) ctx.WriteJson(job);
+            else ctx.Out.WriteLine($"Job {job.Id}: {job.Status}");
+            return ExitCodes.Ok;
+        });
+
+        return new Command("jobs", "List, inspect, cancel, pause and resume fine-tuning jobs") { list, get, events, cancel, pause, resume };
     }
 }

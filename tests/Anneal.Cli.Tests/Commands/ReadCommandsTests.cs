@@ -47,6 +47,9 @@ public class ReadCommandsTests
         Assert.True(get.ExitCode == 0, get.ToString());
         Assert.Contains("num_examples: 5", get.Out);
         Assert.Contains("status: ready", get.Out);
+        var list = await box.RunAsync("files", "list");
+        Assert.Contains(file["id"]!.GetValue<string>(), list.Out);
+        Assert.Contains("d.jsonl", list.Out);
 
         box.Write("bad.jsonl", "{}\n");
         var bad = await box.RunAsync("files", "upload", "bad.jsonl");
@@ -81,6 +84,12 @@ public class ReadCommandsTests
         Assert.Contains("sft.queued", events.Out);
         var eventsJson = JsonNode.Parse((await box.RunAsync("jobs", "events", id, "--json")).Out)!;
         Assert.True(eventsJson["events"]!.AsArray().Count >= 2);
+
+        // A queued job cannot be paused (only a running one with a checkpoint): the server's reason is shown.
+        var pause = await box.RunAsync("jobs", "pause", id);
+        Assert.Equal(1, pause.ExitCode);
+        Assert.Contains("409", pause.Err);
+        Assert.Contains("pause", pause.Err);
 
         var cancel = await box.RunAsync("jobs", "cancel", id);
         Assert.True(cancel.ExitCode == 0, cancel.ToString());

@@ -224,6 +224,18 @@ public class TrainAgainstServerTests
     }
 
     [Fact]
+    public async Task A_backend_url_with_a_wrong_path_exits_1_naming_the_url()
+    {
+        var (box, server) = await SetUpAsync();
+        await using var _ = server;
+        using var __ = box;
+        var result = await box.RunAsync([.. SpecCommand, "--model", Samples.TinyModel, "--backend", server.BaseUrl + "/wrong"]);
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains($"POST {server.BaseUrl}/wrong/api/learning/files failed: 404", result.Err);
+        Assert.Equal(0, await server.FileCountAsync());
+    }
+
+    [Fact]
     public async Task A_backend_that_is_not_a_url_exits_2()
     {
         using var box = new CliSandbox();
