@@ -1,4 +1,4 @@
-// `anneal filter`: traces (see Trace.cs) → an SFT dataset, one record per kept trace:
+// `anneal filter`: traces (see EvalTrace.cs) → an SFT dataset, one record per kept trace:
 //   {"messages": [... the trace's conversation, ending with the generated assistant message ...],
 //    "metadata": {"trace_id": "trace_…", "score": 0.8, "source_model": "out/final"}}
 // Rules, in this order: a line that is not a usable trace (bad JSON, missing trace_id/messages, a

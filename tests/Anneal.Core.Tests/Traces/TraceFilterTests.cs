@@ -9,7 +9,7 @@ public class TraceFilterTests
 {
     static string TraceLine(string id, double? score, string answer = "4", string model = "m1")
     {
-        var trace = new Trace(id, model, DateTimeOffset.UnixEpoch,
+        var trace = new EvalTrace(id, model, DateTimeOffset.UnixEpoch,
             new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "2+2?" }, new JsonObject { ["role"] = "assistant", ["content"] = answer }),
             answer, score is null ? null : "4", score, null, new TraceUsage(5, 1), 12);
         return trace.ToJsonLine();

@@ -14,7 +14,7 @@ namespace Anneal.Core.Traces;
 
 public sealed record TraceUsage(int PromptTokens, int CompletionTokens);
 
-public sealed record Trace(
+public sealed record EvalTrace(
     string TraceId,
     string Model,
     DateTimeOffset CreatedAt,
