@@ -82,6 +82,11 @@ public static class EvalCommand
             ctx.Error.WriteLine($"error: {e.Message}");
             return ExitCodes.Usage;
         }
+        catch (Exception e) when (e is IOException or InvalidDataException or System.Text.Json.JsonException or UnauthorizedAccessException)
+        {
+            ctx.Error.WriteLine($"error: --model {modelDir}: the model could not be loaded: {e.Message}");
+            return ExitCodes.Usage;
+        }
         using (generator)
         {
             var traces = new List<EvalTrace>();

@@ -98,6 +98,13 @@ public class EvalCommandTests
         Assert.Contains("not a model folder", notModel.Err);
         Assert.Contains(Path.Combine("job", "final"), notModel.Err);
 
+        // A config.json alone is not a usable model.
+        Directory.CreateDirectory(Path.Combine(box.Dir, "broken"));
+        box.Write("broken/config.json", "{}");
+        var broken = await box.RunAsync("eval", "--model", "broken", "--prompts", "prompts.jsonl", "--output", "t.jsonl", "--device", "cpu");
+        Assert.Equal(2, broken.ExitCode);
+        Assert.Contains("tokenizer.json is missing", broken.Err);
+
         CreateTinyModel(box);
         var noPrompts = await box.RunAsync("eval", "--model", "tiny", "--prompts", "none.jsonl", "--output", "t.jsonl");
         Assert.Equal(2, noPrompts.ExitCode);
