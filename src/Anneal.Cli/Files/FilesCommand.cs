@@ -32,7 +32,16 @@ public static class FilesCommand
             var full = ctx.FullPath(p.GetValue(path)!);
             FileObject file;
             await using (var stream = File.OpenRead(full))
-                file = await client.UploadFileAsync(stream, Path.GetFileName(full), FilePurpose.FineTune, ct);
+            {
+                try
+                {
+                    file = await client.UploadFileAsync(stream, Path.GetFileName(full), FilePurpose.FineTune, ct);
+                }
+                catch (ApiException e)
+                {
+                    return ApiErrors.ReportUpload(ctx, e, Path.GetFileName(full), stream.Length);
+                }
+            }
             while (file.Status == FileStatus.Processing)
             {
                 await Task.Delay(500, ct);

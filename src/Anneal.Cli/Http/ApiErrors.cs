@@ -6,7 +6,8 @@ namespace Anneal.Cli.Http;
 
 public static class ApiErrors
 {
-    public static int Report(CliContext ctx, Exception e)
+    /// <summary>Prints the error; <paramref name="describe"/> formats each listed problem (default: as the server wrote it).</summary>
+    public static int Report(CliContext ctx, Exception e, Func<Core.Contracts.ErrorItem, string>? describe = null)
     {
         switch (e)
         {
@@ -25,13 +26,30 @@ public static class ApiErrors
                 return ExitCodes.Failed;
             case ApiException a:
                 ctx.Error.WriteLine($"error: {a.Message}");
-                foreach (var item in a.Errors.Take(20)) ctx.Error.WriteLine($"  {item}");
+                foreach (var item in a.Errors.Take(20)) ctx.Error.WriteLine($"  {describe?.Invoke(item) ?? item.ToString()}");
                 if (a.Errors.Count > 20) ctx.Error.WriteLine($"  ... and {a.Errors.Count - 20} more");
                 return (int)a.Status is >= 400 and < 500 and not 404 and not 409 ? ExitCodes.Usage : ExitCodes.Failed;
             default:
                 throw new ArgumentException($"not an API error: {e.GetType().Name}", nameof(e), e);
         }
     }
+
+    /// <summary>
+    /// A 413 for an upload: "data.jsonl is 3.1 MiB; the server accepts at most 1 MiB (anneal serve
+    /// --max-upload-mb)", exit 2 (nothing was stored). Other errors as <see cref="Report"/>.
+    /// </summary>
+    public static int ReportUpload(CliContext ctx, Exception e, string fileName, long bytes)
+    {
+        if (e is not ApiException { Status: HttpStatusCode.RequestEntityTooLarge } a) return Report(ctx, e);
+        var limit = a.Problem?["max_bytes"] is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<long>(out var max) ? max : (long?)null;
+        ctx.Error.WriteLine($"error: {fileName} is {MiB(bytes)}; the server accepts at most {(limit is { } l ? MiB(l) : "less")} (anneal serve --max-upload-mb).");
+        ctx.Error.WriteLine("  Nothing was stored. Split the dataset, upload fewer records (--examples N), or raise the server's limit.");
+        return ExitCodes.Usage;
+    }
+
+    /// <summary>3251234 → "3.1 MiB", 1048576 → "1 MiB".</summary>
+    public static string MiB(long bytes) =>
+        (bytes / (1024.0 * 1024)).ToString("0.#", System.Globalization.CultureInfo.InvariantCulture) + " MiB";
 
     static string Host(ApiException a) => Uri.TryCreate(a.Url, UriKind.Absolute, out var u) ? $"{u.Scheme}://{u.Authority}" : "the backend";
 
