@@ -32,6 +32,13 @@ public sealed class BackendUnreachableException(string baseUrl, string reason, E
     public string BaseUrl { get; } = baseUrl;
 }
 
+/// <summary>Something answers at the address, but not the Anneal API (404 without problem+json, no /health).</summary>
+public sealed class NoAnnealApiException(string baseUrl)
+    : Exception($"no Anneal API at {baseUrl} (GET {baseUrl}/health failed)")
+{
+    public string BaseUrl { get; } = baseUrl;
+}
+
 public sealed class AnnealClient : IDisposable
 {
     readonly HttpClient _http;
@@ -184,7 +191,14 @@ public sealed class AnnealClient : IDisposable
         using (response)
         {
             var url = $"{BaseUrl}/{path}";
-            if (!response.IsSuccessStatusCode) throw await ToApiException(response, method.Method, url, ct);
+            if (!response.IsSuccessStatusCode)
+            {
+                var error = await ToApiException(response, method.Method, url, ct);
+                // A 404: is there an Anneal API at this address at all, or just a wrong path / another server?
+                if (error.Status == HttpStatusCode.NotFound && !await IsHealthyAsync(ct))
+                    throw new NoAnnealApiException(BaseUrl);
+                throw error;
+            }
             try
             {
                 var value = await response.Content.ReadFromJsonAsync<T>(AnnealJson.Options, ct);

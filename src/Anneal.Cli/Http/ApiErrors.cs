@@ -7,7 +7,8 @@ namespace Anneal.Cli.Http;
 public static class ApiErrors
 {
     /// <summary>Prints the error; <paramref name="describe"/> formats each listed problem (default: as the server wrote it).</summary>
-    public static int Report(CliContext ctx, Exception e, Func<Core.Contracts.ErrorItem, string>? describe = null)
+    /// <paramref name="keySource"/>: where the API key came from (a .env or --env-file path, or "environment").
+    public static int Report(CliContext ctx, Exception e, Func<Core.Contracts.ErrorItem, string>? describe = null, string? keySource = null)
     {
         switch (e)
         {
@@ -17,7 +18,18 @@ public static class ApiErrors
                 return ExitCodes.Failed;
             case ApiException { Status: HttpStatusCode.Unauthorized } a:
                 ctx.Error.WriteLine($"error: the server at {Host(a)} rejected the API key (401 Unauthorized).");
-                ctx.Error.WriteLine("  Check SYNTH_API_KEY (in the environment or .env), or create a key with `anneal setup`.");
+                ctx.Error.WriteLine(keySource is null || keySource == "environment"
+                    ? "  Check SYNTH_API_KEY (in the environment or .env), or create a key with `anneal setup`."
+                    : $"  Check SYNTH_API_KEY in {keySource} (the key was read from there), or create a key with `anneal setup`.");
+                return ExitCodes.Usage;
+            case NoAnnealApiException n:
+                ctx.Error.WriteLine($"error: {n.Message}");
+                ctx.Error.WriteLine("  Point --backend / BACKEND_BASE_URL at the Anneal server (e.g. http://127.0.0.1:8000).");
+                return ExitCodes.Usage;
+            case ApiException { Status: HttpStatusCode.NotFound } a when Missing(a.Url) is { } missing:
+                // The address is an Anneal server; the id is not one of this organisation's.
+                ctx.Error.WriteLine($"error: no {missing.Kind} {missing.Id} in your organisation (404 from {Host(a)}).");
+                ctx.Error.WriteLine(missing.Kind == "job" ? "  List your jobs with `anneal jobs list`." : "  List your files with `anneal files list`.");
                 return ExitCodes.Usage;
             case ApiException { Status: HttpStatusCode.NotFound, Title: null } a:
                 // Not problem+json: something else answers at this address.
@@ -51,8 +63,21 @@ public static class ApiErrors
     public static string MiB(long bytes) =>
         (bytes / (1024.0 * 1024)).ToString("0.#", System.Globalization.CultureInfo.InvariantCulture) + " MiB";
 
+    /// <summary>".../learning/jobs/job_x/events?..." → ("job", "job_x"); null for other URLs.</summary>
+    static (string Kind, string Id)? Missing(string url)
+    {
+        foreach (var (segment, kind) in new[] { ("/learning/jobs/", "job"), ("/learning/files/", "file") })
+        {
+            var at = url.IndexOf(segment, StringComparison.Ordinal);
+            if (at < 0) continue;
+            var id = url[(at + segment.Length)..].Split('/', '?')[0];
+            if (id.Length > 0) return (kind, Uri.UnescapeDataString(id));
+        }
+        return null;
+    }
+
     static string Host(ApiException a) => Uri.TryCreate(a.Url, UriKind.Absolute, out var u) ? $"{u.Scheme}://{u.Authority}" : "the backend";
 
     /// <summary>True for exceptions <see cref="Report"/> knows how to explain.</summary>
-    public static bool IsApiError(Exception e) => e is BackendUnreachableException or ApiException;
+    public static bool IsApiError(Exception e) => e is BackendUnreachableException or ApiException or NoAnnealApiException;
 }

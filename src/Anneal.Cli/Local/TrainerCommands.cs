@@ -133,17 +133,19 @@ public static class TrainerCommands
                 ctx.Error.WriteLine($"error: --max-new-tokens {n}: expected a positive number");
                 return ExitCodes.Usage;
             }
-            // A LoRA job's final/ holds the adapter; its full model is final/merged.
-            if (File.Exists(Path.Combine(dir, "adapter_config.json")) && !File.Exists(Path.Combine(dir, "config.json")))
+            // A LoRA job's final/ holds the adapter, whose base is a registry id (not a folder here);
+            // its full model is final/merged. An adapter over a local base folder loads as it is.
+            var adapterConfig = Path.Combine(dir, "adapter_config.json");
+            if (File.Exists(adapterConfig) && !File.Exists(Path.Combine(dir, "config.json")) && !HasLocalBase(adapterConfig))
             {
                 var merged = Path.Combine(dir, "merged");
-                if (!Directory.Exists(merged))
+                if (!File.Exists(Path.Combine(merged, "config.json")))
                 {
-                    ctx.Error.WriteLine($"error: --model {dir} holds a LoRA adapter and no merged model ({merged} is missing);");
+                    ctx.Error.WriteLine($"error: --model {dir} holds a LoRA adapter whose base model is not a folder here, and no merged model ({merged} is missing);");
                     ctx.Error.WriteLine("  pass a full model folder: a full fine-tune's final/, or the final/merged/ folder of a LoRA job that merged its adapter.");
                     return ExitCodes.Usage;
                 }
-                ctx.Error.WriteLine($"note: {dir} holds a LoRA adapter; using its merged model {merged}");
+                ctx.Error.WriteLine($"note: {dir} holds a LoRA adapter; answering with its merged model {merged}");
                 dir = merged;
             }
             var answer = new StringWriter();
@@ -157,4 +159,17 @@ public static class TrainerCommands
     /// <summary>Qwen3's chat template opens the answer with an empty `<think>\n\n</think>` when not thinking; it is noise here.</summary>
     public static string WithoutEmptyThink(string answer) =>
         System.Text.RegularExpressions.Regex.Replace(answer, @"^\s*<think>\s*</think>\s*", "");
+
+    static bool HasLocalBase(string adapterConfig)
+    {
+        try
+        {
+            var path = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(adapterConfig))?["base_model_name_or_path"]?.GetValue<string>();
+            return path is not null && Directory.Exists(path);
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or IOException)
+        {
+            return false;
+        }
+    }
 }

@@ -64,6 +64,7 @@ public static class TrainFlow
 
         // 1. Config.
         var configPath = ctx.FullPath(req.ConfigPath);
+        if (Directory.Exists(configPath)) return Usage(ctx, $"--config {req.ConfigPath}: {configPath} is a directory; expected a TOML file");
         if (!File.Exists(configPath)) return Usage(ctx, $"--config {req.ConfigPath}: file not found ({configPath})");
         var (config, configErrors) = TrainingConfigLoader.Load(configPath);
         if (config is null || configErrors.Count > 0)
@@ -180,7 +181,7 @@ public static class TrainFlow
         }
         catch (Exception e) when (ApiErrors.IsApiError(e))
         {
-            return new TrainOutcome(ApiErrors.Report(ctx, e, TomlKeys.Describe), null);
+            return new TrainOutcome(ApiErrors.Report(ctx, e, TomlKeys.Describe, env.SourceOf(CliEnvironment.ApiKeyVariable)), null);
         }
     }
 
