@@ -47,6 +47,8 @@ public static class Trainer
         options ??= new TrainerOptions();
         var s = spec.Settings;
         CheckSettings(s);
+        // The job's `packing` hyperparameter, or the option (kept for callers that set it directly).
+        options = options with { Packing = options.Packing || s.Packing };
 
         // 1. Model folder, device, dtype.
         if (string.Equals(spec.Model, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase))
@@ -69,13 +71,18 @@ public static class Trainer
         if (spec.ValidationFile != null && s.Validation.EvaluationStrategy != "no")
             validation = LoadData(spec.ValidationFile, "validation_file", tokenizer, sequenceLength).Examples;
         var first = train[0];
+        // Rows of the first epoch: one per example when bucketing, fewer (each up to sequence_length) when packing.
+        var rows = SftData.PlanEpoch(train, s.Seed, 0, s.PerDeviceBatch, s.GradientAccumulationSteps, sequenceLength, options.Packing)
+            .Sum(step => step.Sum(micro => micro.Count));
         events.Emit(EventTypes.DataPrepared,
-            $"{stats.Examples} examples, {stats.Tokens} tokens ({stats.TrainedTokens} trained), {stats.Truncated} truncated to {sequenceLength}",
+            $"{stats.Examples} examples, {stats.Tokens} tokens ({stats.TrainedTokens} trained), {stats.Truncated} truncated to {sequenceLength}" +
+            (options.Packing ? $"; packed into {rows} rows" : ""),
             new JsonObject
             {
                 ["examples"] = stats.Examples, ["tokens"] = stats.Tokens, ["trained_tokens"] = stats.TrainedTokens,
                 ["truncated"] = stats.Truncated, ["dropped_without_trained_tokens"] = stats.DroppedNoTrainedTokens,
                 ["validation_examples"] = validation?.Count, ["sequence_length"] = sequenceLength,
+                ["packing"] = options.Packing, ["rows"] = rows,
                 ["example"] = new JsonObject { ["text"] = tokenizer.Decode(first.Ids), ["mask_preview"] = MaskPreview(tokenizer, first) },
             });
 
@@ -149,7 +156,7 @@ public static class Trainer
             var state = TrainingCheckpoint.ReadState(resumeFrom);
             if (state.PerDeviceBatch != B || state.GradientAccumulationSteps != G || state.Seed != s.Seed
                 || state.SequenceLength != r.SequenceLength || state.Packing != r.Options.Packing || state.Mode != s.Mode)
-                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}");
+                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}, packing {state.Packing}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}, {r.Options.Packing}");
             TrainingCheckpoint.LoadWeights(model, resumeFrom);
             TrainingCheckpoint.LoadOptimizer(resumeFrom, optimizer);   // restores the fp32 master weights too
             (step, trainedTokens, lastLoss, bestMetric, bestStep) = (state.Step, state.TrainedTokens, state.LastLoss, state.BestMetric, state.BestStep);
