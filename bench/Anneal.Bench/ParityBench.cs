@@ -5,7 +5,7 @@
 // the reference's betas, eps, weight decay and constant lr; no clipping, as the reference) and
 // writes {dtype, device, logits: {logits, lse, argmax}, losses} for bench/parity/compare_parity.py.
 //   Anneal.Bench parity --model-dir DIR --reference parity_reference.json [--dtype float32|bfloat16]
-//     [--device cpu|cuda] --json OUT.json
+//     [--device cpu|cuda] --json OUT.json [--make-tiny-model]   (generates the tiny model at --model-dir, for plumbing checks)
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -38,6 +38,8 @@ static class ParityBench
         double lr = train["lr"]!.GetValue<double>(), eps = train["eps"]!.GetValue<double>(), wd = train["weight_decay"]!.GetValue<double>();
 
         var clock = Stopwatch.StartNew();
+        // Plumbing check without a Hugging Face folder: the trainer's tiny model, generated on demand.
+        if (o.MakeTinyModel) Anneal.Training.Model.TinyModel.EnsureCreated(o.ModelDir);
         using var model = ModelFolder.Load(o.ModelDir, device, dtype);
 
         // Logits on fixed ids: the compared columns, and log-sum-exp / argmax over the full vocabulary.

@@ -44,6 +44,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
     public string? ModelDir { get; init; }
     public string? Reference { get; init; }
     public string Dtype { get; init; } = "bfloat16";
+    public bool MakeTinyModel { get; init; }
 
     public static Options Parse(string[] args)
     {
@@ -59,6 +60,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
                 "--model-dir" => o with { ModelDir = Value() },
                 "--reference" => o with { Reference = Value() },
                 "--dtype" => o with { Dtype = Value() },
+                "--make-tiny-model" => o with { MakeTinyModel = true },
                 "--shape" => o with { Shape = Value() },
                 "--mode" => o with { Mode = Value() },
                 "--micro" => o with { Micro = int.Parse(Value()) },
