@@ -2,7 +2,7 @@
 #   1. fixed-shape training steps (Anneal.Bench train --json, anchor/hf_anchor.py), matched on model,
 #      mode, micro-batch and checkpointing;
 #   2. realistic lengths (Anneal.Bench lengths --json, anchor/hf_anchor_lengths.py): Anneal's "order"
-#      rows against the anchor's dataset order, "bucketed" and "packed" against its length-grouped rows.
+#      rows against the anchor's dataset order, "bucketed", "budget" and "packed" against its length-grouped rows.
 # Usage: python3 compare.py [RESULTS/anneal.jsonl RESULTS/hf_anchor.json] [--lengths RESULTS/anneal_lengths.jsonl RESULTS/hf_anchor_lengths.json]
 # A file that does not exist leaves its side of the table empty.
 import json, os, sys

@@ -48,10 +48,11 @@ if [[ $PART == anchor || $PART == all ]]; then
 fi
 if [[ $PART == lengths || $PART == all ]]; then
   # The anchor's lengths through the trainer's batching: dataset order (as the anchor's default
-  # collator), length bucketing (the trainer's default), packing (rows of 2048 tokens, no attention
-  # across examples). Each row is a warm-up epoch plus a timed one, in its own process.
+  # collator), length bucketing (the trainer's default), bucketing with a token budget (micro-batches
+  # of up to 4 × 2048 padded tokens), packing (rows of 2048 tokens, no attention across examples).
+  # Each row is a warm-up epoch plus a timed one, in its own process.
   for shape in "${SHAPES[@]}"; do
-    for batching in order bucketed packed; do
+    for batching in order bucketed budget packed; do
       "$HERE/Anneal.Bench" lengths --device cuda --shape "$shape" --batching "$batching" --micro 4 --seq 2048 \
         --json "$OUT/anneal_lengths.jsonl" 2>>"$OUT/anneal_lengths.stderr" | tail -1
     done

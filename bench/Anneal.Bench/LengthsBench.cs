@@ -7,6 +7,8 @@
 //   --batching order     rows of one example in dataset order, --micro per step (the anchor's default collator)
 //   --batching bucketed  SftData.PlanEpoch without packing: the trainer's length bucketing
 //   --batching packed    SftData.PlanEpoch with packing: rows of up to --seq tokens, block-diagonal mask
+//   --batching budget    SftData.PlanEpoch with a token budget: length-sorted rows, as many per micro-batch
+//                        as fit in --micro × --seq padded tokens (plain causal attention)
 // Steps go through Trainer.AccumulateGradients (chunked loss over trained rows only) and FlatAdamW.
 using System.Diagnostics;
 using System.Text.Json;
@@ -21,8 +23,8 @@ static class LengthsBench
 {
     public static void Run(Options o, Device device)
     {
-        if (o.Batching is not ("order" or "bucketed" or "packed"))
-            throw new ArgumentException($"--batching {o.Batching}: expected order, bucketed or packed");
+        if (o.Batching is not ("order" or "bucketed" or "packed" or "budget"))
+            throw new ArgumentException($"--batching {o.Batching}: expected order, bucketed, packed or budget");
         var cfg = TrainBench.Shape(o.Shape);
         var dtype = device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32;
         var lengths = AnchorLengths(o.Examples, seed: 0, maxLength: o.Seq);
@@ -41,7 +43,8 @@ static class LengthsBench
             "order" => Enumerable.Range(0, (examples.Count + o.Micro - 1) / o.Micro)
                 .Select(s => new List<List<int[]>> { Enumerable.Range(s * o.Micro, Math.Min(o.Micro, examples.Count - s * o.Micro)).Select(i => new[] { i }).ToList() })
                 .ToList(),
-            _ => SftData.PlanEpoch(examples, seed: 0, epoch: 0, o.Micro, accumulation: 1, o.Seq, packing: o.Batching == "packed"),
+            _ => SftData.PlanEpoch(examples, seed: 0, epoch: 0, o.Micro, accumulation: 1, o.Seq,
+                packing: o.Batching == "packed", tokenBudget: o.Batching == "budget"),
         };
 
         torch.manual_seed(0);
