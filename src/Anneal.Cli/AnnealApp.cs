@@ -59,8 +59,7 @@ public static class AnnealApp
         };
         if (result.Errors.Count > 0)
         {
-            if (result.Action is ParseErrorAction parseError) parseError.ShowHelp = false;
-            await result.InvokeAsync(config, ct);
+            ParseErrors.Print(result, ctx.Error);
             var command = string.Join(' ', result.CommandResult.Command is RootCommand ? [] : CommandPath(result.CommandResult.Command));
             ctx.Error.WriteLine($"Run `anneal {(command.Length > 0 ? command + " " : "")}--help` for usage.");
             return ExitCodes.Usage;

@@ -1,15 +1,18 @@
 // Builds and runs the control plane (eShop Catalog.API style: wiring only; each resource maps
-// its own endpoints). Start order: open the database (migrations), ensure a first API key,
-// recover jobs interrupted by a previous stop or crash, then listen.
+// its own endpoints). Start order: lock the data folder (one server per folder), open the database
+// (migrations), ensure a first API key, recover jobs interrupted by a previous stop or crash, then
+// listen. A taken data folder or listen address throws ServerStartException (one readable line).
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
 using Anneal.Server.Events;
 using Anneal.Server.Files;
+using Anneal.Server.Hosting;
 using Anneal.Server.Jobs;
 using Anneal.Server.Metrics;
 using Anneal.Server.Models;
 using Anneal.Server.Runner;
 using Anneal.Server.Storage;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 
@@ -41,8 +44,23 @@ public sealed record ServerOptions
 
 public static class ServerHost
 {
-    /// <summary>Starts the server; returns once it listens. Dispose to stop gracefully.</summary>
+    /// <summary>
+    /// Starts the server; returns once it listens. Dispose to stop gracefully. Throws
+    /// <see cref="ServerStartException"/> when the data folder is used by another server or the
+    /// address is already in use.
+    /// </summary>
     public static async Task<RunningServer> StartAsync(ServerOptions options, CancellationToken ct = default)
+    {
+        var dataLock = DataDirLock.Acquire(options.DataDir);
+        try { return await StartLockedAsync(options, dataLock, ct); }
+        catch
+        {
+            dataLock.Dispose();
+            throw;
+        }
+    }
+
+    static async Task<RunningServer> StartLockedAsync(ServerOptions options, DataDirLock dataLock, CancellationToken ct)
     {
         var db = Db.Open(options.DataDir);
         var firstKey = ApiKeys.EnsureFirstKey(db);
@@ -52,6 +70,9 @@ public static class ServerHost
         builder.WebHost.UseUrls(options.Urls);
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxUploadBytes + 1024 * 1024);
         builder.Logging.SetMinimumLevel(options.LogLevel);
+        // A failed start is reported once, by ServerStartException, not also as a logged stack trace.
+        var listening = false;
+        builder.Logging.AddFilter((category, _) => listening || category != "Microsoft.Extensions.Hosting.Internal.Host");
         builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = options.CancelGracePeriod + TimeSpan.FromSeconds(15));
         builder.Services.ConfigureHttpJsonOptions(j =>
         {
@@ -87,13 +108,23 @@ public static class ServerHost
         api.MapMetricsApi();
         api.MapModelsApi();
 
-        await app.StartAsync(ct);
+        try { await app.StartAsync(ct); }
+        catch (IOException e) when (e.InnerException is AddressInUseException)
+        {
+            await app.DisposeAsync();
+            var addresses = options.Urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(u => Uri.TryCreate(u, UriKind.Absolute, out var uri) ? uri.Authority : u);
+            throw new ServerStartException(
+                $"address {string.Join(", ", addresses)} is already in use (another anneal serve?); pick another with --urls", e);
+        }
+        listening = true;
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         // Stopping twice (Stop, then Dispose) stops once.
         var stop = new Lazy<Task>(async () =>
         {
             await app.StopAsync();
             await app.DisposeAsync();
+            dataLock.Dispose();
         });
         return new RunningServer
         {

@@ -24,6 +24,11 @@ public sealed record TrainerOptions
 {
     /// <summary>Pack examples into full rows with a block-diagonal mask instead of length bucketing.</summary>
     public bool Packing { get; init; }
+    /// <summary>
+    /// Length bucketing with a token budget: each micro-batch takes as many length-sorted examples as fit
+    /// in per_device_batch × sequence_length padded tokens (ignored when packing).
+    /// </summary>
+    public bool TokenBudget { get; init; }
     /// <summary>Sequence length when the job sets none (capped by max_position_embeddings).</summary>
     public int DefaultSequenceLength { get; init; } = 2048;
     /// <summary>Run on CPU in bfloat16 instead of float32.</summary>
@@ -47,6 +52,8 @@ public static class Trainer
         options ??= new TrainerOptions();
         var s = spec.Settings;
         CheckSettings(s);
+        // The job's `packing` hyperparameter, or the option (kept for callers that set it directly).
+        options = options with { Packing = options.Packing || s.Packing };
 
         // 1. Model folder, device, dtype.
         if (string.Equals(spec.Model, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase))
@@ -63,21 +70,34 @@ public static class Trainer
 
         // 2. Tokenizer and data.
         var tokenizer = LoadTokenizer(spec.ModelPath);
-        var (train, stats) = LoadData(spec.TrainingFile, "training_file", tokenizer, sequenceLength);
+        var trainName = "training file " + (spec.TrainingFileName ?? spec.TrainingFile);
+        var (train, stats) = LoadData(spec.TrainingFile, trainName, tokenizer, sequenceLength, config.MaxPositionEmbeddings);
         List<SftExample>? validation = null;
+        DataStats? valStats = null;
         // A validation file is evaluated at the end, and periodically per evaluation_strategy ("no": never).
         if (spec.ValidationFile != null && s.Validation.EvaluationStrategy != "no")
-            validation = LoadData(spec.ValidationFile, "validation_file", tokenizer, sequenceLength).Examples;
+            (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
+                tokenizer, sequenceLength, config.MaxPositionEmbeddings);
         var first = train[0];
-        events.Emit(EventTypes.DataPrepared,
-            $"{stats.Examples} examples, {stats.Tokens} tokens ({stats.TrainedTokens} trained), {stats.Truncated} truncated to {sequenceLength}",
+        // Rows of the first epoch: one per example when bucketing, fewer (each up to sequence_length) when packing.
+        var rows = SftData.PlanEpoch(train, s.Seed, 0, s.PerDeviceBatch, s.GradientAccumulationSteps, sequenceLength, options.Packing, options.TokenBudget)
+            .Sum(step => step.Sum(micro => micro.Count));
+        var (prepared, lossy) = DataSummary(stats, valStats, sequenceLength);
+        events.Emit(EventTypes.DataPrepared, prepared + (options.Packing ? $"; packed into {rows} rows" : ""),
             new JsonObject
             {
-                ["examples"] = stats.Examples, ["tokens"] = stats.Tokens, ["trained_tokens"] = stats.TrainedTokens,
-                ["truncated"] = stats.Truncated, ["dropped_without_trained_tokens"] = stats.DroppedNoTrainedTokens,
-                ["validation_examples"] = validation?.Count, ["sequence_length"] = sequenceLength,
+                ["examples"] = stats.Examples, ["total_examples"] = stats.TotalExamples, ["tokens"] = stats.Tokens,
+                ["trained_tokens"] = stats.TrainedTokens, ["truncated"] = stats.Truncated, ["dropped"] = stats.DroppedNoTrainedTokens,
+                ["longest_example_tokens"] = stats.LongestTokens, ["sequence_length"] = sequenceLength,
+                ["validation_examples"] = validation?.Count,
+                ["validation"] = valStats is null ? null : new JsonObject
+                {
+                    ["examples"] = valStats.Examples, ["total_examples"] = valStats.TotalExamples, ["truncated"] = valStats.Truncated,
+                    ["dropped"] = valStats.DroppedNoTrainedTokens, ["longest_example_tokens"] = valStats.LongestTokens,
+                },
+                ["packing"] = options.Packing, ["rows"] = rows,
                 ["example"] = new JsonObject { ["text"] = tokenizer.Decode(first.Ids), ["mask_preview"] = MaskPreview(tokenizer, first) },
-            });
+            }, lossy ? "warning" : "info");
 
         // 3. Model (LoRA layers in place when asked), optimizer.
         var lora = s.Mode == TrainingModes.Lora ? s.Lora : null;
@@ -88,7 +108,7 @@ public static class Trainer
         var checkpointing = UseActivationCheckpointing(s, device, model);
         events.Log($"model loaded in {loadClock.Elapsed.TotalSeconds:F1} s: {model.parameters().Sum(p => p.numel()):N0} parameters, " +
             $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}; " +
-            $"{(options.Packing ? "packing" : "length bucketing")}, sequence_length {sequenceLength}");
+            $"{(options.Packing ? "packing" : options.TokenBudget ? "length bucketing with a token budget" : "length bucketing")}, sequence_length {sequenceLength}");
         if (checkpointing)
             model.Decoder.LayerRunner = (layer, h, a) => ActivationCheckpoint.Run(
                 (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
@@ -127,7 +147,7 @@ public static class Trainer
         var s = r.Spec.Settings;
         var (model, optimizer, events) = (r.Model, r.Optimizer, r.Events);
         int B = s.PerDeviceBatch, G = s.GradientAccumulationSteps;
-        var stepsPerEpoch = SftData.PlanEpoch(r.Train, s.Seed, 0, B, G, r.SequenceLength, r.Options.Packing).Count;
+        var stepsPerEpoch = SftData.PlanEpoch(r.Train, s.Seed, 0, B, G, r.SequenceLength, r.Options.Packing, r.Options.TokenBudget).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
         int? evalEvery = s.Validation.EvaluationStrategy switch
@@ -148,8 +168,9 @@ public static class Trainer
         {
             var state = TrainingCheckpoint.ReadState(resumeFrom);
             if (state.PerDeviceBatch != B || state.GradientAccumulationSteps != G || state.Seed != s.Seed
-                || state.SequenceLength != r.SequenceLength || state.Packing != r.Options.Packing || state.Mode != s.Mode)
-                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}");
+                || state.SequenceLength != r.SequenceLength || state.Packing != r.Options.Packing
+                || state.TokenBudget != r.Options.TokenBudget || state.Mode != s.Mode)
+                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}, packing {state.Packing}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}, {r.Options.Packing}");
             TrainingCheckpoint.LoadWeights(model, resumeFrom);
             TrainingCheckpoint.LoadOptimizer(resumeFrom, optimizer);   // restores the fp32 master weights too
             (step, trainedTokens, lastLoss, bestMetric, bestStep) = (state.Step, state.TrainedTokens, state.LastLoss, state.BestMetric, state.BestStep);
@@ -171,7 +192,7 @@ public static class Trainer
             var stepInEpoch = step % stepsPerEpoch;
             if (epoch != planEpoch)
             {
-                plan = SftData.PlanEpoch(r.Train, s.Seed, epoch, B, G, r.SequenceLength, r.Options.Packing);
+                plan = SftData.PlanEpoch(r.Train, s.Seed, epoch, B, G, r.SequenceLength, r.Options.Packing, r.Options.TokenBudget);
                 planEpoch = epoch;
             }
             // Packing can give another epoch a step more or less than epoch 0; the step count per
@@ -245,7 +266,7 @@ public static class Trainer
                 {
                     Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
                     StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
-                    SequenceLength = r.SequenceLength, Packing = r.Options.Packing, Mode = s.Mode,
+                    SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
                     TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
                 }, r.Spec.ModelPath, r.Spec.Model);
                 var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
@@ -395,26 +416,58 @@ public static class Trainer
         }
     }
 
-    static (List<SftExample> Examples, DataStats Stats) LoadData(string path, string what, Qwen3Tokenizer tokenizer, int sequenceLength)
+    /// <summary>
+    /// Loads a data file. Rule: when more than half of a file's examples have no trained token within
+    /// sequence_length (they would be dropped), the job fails with user_data_error instead of
+    /// training on a remnant; fewer drops are trained around and reported as a warning.
+    /// </summary>
+    static (List<SftExample> Examples, DataStats Stats) LoadData(string path, string name, Qwen3Tokenizer tokenizer, int sequenceLength, int contextLength)
     {
         if (!File.Exists(path))
-            throw TrainerUserException.BadData($"{what} {path} does not exist");
+            throw TrainerUserException.BadData($"{name} does not exist");
         var report = DatasetValidator.ValidateFile(path);
         if (!report.IsValid)
         {
             var shown = string.Join("; ", report.Errors.Take(5).Select(e => e.ToString()));
             throw TrainerUserException.BadData(report.NumExamples == 0 && report.TotalErrors == 0
-                ? $"{what} {path} holds no examples"
-                : $"{what} {path}: {report.TotalErrors} error(s): {shown}");
+                ? $"{name} holds no examples"
+                : $"{name}: {report.TotalErrors} error(s): {shown}");
         }
         var (examples, stats) = SftData.Load(path, record =>
         {
             var e = Qwen3ChatTemplate.Encode(tokenizer, record);
             return (e.InputIds, e.Trained);
-        }, sequenceLength);
-        if (examples.Count == 0)
-            throw TrainerUserException.BadData($"{what} {path}: no example has assistant tokens left to train on within sequence_length {sequenceLength}");
+        }, sequenceLength, name);
+        if (examples.Count == 0 || stats.DroppedNoTrainedTokens * 2 > stats.TotalExamples)
+        {
+            var raise = stats.MinLengthToKeepAll > contextLength
+                ? $"some examples need more than the model's context length {contextLength}: shorten their prompts"
+                : $"raise [hyperparameters].sequence_length to at least {stats.MinLengthToKeepAll} " +
+                  $"({Math.Min(stats.LongestTokens, contextLength)} keeps {(stats.LongestTokens <= contextLength ? "every example whole" : "the most")}; the model allows {contextLength})";
+            throw TrainerUserException.BadData(
+                $"{name}: {stats.DroppedNoTrainedTokens} of {stats.TotalExamples} examples have no assistant tokens within sequence_length {sequenceLength} " +
+                $"(the longest example has {stats.LongestTokens} tokens); {raise}. " +
+                "A job stops when more than half of a file's examples would be dropped.");
+        }
         return (examples, stats);
+    }
+
+    /// <summary>The sft.data.prepared message, and whether anything was dropped or truncated (then it is a warning with advice).</summary>
+    static (string Message, bool Lossy) DataSummary(DataStats train, DataStats? validation, int sequenceLength)
+    {
+        static string Losses(DataStats s, int sequenceLength) =>
+            $"{s.DroppedNoTrainedTokens} of {s.TotalExamples} dropped (no assistant tokens within sequence_length {sequenceLength}), " +
+            $"{s.Truncated} truncated to {sequenceLength}";
+        var lossy = train.DroppedNoTrainedTokens + train.Truncated > 0
+                    || (validation is not null && validation.DroppedNoTrainedTokens + validation.Truncated > 0);
+        var message = $"{train.Examples} of {train.TotalExamples} examples kept, {train.Tokens} tokens ({train.TrainedTokens} trained)";
+        if (validation is not null) message += $"; validation: {validation.Examples} of {validation.TotalExamples} kept";
+        if (!lossy) return (message, false);
+        message += $". Training data: {Losses(train, sequenceLength)}";
+        if (validation is not null) message += $"; validation data: {Losses(validation, sequenceLength)}";
+        var longest = Math.Max(train.LongestTokens, validation?.LongestTokens ?? 0);
+        message += $". The longest example has {longest} tokens: raise [hyperparameters].sequence_length to {longest} to train on every example whole.";
+        return (message, true);
     }
 
     /// <summary>The example's text with trained spans wrapped in [[ ]], to show what the loss sees.</summary>

@@ -4,7 +4,6 @@ using System.Globalization;
 using Anneal.Cli.Http;
 using Anneal.Cli.Train;
 using Anneal.Core.Contracts;
-using Spectre.Console;
 
 namespace Anneal.Cli.Jobs;
 
@@ -25,13 +24,13 @@ public static class JobsCommand
             else if (jobs.Jobs.Count == 0) ctx.Out.WriteLine("No jobs.");
             else
             {
-                var table = new Table().AddColumns("id", "status", "model", "progress", "created", "fine_tuned_model");
-                foreach (var j in jobs.Jobs)
-                    table.AddRow(Markup.Escape(j.Id), Markup.Escape(j.Status), Markup.Escape(j.Model),
-                        j.Progress is { TotalSteps: > 0 } pr ? $"{pr.Step}/{pr.TotalSteps}" : "",
-                        j.CreatedAt.ToUniversalTime().ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture),
-                        Markup.Escape(j.FineTunedModel ?? ""));
-                ctx.Console.Write(table);
+                Tables.Write(ctx, ["id", "status", "model", "progress", "created", "fine_tuned_model"], jobs.Jobs.Select(j => (IReadOnlyList<string>)
+                [
+                    j.Id, j.Status, j.Model,
+                    j.Progress is { TotalSteps: > 0 } pr ? $"{pr.Step}/{pr.TotalSteps}" : "",
+                    j.CreatedAt.ToUniversalTime().ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture),
+                    j.FineTunedModel ?? "",
+                ]));
                 if (jobs.HasMore) ctx.Out.WriteLine($"(more jobs: raise --limit)");
             }
             return ExitCodes.Ok;

@@ -4,6 +4,10 @@
 // re-queued MaxJobRestarts times, so a job that crashes the server cannot loop forever.
 // A server killed with SIGKILL leaves its trainer running (orphaned): that process is stopped
 // first (SIGTERM, then SIGKILL after the grace period) so two trainers never share a job folder.
+// Each job moves only if it is still `running` when its transaction runs (the status check and the
+// event are one transaction), so a job that reached a final status meanwhile keeps it and gets no
+// contradicting sft.requeued event. The data-folder lock (DataDirLock) keeps a live server's jobs
+// out of this path altogether.
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
 using Anneal.Server.Events;
@@ -29,9 +33,9 @@ public static class Recovery
             {
                 var error = new JobError(ErrorCodes.ServerRestarted,
                     $"The server restarted while the job was running, {restarts} times; it was re-queued {options.MaxJobRestarts} times and is now failed.");
+                if (!JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Failed)) continue; // rolled back
                 Db.Exec(conn, tx, "UPDATE jobs SET restarts = @r, error = @e WHERE id = @id", ("@r", restarts), ("@e", Db.ToJson(error)), ("@id", id));
-                JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Failed);
-                JobEvents.Append(conn, tx, id, EventTypes.Failed, "error", error.Message,
+                JobEvents.Append(conn, tx, id, EventTypes.Failed, "error", TrainerRun.FailedHeadline,
                     new JsonObject { ["error"] = new JsonObject { ["code"] = error.Code, ["message"] = error.Message } });
             }
             else
@@ -40,9 +44,9 @@ public static class Recovery
                         r => (Step: r.GetInt64(0), Path: r.GetString(1)), ("@id", id))
                     .FirstOrDefault(c => Directory.Exists(c.Path));
                 var resume = checkpoint.Path;
+                if (!JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Queued)) continue; // rolled back
                 Db.Exec(conn, tx, "UPDATE jobs SET restarts = @r, resume_from = @resume, trainer_pid = NULL WHERE id = @id",
                     ("@r", restarts), ("@resume", resume), ("@id", id));
-                JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Queued);
                 var how = resume is null ? "from scratch (no checkpoint saved yet)" : $"from its checkpoint at step {checkpoint.Step}";
                 JobEvents.Append(conn, tx, id, EventTypes.Requeued, "warning",
                     $"The server restarted while the job was running; re-queued {how} (restart {restarts} of at most {options.MaxJobRestarts}).",

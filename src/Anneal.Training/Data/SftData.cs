@@ -7,6 +7,9 @@
 //     padding only follows real tokens.
 //   - packing: examples are laid end to end in rows of sequence_length with a block-diagonal causal
 //     mask (no attention across examples) and positions restarting at 0 for each example.
+//   - token budget (bucketing variant): a micro-batch takes as many length-sorted rows as fit in
+//     per_device_batch × sequence_length padded tokens, so short examples make wide batches and long
+//     ones narrow batches. The loss stays Σ token losses / trained tokens of the whole step.
 // Every plan is a pure function of (seed, epoch): a resumed run sees the same batches.
 using System.Text.Json.Nodes;
 using Anneal.Core.Datasets;
@@ -22,7 +25,14 @@ public sealed record SftExample(int Line, int[] Ids, bool[] Trained)
     public int TrainedTokens => Trained.Count(x => x);
 }
 
-public sealed record DataStats(int Examples, long Tokens, long TrainedTokens, int Truncated, int DroppedNoTrainedTokens);
+/// <summary>
+/// What loading kept: Examples of TotalExamples records (DroppedNoTrainedTokens had no trained token
+/// within sequence_length and were left out; Truncated were cut to sequence_length and kept).
+/// LongestTokens is the longest record before cutting; MinLengthToKeepAll the smallest
+/// sequence_length that leaves every record at least one trained token.
+/// </summary>
+public sealed record DataStats(int Examples, long Tokens, long TrainedTokens, int Truncated, int DroppedNoTrainedTokens,
+    int TotalExamples = 0, int LongestTokens = 0, int MinLengthToKeepAll = 0);
 
 /// <summary>
 /// One micro-batch on the device. Targets are already shifted: Targets[b, t] is the token predicted
@@ -46,13 +56,15 @@ public static class SftData
 
     /// <summary>
     /// Reads and encodes a JSONL file (validated beforehand). Examples longer than sequenceLength are
-    /// truncated (counted); examples left without any trained token are dropped (counted).
+    /// truncated; examples left without any trained token are dropped; both are counted separately
+    /// (a dropped example is not also counted as truncated). displayName names the file in errors
+    /// (the user's file name rather than a storage path).
     /// </summary>
     public static (List<SftExample> Examples, DataStats Stats) Load(
-        string path, Func<JsonObject, (int[] Ids, bool[] Trained)> encode, int sequenceLength)
+        string path, Func<JsonObject, (int[] Ids, bool[] Trained)> encode, int sequenceLength, string? displayName = null)
     {
         var examples = new List<SftExample>();
-        int truncated = 0, dropped = 0;
+        int total = 0, truncated = 0, dropped = 0, longest = 0, keepAll = 0;
         long tokens = 0, trained = 0;
         foreach (var (line, record) in DatasetRecords.Read(path))
         {
@@ -60,23 +72,28 @@ public static class SftData
             try { (ids, mask) = encode(record); }
             catch (Tokenization.ChatRecordException e)
             {
-                throw TrainerUserException.BadData($"{path}: Line {line}: {e.Message}");
+                throw TrainerUserException.BadData($"{displayName ?? path}: Line {line}: {e.Message}");
             }
-            if (ids.Length > sequenceLength)
+            total++;
+            longest = Math.Max(longest, ids.Length);
+            // Token 0 has no context to be predicted from; the first trained token at index i needs i + 1 tokens.
+            var firstTrained = Array.IndexOf(mask, true, Math.Min(1, mask.Length));
+            if (firstTrained > 0) keepAll = Math.Max(keepAll, firstTrained + 1);
+            var cut = ids.Length > sequenceLength;
+            if (cut)
             {
-                truncated++;
                 ids = ids[..sequenceLength];
                 mask = mask[..sequenceLength];
             }
-            // Token 0 has no context to be predicted from.
             if (mask.Length > 0) mask[0] = false;
             var example = new SftExample(line, ids, mask);
             if (example.TrainedTokens == 0) { dropped++; continue; }
+            if (cut) truncated++;
             examples.Add(example);
             tokens += ids.Length;
             trained += example.TrainedTokens;
         }
-        return (examples, new DataStats(examples.Count, tokens, trained, truncated, dropped));
+        return (examples, new DataStats(examples.Count, tokens, trained, truncated, dropped, total, longest, keepAll));
     }
 
     /// <summary>
@@ -84,7 +101,7 @@ public static class SftData
     /// list of rows, each row a list of example indices (one index unless packing).
     /// </summary>
     public static List<List<List<int[]>>> PlanEpoch(IReadOnlyList<SftExample> examples, int seed, int epoch,
-        int perDeviceBatch, int accumulation, int sequenceLength, bool packing)
+        int perDeviceBatch, int accumulation, int sequenceLength, bool packing, bool tokenBudget = false)
     {
         // System.Random with a fixed seed is stable across runs (HashCode.Combine would not be).
         var rng = new Random(unchecked(seed * 1_000_003 + epoch * 7_919 + 17));
@@ -120,6 +137,21 @@ public static class SftData
         for (var m = 0; m < rows.Count; m += mega)
         {
             var chunk = rows.Skip(m).Take(mega).OrderByDescending(RowLength).ToList();
+            if (tokenBudget)
+            {
+                // Sorted longest first, so a micro-batch's padded size is its first row's length × rows.
+                var budget = (long)perDeviceBatch * sequenceLength;
+                var micros = new List<List<int[]>>();
+                foreach (var row in chunk)
+                {
+                    if (micros.Count == 0 || (long)(micros[^1].Count + 1) * RowLength(micros[^1][0]) > budget)
+                        micros.Add([]);
+                    micros[^1].Add(row);
+                }
+                for (var s = 0; s < micros.Count; s += accumulation)
+                    steps.Add(micros.Skip(s).Take(accumulation).ToList());
+                continue;
+            }
             for (var s = 0; s < chunk.Count; s += rowsPerStep)
             {
                 var stepRows = chunk.Skip(s).Take(rowsPerStep).ToList();

@@ -99,14 +99,14 @@ public class ReadCommandsTests
     }
 
     [Fact]
-    public async Task An_unknown_job_id_exits_1_with_the_servers_answer()
+    public async Task An_unknown_job_id_exits_2_saying_it_is_not_in_the_organisation()
     {
         var (box, server) = await SetUpAsync();
         await using var _ = server;
         using var __ = box;
         var result = await box.RunAsync("jobs", "get", "job_doesnotexist");
-        Assert.Equal(1, result.ExitCode);
-        Assert.Contains("404", result.Err);
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("no job job_doesnotexist in your organisation (404", result.Err);
     }
 
     [Fact]
