@@ -29,6 +29,9 @@ public sealed class CliContext
         foreach (DictionaryEntry e in System.Environment.GetEnvironmentVariables())
             if (e.Key is string k && e.Value is string v) env[k] = v;
         var terminal = !System.Console.IsOutputRedirected && !System.Console.IsErrorRedirected;
+        // COLUMNS (set by the user, or exported by the shell) wins over the detected width.
+        if (env.TryGetValue("COLUMNS", out var columns) && int.TryParse(columns, out var width) && width > 0)
+            AnsiConsole.Console.Profile.Width = width;
         return new CliContext
         {
             Out = System.Console.Out,

@@ -49,14 +49,16 @@ public sealed class TestServer : IAsyncDisposable
     public required string ApiKey { get; init; }
     public string BaseUrl => Server.BaseUrl;
 
-    public static async Task<TestServer> StartAsync(bool runJobs = false, int maxConcurrentJobs = 1, string? dataDir = null, string urls = "http://127.0.0.1:0")
+    public static async Task<TestServer> StartAsync(bool runJobs = false, int maxConcurrentJobs = 1, string? dataDir = null, string urls = "http://127.0.0.1:0",
+        long maxUploadBytes = 512L * 1024 * 1024, IReadOnlyList<string>? trainerCommand = null)
     {
         dataDir ??= Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
         var server = await ServerHost.StartAsync(new ServerOptions
         {
             Urls = urls,
             DataDir = dataDir,
-            TrainerCommand = runJobs ? CliContext.SelfCommandOfThisProcess() : [],
+            TrainerCommand = trainerCommand ?? (runJobs ? CliContext.SelfCommandOfThisProcess() : []),
+            MaxUploadBytes = maxUploadBytes,
             MaxConcurrentJobs = maxConcurrentJobs,
             CancelGracePeriod = TimeSpan.FromSeconds(10),
             AllowModelDownload = false, // tests never reach for the network

@@ -21,9 +21,11 @@ public static class DemoCommand
         var keep = new Option<bool>("--keep") { Description = "Keep the temporary data folder (database, job logs, the fine-tuned model)" };
         var steps = new Option<int>("--steps") { Description = "Optimizer steps to train", DefaultValueFactory = _ => 40 };
         var interval = new Option<double>("--poll-interval") { Description = "Seconds between status checks", DefaultValueFactory = _ => 0.5 };
+        // Not the shared --data-dir: the demo's default is a temporary folder, not ~/.anneal.
+        var dataDirOption = new Option<string?>("--data-dir") { HelpName = "DIR", Description = "Data folder to use and keep (default: a new temporary folder, removed at the end unless --keep)" };
         var command = new Command("demo", "Fine-tune the built-in tiny model end to end on this machine (no set-up) and show an answer")
         {
-            shared.DataDir, keep, steps, interval,
+            dataDirOption, keep, steps, interval,
         };
         command.SetAction(async (p, ct) =>
         {
@@ -32,7 +34,7 @@ public static class DemoCommand
                 ctx.Error.WriteLine($"error: --steps {s}: expected a positive number");
                 return ExitCodes.Usage;
             }
-            var given = p.GetValue(shared.DataDir);
+            var given = p.GetValue(dataDirOption);
             return await RunAsync(ctx, given is null ? null : ctx.FullPath(given), p.GetValue(keep), s, p.GetValue(interval), ct);
         });
         return command;
@@ -100,7 +102,9 @@ public static class DemoCommand
             ctx.Out.WriteLine($"Answer: {string.Join(' ', answer.Split((char[])['\n', '\r'], StringSplitOptions.RemoveEmptyEntries)).Trim()}");
             ctx.Out.WriteLine($"(the dataset's answer: \"{DemoData.Facts[0].Answer}\")");
             ctx.Out.WriteLine($"fine_tuned_model: {job.FineTunedModel}");
-            ctx.Out.WriteLine($"model folder: {finalDir}");
+            // A temporary folder is deleted below: name the model folder only when it stays.
+            if (keep || !temporary) ctx.Out.WriteLine($"model folder: {finalDir}");
+            else ctx.Out.WriteLine("The data folder and the model are removed now; run `anneal demo --keep` to keep them.");
             return ExitCodes.Ok;
         }
         finally

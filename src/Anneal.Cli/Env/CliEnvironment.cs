@@ -75,5 +75,5 @@ public sealed class CliEnvironment
     public static string? CheckBackendUrl(string url) =>
         Uri.TryCreate(url, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps)
             ? null
-            : $"backend URL '{url}' is not an absolute http:// or https:// URL";
+            : $"backend URL '{(url.EndsWith("/api", StringComparison.Ordinal) ? url[..^4] : url)}' is not an absolute http:// or https:// URL (e.g. http://127.0.0.1:8000)";
 }

@@ -32,7 +32,16 @@ public static class FilesCommand
             var full = ctx.FullPath(p.GetValue(path)!);
             FileObject file;
             await using (var stream = File.OpenRead(full))
-                file = await client.UploadFileAsync(stream, Path.GetFileName(full), FilePurpose.FineTune, ct);
+            {
+                try
+                {
+                    file = await client.UploadFileAsync(stream, Path.GetFileName(full), FilePurpose.FineTune, ct);
+                }
+                catch (ApiException e) when (e.Status == System.Net.HttpStatusCode.RequestEntityTooLarge)
+                {
+                    return ApiErrors.ReportUpload(ctx, e, Path.GetFileName(full), stream.Length);
+                }
+            }
             while (file.Status == FileStatus.Processing)
             {
                 await Task.Delay(500, ct);
@@ -50,20 +59,45 @@ public static class FilesCommand
             return ExitCodes.Ok;
         });
 
-        return new Command("files", "Check, upload and inspect dataset files") { check, upload, get };
+        var limit = new Option<int>("--limit") { Description = "At most this many files, newest first", DefaultValueFactory = _ => 20 };
+        var list = new Command("list", "List your organisation's uploaded files") { limit };
+        list.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            var files = await client.ListFilesAsync(p.GetValue(limit), ct);
+            if (p.GetValue(shared.Json)) ctx.WriteJson(files);
+            else if (files.Data.Count == 0) ctx.Out.WriteLine("No files.");
+            else
+                foreach (var f in files.Data)
+                    ctx.Out.WriteLine($"{f.Id}  {f.Status,-10}  {f.NumExamples?.ToString() ?? "-",6} examples  {f.Bytes,10} bytes  {f.Filename}");
+            return ExitCodes.Ok;
+        });
+
+        return new Command("files", "Check, upload, list and inspect dataset files") { check, upload, list, get };
     }
 
     static (DatasetReport? Report, int Code) Validate(CliContext ctx, string given, string? model)
     {
         var full = ctx.FullPath(given);
+        if (Directory.Exists(full))
+        {
+            ctx.Error.WriteLine($"error: {given}: {full} is a directory; expected a JSONL file");
+            return (null, ExitCodes.Usage);
+        }
         if (!File.Exists(full))
         {
             ctx.Error.WriteLine($"error: {given}: file not found ({full})");
             return (null, ExitCodes.Usage);
         }
-        var options = new DatasetValidationOptions(20, model is not null && ModelRegistry.IsVision(model),
-            Math.Max(1, model is null ? 1 : ModelRegistry.Find(model)?.MaxImagesPerMessage ?? 1));
+        // With no --model, or one this build does not know, images are accepted (DESIGN.md §8): the
+        // server decides with the model it trains. A known text-only model rejects them here.
+        var known = model is null ? null : ModelRegistry.Find(model);
+        var vision = known?.SupportsVision ?? true;
+        var options = new DatasetValidationOptions(20, vision, Math.Max(1, known?.MaxImagesPerMessage ?? 64));
         var report = DatasetValidator.ValidateFile(full, options);
+        if (report.IsValid && known is null && HasImages(full))
+            ctx.Error.WriteLine(model is null
+                ? $"note: {given} contains images; images need a vision model (e.g. --model Qwen/Qwen3-VL-8B-Instruct)"
+                : $"note: {given} contains images; model '{model}' is not in the built-in list, so the server decides whether it accepts them");
         if (!report.IsValid)
         {
             ctx.Error.WriteLine(report.TotalErrors == 0 ? $"error: {full} has no records" : $"error: {full}: {report.TotalErrors} error{(report.TotalErrors == 1 ? "" : "s")}");
@@ -89,4 +123,9 @@ public static class FilesCommand
         if (file.NumTokens is { } t) ctx.Out.WriteLine($"num_tokens: {t}");
         foreach (var e in file.Errors ?? []) ctx.Out.WriteLine($"error: {e}");
     }
+
+    /// <summary>True when the text-only rules reject the file for its images (the vision rules accepted it).</summary>
+    static bool HasImages(string path) =>
+        DatasetValidator.ValidateFile(path, new DatasetValidationOptions(1, false, 1)).Errors
+            .Any(e => e.Message.Contains("vision model", StringComparison.Ordinal));
 }

@@ -17,14 +17,24 @@ public sealed class ApiException(HttpStatusCode status, string method, string ur
     : Exception($"{method} {url} failed: {(int)status} {title ?? status.ToString()}{(detail is null ? "" : ": " + detail)}")
 {
     public HttpStatusCode Status { get; } = status;
+    public string Url { get; } = url;
     public string? Title { get; } = title;
     public string? Detail { get; } = detail;
     public IReadOnlyList<ErrorItem> Errors { get; } = errors;
+    /// <summary>The problem+json body when there was one (e.g. max_bytes of a 413).</summary>
+    public JsonObject? Problem { get; init; }
 }
 
 /// <summary>No connection could be made (refused, DNS, TLS, timeout).</summary>
 public sealed class BackendUnreachableException(string baseUrl, string reason, Exception inner)
     : Exception($"cannot reach the Anneal backend at {baseUrl}: {reason}", inner)
+{
+    public string BaseUrl { get; } = baseUrl;
+}
+
+/// <summary>Something answers at the address, but not the Anneal API (404 without problem+json, no /health).</summary>
+public sealed class NoAnnealApiException(string baseUrl)
+    : Exception($"no Anneal API at {baseUrl} (GET {baseUrl}/health failed)")
 {
     public string BaseUrl { get; } = baseUrl;
 }
@@ -38,7 +48,10 @@ public sealed class AnnealClient : IDisposable
     public AnnealClient(string apiBaseUrl, string? apiKey, TimeSpan? timeout = null)
     {
         BaseUrl = apiBaseUrl.TrimEnd('/');
-        _http = new HttpClient { BaseAddress = new Uri(BaseUrl + "/"), Timeout = timeout ?? TimeSpan.FromMinutes(10) };
+        // Uploads send `Expect: 100-continue`: the server answers 413 for an oversized file before
+        // the body is sent, instead of closing the connection in the middle of it (broken pipe).
+        var handler = new SocketsHttpHandler { Expect100ContinueTimeout = TimeSpan.FromSeconds(5) };
+        _http = new HttpClient(handler) { BaseAddress = new Uri(BaseUrl + "/"), Timeout = timeout ?? TimeSpan.FromMinutes(10) };
         if (apiKey is not null) _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
         _http.DefaultRequestHeaders.UserAgent.Add(new ProductInfoHeaderValue("anneal-cli", "1.0"));
     }
@@ -47,15 +60,49 @@ public sealed class AnnealClient : IDisposable
 
     // ---- files ----
 
-    /// <summary>Uploads a JSONL file: multipart field `file`, form field `purpose`.</summary>
-    public Task<FileObject> UploadFileAsync(Stream content, string fileName, string purpose, CancellationToken ct)
+    /// <summary>
+    /// Uploads a JSONL file: multipart field `file`, form field `purpose`. A connection closed in
+    /// the middle of the body (a server that refuses it without waiting for 100-continue) is tried
+    /// once more, so that the server's answer (413 with max_bytes, say) can be read.
+    /// </summary>
+    public async Task<FileObject> UploadFileAsync(Stream content, string fileName, string purpose, CancellationToken ct)
+    {
+        var start = content.CanSeek ? content.Position : 0;
+        try
+        {
+            return await SendAsync<FileObject>(HttpMethod.Post, "learning/files", UploadForm(content, fileName, purpose), ct, expectContinue: true);
+        }
+        catch (BackendUnreachableException e) when (content.CanSeek && e.InnerException is HttpRequestException { InnerException: IOException })
+        {
+            content.Position = start;
+            return await SendAsync<FileObject>(HttpMethod.Post, "learning/files", UploadForm(content, fileName, purpose), ct, expectContinue: true);
+        }
+    }
+
+    static MultipartFormDataContent UploadForm(Stream content, string fileName, string purpose)
     {
         var form = new MultipartFormDataContent();
-        var file = new StreamContent(content);
+        // The caller owns the stream: it may be sent a second time.
+        var file = new StreamContent(new NonClosingStream(content));
         file.Headers.ContentType = new MediaTypeHeaderValue("application/jsonl");
         form.Add(file, "file", fileName);
         form.Add(new StringContent(purpose), "purpose");
-        return SendAsync<FileObject>(HttpMethod.Post, "learning/files", form, ct);
+        return form;
+    }
+
+    sealed class NonClosingStream(Stream inner) : Stream
+    {
+        public override bool CanRead => inner.CanRead;
+        public override bool CanSeek => inner.CanSeek;
+        public override bool CanWrite => false;
+        public override long Length => inner.Length;
+        public override long Position { get => inner.Position; set => inner.Position = value; }
+        public override void Flush() { }
+        public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, count);
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken ct = default) => inner.ReadAsync(buffer, ct);
+        public override long Seek(long offset, SeekOrigin origin) => inner.Seek(offset, origin);
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     public Task<FileObject> GetFileAsync(string id, CancellationToken ct) =>
@@ -76,6 +123,12 @@ public sealed class AnnealClient : IDisposable
     public Task<JobObject> CancelJobAsync(string id, CancellationToken ct) =>
         SendAsync<JobObject>(HttpMethod.Post, $"learning/jobs/{Uri.EscapeDataString(id)}/cancel", null, ct);
 
+    public Task<JobObject> PauseJobAsync(string id, CancellationToken ct) =>
+        SendAsync<JobObject>(HttpMethod.Post, $"learning/jobs/{Uri.EscapeDataString(id)}/pause", null, ct);
+
+    public Task<JobObject> ResumeJobAsync(string id, CancellationToken ct) =>
+        SendAsync<JobObject>(HttpMethod.Post, $"learning/jobs/{Uri.EscapeDataString(id)}/resume", null, ct);
+
     public Task<JobObject> GetJobAsync(string id, CancellationToken ct) =>
         SendAsync<JobObject>(HttpMethod.Get, $"learning/jobs/{Uri.EscapeDataString(id)}", null, ct);
 
@@ -91,6 +144,20 @@ public sealed class AnnealClient : IDisposable
     public Task<BaseModelList> ListBaseModelsAsync(CancellationToken ct) =>
         SendAsync<BaseModelList>(HttpMethod.Get, "models", null, ct);
 
+    /// <summary>GET /api/health: true when an Anneal server answers at this address.</summary>
+    public async Task<bool> IsHealthyAsync(CancellationToken ct)
+    {
+        try
+        {
+            using var response = await _http.GetAsync("health", ct);
+            return response.IsSuccessStatusCode && (await response.Content.ReadAsStringAsync(ct)).Contains("\"ok\"", StringComparison.Ordinal);
+        }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !ct.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
     public Task<FineTunedModelList> ListFineTunedModelsAsync(CancellationToken ct) =>
         SendAsync<FineTunedModelList>(HttpMethod.Get, "learning/models", null, ct);
 
@@ -102,9 +169,11 @@ public sealed class AnnealClient : IDisposable
         return parts.Count == 0 ? "" : "?" + string.Join("&", parts);
     }
 
-    async Task<T> SendAsync<T>(HttpMethod method, string path, HttpContent? content, CancellationToken ct, (string Name, string Value)? header = null)
+    async Task<T> SendAsync<T>(HttpMethod method, string path, HttpContent? content, CancellationToken ct, (string Name, string Value)? header = null,
+        bool expectContinue = false)
     {
         using var request = new HttpRequestMessage(method, path) { Content = content };
+        if (expectContinue) request.Headers.ExpectContinue = true;
         if (header is { } h) request.Headers.TryAddWithoutValidation(h.Name, h.Value);
         HttpResponseMessage response;
         try
@@ -122,7 +191,14 @@ public sealed class AnnealClient : IDisposable
         using (response)
         {
             var url = $"{BaseUrl}/{path}";
-            if (!response.IsSuccessStatusCode) throw await ToApiException(response, method.Method, url, ct);
+            if (!response.IsSuccessStatusCode)
+            {
+                var error = await ToApiException(response, method.Method, url, ct);
+                // A 404: is there an Anneal API at this address at all, or just a wrong path / another server?
+                if (error.Status == HttpStatusCode.NotFound && !await IsHealthyAsync(ct))
+                    throw new NoAnnealApiException(BaseUrl);
+                throw error;
+            }
             try
             {
                 var value = await response.Content.ReadFromJsonAsync<T>(AnnealJson.Options, ct);
@@ -147,12 +223,14 @@ public sealed class AnnealClient : IDisposable
     static async Task<ApiException> ToApiException(HttpResponseMessage response, string method, string url, CancellationToken ct)
     {
         string? title = null, detail = null;
+        JsonObject? problemBody = null;
         var errors = new List<ErrorItem>();
         var body = await response.Content.ReadAsStringAsync(ct);
         try
         {
             if (JsonNode.Parse(body) is JsonObject problem)
             {
+                problemBody = problem;
                 title = problem["title"]?.GetValue<string>();
                 detail = problem["detail"]?.GetValue<string>();
                 if (problem["errors"] is JsonArray list)
@@ -171,6 +249,6 @@ public sealed class AnnealClient : IDisposable
             // Not problem+json (a proxy's HTML page, say): show the start of the body.
             detail = body.Length > 200 ? body[..200] + "..." : body;
         }
-        return new ApiException(response.StatusCode, method, url, title, detail, errors);
+        return new ApiException(response.StatusCode, method, url, title, detail, errors) { Problem = problemBody };
     }
 }

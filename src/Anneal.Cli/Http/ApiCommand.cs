@@ -43,7 +43,7 @@ public static class ApiCommand
             }
             catch (Exception e) when (ApiErrors.IsApiError(e))
             {
-                return ApiErrors.Report(ctx, e);
+                return ApiErrors.Report(ctx, e, keySource: env.SourceOf(CliEnvironment.ApiKeyVariable));
             }
         });
     }

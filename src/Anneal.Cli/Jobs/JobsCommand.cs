@@ -4,7 +4,6 @@ using System.Globalization;
 using Anneal.Cli.Http;
 using Anneal.Cli.Train;
 using Anneal.Core.Contracts;
-using Spectre.Console;
 
 namespace Anneal.Cli.Jobs;
 
@@ -25,13 +24,13 @@ public static class JobsCommand
             else if (jobs.Jobs.Count == 0) ctx.Out.WriteLine("No jobs.");
             else
             {
-                var table = new Table().AddColumns("id", "status", "model", "progress", "created", "fine_tuned_model");
-                foreach (var j in jobs.Jobs)
-                    table.AddRow(Markup.Escape(j.Id), Markup.Escape(j.Status), Markup.Escape(j.Model),
-                        j.Progress is { TotalSteps: > 0 } pr ? $"{pr.Step}/{pr.TotalSteps}" : "",
-                        j.CreatedAt.ToUniversalTime().ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture),
-                        Markup.Escape(j.FineTunedModel ?? ""));
-                ctx.Console.Write(table);
+                Tables.Write(ctx, ["id", "status", "model", "progress", "created", "fine_tuned_model"], jobs.Jobs.Select(j => (IReadOnlyList<string>)
+                [
+                    j.Id, j.Status, j.Model,
+                    j.Progress is { TotalSteps: > 0 } pr ? $"{pr.Step}/{pr.TotalSteps}" : "",
+                    j.CreatedAt.ToUniversalTime().ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture),
+                    j.FineTunedModel ?? "",
+                ]));
                 if (jobs.HasMore) ctx.Out.WriteLine($"(more jobs: raise --limit)");
             }
             return ExitCodes.Ok;
@@ -77,6 +76,24 @@ public static class JobsCommand
             return ExitCodes.Ok;
         });
 
-        return new Command("jobs", "List, inspect and cancel fine-tuning jobs") { list, get, events, cancel };
+        var pause = new Command("pause", "Pause a running job at its latest checkpoint and free its device") { jobId };
+        pause.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            var job = await client.PauseJobAsync(p.GetValue(jobId)!, ct);
+            if (p.GetValue(shared.Json)) ctx.WriteJson(job);
+            else ctx.Out.WriteLine($"Job {job.Id}: {job.Status}");
+            return ExitCodes.Ok;
+        });
+
+        var resume = new Command("resume", "Queue a paused job again; it continues from its checkpoint") { jobId };
+        resume.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            var job = await client.ResumeJobAsync(p.GetValue(jobId)!, ct);
+            if (p.GetValue(shared.Json)) ctx.WriteJson(job);
+            else ctx.Out.WriteLine($"Job {job.Id}: {job.Status}");
+            return ExitCodes.Ok;
+        });
+
+        return new Command("jobs", "List, inspect, cancel, pause and resume fine-tuning jobs") { list, get, events, cancel, pause, resume };
     }
 }

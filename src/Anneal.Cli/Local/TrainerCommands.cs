@@ -116,7 +116,7 @@ public static class TrainerCommands
     /// <summary>`anneal generate --model DIR --prompt TEXT`: one answer from a model folder.</summary>
     public static Command Generate(CliContext ctx)
     {
-        var model = new Option<string>("--model") { Description = "Model folder (a base model or a job's final/ folder)", Required = true };
+        var model = new Option<string>("--model") { Description = "Model folder (a base model, a job's final/ folder, or a LoRA job's final/ with final/merged/)", Required = true };
         var prompt = new Option<string>("--prompt") { Description = "The user message to answer", Required = true };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer, in tokens", DefaultValueFactory = _ => 48 };
         var command = new Command("generate", "Answer one prompt with a local model folder (greedy decoding)") { model, prompt, maxNew };
@@ -133,8 +133,43 @@ public static class TrainerCommands
                 ctx.Error.WriteLine($"error: --max-new-tokens {n}: expected a positive number");
                 return ExitCodes.Usage;
             }
-            return await TrainerProcess.GenerateAsync(dir, p.GetValue(prompt)!, p.GetValue(maxNew), ctx.Out, ctx.Error, ct);
+            // A LoRA job's final/ holds the adapter, whose base is a registry id (not a folder here);
+            // its full model is final/merged. An adapter over a local base folder loads as it is.
+            var adapterConfig = Path.Combine(dir, "adapter_config.json");
+            if (File.Exists(adapterConfig) && !File.Exists(Path.Combine(dir, "config.json")) && !HasLocalBase(adapterConfig))
+            {
+                var merged = Path.Combine(dir, "merged");
+                if (!File.Exists(Path.Combine(merged, "config.json")))
+                {
+                    ctx.Error.WriteLine($"error: --model {dir} holds a LoRA adapter whose base model is not a folder here, and no merged model ({merged} is missing);");
+                    ctx.Error.WriteLine("  pass a full model folder: a full fine-tune's final/, or the final/merged/ folder of a LoRA job that merged its adapter.");
+                    return ExitCodes.Usage;
+                }
+                ctx.Error.WriteLine($"note: {dir} holds a LoRA adapter; answering with its merged model {merged}");
+                dir = merged;
+            }
+            var answer = new StringWriter();
+            var code = await TrainerProcess.GenerateAsync(dir, p.GetValue(prompt)!, p.GetValue(maxNew), answer, ctx.Error, ct);
+            ctx.Out.Write(WithoutEmptyThink(answer.ToString()));
+            return code;
         });
         return command;
+    }
+
+    /// <summary>Qwen3's chat template opens the answer with an empty `<think>\n\n</think>` when not thinking; it is noise here.</summary>
+    public static string WithoutEmptyThink(string answer) =>
+        System.Text.RegularExpressions.Regex.Replace(answer, @"^\s*<think>\s*</think>\s*", "");
+
+    static bool HasLocalBase(string adapterConfig)
+    {
+        try
+        {
+            var path = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(adapterConfig))?["base_model_name_or_path"]?.GetValue<string>();
+            return path is not null && Directory.Exists(path);
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or IOException)
+        {
+            return false;
+        }
     }
 }

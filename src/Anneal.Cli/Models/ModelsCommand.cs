@@ -4,7 +4,6 @@ using System.CommandLine;
 using System.Globalization;
 using Anneal.Cli.Http;
 using Anneal.Core.Contracts;
-using Spectre.Console;
 
 namespace Anneal.Cli.Models;
 
@@ -24,11 +23,10 @@ public static class ModelsCommand
                 else if (list.Data.Count == 0) ctx.Out.WriteLine("No fine-tuned models yet.");
                 else
                 {
-                    var table = new Table().AddColumns("id", "base_model", "job_id", "status", "created");
-                    foreach (var m in list.Data)
-                        table.AddRow(Markup.Escape(m.Id), Markup.Escape(m.BaseModel), Markup.Escape(m.JobId), Markup.Escape(m.Status),
-                            m.CreatedAt.ToUniversalTime().ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture));
-                    ctx.Console.Write(table);
+                    Tables.Write(ctx, ["id", "base_model", "job_id", "status", "created"], list.Data.Select(m => (IReadOnlyList<string>)
+                    [
+                        m.Id, m.BaseModel, m.JobId, m.Status, m.CreatedAt.ToUniversalTime().ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture),
+                    ]));
                 }
                 return ExitCodes.Ok;
             }
@@ -36,13 +34,13 @@ public static class ModelsCommand
             if (json) ctx.WriteJson(models);
             else
             {
-                var table = new Table().AddColumns("id", "family", "params (B)", "context", "vision", "modes", "trainable here");
-                foreach (var m in models.Data)
-                    table.AddRow(Markup.Escape(m.Id), Markup.Escape(m.Family), m.Parameters.ToString("0.###", CultureInfo.InvariantCulture),
-                        m.ContextLength.ToString(CultureInfo.InvariantCulture), m.SupportsVision ? "yes" : "",
-                        Markup.Escape(string.Join(", ", m.TrainingModes)),
-                        Markup.Escape(m.Trainable ? "yes" + (m.TrainableNote is { } n ? $" ({n})" : "") : "no" + (m.TrainableNote is { } n2 ? $": {n2}" : "")));
-                ctx.Console.Write(table);
+                Tables.Write(ctx, ["id", "family", "params (B)", "context", "vision", "modes", "trainable here"], models.Data.Select(m => (IReadOnlyList<string>)
+                [
+                    m.Id, m.Family, m.Parameters.ToString("0.###", CultureInfo.InvariantCulture),
+                    m.ContextLength.ToString(CultureInfo.InvariantCulture), m.SupportsVision ? "yes" : "",
+                    string.Join(", ", m.TrainingModes),
+                    m.Trainable ? "yes" + (m.TrainableNote is { } n ? $" ({n})" : "") : "no" + (m.TrainableNote is { } n2 ? $": {n2}" : ""),
+                ]));
             }
             return ExitCodes.Ok;
         }, keyRequired: false);

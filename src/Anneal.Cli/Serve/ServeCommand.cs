@@ -56,7 +56,18 @@ public static class ServeCommand
 
     public static async Task<int> RunAsync(CliContext ctx, ServerOptions options, CancellationToken ct)
     {
-        await using var server = await ServerHost.StartAsync(options, ct);
+        RunningServer server;
+        try
+        {
+            server = await ServerHost.StartAsync(options, ct);
+        }
+        catch (ServerStartException e)
+        {
+            // Port or data folder taken: one line, no stack trace.
+            ctx.Error.WriteLine($"error: {e.Message}");
+            return ExitCodes.Usage;
+        }
+        await using var _ = server;
         ctx.Out.WriteLine($"Anneal is listening on {server.BaseUrl} (API: {server.BaseUrl}/api; data: {options.DataDir}).");
         if (server.FirstApiKey is { } key)
         {

@@ -94,10 +94,13 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
         if (_lastProgress is not { } p) return new Markup("[grey]waiting for the first training step ...[/]");
         var step = Long(p, "step") ?? 0;
         var total = Long(p, "total_steps") ?? 0;
-        var width = 30;
+        var text = ProgressText(p);
+        // The bar takes what the line leaves of the terminal's width, at most 30 columns.
+        var width = (int)Math.Clamp(ctx.Console.Profile.Width - text.Length - 2, 0, 30);
+        if (width < 10) width = 0; // no room for a useful bar: numbers only
         var filled = total > 0 ? (int)Math.Clamp(width * step / total, 0, width) : 0;
         var bar = new string('━', filled) + new string('─', width - filled);
-        return new Markup($"[green]{bar}[/] {Markup.Escape(ProgressText(p))}");
+        return new Markup(width == 0 ? Markup.Escape(text) : $"[green]{bar}[/] {Markup.Escape(text)}");
     }
 
     /// <summary>"step 12/40 · loss 2.3412 · 1,234 tok/s · ETA 0:42"</summary>

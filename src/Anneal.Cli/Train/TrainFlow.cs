@@ -13,6 +13,7 @@ using Anneal.Core.Config;
 using Anneal.Core.Contracts;
 using Anneal.Core.Datasets;
 using Anneal.Core.Models;
+using Anneal.Core.Training;
 
 namespace Anneal.Cli.Train;
 
@@ -63,6 +64,7 @@ public static class TrainFlow
 
         // 1. Config.
         var configPath = ctx.FullPath(req.ConfigPath);
+        if (Directory.Exists(configPath)) return Usage(ctx, $"--config {req.ConfigPath}: {configPath} is a directory; expected a TOML file");
         if (!File.Exists(configPath)) return Usage(ctx, $"--config {req.ConfigPath}: file not found ({configPath})");
         var (config, configErrors) = TrainingConfigLoader.Load(configPath);
         if (config is null || configErrors.Count > 0)
@@ -105,8 +107,11 @@ public static class TrainFlow
         var backend = env.BackendBaseUrl(req.Backend);
         if (CliEnvironment.CheckBackendUrl(backend) is { } backendError) return Usage(ctx, backendError);
 
+        var settings = HyperparameterParser.Parse(config.Hyperparameters).Settings;
         if (req.DryRun)
         {
+            if (ModelPreflight.CheckLocal(model, settings) is { Count: > 0 } modelErrors)
+                return ModelProblems(ctx, configPath, modelErrors, "(checked against the built-in model list; nothing was sent)");
             var plan = new JsonObject
             {
                 ["backend"] = backend,
@@ -119,7 +124,7 @@ public static class TrainFlow
                     $"<id of the uploaded file sha256:{training.Sha256[..12]}>",
                     validation is null ? null : $"<id of the uploaded file sha256:{validation.Sha256[..12]}>"), AnnealJson.Options),
             };
-            ctx.Out.WriteLine(plan.ToJsonString(AnnealJson.Indented));
+            ctx.Out.WriteLine(plan.ToJsonString(DisplayJson));
             err.WriteLine("Dry run: nothing was uploaded and no job was created.");
             return new TrainOutcome(ExitCodes.Ok, null);
         }
@@ -141,6 +146,10 @@ public static class TrainFlow
             {
                 var existing = await TryGetJobAsync(client, previous.JobId, ct);
                 if (existing is null) submissions.Remove(submissionKey);
+                else if (existing.Status is JobStatus.Failed or JobStatus.Cancelled)
+                    // A failed or cancelled job is not the answer to a re-run: try again (the server
+                    // keeps one copy of the dataset, so nothing is stored twice).
+                    err.WriteLine($"previous job {existing.Id} {existing.Status}; submitting a new job.");
                 else if (req.NoPoll || !JobStatus.IsTerminal(existing.Status))
                 {
                     err.WriteLine($"This dataset and config were already submitted as job {existing.Id} (status: {existing.Status}); not uploading again.");
@@ -149,15 +158,18 @@ public static class TrainFlow
                 }
             }
 
+            if (await ModelPreflight.CheckRemoteAsync(client, model, settings, ct) is { Count: > 0 } modelErrors)
+                return ModelProblems(ctx, configPath, modelErrors, "nothing was uploaded");
+
             err.WriteLine($"Uploading {training.FileName} ({training.NumExamples} examples, {training.Bytes:N0} bytes) to {backend} ...");
             var trainingFile = await UploadAndWaitAsync(client, training, req.PollIntervalSeconds, ctx, ct);
-            if (trainingFile.Status != FileStatus.Ready) return new TrainOutcome(ExitCodes.Usage, null);
+            if (trainingFile is not { Status: FileStatus.Ready }) return new TrainOutcome(ExitCodes.Usage, null);
             FileObject? validationFile = null;
             if (validation is not null)
             {
                 err.WriteLine($"Uploading validation set {validation.FileName} ({validation.NumExamples} examples) ...");
                 validationFile = await UploadAndWaitAsync(client, validation, req.PollIntervalSeconds, ctx, ct);
-                if (validationFile.Status != FileStatus.Ready) return new TrainOutcome(ExitCodes.Usage, null);
+                if (validationFile is not { Status: FileStatus.Ready }) return new TrainOutcome(ExitCodes.Usage, null);
             }
 
             var job = await client.CreateJobAsync(Payload(trainingFile.Id, validationFile?.Id), Guid.NewGuid().ToString("N"), ct);
@@ -169,8 +181,21 @@ public static class TrainFlow
         }
         catch (Exception e) when (ApiErrors.IsApiError(e))
         {
-            return new TrainOutcome(ApiErrors.Report(ctx, e), null);
+            return new TrainOutcome(ApiErrors.Report(ctx, e, TomlKeys.Describe, env.SourceOf(CliEnvironment.ApiKeyVariable)), null);
         }
+    }
+
+    /// <summary>Indented JSON for people: `<` and `>` stay readable (never embedded in HTML).</summary>
+    static readonly JsonSerializerOptions DisplayJson = new(AnnealJson.Indented)
+    {
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    static TrainOutcome ModelProblems(CliContext ctx, string configPath, List<ErrorItem> errors, string note)
+    {
+        ctx.Error.WriteLine($"error: the job would be rejected ({note}):");
+        foreach (var e in errors) ctx.Error.WriteLine($"  {configPath}: {TomlKeys.Describe(e)}");
+        return new TrainOutcome(ExitCodes.Usage, null);
     }
 
     static async Task<TrainOutcome> FollowAndReportAsync(CliContext ctx, AnnealClient client, string jobId, TrainRequest req, double? configPollSeconds, CancellationToken ct)
@@ -283,11 +308,22 @@ public static class TrainFlow
         return Encoding.UTF8.GetBytes(sb.ToString());
     }
 
-    static async Task<FileObject> UploadAndWaitAsync(AnnealClient client, DatasetUpload upload, double pollSeconds, CliContext ctx, CancellationToken ct)
+    /// <summary>Uploads and waits for validation; null (after printing why) when the server refused the file.</summary>
+    static async Task<FileObject?> UploadAndWaitAsync(AnnealClient client, DatasetUpload upload, double pollSeconds, CliContext ctx, CancellationToken ct)
     {
         FileObject file;
         await using (var content = upload.Open())
-            file = await client.UploadFileAsync(content, upload.FileName, FilePurpose.FineTune, ct);
+        {
+            try
+            {
+                file = await client.UploadFileAsync(content, upload.FileName, FilePurpose.FineTune, ct);
+            }
+            catch (ApiException e) when (e.Status == System.Net.HttpStatusCode.RequestEntityTooLarge)
+            {
+                ApiErrors.ReportUpload(ctx, e, upload.FileName, upload.Bytes);
+                return null;
+            }
+        }
         var delay = TimeSpan.FromSeconds(Math.Min(pollSeconds, 1));
         while (file.Status == FileStatus.Processing)
         {

@@ -139,7 +139,10 @@ public static class TrainingConfigLoader
             var (hyperparameters, origins) = BuildHyperparameters(s["hyperparameters"], s["training"], variety);
             foreach (var item in items) Error(item.Field ?? "", item.Message);
             foreach (var item in HyperparameterParser.Parse(hyperparameters).Errors)
-                Error(ToTomlKey(item.Field ?? HyperparameterParser.Prefix, origins), item.Message);
+            {
+                var key = ToTomlKey(item.Field ?? HyperparameterParser.Prefix, origins);
+                Error(key, UnknownHyperparameter(key, item.Message) ?? item.Message);
+            }
 
             if (errors.Count > 0) return (null, errors);
             var effective = new JsonObject
@@ -188,6 +191,27 @@ public static class TrainingConfigLoader
             }
             return (hp, origins);
         }
+
+        /// <summary>
+        /// The parser lists the API's keys for an unknown key; in [hyperparameters] of a TOML file the
+        /// allowed keys are fewer (mode, use_qlora, lora and validation belong in [training]).
+        /// </summary>
+        static string? UnknownHyperparameter(string key, string message)
+        {
+            if (!message.StartsWith("unknown key", StringComparison.Ordinal) || !key.StartsWith("hyperparameters.", StringComparison.Ordinal)) return null;
+            var name = key["hyperparameters.".Length..];
+            if (name.Contains('.')) return null;
+            var allowed = TomlHyperparameterKeys;
+            var training = Sections["training"]!;
+            var hint = Suggest.Closest(name, allowed) is { } h ? $"; did you mean '{h}'?"
+                : Suggest.Closest(name, training) is { } t ? $"; did you mean training.{t}?" : "";
+            return $"unknown key{hint} (allowed in [hyperparameters]: {string.Join(", ", allowed)}; [training] holds mode, use_qlora, [training.lora], [training.validation])";
+        }
+
+        static readonly IReadOnlyList<string> TomlHyperparameterKeys = HyperparameterParser.TopLevelKeys
+            .Except(["training_mode", "use_qlora", "lora", "validation", "parallelism"])
+            .Append("[hyperparameters.parallelism]")
+            .ToList();
 
         /// <summary>"hyperparameters.lora.target_modules[1]" → "training.lora.target_modules[1]".</summary>
         static string ToTomlKey(string field, List<(string Json, string Toml)> origins)

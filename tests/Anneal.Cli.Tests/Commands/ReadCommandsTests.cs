@@ -47,6 +47,9 @@ public class ReadCommandsTests
         Assert.True(get.ExitCode == 0, get.ToString());
         Assert.Contains("num_examples: 5", get.Out);
         Assert.Contains("status: ready", get.Out);
+        var list = await box.RunAsync("files", "list");
+        Assert.Contains(file["id"]!.GetValue<string>(), list.Out);
+        Assert.Contains("d.jsonl", list.Out);
 
         box.Write("bad.jsonl", "{}\n");
         var bad = await box.RunAsync("files", "upload", "bad.jsonl");
@@ -82,6 +85,12 @@ public class ReadCommandsTests
         var eventsJson = JsonNode.Parse((await box.RunAsync("jobs", "events", id, "--json")).Out)!;
         Assert.True(eventsJson["events"]!.AsArray().Count >= 2);
 
+        // A queued job cannot be paused (only a running one with a checkpoint): the server's reason is shown.
+        var pause = await box.RunAsync("jobs", "pause", id);
+        Assert.Equal(1, pause.ExitCode);
+        Assert.Contains("409", pause.Err);
+        Assert.Contains("pause", pause.Err);
+
         var cancel = await box.RunAsync("jobs", "cancel", id);
         Assert.True(cancel.ExitCode == 0, cancel.ToString());
         Assert.Contains("cancelled", cancel.Out);
@@ -90,14 +99,14 @@ public class ReadCommandsTests
     }
 
     [Fact]
-    public async Task An_unknown_job_id_exits_1_with_the_servers_answer()
+    public async Task An_unknown_job_id_exits_2_saying_it_is_not_in_the_organisation()
     {
         var (box, server) = await SetUpAsync();
         await using var _ = server;
         using var __ = box;
         var result = await box.RunAsync("jobs", "get", "job_doesnotexist");
-        Assert.Equal(1, result.ExitCode);
-        Assert.Contains("404", result.Err);
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("no job job_doesnotexist in your organisation (404", result.Err);
     }
 
     [Fact]

@@ -182,6 +182,29 @@ public class JobExecutionTests
     }
 
     [Fact]
+    public async Task Pause_then_resume_continues_from_the_checkpoint_to_succeeded()
+    {
+        await using var server = await TestServer.StartAsync(runJobs: true);
+        using var box = Sandbox(server, server.BaseUrl);
+        box.Write("train.toml", SmallToml(10, saveSteps: 2));
+        box.Write("data.jsonl", Samples.Dataset(8));
+        var submitted = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--no-poll");
+        var id = JobId(submitted);
+        await WaitForAsync(server, id, (_, events) => events.Any(e => e.Type == EventTypes.CheckpointSaved));
+
+        var pause = await box.RunAsync("jobs", "pause", id);
+        Assert.True(pause.ExitCode == 0, pause.ToString());
+        await WaitForAsync(server, id, (j, _) => j.Status == JobStatus.Paused, 60);
+        var resume = await box.RunAsync("jobs", "resume", id);
+        Assert.True(resume.ExitCode == 0, resume.ToString());
+
+        var result = await box.RunAsync("jobs", "events", id, "--follow", "--poll-interval", "0.3");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("status: succeeded", result.Out);
+        Assert.Contains("sft.progress step 10/10", result.Out);
+    }
+
+    [Fact]
     public async Task Two_jobs_submitted_at_once_run_one_after_the_other_and_both_succeed()
     {
         await using var server = await TestServer.StartAsync(runJobs: true, maxConcurrentJobs: 1);

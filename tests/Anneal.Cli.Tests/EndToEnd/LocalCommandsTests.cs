@@ -111,7 +111,30 @@ public class LocalCommandsTests
         Assert.Contains("sft.progress step 3/3", result.Out);
         Assert.Contains("Answer:", result.Out);
         Assert.Contains("fine_tuned_model: fft:anneal/tiny-qwen3:", result.Out);
+        Assert.Contains("model folder: ", result.Out); // kept, so worth naming
         // A folder the user named is kept.
         Assert.True(Directory.Exists(Path.Combine(box.Dir, "demo-data", "jobs")));
+    }
+
+    [Fact]
+    public async Task Demo_in_a_temporary_folder_does_not_print_a_folder_it_removes()
+    {
+        using var box = new CliSandbox();
+        var result = await box.RunAsync("demo", "--steps", "2", "--poll-interval", "0.3");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.DoesNotContain("model folder:", result.Out);
+        Assert.Contains("run `anneal demo --keep` to keep them", result.Out);
+        var answer = result.Out.Split('\n').Single(l => l.StartsWith("Answer:"));
+        Assert.DoesNotContain("<think>", answer);
+    }
+
+    [Fact]
+    public async Task Demo_help_gives_its_own_data_dir_default()
+    {
+        using var box = new CliSandbox();
+        var help = await box.RunAsync("demo", "--help");
+        Assert.Equal(0, help.ExitCode);
+        Assert.Contains("default: a new temporary folder", help.Out);
+        Assert.DoesNotContain("~/.anneal", help.Out);
     }
 }

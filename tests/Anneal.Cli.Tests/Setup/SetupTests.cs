@@ -1,6 +1,7 @@
 // `anneal setup` and `anneal keys create`: keys created in a local data folder work against a
 // server on that folder; .env values are never replaced silently.
 using Anneal.Cli.Env;
+using Spectre.Console.Testing;
 
 namespace Anneal.Cli.Tests.Setup;
 
@@ -117,5 +118,45 @@ public class SetupTests
         var result = await box.RunAsync("keys", "create", "--org", " ", "--data-dir", "data");
         Assert.Equal(2, result.ExitCode);
         Assert.Contains("--org", result.Err);
+    }
+}
+
+/// <summary>At a terminal, setup asks before replacing a value (Spectre's test console answers).</summary>
+public class SetupAtATerminalTests
+{
+    static async Task<(int Code, string Text)> RunAtTerminalAsync(CliSandbox box, string answer)
+    {
+        var console = new TestConsole().Interactive();
+        console.Input.PushTextWithEnter(answer);
+        var output = new StringWriter();
+        var error = new StringWriter();
+        var ctx = new CliContext
+        {
+            Out = output, Error = error, Console = console, IsTerminal = true, WorkingDirectory = box.Dir,
+            Environment = new Dictionary<string, string>(),
+        };
+        var code = await AnnealApp.RunAsync(["setup", "--api-key", "ank_new", "--backend", "http://h:1"], ctx);
+        return (code, console.Output + output + error);
+    }
+
+    [Fact]
+    public async Task Answering_no_leaves_the_file_unchanged()
+    {
+        using var box = new CliSandbox();
+        box.Write(".env", "SYNTH_API_KEY=ank_old\n");
+        var (code, text) = await RunAtTerminalAsync(box, "n");
+        Assert.Equal(2, code);
+        Assert.Contains("already sets SYNTH_API_KEY. Replace it?", text);
+        Assert.Equal("SYNTH_API_KEY=ank_old\n", File.ReadAllText(Path.Combine(box.Dir, ".env")));
+    }
+
+    [Fact]
+    public async Task Answering_yes_replaces_the_value()
+    {
+        using var box = new CliSandbox();
+        box.Write(".env", "SYNTH_API_KEY=ank_old\n");
+        var (code, text) = await RunAtTerminalAsync(box, "y");
+        Assert.True(code == 0, text);
+        Assert.Equal("SYNTH_API_KEY=ank_new\nBACKEND_BASE_URL=http://h:1\n", File.ReadAllText(Path.Combine(box.Dir, ".env")));
     }
 }

@@ -224,6 +224,18 @@ public class TrainAgainstServerTests
     }
 
     [Fact]
+    public async Task A_backend_url_with_a_wrong_path_exits_2_saying_there_is_no_anneal_api()
+    {
+        var (box, server) = await SetUpAsync();
+        await using var _ = server;
+        using var __ = box;
+        var result = await box.RunAsync([.. SpecCommand, "--model", Samples.TinyModel, "--backend", server.BaseUrl + "/wrong"]);
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains($"no Anneal API at {server.BaseUrl}/wrong/api (GET {server.BaseUrl}/wrong/api/health failed)", result.Err);
+        Assert.Equal(0, await server.FileCountAsync());
+    }
+
+    [Fact]
     public async Task A_backend_that_is_not_a_url_exits_2()
     {
         using var box = new CliSandbox();
@@ -244,6 +256,7 @@ public class TrainAgainstServerTests
         var result = await box.RunAsync([.. SpecCommand, "--model", Samples.TinyModel, "--examples", "2", "--dry-run"]);
         Assert.True(result.ExitCode == 0, result.ToString());
         var plan = JsonNode.Parse(result.Out)!;
+        Assert.Contains("\"<id of the uploaded file sha256:", result.Out); // readable, not \u003C
         Assert.Equal(server.BaseUrl + "/api", plan["backend"]!.GetValue<string>());
         Assert.Equal(2, plan["uploads"]![0]!["num_examples"]!.GetValue<int>());
         var job = plan["create_job"]!;
@@ -297,6 +310,7 @@ public class TrainAgainstServerTests
         Assert.Equal(2, result.ExitCode);
         Assert.Contains("Qwen/Qwen9-1B", result.Err);
         Assert.Equal(0, await server.JobCountAsync());
+        Assert.Equal(0, await server.FileCountAsync()); // checked before the upload
     }
 
     [Fact]
