@@ -63,21 +63,30 @@ public static class Trainer
 
         // 2. Tokenizer and data.
         var tokenizer = LoadTokenizer(spec.ModelPath);
-        var (train, stats) = LoadData(spec.TrainingFile, "training_file", tokenizer, sequenceLength);
+        var trainName = "training file " + (spec.TrainingFileName ?? spec.TrainingFile);
+        var (train, stats) = LoadData(spec.TrainingFile, trainName, tokenizer, sequenceLength, config.MaxPositionEmbeddings);
         List<SftExample>? validation = null;
+        DataStats? valStats = null;
         // A validation file is evaluated at the end, and periodically per evaluation_strategy ("no": never).
         if (spec.ValidationFile != null && s.Validation.EvaluationStrategy != "no")
-            validation = LoadData(spec.ValidationFile, "validation_file", tokenizer, sequenceLength).Examples;
+            (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
+                tokenizer, sequenceLength, config.MaxPositionEmbeddings);
         var first = train[0];
-        events.Emit(EventTypes.DataPrepared,
-            $"{stats.Examples} examples, {stats.Tokens} tokens ({stats.TrainedTokens} trained), {stats.Truncated} truncated to {sequenceLength}",
+        var (prepared, lossy) = DataSummary(stats, valStats, sequenceLength);
+        events.Emit(EventTypes.DataPrepared, prepared,
             new JsonObject
             {
-                ["examples"] = stats.Examples, ["tokens"] = stats.Tokens, ["trained_tokens"] = stats.TrainedTokens,
-                ["truncated"] = stats.Truncated, ["dropped_without_trained_tokens"] = stats.DroppedNoTrainedTokens,
-                ["validation_examples"] = validation?.Count, ["sequence_length"] = sequenceLength,
+                ["examples"] = stats.Examples, ["total_examples"] = stats.TotalExamples, ["tokens"] = stats.Tokens,
+                ["trained_tokens"] = stats.TrainedTokens, ["truncated"] = stats.Truncated, ["dropped"] = stats.DroppedNoTrainedTokens,
+                ["longest_example_tokens"] = stats.LongestTokens, ["sequence_length"] = sequenceLength,
+                ["validation_examples"] = validation?.Count,
+                ["validation"] = valStats is null ? null : new JsonObject
+                {
+                    ["examples"] = valStats.Examples, ["total_examples"] = valStats.TotalExamples, ["truncated"] = valStats.Truncated,
+                    ["dropped"] = valStats.DroppedNoTrainedTokens, ["longest_example_tokens"] = valStats.LongestTokens,
+                },
                 ["example"] = new JsonObject { ["text"] = tokenizer.Decode(first.Ids), ["mask_preview"] = MaskPreview(tokenizer, first) },
-            });
+            }, lossy ? "warning" : "info");
 
         // 3. Model (LoRA layers in place when asked), optimizer.
         var lora = s.Mode == TrainingModes.Lora ? s.Lora : null;
@@ -395,26 +404,58 @@ public static class Trainer
         }
     }
 
-    static (List<SftExample> Examples, DataStats Stats) LoadData(string path, string what, Qwen3Tokenizer tokenizer, int sequenceLength)
+    /// <summary>
+    /// Loads a data file. Rule: when more than half of a file's examples have no trained token within
+    /// sequence_length (they would be dropped), the job fails with user_data_error instead of
+    /// training on a remnant; fewer drops are trained around and reported as a warning.
+    /// </summary>
+    static (List<SftExample> Examples, DataStats Stats) LoadData(string path, string name, Qwen3Tokenizer tokenizer, int sequenceLength, int contextLength)
     {
         if (!File.Exists(path))
-            throw TrainerUserException.BadData($"{what} {path} does not exist");
+            throw TrainerUserException.BadData($"{name} does not exist");
         var report = DatasetValidator.ValidateFile(path);
         if (!report.IsValid)
         {
             var shown = string.Join("; ", report.Errors.Take(5).Select(e => e.ToString()));
             throw TrainerUserException.BadData(report.NumExamples == 0 && report.TotalErrors == 0
-                ? $"{what} {path} holds no examples"
-                : $"{what} {path}: {report.TotalErrors} error(s): {shown}");
+                ? $"{name} holds no examples"
+                : $"{name}: {report.TotalErrors} error(s): {shown}");
         }
         var (examples, stats) = SftData.Load(path, record =>
         {
             var e = Qwen3ChatTemplate.Encode(tokenizer, record);
             return (e.InputIds, e.Trained);
-        }, sequenceLength);
-        if (examples.Count == 0)
-            throw TrainerUserException.BadData($"{what} {path}: no example has assistant tokens left to train on within sequence_length {sequenceLength}");
+        }, sequenceLength, name);
+        if (examples.Count == 0 || stats.DroppedNoTrainedTokens * 2 > stats.TotalExamples)
+        {
+            var raise = stats.MinLengthToKeepAll > contextLength
+                ? $"some examples need more than the model's context length {contextLength}: shorten their prompts"
+                : $"raise [hyperparameters].sequence_length to at least {stats.MinLengthToKeepAll} " +
+                  $"({Math.Min(stats.LongestTokens, contextLength)} keeps {(stats.LongestTokens <= contextLength ? "every example whole" : "the most")}; the model allows {contextLength})";
+            throw TrainerUserException.BadData(
+                $"{name}: {stats.DroppedNoTrainedTokens} of {stats.TotalExamples} examples have no assistant tokens within sequence_length {sequenceLength} " +
+                $"(the longest example has {stats.LongestTokens} tokens); {raise}. " +
+                "A job stops when more than half of a file's examples would be dropped.");
+        }
         return (examples, stats);
+    }
+
+    /// <summary>The sft.data.prepared message, and whether anything was dropped or truncated (then it is a warning with advice).</summary>
+    static (string Message, bool Lossy) DataSummary(DataStats train, DataStats? validation, int sequenceLength)
+    {
+        static string Losses(DataStats s, int sequenceLength) =>
+            $"{s.DroppedNoTrainedTokens} of {s.TotalExamples} dropped (no assistant tokens within sequence_length {sequenceLength}), " +
+            $"{s.Truncated} truncated to {sequenceLength}";
+        var lossy = train.DroppedNoTrainedTokens + train.Truncated > 0
+                    || (validation is not null && validation.DroppedNoTrainedTokens + validation.Truncated > 0);
+        var message = $"{train.Examples} of {train.TotalExamples} examples kept, {train.Tokens} tokens ({train.TrainedTokens} trained)";
+        if (validation is not null) message += $"; validation: {validation.Examples} of {validation.TotalExamples} kept";
+        if (!lossy) return (message, false);
+        message += $". Training data: {Losses(train, sequenceLength)}";
+        if (validation is not null) message += $"; validation data: {Losses(validation, sequenceLength)}";
+        var longest = Math.Max(train.LongestTokens, validation?.LongestTokens ?? 0);
+        message += $". The longest example has {longest} tokens: raise [hyperparameters].sequence_length to {longest} to train on every example whole.";
+        return (message, true);
     }
 
     /// <summary>The example's text with trained spans wrapped in [[ ]], to show what the loss sees.</summary>

@@ -75,7 +75,8 @@ public class JobsTests
 
         var qlora = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id, "Qwen/Qwen3-0.6B",
             new JsonObject { ["n_epochs"] = 1, ["training_mode"] = "qlora" }))), HttpStatusCode.UnprocessableEntity);
-        Assert.Contains("qlora", qlora["detail"]!.GetValue<string>());
+        Assert.Equal(ErrorCodes.UserConfigError, qlora["code"]!.GetValue<string>());
+        Assert.Equal("hyperparameters.training_mode: qlora is not yet supported; use training.mode = \"lora\"", qlora["detail"]!.GetValue<string>());
 
         var someoneElsesFt = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id, "ft:Qwen/Qwen3-0.6B:job_x"))), HttpStatusCode.UnprocessableEntity);
         Assert.Equal(ErrorCodes.UnknownModel, someoneElsesFt["code"]!.GetValue<string>());
@@ -84,6 +85,26 @@ public class JobsTests
         body["training_type"] = "dpo";
         var type = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(body)), HttpStatusCode.UnprocessableEntity);
         Assert.Contains("\"field\":\"training_type\"", TestServer.ErrorsText(type));
+    }
+
+    [Fact]
+    public async Task Sequence_length_above_the_models_context_length_is_422_naming_both_numbers_and_creates_no_job()
+    {
+        await using var t = await TestServer.StartAsync();
+        var file = await t.UploadReadyAsync();
+        var problem = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id,
+            hyperparameters: new JsonObject { ["n_epochs"] = 1, ["sequence_length"] = 100000 }))), HttpStatusCode.UnprocessableEntity);
+        Assert.Equal(ErrorCodes.UserConfigError, problem["code"]!.GetValue<string>());
+        Assert.Contains("sequence_length 100000 exceeds the context length 2048 of anneal/tiny-qwen3", problem["detail"]!.GetValue<string>());
+        Assert.Contains("\"field\":\"hyperparameters.sequence_length\"", TestServer.ErrorsText(problem));
+        Assert.Empty((await t.Http.GetFromJsonAsync<JobList>("learning/jobs", AnnealJson.Options))!.Jobs);
+
+        // Together with qlora: both problems, one 422.
+        var both = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id,
+            hyperparameters: new JsonObject { ["n_epochs"] = 1, ["sequence_length"] = 4096, ["training_mode"] = "qlora" }))), HttpStatusCode.UnprocessableEntity);
+        Assert.Contains("2 problems", both["detail"]!.GetValue<string>());
+        Assert.Contains("qlora is not yet supported", both["detail"]!.GetValue<string>());
+        Assert.Contains("4096", both["detail"]!.GetValue<string>());
     }
 
     [Fact]

@@ -78,6 +78,9 @@ public class RunnerTests
         Assert.True(spec.MergeLora);
         Assert.Equal("cpu", spec.Device);
         Assert.Null(spec.ResumeFrom);
+        // Messages name the user's upload, not the blob path.
+        Assert.Equal($"train.jsonl ({job.TrainingFileId})", spec.TrainingFileName);
+        Assert.Null(spec.ValidationFileName);
         Assert.Equal(Path.Combine(t.DataDir, "files", (await t.Http.GetFromJsonAsync<FileObject>($"learning/files/{job.TrainingFileId}", AnnealJson.Options))!.Sha256), spec.TrainingFile);
         var args = await File.ReadAllLinesAsync(Path.Combine(JobDir(t, job.Id), "args.txt"));
         Assert.Equal($"trainer run --spec {Path.Combine(JobDir(t, job.Id), "spec.json")}", args[0]);
@@ -121,9 +124,14 @@ public class RunnerTests
         Assert.Equal(JobStatus.Failed, done.Status);
         Assert.Equal(ErrorCodes.UserDataError, done.Error!.Code);
         Assert.Contains("Line 3", done.Error.Message);
-        Assert.Equal(["Traceback-like diagnostics"], done.Error.LogTail);
+        Assert.Equal(2, done.Error.LogTail!.Count);
+        Assert.Equal("Traceback-like diagnostics", done.Error.LogTail[0]);
+        Assert.EndsWith($"server: Training failed: user_data_error: {done.Error.Message}", done.Error.LogTail[1]);
         var last = (await t.EventsAsync(job.Id))[^1];
         Assert.Equal(EventTypes.Failed, last.Type);
+        // The message is said once: a headline, with the details in data.error.
+        Assert.Equal("Training failed", last.Message);
+        Assert.Equal(done.Error.Message, last.Data!["error"]!["message"]!.GetValue<string>());
         Assert.Equal(ErrorCodes.UserDataError, last.Data!["error"]!["code"]!.GetValue<string>());
         Assert.Empty((await t.Http.GetFromJsonAsync<FineTunedModelList>("learning/models", AnnealJson.Options))!.Data);
     }
@@ -137,8 +145,11 @@ public class RunnerTests
         Assert.Equal(JobStatus.Failed, done.Status);
         Assert.Equal(ErrorCodes.TrainerCrashed, done.Error!.Code);
         Assert.Contains("137", done.Error.Message);
-        Assert.Equal(Enumerable.Range(6, 20).Select(i => $"stderr line {i}"), done.Error.LogTail);
-        Assert.Contains("stderr line 1\n", await t.Http.GetStringAsync($"learning/jobs/{job.Id}/logs"));
+        Assert.Equal(Enumerable.Range(7, 19).Select(i => $"stderr line {i}"), done.Error.LogTail!.Take(19));
+        Assert.EndsWith($"server: Training failed: trainer_crashed: {done.Error.Message}", done.Error.LogTail![^1]);
+        var logs = await t.Http.GetStringAsync($"learning/jobs/{job.Id}/logs");
+        Assert.Contains("stderr line 1\n", logs);
+        Assert.Contains("server: Training failed: trainer_crashed", logs);
     }
 
     [Fact]
@@ -252,6 +263,33 @@ public class RunnerTests
         Assert.Contains(Path.Combine(models, "Qwen", "Qwen3-0.6B"), done.Error.Message);
         Assert.Contains(Path.Combine(t.DataDir, "models", "Qwen", "Qwen3-0.6B"), done.Error.Message);
         Assert.Contains("downloads are switched off", done.Error.Message);
+        // No trainer ran, yet the log and its tail say why the job failed.
+        Assert.Contains("server: Training failed: user_config_error:", Assert.Single(done.Error.LogTail!));
+        Assert.Contains("downloads are switched off", await t.Http.GetStringAsync($"learning/jobs/{job.Id}/logs"));
+    }
+
+    [Fact]
+    public async Task A_fine_tuned_model_is_checked_against_its_base_models_context_length()
+    {
+        await using var t = await Start(ScriptTrainer.ShortSuccess);
+        var job = await Submit(t);
+        var done = await t.WaitJobAsync(job.Id, j => JobStatus.IsTerminal(j.Status));
+        Assert.Equal(JobStatus.Succeeded, done.Status);
+        var file = await t.UploadReadyAsync();
+        var problem = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id, done.FineTunedModel!,
+            new JsonObject { ["n_epochs"] = 1, ["sequence_length"] = 4096 }))), System.Net.HttpStatusCode.UnprocessableEntity);
+        Assert.Contains("sequence_length 4096 exceeds the context length 2048 of anneal/tiny-qwen3", problem["detail"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task A_trainer_failing_without_stderr_still_leaves_a_log_and_a_log_tail()
+    {
+        await using var t = await Start(ScriptTrainer.SilentUserDataError);
+        var job = await Submit(t);
+        var done = await t.WaitJobAsync(job.Id, j => JobStatus.IsTerminal(j.Status));
+        Assert.Equal(ErrorCodes.UserDataError, done.Error!.Code);
+        Assert.Contains("server: Training failed: user_data_error: training file train.jsonl", Assert.Single(done.Error.LogTail!));
+        Assert.Contains("training file train.jsonl", await t.Http.GetStringAsync($"learning/jobs/{job.Id}/logs"));
     }
 
     [Fact]

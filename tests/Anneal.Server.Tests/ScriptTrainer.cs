@@ -40,6 +40,13 @@ public static class ScriptTrainer
         """;
 
     /// <summary>Progress, 25 stderr lines, then SIGKILL of itself (exit 137) with no event.</summary>
+    /// <summary>Reports sft.failed on stdout only (nothing on stderr), exit 2.</summary>
+    public const string SilentUserDataError = Prelude + """
+
+        emit '{"type":"sft.failed","level":"error","message":"training file train.jsonl: bad","data":{"error":{"code":"user_data_error","message":"training file train.jsonl: bad"}}}'
+        exit 2
+        """;
+
     public const string Killed = Prelude + """
 
         emit '{"type":"sft.progress","level":"info","message":"step 1","data":{"step":1,"total_steps":10,"epoch":0.1,"loss":3.0}}'

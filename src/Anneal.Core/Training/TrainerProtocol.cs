@@ -23,7 +23,11 @@ public sealed record TrainerJobSpec(
     /// <summary>"auto" (CUDA when available), "cpu" or "cuda".</summary>
     string Device = "auto",
     /// <summary>For LoRA jobs: also write a merged full model into final/merged.</summary>
-    bool MergeLora = false);
+    bool MergeLora = false,
+    /// <summary>How messages name the training file, e.g. "train.jsonl (file_abc123)": the user's upload, not the storage path. Null: the path.</summary>
+    string? TrainingFileName = null,
+    /// <summary>Same for the validation file.</summary>
+    string? ValidationFileName = null);
 
 /// <summary>
 /// One line of the trainer's stdout. Type is one of <see cref="Contracts.EventTypes"/>; Data carries

@@ -205,16 +205,10 @@ public static partial class JobCreation
             add("model", $"unknown model '{model}'; supported: {string.Join(", ", ModelRegistry.All.Select(m => m.Id))}", ErrorCodes.UnknownModel, 422);
             return;
         }
-        if (!info.Trainable)
-        {
-            add("model", $"'{info.Id}' cannot be trained by this server: {info.TrainableNote}", ErrorCodes.UnknownModel, 422);
-            return;
-        }
-        if (settings is null) return;
-        if (!info.TrainingModes.Contains(settings.Mode))
-            add("hyperparameters.training_mode", $"'{settings.Mode}' is not available for {info.Id}; allowed: {string.Join(", ", info.TrainingModes)}", ErrorCodes.ValidationFailed, 422);
-        else if (settings.Mode == TrainingModes.Qlora)
-            add("hyperparameters.training_mode", $"'qlora' is not available for {info.Id}: {info.TrainableNote ?? "not supported by the trainer"}; use 'lora'", ErrorCodes.ValidationFailed, 422);
+        // Trainable here, mode offered (qlora not yet), sequence_length within the context length:
+        // the same checks the CLI runs before uploading (Anneal.Core.Training.JobChecks).
+        foreach (var e in JobChecks.CheckAgainstModel(info, settings))
+            add(e.Field, e.Message, e.Code, 422);
     }
 
     public static bool IsFineTunedId(string model) =>

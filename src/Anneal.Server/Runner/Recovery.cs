@@ -35,7 +35,7 @@ public static class Recovery
                     $"The server restarted while the job was running, {restarts} times; it was re-queued {options.MaxJobRestarts} times and is now failed.");
                 if (!JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Failed)) continue; // rolled back
                 Db.Exec(conn, tx, "UPDATE jobs SET restarts = @r, error = @e WHERE id = @id", ("@r", restarts), ("@e", Db.ToJson(error)), ("@id", id));
-                JobEvents.Append(conn, tx, id, EventTypes.Failed, "error", error.Message,
+                JobEvents.Append(conn, tx, id, EventTypes.Failed, "error", TrainerRun.FailedHeadline,
                     new JsonObject { ["error"] = new JsonObject { ["code"] = error.Code, ["message"] = error.Message } });
             }
             else

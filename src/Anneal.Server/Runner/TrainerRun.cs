@@ -21,6 +21,8 @@ namespace Anneal.Server.Runner;
 public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals, ILogger log, JobRow job, string? gpu)
 {
     const int LogTailLines = 20;
+    /// <summary>The message of every sft.failed event; clients show it with data.error: "Training failed (code: message)".</summary>
+    public const string FailedHeadline = "Training failed";
 
     readonly string _id = job.Wire.Id;
     readonly string _jobDir = Path.Combine(db.JobsDir, job.Wire.Id);
@@ -124,22 +126,24 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             return (null, new JobError(ErrorCodes.Internal, "stopped while downloading the model"));
         }
         if (modelPath is null) return (null, new JobError(ErrorCodes.UserConfigError, modelError!));
-        string? FilePath(string? fileId)
+        // (blob path, "name.jsonl (file_…)"): the trainer names the user's upload in its messages, never the blob path.
+        (string? Path, string? Name) FileOf(string? fileId)
         {
-            if (fileId is null) return null;
+            if (fileId is null) return (null, null);
             using var conn = db.Connect();
             var file = FileRows.Find(conn, null, job.Org, fileId);
-            return file is null ? null : FileRows.BlobPath(db, file.Sha256);
+            return file is null ? (null, null) : (FileRows.BlobPath(db, file.Sha256), $"{file.Filename} ({file.Id})");
         }
-        var train = FilePath(job.Wire.TrainingFileId);
+        var (train, trainName) = FileOf(job.Wire.TrainingFileId);
         if (train is null || !File.Exists(train))
             return (null, new JobError(ErrorCodes.UserDataError, $"training file '{job.Wire.TrainingFileId}' was deleted before the job ran"));
-        var validation = FilePath(job.Wire.ValidationFileId);
+        var (validation, validationName) = FileOf(job.Wire.ValidationFileId);
         if (job.Wire.ValidationFileId is not null && (validation is null || !File.Exists(validation)))
             return (null, new JobError(ErrorCodes.UserDataError, $"validation file '{job.Wire.ValidationFileId}' was deleted before the job ran"));
         var resume = job.ResumeFrom is { } r && Directory.Exists(r) ? r : null;
         return (new TrainerJobSpec(_id, job.Wire.Model, modelPath, train, validation, Path.Combine(_jobDir, "output"), settings,
-            ResumeFrom: resume, Device: options.Gpus.Count > 0 ? "cuda" : "cpu", MergeLora: settings.Mode != TrainingModes.FullFinetune), null);
+            ResumeFrom: resume, Device: options.Gpus.Count > 0 ? "cuda" : "cpu", MergeLora: settings.Mode != TrainingModes.FullFinetune,
+            TrainingFileName: trainName, ValidationFileName: validationName), null);
     }
 
     long _lastDownloadEvent;
@@ -294,15 +298,38 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     void Finish(string status, string eventType, string message, JobError? error, JsonObject? data = null)
     {
+        string? logLine = null;
+        if (status == JobStatus.Failed && error is not null)
+        {
+            // The job's log ends with why it failed, also when the trainer never ran or wrote nothing.
+            var line = logLine = $"{DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture)} server: {FailedHeadline}: {error.Code}: {error.Message}";
+            error = error with { LogTail = [.. (error.LogTail ?? []).Append(line).TakeLast(LogTailLines)] };
+        }
         using var conn = db.Connect();
         using var tx = conn.BeginTransaction();
         if (!JobRows.Transition(conn, tx, _id, [JobStatus.Running], status)) return;
         if (error is not null) Db.Exec(conn, tx, "UPDATE jobs SET error = @e WHERE id = @id", ("@e", Db.ToJson(error)), ("@id", _id));
         var eventData = data is null ? [] : (JsonObject)data.DeepClone();
         if (error is not null) eventData["error"] = JsonSerializer.SerializeToNode(new JobError(error.Code, error.Message), AnnealJson.Options);
-        JobEvents.Append(conn, tx, _id, eventType, status == JobStatus.Failed ? "error" : "info", message, eventData);
+        // A failure's details are in data.error (and the job's error); the event says it once, as a headline.
+        JobEvents.Append(conn, tx, _id, eventType, status == JobStatus.Failed ? "error" : "info",
+            status == JobStatus.Failed ? FailedHeadline : message, eventData);
         tx.Commit();
+        if (logLine is not null) AppendLog(logLine);
         signals.EventsAppended.Signal();
+    }
+
+    void AppendLog(string line)
+    {
+        try
+        {
+            Directory.CreateDirectory(_jobDir);
+            using var stream = new FileStream(Path.Combine(_jobDir, "trainer.log"), FileMode.Append, FileAccess.Write, FileShare.ReadWrite);
+            using var writer = new StreamWriter(stream);
+            writer.WriteLine(line);
+        }
+        catch (IOException e) { log.LogWarning(e, "Job {JobId}: could not append to trainer.log", _id); }
+        catch (UnauthorizedAccessException e) { log.LogWarning(e, "Job {JobId}: could not append to trainer.log", _id); }
     }
 
     /// <summary>running → paused: the trainer has stopped and released its device; resume continues from the latest checkpoint.</summary>

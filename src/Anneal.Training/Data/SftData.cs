@@ -22,7 +22,14 @@ public sealed record SftExample(int Line, int[] Ids, bool[] Trained)
     public int TrainedTokens => Trained.Count(x => x);
 }
 
-public sealed record DataStats(int Examples, long Tokens, long TrainedTokens, int Truncated, int DroppedNoTrainedTokens);
+/// <summary>
+/// What loading kept: Examples of TotalExamples records (DroppedNoTrainedTokens had no trained token
+/// within sequence_length and were left out; Truncated were cut to sequence_length and kept).
+/// LongestTokens is the longest record before cutting; MinLengthToKeepAll the smallest
+/// sequence_length that leaves every record at least one trained token.
+/// </summary>
+public sealed record DataStats(int Examples, long Tokens, long TrainedTokens, int Truncated, int DroppedNoTrainedTokens,
+    int TotalExamples = 0, int LongestTokens = 0, int MinLengthToKeepAll = 0);
 
 /// <summary>
 /// One micro-batch on the device. Targets are already shifted: Targets[b, t] is the token predicted
@@ -46,13 +53,15 @@ public static class SftData
 
     /// <summary>
     /// Reads and encodes a JSONL file (validated beforehand). Examples longer than sequenceLength are
-    /// truncated (counted); examples left without any trained token are dropped (counted).
+    /// truncated; examples left without any trained token are dropped; both are counted separately
+    /// (a dropped example is not also counted as truncated). displayName names the file in errors
+    /// (the user's file name rather than a storage path).
     /// </summary>
     public static (List<SftExample> Examples, DataStats Stats) Load(
-        string path, Func<JsonObject, (int[] Ids, bool[] Trained)> encode, int sequenceLength)
+        string path, Func<JsonObject, (int[] Ids, bool[] Trained)> encode, int sequenceLength, string? displayName = null)
     {
         var examples = new List<SftExample>();
-        int truncated = 0, dropped = 0;
+        int total = 0, truncated = 0, dropped = 0, longest = 0, keepAll = 0;
         long tokens = 0, trained = 0;
         foreach (var (line, record) in DatasetRecords.Read(path))
         {
@@ -60,23 +69,28 @@ public static class SftData
             try { (ids, mask) = encode(record); }
             catch (Tokenization.ChatRecordException e)
             {
-                throw TrainerUserException.BadData($"{path}: Line {line}: {e.Message}");
+                throw TrainerUserException.BadData($"{displayName ?? path}: Line {line}: {e.Message}");
             }
-            if (ids.Length > sequenceLength)
+            total++;
+            longest = Math.Max(longest, ids.Length);
+            // Token 0 has no context to be predicted from; the first trained token at index i needs i + 1 tokens.
+            var firstTrained = Array.IndexOf(mask, true, Math.Min(1, mask.Length));
+            if (firstTrained > 0) keepAll = Math.Max(keepAll, firstTrained + 1);
+            var cut = ids.Length > sequenceLength;
+            if (cut)
             {
-                truncated++;
                 ids = ids[..sequenceLength];
                 mask = mask[..sequenceLength];
             }
-            // Token 0 has no context to be predicted from.
             if (mask.Length > 0) mask[0] = false;
             var example = new SftExample(line, ids, mask);
             if (example.TrainedTokens == 0) { dropped++; continue; }
+            if (cut) truncated++;
             examples.Add(example);
             tokens += ids.Length;
             trained += example.TrainedTokens;
         }
-        return (examples, new DataStats(examples.Count, tokens, trained, truncated, dropped));
+        return (examples, new DataStats(examples.Count, tokens, trained, truncated, dropped, total, longest, keepAll));
     }
 
     /// <summary>
