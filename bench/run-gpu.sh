@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Runs Anneal's training-step benchmark and the Hugging Face anchor side by side on a GPU machine
-# (no .NET needed: the bundle is self-contained) and prints one table. Usage, in the unpacked bundle:
-#   ./run-gpu.sh [anneal|anchor|table|all]      (default all; results in $OUT, default ./results)
-# Each part stays under 10 minutes on one H100; run them as separate commands where a time limit applies.
+# Runs Anneal's training benchmarks and the Hugging Face anchors side by side on a GPU machine
+# (no .NET needed: the bundle is self-contained), checks parity with transformers, and prints the
+# tables. Usage, in the unpacked bundle (results in $OUT, default ./results):
+#   ./run-gpu.sh anneal              fixed-shape steps, our rows        → anneal.jsonl
+#   ./run-gpu.sh anchor              fixed-shape steps, Hugging Face    → hf_anchor.json
+#   ./run-gpu.sh lengths [SHAPE...]  realistic lengths, our rows        → anneal_lengths.jsonl (appends)
+#   ./run-gpu.sh anchor-lengths [SHAPE...]  realistic lengths, HF        → hf_anchor_lengths.json
+#   ./run-gpu.sh parity              logits + 20 training steps against transformers → parity.md (exit 1 on failure)
+#   ./run-gpu.sh table               side-by-side tables                → table.md
+#   ./run-gpu.sh all                 everything above, in that order
+# SHAPE: qwen3-0.6b, qwen3-1.7b (default both). Each part stays under 10 minutes on one H100 when the
+# lengths parts are run one shape at a time; run them as separate commands where a time limit applies.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$HERE/results}
 PART=${1:-all}
+shift || true
+SHAPES=("${@:-}")
+[[ -z ${SHAPES[0]} ]] && SHAPES=(qwen3-0.6b qwen3-1.7b)
 mkdir -p "$OUT"
 
 # libtorch from the installed PyTorch (NativeLibraries also finds it by itself; this makes it explicit).
@@ -35,6 +46,34 @@ fi
 if [[ $PART == anchor || $PART == all ]]; then
   OUT=$OUT python3 "$HERE/anchor/hf_anchor.py"
 fi
-if [[ $PART == table || $PART == all ]]; then
-  python3 "$HERE/compare.py" "$OUT/anneal.jsonl" "$OUT/hf_anchor.json" | tee "$OUT/table.md"
+if [[ $PART == lengths || $PART == all ]]; then
+  # The anchor's lengths through the trainer's batching: dataset order (as the anchor's default
+  # collator), length bucketing (the trainer's default), bucketing with a token budget (micro-batches
+  # of up to 4 × 2048 padded tokens), packing (rows of 2048 tokens, no attention across examples).
+  # Each row is a warm-up epoch plus a timed one, in its own process.
+  for shape in "${SHAPES[@]}"; do
+    for batching in order bucketed budget packed; do
+      "$HERE/Anneal.Bench" lengths --device cuda --shape "$shape" --batching "$batching" --micro 4 --seq 2048 \
+        --json "$OUT/anneal_lengths.jsonl" 2>>"$OUT/anneal_lengths.stderr" | tail -1
+    done
+  done
 fi
+if [[ $PART == anchor-lengths || $PART == all ]]; then
+  OUT=$OUT python3 "$HERE/anchor/hf_anchor_lengths.py" "${SHAPES[@]}"
+fi
+if [[ $PART == parity || $PART == all ]]; then
+  # Reference model folder and values from transformers, then Anneal in fp32 and bf16 on the same
+  # weights and batches, then the comparison (exit status 1 when a check fails).
+  python3 "$HERE/parity/hf_parity.py" "$OUT"
+  for dtype in float32 bfloat16; do
+    "$HERE/Anneal.Bench" parity --device cuda --model-dir "$OUT/parity_model" --reference "$OUT/parity_reference.json" \
+      --dtype "$dtype" --json "$OUT/anneal_parity_$dtype.json" 2>>"$OUT/anneal_parity.stderr" | tail -1
+  done
+  python3 "$HERE/parity/compare_parity.py" "$OUT/parity_reference.json" "$OUT/anneal_parity_float32.json" \
+    "$OUT/anneal_parity_bfloat16.json" | tee "$OUT/parity.md" || PARITY_FAILED=1
+fi
+if [[ $PART == table || $PART == all ]]; then
+  python3 "$HERE/compare.py" "$OUT/anneal.jsonl" "$OUT/hf_anchor.json" \
+    --lengths "$OUT/anneal_lengths.jsonl" "$OUT/hf_anchor_lengths.json" | tee "$OUT/table.md"
+fi
+[[ -z ${PARITY_FAILED:-} ]] || { echo "parity checks FAILED (see $OUT/parity.md)" >&2; exit 1; }

@@ -4,6 +4,8 @@
 //     [--hidden 256] [--intermediate 768] [--layers 28] [--vocab 151936] [--tokens 1024] [--steps 10]
 //   ... -- train --shape qwen3-0.6b|qwen3-1.7b|qwen3-4b|tiny [--mode full|lora] [--micro 4] [--seq 2048]
 //     [--ckpt] [--no-master] [--optimizer flat|torch] [--loss chunked|plain] [--device cuda] [--json FILE]  (see TrainBench.cs)
+//   ... -- lengths --shape ... [--batching order|bucketed|packed] [--micro 4] [--seq 2048] [--examples 512] [--json FILE]  (LengthsBench.cs)
+//   ... -- parity --model-dir DIR --reference FILE [--dtype float32|bfloat16] --json OUT  (ParityBench.cs)
 // CPU peak memory is the process's peak resident set (VmHWM, reset through /proc/self/clear_refs)
 // above the resident set before the measurement.
 using System.Diagnostics;
@@ -23,6 +25,8 @@ Console.WriteLine(NativeLibraries.Describe());
 if (opts.What is "optim" or "all") OptimizerBench.Run(opts, device);
 if (opts.What is "ce" or "all") CrossEntropyBench.Run(opts, device);
 if (opts.What is "train") TrainBench.Run(opts, device);
+if (opts.What is "lengths") LengthsBench.Run(opts, device);
+if (opts.What is "parity") ParityBench.Run(opts, device);
 
 sealed record Options(string What, string Device, int Hidden, int Intermediate, int Layers, int Vocab, int Tokens, int Steps)
 {
@@ -35,6 +39,12 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
     public string Loss { get; init; } = "chunked";
     public string? Json { get; init; }
     public bool MasterWeights { get; init; } = true;
+    public string Batching { get; init; } = "bucketed";
+    public int Examples { get; init; } = 512;
+    public string? ModelDir { get; init; }
+    public string? Reference { get; init; }
+    public string Dtype { get; init; } = "bfloat16";
+    public bool MakeTinyModel { get; init; }
 
     public static Options Parse(string[] args)
     {
@@ -44,7 +54,13 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             o = args[i] switch
             {
-                "optim" or "ce" or "all" or "train" => o with { What = args[i] },
+                "optim" or "ce" or "all" or "train" or "lengths" or "parity" => o with { What = args[i] },
+                "--batching" => o with { Batching = Value() },
+                "--examples" => o with { Examples = int.Parse(Value()) },
+                "--model-dir" => o with { ModelDir = Value() },
+                "--reference" => o with { Reference = Value() },
+                "--dtype" => o with { Dtype = Value() },
+                "--make-tiny-model" => o with { MakeTinyModel = true },
                 "--shape" => o with { Shape = Value() },
                 "--mode" => o with { Mode = Value() },
                 "--micro" => o with { Micro = int.Parse(Value()) },
@@ -61,7 +77,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
                 "--vocab" => o with { Vocab = int.Parse(Value()) },
                 "--tokens" => o with { Tokens = int.Parse(Value()) },
                 "--steps" => o with { Steps = int.Parse(Value()) },
-                _ => throw new ArgumentException($"unknown argument {args[i]}; expected optim|ce|all|train and options listed at the top of Program.cs"),
+                _ => throw new ArgumentException($"unknown argument {args[i]}; expected optim|ce|all|train|lengths|parity and options listed at the top of Program.cs"),
             };
         }
         if (o.Device is not ("cpu" or "cuda")) throw new ArgumentException($"--device {o.Device}: expected cpu or cuda");

@@ -19,7 +19,7 @@ static class TrainBench
 {
     const double H100PeakTflops = 989;  // bf16 dense
 
-    static Qwen3Config Shape(string name) => name switch
+    public static Qwen3Config Shape(string name) => name switch
     {
         "qwen3-0.6b" => Qwen(1024, 3072, 28, 16, 8),
         "qwen3-1.7b" => Qwen(2048, 6144, 28, 16, 8),

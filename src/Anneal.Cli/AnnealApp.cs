@@ -4,7 +4,9 @@ using System.CommandLine;
 using System.CommandLine.Invocation;
 using System.Runtime.InteropServices;
 using Anneal.Cli.Demo;
+using Anneal.Cli.Eval;
 using Anneal.Cli.Files;
+using Anneal.Cli.Filter;
 using Anneal.Cli.Jobs;
 using Anneal.Cli.Local;
 using Anneal.Cli.Models;
@@ -36,6 +38,8 @@ public static class AnnealApp
             TrainerCommands.TrainLocal(ctx),
             TrainerCommands.Tokenize(ctx),
             TrainerCommands.Generate(ctx),
+            EvalCommand.Create(ctx),
+            FilterCommand.Create(ctx),
         };
         return root;
     }

@@ -24,6 +24,11 @@ public sealed record TrainerOptions
 {
     /// <summary>Pack examples into full rows with a block-diagonal mask instead of length bucketing.</summary>
     public bool Packing { get; init; }
+    /// <summary>
+    /// Length bucketing with a token budget: each micro-batch takes as many length-sorted examples as fit
+    /// in per_device_batch × sequence_length padded tokens (ignored when packing).
+    /// </summary>
+    public bool TokenBudget { get; init; }
     /// <summary>Sequence length when the job sets none (capped by max_position_embeddings).</summary>
     public int DefaultSequenceLength { get; init; } = 2048;
     /// <summary>Run on CPU in bfloat16 instead of float32.</summary>
@@ -47,6 +52,8 @@ public static class Trainer
         options ??= new TrainerOptions();
         var s = spec.Settings;
         CheckSettings(s);
+        // The job's `packing` hyperparameter, or the option (kept for callers that set it directly).
+        options = options with { Packing = options.Packing || s.Packing };
 
         // 1. Model folder, device, dtype.
         if (string.Equals(spec.Model, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase))
@@ -72,8 +79,11 @@ public static class Trainer
             (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
                 tokenizer, sequenceLength, config.MaxPositionEmbeddings);
         var first = train[0];
+        // Rows of the first epoch: one per example when bucketing, fewer (each up to sequence_length) when packing.
+        var rows = SftData.PlanEpoch(train, s.Seed, 0, s.PerDeviceBatch, s.GradientAccumulationSteps, sequenceLength, options.Packing, options.TokenBudget)
+            .Sum(step => step.Sum(micro => micro.Count));
         var (prepared, lossy) = DataSummary(stats, valStats, sequenceLength);
-        events.Emit(EventTypes.DataPrepared, prepared,
+        events.Emit(EventTypes.DataPrepared, prepared + (options.Packing ? $"; packed into {rows} rows" : ""),
             new JsonObject
             {
                 ["examples"] = stats.Examples, ["total_examples"] = stats.TotalExamples, ["tokens"] = stats.Tokens,
@@ -85,6 +95,7 @@ public static class Trainer
                     ["examples"] = valStats.Examples, ["total_examples"] = valStats.TotalExamples, ["truncated"] = valStats.Truncated,
                     ["dropped"] = valStats.DroppedNoTrainedTokens, ["longest_example_tokens"] = valStats.LongestTokens,
                 },
+                ["packing"] = options.Packing, ["rows"] = rows,
                 ["example"] = new JsonObject { ["text"] = tokenizer.Decode(first.Ids), ["mask_preview"] = MaskPreview(tokenizer, first) },
             }, lossy ? "warning" : "info");
 
@@ -97,7 +108,7 @@ public static class Trainer
         var checkpointing = UseActivationCheckpointing(s, device, model);
         events.Log($"model loaded in {loadClock.Elapsed.TotalSeconds:F1} s: {model.parameters().Sum(p => p.numel()):N0} parameters, " +
             $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}; " +
-            $"{(options.Packing ? "packing" : "length bucketing")}, sequence_length {sequenceLength}");
+            $"{(options.Packing ? "packing" : options.TokenBudget ? "length bucketing with a token budget" : "length bucketing")}, sequence_length {sequenceLength}");
         if (checkpointing)
             model.Decoder.LayerRunner = (layer, h, a) => ActivationCheckpoint.Run(
                 (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
@@ -136,7 +147,7 @@ public static class Trainer
         var s = r.Spec.Settings;
         var (model, optimizer, events) = (r.Model, r.Optimizer, r.Events);
         int B = s.PerDeviceBatch, G = s.GradientAccumulationSteps;
-        var stepsPerEpoch = SftData.PlanEpoch(r.Train, s.Seed, 0, B, G, r.SequenceLength, r.Options.Packing).Count;
+        var stepsPerEpoch = SftData.PlanEpoch(r.Train, s.Seed, 0, B, G, r.SequenceLength, r.Options.Packing, r.Options.TokenBudget).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
         int? evalEvery = s.Validation.EvaluationStrategy switch
@@ -157,8 +168,9 @@ public static class Trainer
         {
             var state = TrainingCheckpoint.ReadState(resumeFrom);
             if (state.PerDeviceBatch != B || state.GradientAccumulationSteps != G || state.Seed != s.Seed
-                || state.SequenceLength != r.SequenceLength || state.Packing != r.Options.Packing || state.Mode != s.Mode)
-                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}");
+                || state.SequenceLength != r.SequenceLength || state.Packing != r.Options.Packing
+                || state.TokenBudget != r.Options.TokenBudget || state.Mode != s.Mode)
+                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}, packing {state.Packing}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}, {r.Options.Packing}");
             TrainingCheckpoint.LoadWeights(model, resumeFrom);
             TrainingCheckpoint.LoadOptimizer(resumeFrom, optimizer);   // restores the fp32 master weights too
             (step, trainedTokens, lastLoss, bestMetric, bestStep) = (state.Step, state.TrainedTokens, state.LastLoss, state.BestMetric, state.BestStep);
@@ -180,7 +192,7 @@ public static class Trainer
             var stepInEpoch = step % stepsPerEpoch;
             if (epoch != planEpoch)
             {
-                plan = SftData.PlanEpoch(r.Train, s.Seed, epoch, B, G, r.SequenceLength, r.Options.Packing);
+                plan = SftData.PlanEpoch(r.Train, s.Seed, epoch, B, G, r.SequenceLength, r.Options.Packing, r.Options.TokenBudget);
                 planEpoch = epoch;
             }
             // Packing can give another epoch a step more or less than epoch 0; the step count per
@@ -254,7 +266,7 @@ public static class Trainer
                 {
                     Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
                     StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
-                    SequenceLength = r.SequenceLength, Packing = r.Options.Packing, Mode = s.Mode,
+                    SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
                     TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
                 }, r.Spec.ModelPath, r.Spec.Model);
                 var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };

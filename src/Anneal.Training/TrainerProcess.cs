@@ -129,7 +129,7 @@ public static class TrainerProcess
     /// A full model folder, or a PEFT adapter folder whose adapter_config.json names a local base
     /// model folder (base_model_name_or_path); other adapters must be merged first (final/merged).
     /// </summary>
-    static Model.Qwen3ForCausalLM LoadForGeneration(string modelDir, torch.Device device, torch.ScalarType dtype)
+    internal static Model.Qwen3ForCausalLM LoadForGeneration(string modelDir, torch.Device device, torch.ScalarType dtype)
     {
         var adapterConfig = Path.Combine(modelDir, Model.Lora.AdapterConfigFile);
         if (File.Exists(Path.Combine(modelDir, ModelFolder.ConfigFile)) || !File.Exists(adapterConfig))

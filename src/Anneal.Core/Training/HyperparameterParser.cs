@@ -6,7 +6,7 @@
 //   { n_epochs | total_steps (aliases train_steps, steps), per_device_batch, per_device_eval_batch,
 //     gradient_accumulation_steps, global_batch, sequence_length, learning_rate, warmup_ratio,
 //     weight_decay, lr_scheduler, max_grad_norm, seed, save_steps, activation_checkpointing,
-//     training_mode, use_qlora,
+//     training_mode, use_qlora, packing,
 //     lora: {r, alpha, dropout, target_modules}, validation: {enabled, evaluation_strategy,
 //     eval_steps, save_best_model_at_end, metric_for_best_model, greater_is_better},
 //     parallelism: {any key: scalar} }
@@ -27,7 +27,7 @@ public static class HyperparameterParser
         "n_epochs", "total_steps", "train_steps", "steps", "per_device_batch", "per_device_eval_batch",
         "gradient_accumulation_steps", "global_batch", "sequence_length", "learning_rate", "warmup_ratio",
         "weight_decay", "lr_scheduler", "max_grad_norm", "seed", "save_steps", "activation_checkpointing",
-        "training_mode", "use_qlora", "lora", "validation", "parallelism",
+        "training_mode", "use_qlora", "packing", "lora", "validation", "parallelism",
     ];
 
     public static readonly IReadOnlyList<string> LoraKeys = ["r", "alpha", "dropout", "target_modules"];
@@ -87,6 +87,7 @@ public static class HyperparameterParser
         var checkpointing = r.Choice("activation_checkpointing", CheckpointingModes);
         var mode = r.Choice("training_mode", Modes);
         var useQlora = r.Bool("use_qlora");
+        var packing = r.Bool("packing");
         if (useQlora == true)
         {
             if (mode is not null && mode != TrainingModes.Qlora)
@@ -147,6 +148,7 @@ public static class HyperparameterParser
             Seed = seed ?? defaults.Seed,
             SaveSteps = saveSteps,
             ActivationCheckpointing = checkpointing ?? defaults.ActivationCheckpointing,
+            Packing = packing ?? defaults.Packing,
             Lora = lora ?? defaults.Lora,
             Validation = validation ?? defaults.Validation,
         }, errors);

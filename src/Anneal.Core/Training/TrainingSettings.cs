@@ -58,4 +58,9 @@ public sealed record TrainingSettings
     public int? SaveSteps { get; init; }
     /// <summary>Per-layer activation checkpointing: "auto", "on" or "off".</summary>
     public string ActivationCheckpointing { get; init; } = "auto";
+    /// <summary>
+    /// Pack several examples into each row of sequence_length tokens (block-diagonal attention, no
+    /// attention across examples) instead of length-bucketed rows of one example each.
+    /// </summary>
+    public bool Packing { get; init; }
 }

@@ -25,6 +25,7 @@ public sealed record TrainerState
     [JsonPropertyName("gradient_accumulation_steps")] public int GradientAccumulationSteps { get; init; }
     [JsonPropertyName("sequence_length")] public int SequenceLength { get; init; }
     [JsonPropertyName("packing")] public bool Packing { get; init; }
+    [JsonPropertyName("token_budget")] public bool TokenBudget { get; init; }
     [JsonPropertyName("mode")] public string Mode { get; init; } = "";
     [JsonPropertyName("trained_tokens")] public long TrainedTokens { get; init; }
     [JsonPropertyName("last_loss")] public double? LastLoss { get; init; }

@@ -7,6 +7,9 @@
 //     padding only follows real tokens.
 //   - packing: examples are laid end to end in rows of sequence_length with a block-diagonal causal
 //     mask (no attention across examples) and positions restarting at 0 for each example.
+//   - token budget (bucketing variant): a micro-batch takes as many length-sorted rows as fit in
+//     per_device_batch × sequence_length padded tokens, so short examples make wide batches and long
+//     ones narrow batches. The loss stays Σ token losses / trained tokens of the whole step.
 // Every plan is a pure function of (seed, epoch): a resumed run sees the same batches.
 using System.Text.Json.Nodes;
 using Anneal.Core.Datasets;
@@ -98,7 +101,7 @@ public static class SftData
     /// list of rows, each row a list of example indices (one index unless packing).
     /// </summary>
     public static List<List<List<int[]>>> PlanEpoch(IReadOnlyList<SftExample> examples, int seed, int epoch,
-        int perDeviceBatch, int accumulation, int sequenceLength, bool packing)
+        int perDeviceBatch, int accumulation, int sequenceLength, bool packing, bool tokenBudget = false)
     {
         // System.Random with a fixed seed is stable across runs (HashCode.Combine would not be).
         var rng = new Random(unchecked(seed * 1_000_003 + epoch * 7_919 + 17));
@@ -134,6 +137,21 @@ public static class SftData
         for (var m = 0; m < rows.Count; m += mega)
         {
             var chunk = rows.Skip(m).Take(mega).OrderByDescending(RowLength).ToList();
+            if (tokenBudget)
+            {
+                // Sorted longest first, so a micro-batch's padded size is its first row's length × rows.
+                var budget = (long)perDeviceBatch * sequenceLength;
+                var micros = new List<List<int[]>>();
+                foreach (var row in chunk)
+                {
+                    if (micros.Count == 0 || (long)(micros[^1].Count + 1) * RowLength(micros[^1][0]) > budget)
+                        micros.Add([]);
+                    micros[^1].Add(row);
+                }
+                for (var s = 0; s < micros.Count; s += accumulation)
+                    steps.Add(micros.Skip(s).Take(accumulation).ToList());
+                continue;
+            }
             for (var s = 0; s < chunk.Count; s += rowsPerStep)
             {
                 var stepRows = chunk.Skip(s).Take(rowsPerStep).ToList();

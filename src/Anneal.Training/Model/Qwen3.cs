@@ -44,6 +44,8 @@ public sealed record Qwen3Config
     /// <summary>Some checkpoints list several end tokens here; the first is kept.</summary>
     [JsonPropertyName("eos_token_id"), JsonConverter(typeof(FirstIdConverter))] public int? EosTokenId { get; init; }
     [JsonPropertyName("rope_scaling")] public JsonNode? RopeScaling { get; init; }
+    /// <summary>Newer transformers versions write RoPE as {"rope_type": "default", "rope_theta": θ} here instead of rope_theta.</summary>
+    [JsonPropertyName("rope_parameters")] public JsonNode? RopeParameters { get; init; }
 
     static readonly JsonSerializerOptions Json = new() { NumberHandling = JsonNumberHandling.AllowReadingFromString };
 
@@ -53,9 +55,14 @@ public sealed record Qwen3Config
         Qwen3Config config;
         try { config = JsonSerializer.Deserialize<Qwen3Config>(File.ReadAllText(path), Json)!; }
         catch (JsonException e) { throw new TrainerUserException(Anneal.Core.Contracts.ErrorCodes.UserConfigError, $"{path}: not a valid config.json ({e.Message})"); }
+        if (config.RopeParameters is JsonObject rope && rope["rope_theta"] is JsonValue theta && theta.TryGetValue<double>(out var t))
+            config = config with { RopeTheta = t };
         config.Validate(path);
         return config;
     }
+
+    static string? RopeType(JsonNode? node) =>
+        node is JsonObject o && (o["rope_type"] ?? o["type"]) is JsonValue v && v.TryGetValue<string>(out var type) ? type : null;
 
     public void Validate(string path)
     {
@@ -64,8 +71,10 @@ public sealed record Qwen3Config
             problem = $"model_type \"{ModelType}\" is not supported (expected \"qwen3\")";
         else if (HiddenAct != "silu")
             problem = $"hidden_act \"{HiddenAct}\" is not supported (expected \"silu\")";
-        else if (RopeScaling is JsonObject)
-            problem = "rope_scaling is set; only plain RoPE (rope_scaling null) is implemented";
+        else if (RopeScaling is JsonObject && RopeType(RopeScaling) != "default")
+            problem = "rope_scaling is set; only plain RoPE (rope_scaling null or rope_type \"default\") is implemented";
+        else if (RopeParameters is JsonObject && RopeType(RopeParameters) is not (null or "default"))
+            problem = $"rope_parameters.rope_type \"{RopeType(RopeParameters)}\" is not supported; only plain RoPE (\"default\") is implemented";
         else if (NumAttentionHeads % NumKeyValueHeads != 0)
             problem = $"num_attention_heads {NumAttentionHeads} is not a multiple of num_key_value_heads {NumKeyValueHeads}";
         else if (HeadDim % 2 != 0)

@@ -214,6 +214,32 @@ public class TrainingConfigLoaderTests
     }
 
     [Fact]
+    public void Packing_is_read_from_hyperparameters()
+    {
+        Assert.True(Ok(Minimal + "packing = true\n").Hyperparameters["packing"]!.GetValue<bool>());
+        Assert.True(HyperparameterParser.Parse(Ok(Minimal + "packing = true\n").Hyperparameters).Settings!.Packing);
+        Assert.False(HyperparameterParser.Parse(Ok(Minimal).Hyperparameters).Settings!.Packing);
+    }
+
+    [Fact]
+    public void A_packing_value_that_is_not_a_boolean_names_its_line()
+    {
+        var e = OnlyError(Minimal + "packing = \"yes\"\n");
+        Assert.Equal("hyperparameters.packing", e.Key);
+        Assert.Equal(6, e.Line);
+        Assert.Equal("must be true or false, got the string \"yes\"", e.Message);
+    }
+
+    [Fact]
+    public void Misspelt_packing_gets_did_you_mean_with_its_line()
+    {
+        var e = OnlyError(Minimal + "pakcing = true\n");
+        Assert.Equal("hyperparameters.pakcing", e.Key);
+        Assert.Equal(6, e.Line);
+        Assert.Contains("did you mean 'packing'?", e.Message);
+    }
+
+    [Fact]
     public void A_quoted_integer_is_rejected()
     {
         var e = OnlyError(Minimal + "per_device_batch = \"2\"\n");

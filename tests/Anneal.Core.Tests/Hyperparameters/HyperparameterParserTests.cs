@@ -132,6 +132,8 @@ public class HyperparameterParserTests
     [InlineData("save_steps", "0", "must be an integer between 1 and 100000000, got 0")]
     [InlineData("per_device_eval_batch", "null", "must be an integer between 1 and 4096, got null")]
     [InlineData("use_qlora", "\"yes\"", "must be true or false, got the string \"yes\"")]
+    [InlineData("packing", "\"true\"", "must be true or false, got the string \"true\"")]
+    [InlineData("packing", "1", "must be true or false, got 1")]
     [InlineData("n_epochs", "0", "must be a number > 0 and ≤ 1000, got 0")]
     public void Out_of_range_and_wrong_type_values_are_named(string key, string value, string message)
     {
@@ -158,6 +160,22 @@ public class HyperparameterParserTests
         var e = SingleError("""{"n_epochs": 1, "learnig_rate": 1e-5}""");
         Assert.Equal("hyperparameters.learnig_rate", e.Field);
         Assert.StartsWith("unknown key; did you mean 'learning_rate'?", e.Message);
+    }
+
+    [Fact]
+    public void Packing_is_off_by_default_and_read_when_given()
+    {
+        Assert.False(Parse("""{"n_epochs": 1}""").Settings!.Packing);
+        Assert.True(Parse("""{"n_epochs": 1, "packing": true}""").Settings!.Packing);
+        Assert.False(Parse("""{"n_epochs": 1, "packing": false}""").Settings!.Packing);
+    }
+
+    [Fact]
+    public void Misspelt_packing_gets_did_you_mean()
+    {
+        var e = SingleError("""{"n_epochs": 1, "packng": true}""");
+        Assert.Equal("hyperparameters.packng", e.Field);
+        Assert.StartsWith("unknown key; did you mean 'packing'?", e.Message);
     }
 
     [Fact]
