@@ -18,7 +18,7 @@ public static partial class ModelPreflight
     public static List<ErrorItem> CheckLocal(string model, TrainingSettings? settings)
     {
         if (IsFineTunedId(model)) return [];
-        return ModelRegistry.Find(model) is { } info ? Check(info, settings, model) : [Unknown(model)];
+        return ModelRegistry.Find(model) is { } info ? Check(info, settings) : [Unknown(model)];
     }
 
     /// <summary>Against the server's model lists.</summary>
@@ -40,25 +40,12 @@ public static partial class ModelPreflight
         if (known is null) return [Unknown(model)];
         var info = new ModelInfo(known.Id, known.Family, known.Parameters, known.ContextLength, known.SupportsVision,
             known.MaxImagesPerMessage, known.Precision, known.TrainingModes, known.Trainable, known.TrainableNote, known.TestModel);
-        return Check(info, settings, model);
+        return Check(info, settings);
     }
 
-    /// <summary>The rules the server and trainer apply to a model and its settings.</summary>
-    public static List<ErrorItem> Check(ModelInfo info, TrainingSettings? settings, string model)
-    {
-        var errors = new List<ErrorItem>();
-        if (!info.Trainable)
-            errors.Add(new ErrorItem(null, "model", $"'{info.Id}' cannot be trained by this server: {info.TrainableNote}"));
-        if (settings is null) return errors;
-        if (settings.Mode == TrainingModes.Qlora)
-            errors.Add(new ErrorItem(null, "hyperparameters.training_mode", "qlora is not yet supported by the trainer; use \"lora\" (or \"full_finetune\")"));
-        else if (!info.TrainingModes.Contains(settings.Mode))
-            errors.Add(new ErrorItem(null, "hyperparameters.training_mode", $"\"{settings.Mode}\" is not supported for {info.Id} (supported: {string.Join(", ", info.TrainingModes)})"));
-        if (settings.SequenceLength is { } length && length > info.ContextLength)
-            errors.Add(new ErrorItem(null, "hyperparameters.sequence_length",
-                $"{length} exceeds the context length {info.ContextLength} of {(model == info.Id ? info.Id : $"{model} (base {info.Id})")}; use at most {info.ContextLength}"));
-        return errors;
-    }
+    /// <summary>The server's own rules (Core JobChecks), as API-field errors that TomlKeys can name.</summary>
+    public static List<ErrorItem> Check(ModelInfo info, TrainingSettings? settings) =>
+        JobChecks.CheckAgainstModel(info, settings).Select(e => new ErrorItem(null, e.Field, e.Message)).ToList();
 
     static ErrorItem Unknown(string model) =>
         new(null, "model", $"unknown model '{model}'{Suggest.DidYouMean(model, ModelRegistry.All.Select(m => m.Id).ToList())}; see `anneal models` for the models you can fine-tune");

@@ -137,4 +137,33 @@ public class LocalCommandsTests
         Assert.Contains("default: a new temporary folder", help.Out);
         Assert.DoesNotContain("~/.anneal", help.Out);
     }
+
+    [Fact]
+    public async Task Generate_from_a_lora_jobs_final_folder_uses_final_merged_or_names_it()
+    {
+        using var box = new CliSandbox();
+        box.Write("train.toml", Samples.TinyToml(steps: 1).Replace("mode = \"full_finetune\"", "mode = \"lora\""));
+        box.Write("data.jsonl", Samples.Dataset(2));
+        var train = await box.RunAsync("train-local", "--model", "tiny", "--dataset", "data.jsonl", "--config", "train.toml", "--output", "out", "--device", "cpu");
+        Assert.True(train.ExitCode == 0, train.ToString());
+        var final = Path.Combine(box.Dir, "out", "final");
+        var adapterConfig = Path.Combine(final, "adapter_config.json");
+        Assert.True(File.Exists(adapterConfig));
+        // As a server job writes it: the base is a registry id, not a folder on this machine.
+        var config = JsonNode.Parse(File.ReadAllText(adapterConfig))!;
+        config["base_model_name_or_path"] = Samples.TinyModel;
+        File.WriteAllText(adapterConfig, config.ToJsonString());
+
+        var noMerged = await box.RunAsync("generate", "--model", "out/final", "--prompt", "What is 1 plus 1?", "--max-new-tokens", "2");
+        Assert.Equal(2, noMerged.ExitCode);
+        Assert.Contains($"no merged model ({Path.Combine(final, "merged")} is missing)", noMerged.Err);
+
+        // final/merged holds a full model folder (here the base itself stands in for the merge).
+        Directory.CreateDirectory(Path.Combine(final, "merged"));
+        foreach (var f in Directory.GetFiles(Path.Combine(box.Dir, "tiny")))
+            File.Copy(f, Path.Combine(final, "merged", Path.GetFileName(f)));
+        var merged = await box.RunAsync("generate", "--model", "out/final", "--prompt", "What is 1 plus 1?", "--max-new-tokens", "2");
+        Assert.True(merged.ExitCode == 0, merged.ToString());
+        Assert.Contains("answering with its merged model", merged.Err);
+    }
 }
