@@ -72,7 +72,8 @@ public static class ServerHost
         builder.Logging.SetMinimumLevel(options.LogLevel);
         // A failed start is reported once, by ServerStartException, not also as a logged stack trace.
         var listening = false;
-        builder.Logging.AddFilter((category, _) => listening || category != "Microsoft.Extensions.Hosting.Internal.Host");
+        // (A filter rule replaces the minimum level, so it checks the level itself.)
+        builder.Logging.AddFilter((category, level) => level >= options.LogLevel && (listening || category != "Microsoft.Extensions.Hosting.Internal.Host"));
         builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = options.CancelGracePeriod + TimeSpan.FromSeconds(15));
         builder.Services.ConfigureHttpJsonOptions(j =>
         {
