@@ -214,6 +214,30 @@ public class JobsTests
     }
 
     [Fact]
+    public async Task Another_organisations_file_is_a_validation_error_on_training_file_id_that_reveals_nothing()
+    {
+        await using var t = await TestServer.StartAsync();
+        var theirs = await t.UploadReadyAsync();
+        using var other = t.Client(await ApiKeys.CreateAsync(t.DataDir, "acme"));
+        var foreign = await TestServer.ProblemAsync(await other.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(theirs.Id))), HttpStatusCode.UnprocessableEntity);
+        var missing = await TestServer.ProblemAsync(await other.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody("file_doesnotexist"))), HttpStatusCode.UnprocessableEntity);
+        foreach (var p in new[] { foreign, missing })
+        {
+            Assert.Equal(ErrorCodes.ValidationFailed, p["code"]!.GetValue<string>());
+            Assert.Equal("Validation failed", p["title"]!.GetValue<string>());
+            Assert.EndsWith("/validation-failed", p["type"]!.GetValue<string>());
+            var error = Assert.Single(p["errors"]!.AsArray());
+            Assert.Equal("training_file_id", error!["field"]!.GetValue<string>());
+            Assert.Contains("no such file", error["message"]!.GetValue<string>());
+            Assert.Contains("your organisation", error["message"]!.GetValue<string>());
+        }
+        // Same wording for a foreign id as for an unknown one, apart from the id itself.
+        Assert.Equal(foreign["errors"]![0]!["message"]!.GetValue<string>().Replace(theirs.Id, "ID"),
+                     missing["errors"]![0]!["message"]!.GetValue<string>().Replace("file_doesnotexist", "ID"));
+        Assert.DoesNotContain(theirs.Filename, foreign.ToJsonString());
+    }
+
+    [Fact]
     public async Task Another_organisations_job_is_404_everywhere()
     {
         await using var t = await TestServer.StartAsync();

@@ -231,7 +231,9 @@ public static partial class JobCreation
     static void CheckFile(SqliteConnection conn, string org, string field, string id, bool vision, string? model, Action<string?, string, string, int> add)
     {
         var file = FileRows.Find(conn, null, org, id);
-        if (file is null) add(field, $"no file '{id}' in this organisation", ErrorCodes.NotFound, 422);
+        // A validation error on the field, not a not-found problem: the same words whether the id is
+        // unknown or belongs to another organisation, so nothing about other organisations leaks.
+        if (file is null) add(field, $"no such file '{id}' exists in your organisation (upload it with POST /api/files, then use its id)", ErrorCodes.ValidationFailed, 422);
         else if (file.Status == FileStatus.Processing) add(field, $"file '{id}' is still being validated (status 'processing')", ErrorCodes.FileNotReady, 409);
         else if (file.Status == FileStatus.Failed)
             add(field, $"file '{id}' failed validation with {file.TotalErrors} error(s): {string.Join("; ", (file.Errors ?? []).Take(3))}", ServerErrorCodes.FileFailed, 422);
