@@ -63,6 +63,18 @@ public class FilesTests
     }
 
     [Fact]
+    public async Task A_failed_file_reports_no_example_count_instead_of_counting_broken_lines()
+    {
+        await using var t = await TestServer.StartAsync();
+        var file = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(TestServer.GoodLine + "\n{not json\n"));
+        Assert.Equal(FileStatus.Failed, file.Status);
+        Assert.Equal(1, file.TotalErrors);
+        Assert.Null(file.NumExamples);
+        var raw = await t.Http.GetStringAsync($"files/{file.Id}");
+        Assert.DoesNotContain("\"num_examples\":2", raw);
+    }
+
+    [Fact]
     public async Task Invalid_utf8_fails_validation_naming_the_line()
     {
         await using var t = await TestServer.StartAsync();

@@ -63,12 +63,17 @@ public sealed class DatasetValidationWorker(Db db, DatasetValidationQueue queue,
         if (report.TotalErrors == 0 && report.NumExamples == 0)
             errors = [new ErrorItem(null, null, "the file holds no examples (only blank lines)")];
         var status = report.IsValid ? FileStatus.Ready : FileStatus.Failed;
+        // DatasetReport.NumExamples counts every non-blank line read, valid or not (a line that is not
+        // JSON counts too), and the report cannot say how many records were valid (one line may hold
+        // several errors). So a failed file reports num_examples: null rather than a count that
+        // includes broken lines; a ready file reports the true number of examples.
+        int? numExamples = report.IsValid ? report.NumExamples : null;
         using (var conn = db.Connect())
             Db.Exec(conn, null, """
                 UPDATE files SET status = @status, num_examples = @n, errors = @errors, total_errors = @total, has_images = @images
                 WHERE id = @id AND status = @processing
                 """,
-                ("@status", status), ("@n", report.NumExamples), ("@errors", Db.ToJson(errors)),
+                ("@status", status), ("@n", numExamples), ("@errors", Db.ToJson(errors)),
                 ("@total", Math.Max(report.TotalErrors, errors.Count)), ("@images", hasImages), ("@id", id), ("@processing", FileStatus.Processing));
         log.LogInformation("File {FileId} validated: {Status} ({Examples} examples, {Errors} errors)", id, status, report.NumExamples, report.TotalErrors);
     }
