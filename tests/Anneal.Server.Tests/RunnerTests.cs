@@ -31,6 +31,36 @@ public class RunnerTests
         Assert.True(File.Exists(path), $"{path} never appeared");
     }
 
+    [Theory]
+    [InlineData(null, "runs the job on cpu", "cpu")]
+    [InlineData("3", "runs the job on GPU 3", "cuda")]
+    public async Task A_requested_compute_section_is_reported_as_a_warning_naming_what_the_server_uses(string? gpu, string actual, string device)
+    {
+        await using var t = await Start(ScriptTrainer.Succeeds, o => o with { Gpus = gpu is null ? [] : [gpu] });
+        var file = await t.UploadReadyAsync();
+        var body = (JsonObject)TestServer.JobBody(file.Id);
+        body["metadata"] = new JsonObject
+        {
+            ["effective_config"] = new JsonObject { ["compute"] = new JsonObject { ["gpu_type"] = "H100", ["gpu_count"] = 4, ["nodes"] = 1 } },
+        };
+        var created = await t.Http.PostAsync("learning/jobs", TestServer.Json(body));
+        var job = (await created.Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options))!;
+        await t.StartJobAsync(job.Id);
+        Assert.Equal(JobStatus.Succeeded, (await t.WaitJobAsync(job.Id, j => JobStatus.IsTerminal(j.Status))).Status);
+
+        var warning = Assert.Single(await t.EventsAsync(job.Id), e => e.Level == "warning");
+        Assert.Equal(EventTypes.Log, warning.Type);
+        Assert.Contains("requested 4 × H100 on 1 node", warning.Message);
+        Assert.Contains(actual, warning.Message);
+        Assert.Equal(device, warning.Data!["device"]!.GetValue<string>());
+        Assert.Equal("H100", warning.Data["requested"]!["gpu_type"]!.GetValue<string>());
+
+        // Without a [compute] section there is nothing to warn about.
+        var plain = await Submit(t);
+        await t.WaitJobAsync(plain.Id, j => JobStatus.IsTerminal(j.Status));
+        Assert.DoesNotContain(await t.EventsAsync(plain.Id), e => e.Level == "warning");
+    }
+
     [Fact]
     public async Task A_successful_trainer_registers_the_fine_tuned_model_with_events_metrics_progress_and_checkpoints()
     {

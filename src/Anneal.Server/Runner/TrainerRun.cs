@@ -40,6 +40,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     public async Task RunAsync()
     {
         Directory.CreateDirectory(_jobDir);
+        WarnAboutRequestedCompute();
         var (spec, error) = await BuildSpecAsync();
         if (spec is null)
         {
@@ -144,6 +145,27 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         return (new TrainerJobSpec(_id, job.Wire.Model, modelPath, train, validation, Path.Combine(_jobDir, "output"), settings,
             ResumeFrom: resume, Device: options.Gpus.Count > 0 ? "cuda" : "cpu", MergeLora: settings.Mode != TrainingModes.FullFinetune,
             TrainingFileName: trainName, ValidationFileName: validationName), null);
+    }
+
+    /// <summary>
+    /// The TOML's [compute] section arrives as metadata.effective_config.compute = {gpu_type?, gpu_count?, nodes?}.
+    /// This server does not schedule by it (one job per assigned GPU, or the CPU), so say so as a
+    /// warning instead of ignoring it silently: "requested 4 × H100 on 1 node; this server runs the job on cpu".
+    /// </summary>
+    void WarnAboutRequestedCompute()
+    {
+        if (job.Wire.Metadata?["effective_config"]?["compute"] is not JsonObject compute || compute.Count == 0) return;
+        static string? Text(JsonNode? n) => n is JsonValue v ? v.ToString() : null;
+        var gpuType = Text(compute["gpu_type"]) ?? "GPU";
+        var gpuCount = Text(compute["gpu_count"]) ?? "1";
+        var nodes = Text(compute["nodes"]) ?? "1";
+        var requested = $"{gpuCount} × {gpuType} on {nodes} node{(nodes == "1" ? "" : "s")}";
+        var actual = gpu is null ? "cpu" : $"GPU {gpu} (1 × cuda device, CUDA_VISIBLE_DEVICES={gpu}) on this machine";
+        using var conn = db.Connect();
+        JobEvents.Append(conn, null, _id, EventTypes.Log, "warning",
+            $"[compute] requested {requested}; this server does not schedule by [compute] and runs the job on {actual}.",
+            new JsonObject { ["requested"] = compute.DeepClone(), ["device"] = gpu is null ? "cpu" : "cuda", ["gpu"] = gpu });
+        signals.EventsAppended.Signal();
     }
 
     long _lastDownloadEvent;
