@@ -4,6 +4,7 @@
 // otherwise nothing is written (DESIGN.md §8: upstream overwrote keys silently).
 using System.CommandLine;
 using Anneal.Cli.Env;
+using Anneal.Cli.Http;
 using Spectre.Console;
 
 namespace Anneal.Cli.Setup;
@@ -89,8 +90,17 @@ public static class SetupCommand
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         await File.WriteAllTextAsync(path, DotEnv.Set(existingText, updates), ct);
         ctx.Out.WriteLine($"Wrote {string.Join(" and ", updates.Select(u => u.Key))} to {path} (key {Mask(key_)}).");
-        if (req.ApiKey is null)
-            ctx.Out.WriteLine($"Start the server with `anneal serve{(req.DataDir is null ? "" : $" --data-dir {req.DataDir}")}`, then run `anneal train --type sft --config ... --dataset ...`.");
+        if (req.ApiKey is null && backend is not null)
+        {
+            // Only suggest starting a server when none answers at the backend (short timeout: a
+            // local address either answers at once or not at all).
+            using var client = new AnnealClient(CliEnvironment.NormalizeApiBase(backend), null, TimeSpan.FromSeconds(2));
+            const string next = "run `anneal train --type sft --config ... --dataset ...`.";
+            if (await client.IsHealthyAsync(ct))
+                ctx.Out.WriteLine($"A server is already running at {backend} (the key works if it serves the data folder above); {next}");
+            else
+                ctx.Out.WriteLine($"Start the server with `anneal serve{(req.DataDir is null ? "" : $" --data-dir {req.DataDir}")}`, then {next}");
+        }
         return ExitCodes.Ok;
     }
 

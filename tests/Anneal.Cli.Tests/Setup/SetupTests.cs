@@ -35,6 +35,34 @@ public class SetupTests
     }
 
     [Fact]
+    public async Task Setup_does_not_suggest_starting_a_server_when_one_already_answers()
+    {
+        using var box = new CliSandbox();
+        await using var server = await TestServer.StartAsync(dataDir: Path.Combine(box.Dir, "data"));
+        var result = await box.RunAsync("setup", "--data-dir", "data", "--backend", server.BaseUrl);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.DoesNotContain("Start the server", result.Out);
+        Assert.Contains($"A server is already running at {server.BaseUrl}", result.Out);
+        var jobs = await box.RunAsync("jobs", "list");
+        Assert.True(jobs.ExitCode == 0, jobs.ToString());
+    }
+
+    [Fact]
+    public async Task Setup_suggests_starting_a_server_when_none_answers()
+    {
+        using var box = new CliSandbox();
+        // A loopback port that was free a moment ago: nothing answers there.
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        var result = await box.RunAsync("setup", "--data-dir", "data", "--backend", $"http://127.0.0.1:{port}");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("Start the server with `anneal serve --data-dir data`", result.Out);
+        Assert.DoesNotContain("already running", result.Out);
+    }
+
+    [Fact]
     public async Task Setup_without_a_terminal_refuses_to_overwrite_an_existing_key()
     {
         using var box = new CliSandbox();
