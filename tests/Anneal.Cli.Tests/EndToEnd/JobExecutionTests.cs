@@ -172,6 +172,9 @@ public class JobExecutionTests
         await WaitForAsync(first, id, (_, events) => events.Any(e => e.Type == EventTypes.CheckpointSaved));
 
         await first.Server.DisposeAsync(); // graceful stop while the trainer runs
+        // Stay down for several poll intervals so the follower really meets the outage (a restart
+        // faster than one poll would let it pass unnoticed and the "retrying" check would race).
+        await Task.Delay(TimeSpan.FromSeconds(2));
         await using var second = await TestServer.StartAsync(runJobs: true, dataDir: dataDir, urls: url);
 
         var result = await follow;
