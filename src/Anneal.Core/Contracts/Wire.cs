@@ -41,6 +41,8 @@ public static class EventTypes
     public const string Cancelled = "sft.cancelled";
     public const string Log = "sft.log";
     public const string Requeued = "sft.requeued";
+    public const string Paused = "sft.paused";
+    public const string Resumed = "sft.resumed";
 }
 
 public static class MetricNames
@@ -71,6 +73,9 @@ public static class ErrorCodes
     public const string PayloadTooLarge = "payload_too_large";
     public const string FileNotReady = "file_not_ready";
     public const string UnknownModel = "unknown_model";
+    public const string BadRequest = "bad_request";
+    public const string IdempotencyKeyReused = "idempotency_key_reused";
+    public const string FileFailed = "file_failed";
 }
 
 public static class FilePurpose

@@ -98,7 +98,7 @@ public static class DatasetValidator
         catch (JsonException e)
         {
             var where = e.BytePositionInLine is { } b ? $" at byte {b + 1}" : "";
-            sink.Add(new ErrorItem(n, null, $"malformed JSON{where}: {ShortJsonMessage(e)}"));
+            sink.Add(new ErrorItem(n, null, $"malformed JSON{where}: {JsonlLines.ShortJsonMessage(e)}"));
             return;
         }
         using (doc)
@@ -114,14 +114,6 @@ public static class DatasetValidator
             i += consumed;
         }
         return i;
-    }
-
-    /// <summary>System.Text.Json messages end in "LineNumber: 0 | BytePositionInLine: 5."; we give our own position.</summary>
-    static string ShortJsonMessage(JsonException e)
-    {
-        var m = e.Message;
-        var cut = m.IndexOf(" LineNumber:", StringComparison.Ordinal);
-        return (cut >= 0 ? m[..cut] : m).TrimEnd('.', ' ');
     }
 
     sealed class ErrorSink(int maxShown)

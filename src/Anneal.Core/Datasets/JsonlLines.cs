@@ -13,6 +13,14 @@ public static class JsonlLines
     /// <summary>A line longer than this is reported instead of being buffered (base64 images stay well below).</summary>
     public const int MaxLineBytes = 64 * 1024 * 1024;
 
+    /// <summary>System.Text.Json messages end in "LineNumber: 0 | BytePositionInLine: 5."; callers give their own position.</summary>
+    public static string ShortJsonMessage(System.Text.Json.JsonException e)
+    {
+        var m = e.Message;
+        var cut = m.IndexOf(" LineNumber:", StringComparison.Ordinal);
+        return (cut >= 0 ? m[..cut] : m).TrimEnd('.', ' ');
+    }
+
     static ReadOnlySpan<byte> Bom => [0xEF, 0xBB, 0xBF];
 
     /// <summary>

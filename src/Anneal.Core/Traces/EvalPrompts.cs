@@ -65,7 +65,7 @@ public static class EvalPrompts
         try { node = JsonNode.Parse(line.Bytes); }
         catch (JsonException ex)
         {
-            error(n, null, $"malformed JSON: {ex.Message.Split(" LineNumber:")[0].TrimEnd('.', ' ')}");
+            error(n, null, $"malformed JSON: {JsonlLines.ShortJsonMessage(ex)}");
             return null;
         }
         if (node is not JsonObject record)

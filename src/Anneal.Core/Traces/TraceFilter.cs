@@ -81,7 +81,7 @@ public static class TraceFilter
         try { node = JsonNode.Parse(line.Bytes); }
         catch (JsonException e)
         {
-            bad(n, null, $"malformed JSON: {e.Message.Split(" LineNumber:")[0].TrimEnd('.', ' ')}");
+            bad(n, null, $"malformed JSON: {JsonlLines.ShortJsonMessage(e)}");
             return null;
         }
         if (node is not JsonObject trace)

@@ -30,12 +30,6 @@ public static class JobEvents
 }
 
 /// <summary>Event types of the pause/resume transitions (not in Core's EventTypes yet).</summary>
-public static class JobLifecycleEvents
-{
-    public const string Paused = "sft.paused";
-    public const string Resumed = "sft.resumed";
-}
-
 /// <summary>
 /// In-process wake-ups: SSE streams wait on <see cref="EventsAppended"/>, the scheduler on
 /// <see cref="WorkAvailable"/>. Each is a pulse: waiters wake at the next Pulse() (or their timeout).

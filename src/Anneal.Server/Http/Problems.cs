@@ -7,13 +7,6 @@ using Microsoft.AspNetCore.Mvc;
 namespace Anneal.Server.Http;
 
 /// <summary>Problem codes used only by the HTTP API (job failure codes live in ErrorCodes).</summary>
-public static class ServerErrorCodes
-{
-    public const string BadRequest = "bad_request";
-    public const string IdempotencyKeyReused = "idempotency_key_reused";
-    public const string FileFailed = "file_failed";
-}
-
 public static class Problems
 {
     public static ProblemHttpResult Make(int status, string code, string title, string detail,
@@ -46,7 +39,7 @@ public static class Problems
         Make(404, ErrorCodes.NotFound, "Not found", $"No {what} with id '{id}'.");
 
     public static ProblemHttpResult BadRequest(string detail, IReadOnlyList<ErrorItem>? errors = null) =>
-        Make(400, ServerErrorCodes.BadRequest, "Bad request", detail, errors);
+        Make(400, ErrorCodes.BadRequest, "Bad request", detail, errors);
 
     public static ProblemHttpResult Validation(string detail, IReadOnlyList<ErrorItem> errors, string code = ErrorCodes.ValidationFailed) =>
         Make(422, code, "Validation failed", detail, errors);

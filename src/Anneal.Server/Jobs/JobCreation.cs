@@ -135,7 +135,7 @@ public static partial class JobCreation
             JobRows.Map, ("@org", org), ("@key", key)).FirstOrDefault();
         if (existing is null) return null;
         if (existing.RequestHash != requestHash)
-            return Problems.Make(422, ServerErrorCodes.IdempotencyKeyReused, "Idempotency-Key reused",
+            return Problems.Make(422, ErrorCodes.IdempotencyKeyReused, "Idempotency-Key reused",
                 $"Idempotency-Key '{key}' was already used for job '{existing.Wire.Id}' with a different request body.",
                 extra: new Dictionary<string, object?> { ["job_id"] = existing.Wire.Id });
         return TypedResults.Ok(existing.Wire);
@@ -236,7 +236,7 @@ public static partial class JobCreation
         if (file is null) add(field, $"no such file '{id}' exists in your organisation (upload it with POST /api/files, then use its id)", ErrorCodes.ValidationFailed, 422);
         else if (file.Status == FileStatus.Processing) add(field, $"file '{id}' is still being validated (status 'processing')", ErrorCodes.FileNotReady, 409);
         else if (file.Status == FileStatus.Failed)
-            add(field, $"file '{id}' failed validation with {file.TotalErrors} error(s): {string.Join("; ", (file.Errors ?? []).Take(3))}", ServerErrorCodes.FileFailed, 422);
+            add(field, $"file '{id}' failed validation with {file.TotalErrors} error(s): {string.Join("; ", (file.Errors ?? []).Take(3))}", ErrorCodes.FileFailed, 422);
         else if (!vision && model is not null
                  && Db.Scalar<long?>(conn, null, "SELECT has_images FROM files WHERE id = @id", ("@id", id)) == 1)
             add(field, $"file '{id}' contains images, but model '{model}' is text-only; use a vision model (Qwen/Qwen3-VL-*)", ErrorCodes.ValidationFailed, 422);

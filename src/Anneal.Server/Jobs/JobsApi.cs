@@ -140,7 +140,7 @@ public static class JobsApi
         if (job is null) return Problems.NotFound("job", id);
         if (!JobRows.Transition(conn, tx, id, [JobStatus.Paused], JobStatus.Queued))
             return Problems.InvalidState("job", id, job.Wire.Status, "resume");
-        JobEvents.Append(conn, tx, id, JobLifecycleEvents.Resumed, "info",
+        JobEvents.Append(conn, tx, id, EventTypes.Resumed, "info",
             job.ResumeFrom is null ? "Job resumed and queued." : $"Job resumed and queued; it continues from {job.ResumeFrom}.",
             new System.Text.Json.Nodes.JsonObject { ["resume_from"] = job.ResumeFrom });
         tx.Commit();

@@ -365,7 +365,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         if (!JobRows.Transition(conn, tx, _id, [JobStatus.Running], JobStatus.Paused)) return;
         Db.Exec(conn, tx, "UPDATE jobs SET resume_from = COALESCE(@r, resume_from), trainer_pid = NULL WHERE id = @id", ("@r", checkpoint.Path), ("@id", _id));
         var from = checkpoint.Path is null ? "its previous starting point" : $"its checkpoint at step {checkpoint.Step}";
-        JobEvents.Append(conn, tx, _id, JobLifecycleEvents.Paused, "info",
+        JobEvents.Append(conn, tx, _id, EventTypes.Paused, "info",
             $"Job paused; the trainer stopped and released its device. Resume continues from {from}.",
             new JsonObject { ["resume_from"] = checkpoint.Path, ["resume_step"] = checkpoint.Path is null ? null : checkpoint.Step });
         tx.Commit();
