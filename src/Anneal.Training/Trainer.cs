@@ -211,10 +211,9 @@ public static class Trainer
             {
                 var n = batches.Sum(b => b.TrainedTokens);
                 stepTokens = batches.Sum(b => b.Tokens);
-                loss = AccumulateGradients(model, batches, n);
-                using (var norm = optimizer.ClipGradNorm(s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
+                loss = AccumulateGradients(model, batches, n, optimizer);
+                using (var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
                     gradNorm = norm.item<float>();
-                optimizer.Step(lr);
                 optimizer.ZeroGrad();
                 trainedTokens += n;
             }
@@ -301,7 +300,7 @@ public static class Trainer
     /// loss is divided by the trained tokens of the whole step before backward, so gradients add up
     /// to those of one big batch. Returns the step's mean token loss.
     /// </summary>
-    public static double AccumulateGradients(Qwen3ForCausalLM model, IReadOnlyList<SftBatch> batches, int trainedTokens)
+    public static double AccumulateGradients(Qwen3ForCausalLM model, IReadOnlyList<SftBatch> batches, int trainedTokens, FlatAdamW? optimizer = null)
     {
         using var scope = NewDisposeScope();
         var total = torch.zeros(1, dtype: ScalarType.Float64, device: batches[0].Ids.device);
@@ -310,6 +309,7 @@ public static class Trainer
             using var inner = NewDisposeScope();
             var sum = TokenLossSum(model, b);
             (sum / trainedTokens).backward();
+            optimizer?.AccumulateMicroBatch();   // bf16 gradients summed in fp32 across micro-batches
             total.add_(sum.detach().to(ScalarType.Float64));
         }
         return total.item<double>() / trainedTokens;
@@ -486,10 +486,13 @@ public static class Trainer
         return sb.ToString();
     }
 
-    /// <summary>AdamW (β 0.9/0.999, ε 1e-8) over flat buffers of the trainable parameters; no weight decay on norms and biases.</summary>
+    /// <summary>
+    /// AdamW (β 0.9/0.999, ε 1e-8) over flat buffers of the trainable parameters; no weight decay on
+    /// norms and biases. With gradient accumulation, bf16 gradients are summed in fp32.
+    /// </summary>
     static FlatAdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s) =>
         new(model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)),
-            weightDecay: s.WeightDecay,
+            weightDecay: s.WeightDecay, fp32GradAccumulation: s.GradientAccumulationSteps > 1,
             decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"));
 
     /// <summary>
