@@ -11,6 +11,7 @@ using Anneal.Core.Training;
 using Anneal.Training.Checkpoints;
 using Anneal.Training.Data;
 using Anneal.Training.Kernels;
+using Anneal.Training.Memory;
 using Anneal.Training.Model;
 using Anneal.Training.Optim;
 using Anneal.Training.Tokenization;
@@ -39,6 +40,8 @@ public sealed record TrainerOptions
     /// master weights) would fill the disk on multi-billion-parameter runs.
     /// </summary>
     public int KeepOptimizerStates { get; init; } = 2;
+    /// <summary>Device memory the job may use, in bytes (null: what the device has free now).</summary>
+    public long? DeviceMemoryBytes { get; init; }
 }
 
 /// <summary>What a finished run produced.</summary>
@@ -99,22 +102,26 @@ public static class Trainer
                 ["example"] = new JsonObject { ["text"] = tokenizer.Decode(first.Ids), ["mask_preview"] = MaskPreview(tokenizer, first) },
             }, lossy ? "warning" : "info");
 
-        // 3. Model (LoRA layers in place when asked), optimizer.
+        // 3. Memory: choose activation checkpointing and optimizer state before any weight loads,
+        //    or refuse a job that cannot fit with what would.
+        var memory = PlanMemory(spec, options, config, device, dtype, train, sequenceLength, events);
+
+        // 4. Model (LoRA layers in place when asked), optimizer.
         var lora = s.Mode == TrainingModes.Lora ? s.Lora : null;
         var resume = spec.ResumeFrom;
         torch.manual_seed(s.Seed);   // LoRA A matrices are drawn at construction
         var loadClock = Stopwatch.StartNew();
         using var model = ModelFolder.Load(spec.ModelPath, device, dtype, lora);
-        var checkpointing = UseActivationCheckpointing(s, device, model);
+        var checkpointing = memory.ActivationCheckpointing;
         events.Log($"model loaded in {loadClock.Elapsed.TotalSeconds:F1} s: {model.parameters().Sum(p => p.numel()):N0} parameters, " +
-            $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}; " +
+            $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}, optimizer state {memory.OptimizerPrecision}; " +
             $"{(options.Packing ? "packing" : options.TokenBudget ? "length bucketing with a token budget" : "length bucketing")}, sequence_length {sequenceLength}");
         if (checkpointing)
             model.Decoder.LayerRunner = (layer, h, a) => ActivationCheckpoint.Run(
                 (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
                 h, a.Mask is null ? [a.Cos, a.Sin] : [a.Cos, a.Sin, a.Mask], layer.parameters());
         // After the weights are loaded: the optimizer re-points every trainable parameter into its flat buffers.
-        using var optimizer = CreateOptimizer(model, s);
+        using var optimizer = CreateOptimizer(model, s, memory.OptimizerPrecision);
 
         var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, sequenceLength, device, events);
         try { return Train(run, resume, ct); }
@@ -490,29 +497,60 @@ public static class Trainer
     /// AdamW (β 0.9/0.999, ε 1e-8) over flat buffers of the trainable parameters; no weight decay on
     /// norms and biases. With gradient accumulation, bf16 gradients are summed in fp32.
     /// </summary>
-    static FlatAdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s) =>
+    static FlatAdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s, string precision) =>
         new(model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)),
-            weightDecay: s.WeightDecay, fp32GradAccumulation: s.GradientAccumulationSteps > 1,
+            weightDecay: s.WeightDecay,
+            precision: precision == OptimizerPrecisions.Lean ? OptimizerPrecision.Lean : OptimizerPrecision.Exact,
+            fp32GradAccumulation: precision != OptimizerPrecisions.Lean && s.GradientAccumulationSteps > 1,
+            seed: (ulong)s.Seed,
             decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"));
 
     /// <summary>
-    /// activation_checkpointing: "on", "off", or "auto" = on for CUDA models of 3B parameters or more.
-    /// Re-running a block in backward must give the same activations, so LoRA dropout excludes it.
+    /// The memory model's decision for this job on this device (see Core's MemoryModel):
+    /// activation_checkpointing "auto" is off when the job fits without it, optimizer_precision
+    /// "auto" is exact when it fits. Re-running a block in backward must give the same
+    /// activations, so LoRA dropout excludes checkpointing.
     /// </summary>
-    static bool UseActivationCheckpointing(TrainingSettings s, Device device, Qwen3ForCausalLM model)
+    static MemoryDecision PlanMemory(TrainerJobSpec spec, TrainerOptions options, Qwen3Config config, Device device, ScalarType dtype,
+        List<SftExample> train, int sequenceLength, TrainerEvents events)
     {
+        var s = spec.Settings;
+        if (s.ActivationCheckpointing is not ("auto" or "on" or "off"))
+            throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
+        if (s.OptimizerPrecision is not (OptimizerPrecisions.Auto or OptimizerPrecisions.Exact or OptimizerPrecisions.Lean))
+            throw TrainerUserException.Config($"optimizer_precision \"{s.OptimizerPrecision}\" is not known; use \"auto\", \"exact\" or \"lean\"");
         var dropout = s.Mode == TrainingModes.Lora && s.Lora.Dropout > 0;
-        switch (s.ActivationCheckpointing)
+        if (s.ActivationCheckpointing == "on" && dropout)
+            throw TrainerUserException.Config($"activation_checkpointing \"on\" cannot be combined with training.lora.dropout {s.Lora.Dropout}: set dropout to 0 or activation_checkpointing to \"off\"");
+
+        // The largest micro-batch: per_device_batch rows of the longest example (bucketing), or of
+        // full sequence_length rows when packing or filling a token budget.
+        var rowTokens = options.Packing || options.TokenBudget ? sequenceLength : Math.Min(sequenceLength, train.Max(x => x.Length));
+        var plan = new MemoryPlan
         {
-            case "off": return false;
-            case "on" when dropout:
-                throw TrainerUserException.Config($"activation_checkpointing \"on\" cannot be combined with training.lora.dropout {s.Lora.Dropout}: set dropout to 0 or activation_checkpointing to \"off\"");
-            case "on": return true;
-            case "auto":
-                var parameters = model.parameters().Sum(p => p.numel());
-                return !dropout && device.type == DeviceType.CUDA && parameters >= 3_000_000_000L;
-            default:
-                throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
-        }
+            Mode = s.Mode, Lora = s.Lora, ElementBytes = (int)torch.empty(0, dtype).ElementSize,
+            GradientAccumulationSteps = s.GradientAccumulationSteps, MicroBatchRows = s.PerDeviceBatch, RowTokens = rowTokens,
+        };
+        var free = options.DeviceMemoryBytes ?? DeviceMemory.FreeBytes(device);
+        var decision = MemoryModel.Decide(DeviceMemory.Shape(config), plan, dropout ? "off" : s.ActivationCheckpointing,
+            s.OptimizerPrecision, free ?? long.MaxValue);
+        var where = device.type.ToString().ToLowerInvariant();
+        var e = decision.Estimate;
+        events.Emit(EventTypes.MemoryPlanned,
+            $"memory estimate {e} on {where} with {(free is { } f ? MemoryEstimate.Gib(f) + " free" : "unknown free memory")}: " +
+            $"activation checkpointing {(decision.ActivationCheckpointing ? "on" : "off")}, optimizer state {decision.OptimizerPrecision}",
+            new JsonObject
+            {
+                ["fits"] = decision.Fits, ["device"] = where, ["free_bytes"] = free, ["estimated_peak_bytes"] = e.Peak,
+                ["weights_bytes"] = e.Weights, ["gradients_bytes"] = e.Gradients, ["optimizer_bytes"] = e.Optimizer,
+                ["activations_bytes"] = e.Activations, ["loss_bytes"] = e.Loss, ["workspace_bytes"] = e.Workspace,
+                ["activation_checkpointing"] = decision.ActivationCheckpointing, ["optimizer_precision"] = decision.OptimizerPrecision,
+                ["micro_batch_rows"] = plan.MicroBatchRows, ["row_tokens"] = plan.RowTokens,
+            }, decision.Fits ? "info" : "error");
+        if (!decision.Fits)
+            throw new TrainerUserException(ErrorCodes.OutOfMemory,
+                $"{spec.Model} does not fit in {MemoryEstimate.Gib(free!.Value)} free on {where}: mode {s.Mode}, per_device_batch {s.PerDeviceBatch} × {rowTokens} tokens " +
+                $"needs about {decision.Estimate} even with activation checkpointing {(decision.ActivationCheckpointing ? "on" : "off")} and {decision.OptimizerPrecision} optimizer state; {decision.Advice}");
+        return decision;
     }
 }
