@@ -111,6 +111,9 @@ public static partial class JobCreation
             return (null, Problems.BadRequest("The request body is empty; expected a JSON object with model, training_file_id and hyperparameters."));
         try
         {
+            using (var doc = JsonDocument.Parse(body))
+                if (Anneal.Core.JsonUnicode.FirstInvalid(doc.RootElement) is { } bad)
+                    return (null, Problems.BadRequest($"Field '{bad}': {Anneal.Core.JsonUnicode.Problem}.", [new ErrorItem(null, bad, Anneal.Core.JsonUnicode.Problem)]));
             var node = JsonNode.Parse(body);
             if (node is not JsonObject)
                 return (null, Problems.BadRequest($"The request body must be a JSON object, got {node?.GetValueKind().ToString().ToLowerInvariant() ?? "null"}."));
