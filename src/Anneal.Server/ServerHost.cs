@@ -1,6 +1,6 @@
 // Builds and runs the control plane (eShop Catalog.API style: wiring only; each resource maps
 // its own endpoints). Start order: lock the data folder (one server per folder), open the database
-// (migrations), ensure a first API key, recover jobs interrupted by a previous stop or crash, then
+// (migrations), sweep tmp/ and orphaned blobs, ensure a first API key, recover jobs interrupted by a previous stop or crash, then
 // listen. A taken data folder or listen address throws ServerStartException (one readable line).
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
@@ -63,6 +63,7 @@ public static class ServerHost
     static async Task<RunningServer> StartLockedAsync(ServerOptions options, DataDirLock dataLock, CancellationToken ct)
     {
         var db = Db.Open(options.DataDir);
+        StartupSweep.Run(db);
         var firstKey = ApiKeys.EnsureFirstKey(db);
         Recovery.RequeueInterrupted(db, options);
 

@@ -42,6 +42,11 @@ public sealed record TrainerOptions
     public int KeepOptimizerStates { get; init; } = 2;
     /// <summary>Device memory the job may use, in bytes (null: what the device has free now).</summary>
     public long? DeviceMemoryBytes { get; init; }
+    /// <summary>
+    /// Stop at the next optimizer step like cancellation, but save a checkpoint first (pause, server
+    /// shutdown, server gone), so the job continues from there rather than redoing up to save_steps − 1 steps.
+    /// </summary>
+    public CancellationToken CheckpointAndStop { get; init; }
 }
 
 /// <summary>What a finished run produced.</summary>
@@ -184,6 +189,27 @@ public static class Trainer
             events.Log($"resumed from {resumeFrom} at step {step}");
         }
 
+        // The resume point of this run is never pruned: until a newer checkpoint is known to the
+        // server, it may be the only one a restart can continue from.
+        var savedStep = step;
+        void SaveCheckpoint(double? loss)
+        {
+            var folder = Path.Combine(checkpoints, $"step-{step}");
+            TrainingCheckpoint.Save(folder, model, optimizer, new TrainerState
+            {
+                Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
+                StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
+                SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
+                TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
+            }, r.Spec.ModelPath, r.Spec.Model);
+            var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
+            if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
+            events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
+                new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
+            TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates, protect: resumeFrom);
+            savedStep = step;
+        }
+
         var losses = new List<double>();
         var clock = Stopwatch.StartNew();
         var stepsTimed = 0;
@@ -194,6 +220,11 @@ public static class Trainer
             // Cancellation is honoured between optimizer steps only.
             if (ct.IsCancellationRequested)
                 throw new OperationCanceledException(ct);
+            if (r.Options.CheckpointAndStop.IsCancellationRequested)
+            {
+                if (step > savedStep) SaveCheckpoint(lastLoss);
+                throw new OperationCanceledException(r.Options.CheckpointAndStop);
+            }
 
             var epoch = step / stepsPerEpoch;
             var stepInEpoch = step % stepsPerEpoch;
@@ -265,22 +296,7 @@ public static class Trainer
                 }
             }
 
-            if (s.SaveSteps is { } every2 && every2 > 0 && step % every2 == 0)
-            {
-                var folder = Path.Combine(checkpoints, $"step-{step}");
-                TrainingCheckpoint.Save(folder, model, optimizer, new TrainerState
-                {
-                    Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
-                    StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
-                    SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
-                    TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
-                }, r.Spec.ModelPath, r.Spec.Model);
-                var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
-                if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
-                events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
-                    new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
-                TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates);
-            }
+            if (s.SaveSteps is { } every2 && every2 > 0 && step % every2 == 0) SaveCheckpoint(loss);
         }
 
         // Final weights: the best evaluated ones when asked, else the last.
@@ -289,15 +305,19 @@ public static class Trainer
             events.Log($"restoring the best model (step {bs}, {s.Validation.MetricForBestModel} {bestMetric})");
             TrainingCheckpoint.LoadWeights(model, bestDir);
         }
+        // Written aside and renamed: a final/ folder is complete, so a restarted server can adopt it.
         var final = Path.Combine(r.Spec.OutputDir, "final");
-        if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
-        TrainingCheckpoint.SaveWeights(model, final, r.Spec.ModelPath, r.Spec.Model);
+        var staging = final + ".partial";
+        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
+        TrainingCheckpoint.SaveWeights(model, staging, r.Spec.ModelPath, r.Spec.Model);
         string? merged = null;
         if (model.LoraSettings != null && r.Spec.MergeLora)
         {
             merged = Path.Combine(final, "merged");
-            ModelFolder.Save(model, merged, r.Spec.ModelPath);
+            ModelFolder.Save(model, Path.Combine(staging, "merged"), r.Spec.ModelPath);
         }
+        if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+        Directory.Move(staging, final);
         if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
         return new TrainResult(r.Spec.OutputDir, final, merged, trainedTokens, losses);
     }

@@ -17,7 +17,7 @@ public static class TrainerProcess
     public const int ExitSucceeded = 0, ExitFailed = 1, ExitUserError = 2, ExitCancelled = 130;
 
     /// <summary>Reads the spec file, trains, writes TrainerEvent JSON lines to stdout.</summary>
-    public static Task<int> RunAsync(string specPath, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    public static Task<int> RunAsync(string specPath, TextWriter stdout, TextWriter stderr, CancellationToken ct, TrainerOptions? options = null)
     {
         var events = new TrainerEvents(stdout, stderr);
         TrainerJobSpec? spec;
@@ -30,7 +30,7 @@ public static class TrainerProcess
         {
             return Task.FromResult(Fail(events, ErrorCodes.UserConfigError, $"spec {specPath} could not be read: {e.Message}", ExitUserError));
         }
-        return RunAsync(spec, stdout, stderr, ct);
+        return RunAsync(spec, stdout, stderr, ct, options);
     }
 
     /// <summary>Same, for a spec built in memory (`anneal train-local`).</summary>
@@ -61,6 +61,11 @@ public static class TrainerProcess
             if (result.MergedPath != null) data["merged_path"] = result.MergedPath;
             events.Emit(EventTypes.Completed, $"training finished: {result.FinalPath}", data);
             return ExitSucceeded;
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested && options?.CheckpointAndStop.IsCancellationRequested == true)
+        {
+            events.Emit(EventTypes.Cancelled, "training stopped at an optimizer step boundary after saving a checkpoint", level: "warning");
+            return ExitCancelled;
         }
         catch (OperationCanceledException)
         {

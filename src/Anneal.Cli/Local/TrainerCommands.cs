@@ -1,6 +1,7 @@
 // Commands that run TorchSharp in this process: the trainer the server launches (`anneal trainer
 // run`, hidden), training without a server (`train-local`), `tokenize` and `generate`.
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using Anneal.Cli.Train;
 using Anneal.Core.Config;
 using Anneal.Core.Training;
@@ -25,7 +26,19 @@ public static class TrainerCommands
                 return TrainerProcess.ExitUserError;
             }
             // Cancellation (SIGTERM/SIGINT → ct, see AnnealApp.MainAsync) stops at the next optimizer step.
-            return await TrainerProcess.RunAsync(path, ctx.Out, ctx.Error, ct);
+            // SIGUSR1 (pause, server shutdown) and the server's death stop there too, after a checkpoint.
+            using var checkpointAndStop = new CancellationTokenSource();
+            using var usr1 = OperatingSystem.IsWindows() ? null : PosixSignalRegistration.Create((PosixSignal)TrainerProtocol.CheckpointAndStopSignal, c =>
+            {
+                c.Cancel = true;
+                checkpointAndStop.Cancel();
+            });
+            using var watch = ServerWatch.Start(ctx.Environment, reason =>
+            {
+                ctx.Error.WriteLine($"stopping: {reason}");
+                checkpointAndStop.Cancel();
+            }, watchStdin: ctx.In == Console.In);
+            return await TrainerProcess.RunAsync(path, ctx.Out, ctx.Error, ct, new TrainerOptions { CheckpointAndStop = checkpointAndStop.Token });
         });
         return new Command("trainer", "The trainer process started by the server") { Hidden = true, Subcommands = { run } };
     }

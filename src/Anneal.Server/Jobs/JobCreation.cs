@@ -56,6 +56,10 @@ public static partial class JobCreation
         try
         {
             using var tx = conn.BeginTransaction();
+            // Checked again in the write transaction that inserts the job: a DELETE of the file
+            // (which refuses files of unfinished jobs in its own write transaction) either
+            // committed before, and the job is refused, or runs after and sees the job.
+            if (FileGone(conn, tx, org, request) is { } gone) return gone;
             Db.Exec(conn, tx, """
                 INSERT INTO jobs (id, org, status, model, mode, training_type, training_file_id, validation_file_id,
                                   hyperparameters, metadata, suffix, created_at, idempotency_key, request_hash)
@@ -79,6 +83,15 @@ public static partial class JobCreation
         return TypedResults.Created($"/api/learning/jobs/{id}", job.Wire);
     }
 
+    static ProblemHttpResult? FileGone(SqliteConnection conn, SqliteTransaction tx, string org, CreateJobRequest request)
+    {
+        foreach (var (field, id) in new[] { ("training_file_id", request.TrainingFileId), ("validation_file_id", request.ValidationFileId) })
+            if (id is not null && FileRows.Find(conn, tx, org, id) is not { Status: FileStatus.Ready })
+                return Problems.Validation($"{field}: file '{id}' was deleted while the job was being created",
+                    [new ErrorItem(null, field, $"file '{id}' was deleted while the job was being created")], ErrorCodes.ValidationFailed);
+        return null;
+    }
+
     static async Task<byte[]?> ReadBody(HttpRequest request, CancellationToken ct)
     {
         using var ms = new MemoryStream();
@@ -98,6 +111,9 @@ public static partial class JobCreation
             return (null, Problems.BadRequest("The request body is empty; expected a JSON object with model, training_file_id and hyperparameters."));
         try
         {
+            using (var doc = JsonDocument.Parse(body))
+                if (Anneal.Core.JsonUnicode.FirstInvalid(doc.RootElement) is { } bad)
+                    return (null, Problems.BadRequest($"Field '{bad}': {Anneal.Core.JsonUnicode.Problem}.", [new ErrorItem(null, bad, Anneal.Core.JsonUnicode.Problem)]));
             var node = JsonNode.Parse(body);
             if (node is not JsonObject)
                 return (null, Problems.BadRequest($"The request body must be a JSON object, got {node?.GetValueKind().ToString().ToLowerInvariant() ?? "null"}."));
