@@ -100,11 +100,11 @@ public static class Trainer
             }, lossy ? "warning" : "info");
 
         // 3. Model (LoRA layers in place when asked), optimizer.
-        var lora = s.Mode == TrainingModes.Lora ? s.Lora : null;
+        var lora = s.Mode is TrainingModes.Lora or TrainingModes.Qlora ? s.Lora : null;
         var resume = spec.ResumeFrom;
         torch.manual_seed(s.Seed);   // LoRA A matrices are drawn at construction
         var loadClock = Stopwatch.StartNew();
-        using var model = ModelFolder.Load(spec.ModelPath, device, dtype, lora);
+        using var model = ModelFolder.Load(spec.ModelPath, device, dtype, lora, nf4Base: s.Mode == TrainingModes.Qlora);
         var checkpointing = UseActivationCheckpointing(s, device, model);
         events.Log($"model loaded in {loadClock.Elapsed.TotalSeconds:F1} s: {model.parameters().Sum(p => p.numel()):N0} parameters, " +
             $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}; " +
@@ -376,19 +376,18 @@ public static class Trainer
 
     static void CheckSettings(TrainingSettings s)
     {
-        if (s.Mode == TrainingModes.Qlora)
-            throw TrainerUserException.Config("training.mode \"qlora\" is not yet supported by the trainer; use \"lora\" (same adapters, bf16 base) or \"full_finetune\"");
-        if (s.Mode is not (TrainingModes.FullFinetune or TrainingModes.Lora))
-            throw TrainerUserException.Config($"training.mode \"{s.Mode}\" is not known; use \"full_finetune\" or \"lora\"");
+        if (s.Mode is not (TrainingModes.FullFinetune or TrainingModes.Lora or TrainingModes.Qlora))
+            throw TrainerUserException.Config($"training.mode \"{s.Mode}\" is not known; use \"full_finetune\", \"lora\" or \"qlora\"");
         if (s.NEpochs is null && s.TotalSteps is null)
             throw TrainerUserException.Config("hyperparameters: set n_epochs or total_steps");
         if (s.PerDeviceBatch < 1 || s.GradientAccumulationSteps < 1 || s.PerDeviceEvalBatch < 1)
             throw TrainerUserException.Config($"per_device_batch ({s.PerDeviceBatch}), per_device_eval_batch ({s.PerDeviceEvalBatch}) and gradient_accumulation_steps ({s.GradientAccumulationSteps}) must be at least 1");
         if (s.LrScheduler is not ("linear" or "cosine" or "constant"))
             throw TrainerUserException.Config($"lr_scheduler \"{s.LrScheduler}\" is not known; use linear, cosine or constant");
-        if (s.Mode == TrainingModes.Lora && s.Lora.R < 1)
+        var adapters = s.Mode is TrainingModes.Lora or TrainingModes.Qlora;
+        if (adapters && s.Lora.R < 1)
             throw TrainerUserException.Config($"training.lora.r {s.Lora.R} must be at least 1");
-        var unknown = s.Mode == TrainingModes.Lora ? s.Lora.Targets.Except(LoraSettings.AllLinear).ToList() : [];
+        var unknown = adapters ? s.Lora.Targets.Except(LoraSettings.AllLinear).ToList() : [];
         if (unknown.Count > 0)
             throw TrainerUserException.Config($"training.lora.target_modules: {string.Join(", ", unknown)} not in a Qwen3 layer; allowed: {string.Join(", ", LoraSettings.AllLinear)}");
     }
@@ -498,7 +497,7 @@ public static class Trainer
     /// </summary>
     static bool UseActivationCheckpointing(TrainingSettings s, Device device, Qwen3ForCausalLM model)
     {
-        var dropout = s.Mode == TrainingModes.Lora && s.Lora.Dropout > 0;
+        var dropout = s.Mode is TrainingModes.Lora or TrainingModes.Qlora && s.Lora.Dropout > 0;
         switch (s.ActivationCheckpointing)
         {
             case "off": return false;
@@ -506,7 +505,8 @@ public static class Trainer
                 throw TrainerUserException.Config($"activation_checkpointing \"on\" cannot be combined with training.lora.dropout {s.Lora.Dropout}: set dropout to 0 or activation_checkpointing to \"off\"");
             case "on": return true;
             case "auto":
-                var parameters = model.parameters().Sum(p => p.numel());
+                var parameters = model.parameters().Sum(p => p.numel())
+                    + model.modules().OfType<QloraLinear>().Sum(q => q.BaseWeight.Count);   // NF4 bases are not parameters
                 return !dropout && device.type == DeviceType.CUDA && parameters >= 3_000_000_000L;
             default:
                 throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
