@@ -111,12 +111,12 @@ public static class Trainer
         //    or refuse a job that cannot fit with what would.
         var memory = PlanMemory(spec, options, config, device, dtype, train, sequenceLength, events);
 
-        // 4. Model (LoRA layers in place when asked), optimizer.
-        var lora = s.Mode == TrainingModes.Lora ? s.Lora : null;
+        // 4. Model (LoRA layers in place when asked, on an NF4 base for QLoRA), optimizer.
+        var lora = s.Mode is TrainingModes.Lora or TrainingModes.Qlora ? s.Lora : null;
         var resume = spec.ResumeFrom;
         torch.manual_seed(s.Seed);   // LoRA A matrices are drawn at construction
         var loadClock = Stopwatch.StartNew();
-        using var model = ModelFolder.Load(spec.ModelPath, device, dtype, lora);
+        using var model = ModelFolder.Load(spec.ModelPath, device, dtype, lora, nf4Base: s.Mode == TrainingModes.Qlora);
         var checkpointing = memory.ActivationCheckpointing;
         events.Log($"model loaded in {loadClock.Elapsed.TotalSeconds:F1} s: {model.parameters().Sum(p => p.numel()):N0} parameters, " +
             $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}, optimizer state {memory.OptimizerPrecision}; " +
@@ -403,19 +403,18 @@ public static class Trainer
 
     static void CheckSettings(TrainingSettings s)
     {
-        if (s.Mode == TrainingModes.Qlora)
-            throw TrainerUserException.Config("training.mode \"qlora\" is not yet supported by the trainer; use \"lora\" (same adapters, bf16 base) or \"full_finetune\"");
-        if (s.Mode is not (TrainingModes.FullFinetune or TrainingModes.Lora))
-            throw TrainerUserException.Config($"training.mode \"{s.Mode}\" is not known; use \"full_finetune\" or \"lora\"");
+        if (s.Mode is not (TrainingModes.FullFinetune or TrainingModes.Lora or TrainingModes.Qlora))
+            throw TrainerUserException.Config($"training.mode \"{s.Mode}\" is not known; use \"full_finetune\", \"lora\" or \"qlora\"");
         if (s.NEpochs is null && s.TotalSteps is null)
             throw TrainerUserException.Config("hyperparameters: set n_epochs or total_steps");
         if (s.PerDeviceBatch < 1 || s.GradientAccumulationSteps < 1 || s.PerDeviceEvalBatch < 1)
             throw TrainerUserException.Config($"per_device_batch ({s.PerDeviceBatch}), per_device_eval_batch ({s.PerDeviceEvalBatch}) and gradient_accumulation_steps ({s.GradientAccumulationSteps}) must be at least 1");
         if (s.LrScheduler is not ("linear" or "cosine" or "constant"))
             throw TrainerUserException.Config($"lr_scheduler \"{s.LrScheduler}\" is not known; use linear, cosine or constant");
-        if (s.Mode == TrainingModes.Lora && s.Lora.R < 1)
+        var adapters = s.Mode is TrainingModes.Lora or TrainingModes.Qlora;
+        if (adapters && s.Lora.R < 1)
             throw TrainerUserException.Config($"training.lora.r {s.Lora.R} must be at least 1");
-        var unknown = s.Mode == TrainingModes.Lora ? s.Lora.Targets.Except(LoraSettings.AllLinear).ToList() : [];
+        var unknown = adapters ? s.Lora.Targets.Except(LoraSettings.AllLinear).ToList() : [];
         if (unknown.Count > 0)
             throw TrainerUserException.Config($"training.lora.target_modules: {string.Join(", ", unknown)} not in a Qwen3 layer; allowed: {string.Join(", ", LoraSettings.AllLinear)}");
     }
@@ -539,7 +538,7 @@ public static class Trainer
             throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
         if (s.OptimizerPrecision is not (OptimizerPrecisions.Auto or OptimizerPrecisions.Exact or OptimizerPrecisions.Lean))
             throw TrainerUserException.Config($"optimizer_precision \"{s.OptimizerPrecision}\" is not known; use \"auto\", \"exact\" or \"lean\"");
-        var dropout = s.Mode == TrainingModes.Lora && s.Lora.Dropout > 0;
+        var dropout = s.Mode is TrainingModes.Lora or TrainingModes.Qlora && s.Lora.Dropout > 0;
         if (s.ActivationCheckpointing == "on" && dropout)
             throw TrainerUserException.Config($"activation_checkpointing \"on\" cannot be combined with training.lora.dropout {s.Lora.Dropout}: set dropout to 0 or activation_checkpointing to \"off\"");
 

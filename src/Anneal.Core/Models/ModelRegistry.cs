@@ -27,12 +27,11 @@ public static class ModelRegistry
     public const string TinyModelId = "anneal/tiny-qwen3";
 
     static readonly string[] DenseModes = [Training.TrainingModes.FullFinetune, Training.TrainingModes.Lora, Training.TrainingModes.Qlora];
-    const string QloraNote = "qlora is not yet supported by the trainer";
     const string MoeNote = "mixture-of-experts layers are not yet implemented in the trainer";
     const string VisionNote = "the Qwen3-VL vision tower is not yet implemented in the trainer";
 
     static ModelInfo Dense(string id, double b, int ctx) =>
-        new(id, "qwen3", b, ctx, false, 0, "bf16", DenseModes, true, QloraNote);
+        new(id, "qwen3", b, ctx, false, 0, "bf16", DenseModes, true, null);
 
     static ModelInfo Vl(string id, double b, bool moe) =>
         new(id, moe ? "qwen3_vl_moe" : "qwen3_vl", b, 262144, true, 1, "bf16", DenseModes, false, moe ? MoeNote + "; " + VisionNote : VisionNote);
@@ -57,7 +56,7 @@ public static class ModelRegistry
         foreach (var variant in new[] { "Instruct", "Thinking" })
             list.Add(Vl($"Qwen/Qwen3-VL-30B-A3B-{variant}", 30.5, true));
         list.Add(new(TinyModelId, "qwen3", 0.002, 2048, false, 0, "fp32",
-            [Training.TrainingModes.FullFinetune, Training.TrainingModes.Lora], true,
+            DenseModes, true,
             "built-in test model with random weights, generated locally", TestModel: true));
         return list;
     }

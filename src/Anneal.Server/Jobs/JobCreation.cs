@@ -41,6 +41,7 @@ public static partial class JobCreation
         if (body is null) return Problems.Make(413, ErrorCodes.PayloadTooLarge, "Payload too large", $"A job request body is limited to {MaxBodyBytes} bytes.");
         var (request, parseProblem) = Parse(body);
         if (request is null) return parseProblem!;
+        AdoptEffectiveTrainingMode(request);
 
         var idempotencyKey = http.Request.Headers["Idempotency-Key"].ToString();
         if (idempotencyKey.Length > 255)
@@ -141,6 +142,18 @@ public static partial class JobCreation
         }
     }
 
+    /// <summary>
+    /// The upstream client sends [training] mode and use_qlora only inside
+    /// metadata.effective_config.training (UPSTREAM.md); they count as the hyperparameters
+    /// training_mode and use_qlora unless those are given there.
+    /// </summary>
+    static void AdoptEffectiveTrainingMode(CreateJobRequest request)
+    {
+        if (request.Metadata?["effective_config"]?["training"] is not JsonObject training || request.Hyperparameters is not { } hp) return;
+        foreach (var (from, to) in new[] { ("mode", "training_mode"), ("use_qlora", "use_qlora") })
+            if (training[from] is { } value && !hp.ContainsKey(to)) hp[to] = value.DeepClone();
+    }
+
     [GeneratedRegex("The JSON property '([^']+)' could not be mapped")]
     private static partial Regex UnmappedProperty();
 
@@ -221,7 +234,7 @@ public static partial class JobCreation
             add("model", $"unknown model '{model}'; supported: {string.Join(", ", ModelRegistry.All.Select(m => m.Id))}", ErrorCodes.UnknownModel, 422);
             return;
         }
-        // Trainable here, mode offered (qlora not yet), sequence_length within the context length:
+        // Trainable here, mode offered, sequence_length within the context length:
         // the same checks the CLI runs before uploading (Anneal.Core.Training.JobChecks).
         foreach (var e in JobChecks.CheckAgainstModel(info, settings))
             add(e.Field, e.Message, e.Code, 422);
