@@ -135,7 +135,11 @@ public static class TraceFilter
             JsonArray parts => string.Concat(parts.OfType<JsonObject>().Select(p => String(p["text"]) ?? "")),
             _ => "",
         };
+        // An empty answer is its own drop reason (counted by the caller), not a malformed trace:
+        // validate the rest with a placeholder reply.
         var probe = new JsonObject { ["messages"] = messages.DeepClone() };
+        if (string.IsNullOrWhiteSpace(answer) && probe["messages"]![messages.Count - 1] is JsonObject reply && reply["tool_calls"] is null)
+            reply["content"] = "(empty)";
         var report = DatasetValidator.Validate(new MemoryStream(Encoding.UTF8.GetBytes(probe.ToJsonString())), new DatasetValidationOptions(MaxErrorsShown: 3));
         foreach (var e in report.Errors) bad(n, e.Field, $"not a valid SFT example: {e.Message}");
         if (report.TotalErrors > 0) ok = false;
