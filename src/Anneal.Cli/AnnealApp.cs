@@ -7,6 +7,7 @@ using Anneal.Cli.Demo;
 using Anneal.Cli.Eval;
 using Anneal.Cli.Files;
 using Anneal.Cli.Filter;
+using Anneal.Cli.Inference;
 using Anneal.Cli.Jobs;
 using Anneal.Cli.Local;
 using Anneal.Cli.Models;
@@ -40,6 +41,7 @@ public static class AnnealApp
             TrainerCommands.Generate(ctx),
             EvalCommand.Create(ctx),
             FilterCommand.Create(ctx),
+            InferenceCommand.Create(ctx),
         };
         return root;
     }

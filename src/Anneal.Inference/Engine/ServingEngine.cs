@@ -29,7 +29,8 @@ public sealed record EngineOptions
 }
 
 /// <param name="AdapterDir">a PEFT adapter folder applied on this engine's base model, or null.</param>
-public sealed record GenerationRequest(int[] PromptIds, int MaxTokens, SamplingParams Sampling, int ChoiceIndex = 0, string? AdapterDir = null);
+/// <param name="IgnoreEos">keep generating through stop tokens until MaxTokens (benchmarks).</param>
+public sealed record GenerationRequest(int[] PromptIds, int MaxTokens, SamplingParams Sampling, int ChoiceIndex = 0, string? AdapterDir = null, bool IgnoreEos = false);
 
 /// <summary>A generated token, or the end of the sequence (Token -1) with its finish reason or error.</summary>
 public readonly record struct TokenEvent(int Token, string? FinishReason = null, Exception? Error = null);
@@ -198,7 +199,7 @@ public sealed class ServingEngine : IDisposable
     /// <summary>Hands the token to the caller, or ends the sequence (stop token, max_tokens, context full).</summary>
     void Accept(Sequence s, int token)
     {
-        if (StopIds.Contains(token)) { Finish(s, FinishReasons.Stop); return; }
+        if (!s.Request.IgnoreEos && StopIds.Contains(token)) { Finish(s, FinishReasons.Stop); return; }
         s.Output.Writer.TryWrite(new TokenEvent(token));
         s.Generated++;
         s.Next = token;

@@ -110,7 +110,7 @@ public static class Completions
             for (var c = 0; c < s.N; c++)
             {
                 var index = p * s.N + c;
-                var request = new GenerationRequest(job.Prompts[p], job.MaxTokens, s.Sampling, c, job.Target.AdapterDir);
+                var request = new GenerationRequest(job.Prompts[p], job.MaxTokens, s.Sampling, c, job.Target.AdapterDir, s.IgnoreEos);
                 tasks.Add(RunChoice(job, request, index, aborted.Token, stream is null ? null : async (delta, first) =>
                 {
                     JsonObject choice = chat

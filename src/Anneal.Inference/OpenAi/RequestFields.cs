@@ -9,7 +9,8 @@ namespace Anneal.Inference.OpenAi;
 
 /// <summary>The request settings shared by /v1/chat/completions and /v1/completions.</summary>
 /// <param name="MaxTokens">null: up to the model's context length.</param>
-public sealed record CommonSettings(string Model, SamplingParams Sampling, int? MaxTokens, int N, IReadOnlyList<string> Stop, bool Stream, bool IncludeUsage);
+/// <param name="IgnoreEos">vLLM's extension: generate max_tokens tokens whatever the model says (benchmarks).</param>
+public sealed record CommonSettings(string Model, SamplingParams Sampling, int? MaxTokens, int N, IReadOnlyList<string> Stop, bool Stream, bool IncludeUsage, bool IgnoreEos = false);
 
 public static class RequestFields
 {
@@ -70,7 +71,7 @@ public static class RequestFields
         if (body["logit_bias"] is JsonObject bias && bias.Count > 0)
             throw OpenAiError.BadRequest("logit_bias is not supported", "logit_bias");
 
-        return new CommonSettings(model, new SamplingParams(temperature, topP, topK < 0 ? 0 : topK, seed), (int?)maxTokens, (int)n, stop, stream, includeUsage);
+        return new CommonSettings(model, new SamplingParams(temperature, topP, topK < 0 ? 0 : topK, seed), (int?)maxTokens, (int)n, stop, stream, includeUsage, Bool(body, "ignore_eos") ?? false);
     }
 
     public static string? String(JsonObject o, string name) => o[name] switch
