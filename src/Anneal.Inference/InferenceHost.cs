@@ -34,6 +34,7 @@ public static class InferenceHost
 {
     public const string ModelDirHeader = "X-Anneal-Model-Dir";
     public const string AdapterDirHeader = "X-Anneal-Adapter-Dir";
+    public const string BaseModelHeader = "X-Anneal-Base-Model";
     public const string KeyEnvironmentVariable = "ANNEAL_INFERENCE_KEY";
 
     public static async Task<RunningInference> StartAsync(InferenceOptions options, CancellationToken ct = default)
@@ -50,7 +51,8 @@ public static class InferenceHost
         {
             var headers = http.Request.Headers;
             if (options.RouteByHeaders && headers[ModelDirHeader].ToString() is { Length: > 0 } dir)
-                return new ModelTarget(model, dir, headers[AdapterDirHeader].ToString() is { Length: > 0 } a ? a : null);
+                return new ModelTarget(model, dir, headers[AdapterDirHeader].ToString() is { Length: > 0 } a ? a : null,
+                    headers[BaseModelHeader].ToString() is { Length: > 0 } b ? b : null);
             return catalog.Find(model) ?? throw OpenAiError.ModelNotFound(model);
         }
 

@@ -10,11 +10,13 @@ using Anneal.Inference.Engine;
 using Anneal.Training;
 using Anneal.Training.Checkpoints;
 using Anneal.Training.Model;
+using Anneal.Core.Models;
 
 namespace Anneal.Inference;
 
 /// <param name="AdapterDir">a PEFT adapter applied on BaseDir, or null for the full model in BaseDir.</param>
-public sealed record ModelTarget(string Id, string BaseDir, string? AdapterDir);
+/// <param name="BaseModel">the registry id of BaseDir, when known (the built-in tiny model is generated on first use).</param>
+public sealed record ModelTarget(string Id, string BaseDir, string? AdapterDir, string? BaseModel = null);
 
 public sealed class ModelCatalog(IReadOnlyList<ModelTarget> models, EngineOptions engineOptions) : IDisposable
 {
@@ -27,9 +29,11 @@ public sealed class ModelCatalog(IReadOnlyList<ModelTarget> models, EngineOption
     public ModelTarget? Find(string id) => models.FirstOrDefault(m => m.Id == id);
 
     /// <summary>The engine of a base folder, loaded on first use (a failed load is retried next time).</summary>
-    public ServingEngine Engine(string baseDir)
+    public ServingEngine Engine(ModelTarget target)
     {
-        var key = Path.GetFullPath(baseDir);
+        var key = Path.GetFullPath(target.BaseDir);
+        if (string.Equals(target.BaseModel, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase))
+            TinyModel.EnsureCreated(key);
         var lazy = _engines.GetOrAdd(key, k => new Lazy<ServingEngine>(() => ServingEngine.Open(k, engineOptions)));
         try { return lazy.Value; }
         catch

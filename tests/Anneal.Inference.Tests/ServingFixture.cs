@@ -46,6 +46,7 @@ public sealed class ServingFixture : IAsyncLifetime
         {
             Urls = "http://127.0.0.1:0",
             ApiKey = Key,
+            RouteByHeaders = true,
             Models = ModelCatalog.FromSpecs([$"{BaseId}={BaseDir}", $"{FftId}={FftDir}", $"{FtId}={AdapterDir}", $"{Ft2Id}={Adapter2Dir}"]),
             Engine = new EngineOptions { MaxBatch = 4, MaxModelLength = 512, Device = "cpu" },
         });

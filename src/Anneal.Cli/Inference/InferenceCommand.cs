@@ -64,7 +64,7 @@ public static class InferenceCommand
                 ctx.Error.WriteLine($"error: could not listen on {url}: {e.Message}");
                 return ExitCodes.Usage;
             }
-            await using var _ = server;
+            await using var running = server;
             ctx.Out.WriteLine(new JsonObject { ["event"] = "listening", ["url"] = server.BaseUrl }.ToJsonString());
             ctx.Out.Flush();
             if (supervisedKey is null)
@@ -72,7 +72,15 @@ public static class InferenceCommand
                 ctx.Error.WriteLine($"Serving {string.Join(", ", targets.Select(t => t.Id))} at {server.BaseUrl}/v1 (OpenAI-compatible). Ctrl+C stops.");
                 foreach (var t in targets) ctx.Error.WriteLine($"  {t.Id}: {t.AdapterDir ?? t.BaseDir}{(t.AdapterDir is null ? "" : $" on {t.BaseDir}")}");
             }
-            try { await Task.Delay(Timeout.Infinite, ct); }
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            if (supervisedKey is not null)
+                // stdin is a pipe from `anneal serve`: end of file means the server is gone.
+                _ = Task.Run(async () =>
+                {
+                    while (await ctx.In.ReadLineAsync(stop.Token) is not null) { }
+                    stop.Cancel();
+                }, CancellationToken.None);
+            try { await Task.Delay(Timeout.Infinite, stop.Token); }
             catch (OperationCanceledException) { }
             return 0;
         });

@@ -73,7 +73,7 @@ public static class Completions
 
     static ServingEngine OpenEngine(ModelCatalog catalog, ModelTarget target)
     {
-        try { return catalog.Engine(target.BaseDir); }
+        try { return catalog.Engine(target); }
         catch (TrainerUserException e) { throw OpenAiError.Server($"model {target.Id} could not be loaded: {e.Message}"); }
     }
 
