@@ -4,6 +4,7 @@ using System.CommandLine;
 using System.CommandLine.Invocation;
 using System.Runtime.InteropServices;
 using Anneal.Cli.Demo;
+using Anneal.Cli.Deploy;
 using Anneal.Cli.Eval;
 using Anneal.Cli.Files;
 using Anneal.Cli.Filter;
@@ -42,6 +43,7 @@ public static class AnnealApp
             EvalCommand.Create(ctx),
             FilterCommand.Create(ctx),
             InferenceCommand.Create(ctx),
+            DeployCommand.Create(ctx, shared),
         };
         return root;
     }

@@ -4,6 +4,7 @@
 // listen. A taken data folder or listen address throws ServerStartException (one readable line).
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
+using Anneal.Server.Deployments;
 using Anneal.Server.Events;
 using Anneal.Server.Files;
 using Anneal.Server.Hosting;
@@ -118,6 +119,7 @@ public static class ServerHost
         api.MapEventsApi();
         api.MapMetricsApi();
         api.MapModelsApi();
+        api.MapDeploymentsApi();
         app.MapV1Api();
 
         try { await app.StartAsync(ct); }

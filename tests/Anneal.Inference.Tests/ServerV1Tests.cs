@@ -128,4 +128,57 @@ public sealed class ServerV1Tests(ServingFixture f) : IAsyncLifetime
         Assert.Equal(400, (int)response.StatusCode);
         Assert.Equal("model", (await response.Content.ReadFromJsonAsync<JsonObject>())!["error"]!["param"]!.GetValue<string>());
     }
+
+    HttpClient Api(string key)
+    {
+        var http = new HttpClient { BaseAddress = new Uri(_server.BaseUrl + "/api/") };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        return http;
+    }
+
+    [Fact]
+    public async Task A_deployment_loads_the_model_reports_ready_with_the_endpoint_and_stops()
+    {
+        using var api = Api(_key);
+        var created = await api.PostAsJsonAsync("learning/deployments", new JsonObject { ["model"] = FtId });
+        Assert.Equal(201, (int)created.StatusCode);
+        var d = (await created.Content.ReadFromJsonAsync<JsonObject>())!;
+        var id = d["id"]!.GetValue<string>();
+        Assert.StartsWith("dep_", id);
+        Assert.Equal(_server.BaseUrl + "/v1", d["endpoint"]!.GetValue<string>());
+        for (var i = 0; i < 100 && d["status"]!.GetValue<string>() == "loading"; i++)
+        {
+            await Task.Delay(100);
+            d = (await api.GetFromJsonAsync<JsonObject>($"learning/deployments/{id}"))!;
+        }
+        Assert.Equal("ready", d["status"]!.GetValue<string>());
+        Assert.Equal("cpu", d["device"]!.GetValue<string>());
+        // Deploying the same model again gives the same deployment.
+        var again = await api.PostAsJsonAsync("learning/deployments", new JsonObject { ["model"] = FtId });
+        Assert.Equal(200, (int)again.StatusCode);
+        Assert.Equal(id, (await again.Content.ReadFromJsonAsync<JsonObject>())!["id"]!.GetValue<string>());
+
+        using var other = Api(_otherKey);
+        Assert.Equal(404, (int)(await other.GetAsync($"learning/deployments/{id}")).StatusCode);
+        Assert.Empty((await other.GetFromJsonAsync<JsonObject>("learning/deployments"))!["data"]!.AsArray());
+
+        var stopped = await api.DeleteAsync($"learning/deployments/{id}");
+        Assert.Equal("stopped", (await stopped.Content.ReadFromJsonAsync<JsonObject>())!["status"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Deploying_an_unknown_or_foreign_model_or_on_a_gpu_not_set_aside_is_refused()
+    {
+        using var api = Api(_key);
+        var unknown = await api.PostAsJsonAsync("learning/deployments", new JsonObject { ["model"] = "ft:anneal/tiny-qwen3:job_nope" });
+        Assert.Equal(404, (int)unknown.StatusCode);
+        using var other = Api(_otherKey);
+        Assert.Equal(404, (int)(await other.PostAsJsonAsync("learning/deployments", new JsonObject { ["model"] = FtId })).StatusCode);
+        var gpu = await api.PostAsJsonAsync("learning/deployments", new JsonObject { ["model"] = FtId, ["device"] = "gpu" });
+        Assert.Equal(422, (int)gpu.StatusCode);
+        Assert.Contains("--inference-gpu", await gpu.Content.ReadAsStringAsync());
+        var missing = await api.PostAsJsonAsync("learning/deployments", new JsonObject());
+        Assert.Equal(422, (int)missing.StatusCode);
+        Assert.Contains("model", await missing.Content.ReadAsStringAsync());
+    }
 }

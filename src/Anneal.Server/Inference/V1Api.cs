@@ -58,6 +58,22 @@ public static class V1Api
         }.ToJsonString(), "application/json");
     }
 
+    /// <summary>A request to the inference process for `served`, carrying its folders and the process key.</summary>
+    public static HttpRequestMessage UpstreamRequest(InferenceEndpoint endpoint, string path, byte[] body, ServedModel served)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, endpoint.Url + path) { Content = new ByteArrayContent(body) };
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", endpoint.Key);
+        request.Headers.Add(ModelDirHeader, served.ModelDir);
+        if (served.AdapterDir is { } adapter) request.Headers.Add(AdapterDirHeader, adapter);
+        if (served.BaseModel is { } baseModel) request.Headers.Add(BaseModelHeader, baseModel);
+        return request;
+    }
+
+    /// <summary>Sends to the inference process (no timeout: answers stream as long as they take).</summary>
+    public static Task<HttpResponseMessage> SendUpstreamAsync(HttpRequestMessage request, CancellationToken ct) =>
+        Upstream.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
+
     static async Task<IResult> Forward(HttpContext http, Db db, ServerOptions options, InferenceSupervisor supervisor, string path)
     {
         using var buffer = new MemoryStream();
@@ -80,12 +96,7 @@ public static class V1Api
         try { endpoint = await supervisor.EnsureRunningAsync(http.RequestAborted); }
         catch (InferenceUnavailableException e) { return Fail(503, e.Message, "server_error", code: "inference_unavailable"); }
 
-        using var request = new HttpRequestMessage(HttpMethod.Post, endpoint.Url + path) { Content = new ByteArrayContent(body) };
-        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", endpoint.Key);
-        request.Headers.Add(ModelDirHeader, served.ModelDir);
-        if (served.AdapterDir is { } adapter) request.Headers.Add(AdapterDirHeader, adapter);
-        if (served.BaseModel is { } baseModel) request.Headers.Add(BaseModelHeader, baseModel);
+        using var request = UpstreamRequest(endpoint, path, body, served);
         HttpResponseMessage response;
         try { response = await Upstream.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, http.RequestAborted); }
         catch (HttpRequestException e) { return Fail(503, $"the inference process did not answer ({e.Message}); the next request restarts it", "server_error", code: "inference_unavailable"); }
