@@ -4,6 +4,7 @@
 // listen. A taken data folder or listen address throws ServerStartException (one readable line).
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
+using Anneal.Server.WebConsole;
 using Anneal.Server.Events;
 using Anneal.Server.Files;
 using Anneal.Server.Hosting;
@@ -108,6 +109,7 @@ public static class ServerHost
         api.MapEventsApi();
         api.MapMetricsApi();
         api.MapModelsApi();
+        app.MapConsole();
 
         try { await app.StartAsync(ct); }
         catch (IOException e) when (e.InnerException is AddressInUseException)
