@@ -13,6 +13,7 @@ const main = document.getElementById('main');
 const nav = document.getElementById('nav');
 const signOut = document.getElementById('sign-out');
 let current = null;
+let signingIn = false;   // a refused key at sign-in is answered by the form, not by signing out
 
 const routes = [
   [/^#\/jobs\/([^/?]+)$/, m => jobPage(main, decodeURIComponent(m[1]), current.signal), 'jobs'],
@@ -56,10 +57,13 @@ function signInPage(message) {
   form.addEventListener('submit', async ev => {
     ev.preventDefault();
     session.signIn(input.value.trim());
+    signingIn = true;
     try {
       await api('/learning/jobs?limit=1');
+      signingIn = false;
       route();
     } catch (e) {
+      signingIn = false;
       session.signOut();
       status.textContent = e instanceof ApiError && e.status === 401 ? 'That API key was not accepted.' : `Could not reach the server: ${e.message}`;
     }
@@ -72,6 +76,7 @@ function signInPage(message) {
 }
 
 onUnauthorized(() => {
+  if (signingIn) return;
   session.signOut();
   current?.abort();
   signInPage('The server no longer accepts this API key; sign in again.');

@@ -6,7 +6,7 @@
 import { h, value } from './dom.js';
 
 const NS = 'http://www.w3.org/2000/svg';
-const W = 640, H = 220, PAD = { l: 52, r: 12, t: 10, b: 26 };
+const PAD = { l: 52, r: 12, t: 10, b: 26 };
 
 function svg(tag, attrs, text) {
   const el = document.createElementNS(NS, tag);
@@ -51,18 +51,20 @@ export function ticks(min, max, count = 5) {
 }
 
 export class LineChart {
-  /** names: the series, e.g. ['train.loss', 'val.loss']. */
-  constructor(title, names) {
+  /** names: the series, e.g. ['train.loss', 'val.loss']; wide: spans the whole row of a grid. */
+  constructor(title, names, { wide = false } = {}) {
     this.names = names;
-    this.svg = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': title });
+    // Drawing units ≈ CSS pixels at the usual widths, so labels keep their size.
+    [this.w, this.h] = wide ? [1100, 260] : [540, 220];
+    this.svg = svg('svg', { viewBox: `0 0 ${this.w} ${this.h}`, role: 'img', 'aria-label': title });
     this.legend = h('div', { class: 'legend' });
-    this.el = h('div', { class: 'card chart', 'data-chart': title }, h('h2', {}, title), this.svg, this.legend);
+    this.el = h('div', { class: wide ? 'card chart wide' : 'card chart', 'data-chart': title }, h('h2', {}, title), this.svg, this.legend);
     this.draw(new Map());
   }
 
   /** series: Map name → [{x: step, y: value}] sorted by x. */
   draw(series) {
-    const svgEl = this.svg;
+    const svgEl = this.svg, W = this.w, H = this.h;
     svgEl.replaceChildren();
     const all = this.names.flatMap(n => series.get(n) || []);
     this.legend.replaceChildren(...this.names.map((n, i) => {

@@ -24,7 +24,7 @@ export async function jobPage(main, id, signal) {
   const actions = h('div', { class: 'row', id: 'actions' });
   const alerts = h('div', {});
   const summary = h('dl', { class: 'kv', id: 'summary' });
-  const loss = new LineChart('Loss', ['train.loss', 'val.loss']);
+  const loss = new LineChart('Loss', ['train.loss', 'val.loss'], { wide: true });
   const lr = new LineChart('Learning rate', ['train.lr']);
   const grad = new LineChart('Grad norm', ['train.grad_norm']);
   const eventsBox = h('div', { class: 'events mono', id: 'events' });

@@ -1,0 +1,144 @@
+// The web console in a real headless browser against a real server: sign in, watch a running
+// job's loss curve grow as the tiny model trains and cancel it, read a failed dataset's
+// line-numbered errors, and see nothing of another organisation. In the trainer collection, so a
+// trainer never shares the two cores with another test's.
+using System.Text.RegularExpressions;
+using Anneal.Server.Auth;
+using Microsoft.Playwright;
+using static Microsoft.Playwright.Assertions;
+
+namespace Anneal.Cli.Tests.Console;
+
+[Collection("trainer")]
+public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<ConsoleBrowser>
+{
+    static string LongToml(int steps) => $"""
+        [job]
+        model = "{Samples.TinyModel}"
+        data = "data.jsonl"
+
+        [hyperparameters]
+        total_steps = {steps}
+        per_device_batch = 1
+        learning_rate = 1e-3
+        sequence_length = 32
+        """;
+
+    static async Task<string> SubmitAsync(TestServer server, CliSandbox box, int steps)
+    {
+        box.Environment["SYNTH_API_KEY"] = server.ApiKey;
+        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        box.Write("train.toml", LongToml(steps));
+        box.Write("data.jsonl", Samples.Dataset(8));
+        var result = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--no-poll");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        return Regex.Match(result.Out, @"job_id: (\S+)").Groups[1].Value;
+    }
+
+    static Task<int> LossPointsAsync(IPage page) =>
+        page.EvalOnSelectorAsync<int>("[data-chart=Loss] .legend [data-series='train.loss']", "e => Number(e.dataset.count)");
+
+    [Fact]
+    public async Task A_signed_in_user_watches_a_running_jobs_loss_curve_grow_and_cancels_the_job()
+    {
+        await using var server = await TestServer.StartAsync(runJobs: true);
+        using var box = new CliSandbox();
+        var id = await SubmitAsync(server, box, steps: 3000);
+
+        var page = await browser.OpenAsync(server.BaseUrl);
+        await ConsoleBrowser.SignInAsync(page, server.ApiKey);
+        var row = page.Locator($"#jobs tr[data-job='{id}']");
+        await Expect(row).ToBeVisibleAsync();
+        await Expect(row.Locator("td").Nth(2)).ToHaveTextAsync(Samples.TinyModel);
+
+        await row.Locator("a").ClickAsync();
+        await Expect(page.Locator("h1 .badge")).ToHaveTextAsync("running", new() { Timeout = 90_000 });
+        // The curve grows without a reload: points arrive while the page stays open.
+        await page.WaitForFunctionAsync("() => Number(document.querySelector(\"[data-chart=Loss] [data-series='train.loss']\")?.dataset.count) >= 3",
+            null, new() { Timeout = 90_000 });
+        var before = await LossPointsAsync(page);
+        await page.WaitForFunctionAsync($"() => Number(document.querySelector(\"[data-chart=Loss] [data-series='train.loss']\")?.dataset.count) >= {before + 5}",
+            null, new() { Timeout = 60_000 });
+        Assert.True(await page.Locator("[data-chart=Loss] path[data-series='train.loss']").CountAsync() == 1);
+        await Expect(page.Locator("#events [data-type='sft.progress']").First).ToBeVisibleAsync();
+        await Expect(page.Locator("#events [data-type='sft.running']")).ToHaveCountAsync(1);
+        await Expect(page.Locator("#prepared mark").First).ToBeVisibleAsync();
+        await Expect(page.Locator("#summary")).ToContainTextAsync("Tokens/s");
+        await Expect(page.Locator("#stream-state")).ToHaveTextAsync("(live)");
+        await ConsoleBrowser.ScreenshotAsync(page, "job-page-running");
+
+        // Cancel asks for a second click, then the page shows the job cancelled without a reload.
+        await page.ClickAsync("#cancel-job");
+        await Expect(page.Locator("#cancel-job")).ToHaveTextAsync("Really cancel?");
+        await page.ClickAsync("#cancel-job");
+        await Expect(page.Locator("h1 .badge")).ToHaveTextAsync("cancelled", new() { Timeout = 60_000 });
+        await Expect(page.Locator("#events [data-type='sft.cancelled']")).ToHaveCountAsync(1);
+        await Expect(page.Locator("#stream-state")).ToHaveTextAsync("(finished)");
+        await Expect(page.Locator("#cancel-job")).ToBeDisabledAsync();
+        await page.ClickAsync("#show-log");
+        await Expect(page.Locator("#log")).ToBeVisibleAsync();
+        await ConsoleBrowser.ScreenshotAsync(page, "job-page-cancelled");
+
+        using var client = server.Client();
+        Assert.Equal("cancelled", (await client.GetJobAsync(id, default)).Status);
+
+        // The status filter narrows the list.
+        await page.GotoAsync("/#/jobs?status=running");
+        await Expect(page.Locator("#jobs")).ToContainTextAsync("No running jobs.");
+        await page.SelectOptionAsync("#status-filter", "cancelled");
+        await Expect(page.Locator($"#jobs tr[data-job='{id}']")).ToBeVisibleAsync();
+    }
+
+    [Fact]
+    public async Task A_failed_upload_shows_its_line_numbered_errors()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var box = new CliSandbox();
+        var bad = box.Write("bad.jsonl", Samples.Record(0) + "\n{\"messages\": [}\n" + """{"messages":[{"role":"user","content":"hi"}]}""" + "\n");
+        using var client = server.Client();
+        await using (var stream = File.OpenRead(bad))
+            await client.UploadFileAsync(stream, "bad.jsonl", "fine-tune", default);
+
+        var page = await browser.OpenAsync(server.BaseUrl);
+        await ConsoleBrowser.SignInAsync(page, server.ApiKey);
+        await page.ClickAsync("nav a[data-page=datasets]");
+        var row = page.Locator("#datasets tbody tr").First;
+        await Expect(row.Locator(".badge")).ToHaveTextAsync("failed", new() { Timeout = 30_000 });
+        await row.Locator("a").ClickAsync();
+        var errors = page.Locator("#file-errors li");
+        await Expect(errors.First).ToContainTextAsync("Line 2: ");
+        Assert.Contains(await errors.AllInnerTextsAsync(), e => e.StartsWith("Line 3: ", StringComparison.Ordinal));
+        await ConsoleBrowser.ScreenshotAsync(page, "dataset-failed");
+    }
+
+    [Fact]
+    public async Task Another_organisations_key_sees_none_of_it_and_a_wrong_key_is_refused()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var box = new CliSandbox();
+        var id = await SubmitAsync(server, box, steps: 2);
+        var otherKey = await ApiKeys.CreateAsync(server.DataDir, "acme");
+
+        var page = await browser.OpenAsync(server.BaseUrl);
+        await page.GotoAsync("/");
+        await page.FillAsync("#api-key", "ank_not-a-key");
+        await page.ClickAsync("button[type=submit]");
+        await Expect(page.Locator("#sign-in-error")).ToHaveTextAsync("That API key was not accepted.");
+        Assert.Null(await page.EvaluateAsync<string?>("() => sessionStorage.getItem('anneal.apiKey')"));
+
+        await page.FillAsync("#api-key", otherKey);
+        await page.ClickAsync("button[type=submit]");
+        await Expect(page.Locator("#jobs")).ToContainTextAsync("No jobs yet.");
+        await page.ClickAsync("nav a[data-page=datasets]");
+        await Expect(page.Locator("#datasets")).ToContainTextAsync("No datasets yet.");
+        await page.GotoAsync($"/#/jobs/{id}");
+        await Expect(page.Locator(".notice")).ToContainTextAsync($"Not found: No job with id '{id}'.");
+        await page.ClickAsync("nav a[data-page=models]");
+        await Expect(page.Locator("#base-models")).ToContainTextAsync(Samples.TinyModel);
+
+        // The key lives in this tab's sessionStorage only; signing out forgets it.
+        await page.ClickAsync("#sign-out");
+        await Expect(page.Locator("#api-key")).ToBeVisibleAsync();
+        Assert.Null(await page.EvaluateAsync<string?>("() => sessionStorage.getItem('anneal.apiKey')"));
+    }
+}
