@@ -82,6 +82,14 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         using var client = server.Client();
         Assert.Equal("cancelled", (await client.GetJobAsync(id, default)).Status);
 
+        // The same curve at the terminal.
+        box.Environment["SYNTH_API_KEY"] = server.ApiKey;
+        var plot = await box.RunAsync("jobs", "get", id, "--plot");
+        Assert.True(plot.ExitCode == 0, plot.ToString());
+        var points = (await client.GetMetricsAsync(id, null, "train.loss", default)).Points.Count;
+        Assert.Contains($"* train.loss ({points} points, last ", plot.Out);
+        Assert.Contains("┤*", plot.Out);
+
         // The status filter narrows the list.
         await page.GotoAsync("/#/jobs?status=running");
         await Expect(page.Locator("#jobs")).ToContainTextAsync("No running jobs.");
