@@ -67,6 +67,21 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         await Expect(page.Locator("#stream-state")).ToHaveTextAsync("(live)");
         await ConsoleBrowser.ScreenshotAsync(page, "job-page-running");
 
+        // Load while the page watches a running job: the open event stream, and at most a job read
+        // and an incremental metrics read every 2 s — what `anneal train`'s follower sends at its
+        // default interval (a job read and an events read every 2 s).
+        var requests = new List<string>();
+        void Record(object? _, IRequest r) { if (r.Url.Contains("/api/", StringComparison.Ordinal)) lock (requests) requests.Add(r.Url); }
+        page.Request += Record;
+        await Task.Delay(TimeSpan.FromSeconds(6));
+        page.Request -= Record;
+        string[] seen;
+        lock (requests) seen = [.. requests];
+        await File.WriteAllLinesAsync(Path.Combine(ConsoleBrowser.ScreenshotDir, "job-page-requests-6s.txt"), seen);
+        Assert.True(seen.Length is >= 2 and <= 8, $"{seen.Length} API requests in 6 s: {string.Join(", ", seen)}");
+        Assert.All(seen.Where(u => u.Contains("/metrics", StringComparison.Ordinal)), u => Assert.Contains("after_step=", u));
+        Assert.DoesNotContain(seen, u => u.Contains("/events", StringComparison.Ordinal));   // the stream stays open
+
         // Cancel asks for a second click, then the page shows the job cancelled without a reload.
         await page.ClickAsync("#cancel-job");
         await Expect(page.Locator("#cancel-job")).ToHaveTextAsync("Really cancel?");
@@ -128,7 +143,22 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         var otherKey = await ApiKeys.CreateAsync(server.DataDir, "acme");
 
         var page = await browser.OpenAsync(server.BaseUrl);
+        // The first load's bytes on the wire (gzip), everything the sign-in page fetches; README states it.
+        var firstLoad = new List<IResponse>();
+        page.Response += (_, r) => firstLoad.Add(r);
         await page.GotoAsync("/");
+        await page.WaitForLoadStateAsync(LoadState.NetworkIdle);
+        long bytes = 0;
+        foreach (var r in firstLoad.ToList())
+        {
+            var sizes = await r.Request.SizesAsync();
+            bytes += sizes.ResponseBodySize + sizes.ResponseHeadersSize;
+        }
+        Assert.Equal(10, firstLoad.Count);   // index.html, console.css and the eight modules
+        Directory.CreateDirectory(ConsoleBrowser.ScreenshotDir);
+        await File.WriteAllTextAsync(Path.Combine(ConsoleBrowser.ScreenshotDir, "first-load.txt"),
+            $"{firstLoad.Count} responses, {bytes} bytes (bodies as sent, gzip, plus headers)\n");
+        Assert.InRange(bytes, 10_000, 40 * 1024);
         await page.FillAsync("#api-key", "ank_not-a-key");
         await page.ClickAsync("button[type=submit]");
         await Expect(page.Locator("#sign-in-error")).ToHaveTextAsync("That API key was not accepted.");
@@ -143,6 +173,22 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         await Expect(page.Locator(".notice")).ToContainTextAsync($"Not found: No job with id '{id}'.");
         await page.ClickAsync("nav a[data-page=models]");
         await Expect(page.Locator("#base-models")).ToContainTextAsync(Samples.TinyModel);
+
+        // Charts of thousands of steps draw at most two points per horizontal pixel and keep a spike.
+        var drawn = await page.EvaluateAsync<double[]>("""
+            async () => {
+              const { LineChart } = await import('/console/chart.js');
+              const pts = Array.from({ length: 5000 }, (_, i) => ({ x: i + 1, y: 3 - i / 5000 + (i === 2345 ? 7 : 0) }));
+              const chart = new LineChart('Loss', ['train.loss']);
+              chart.draw(new Map([['train.loss', pts]]));
+              const path = chart.el.querySelector('path');
+              const ys = path.getAttribute('d').split(/[ML]/).filter(Boolean).map(p => Number(p.split(',')[1]));
+              return [Number(path.dataset.count), Number(path.dataset.drawn), Math.min(...ys)];
+            }
+            """);
+        Assert.Equal(5000, drawn[0]);
+        Assert.InRange(drawn[1], 100, 2 * 238 + 2);   // 540 units wide less 64 of margins: 238 buckets
+        Assert.InRange(drawn[2], 0, 15);   // the spike reaches the top of the plot area
 
         // The key lives in this tab's sessionStorage only; signing out forgets it.
         await page.ClickAsync("#sign-out");

@@ -38,7 +38,7 @@ export async function datasetPage(main, id, signal) {
         .filter(([, v]) => v !== '' && v !== undefined).flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]))),
     errors.length ? h('div', { class: 'card' },
       h('h2', {}, `Errors (${total > errors.length ? `first ${errors.length} of ${total}` : total})`),
-      h('ol', { class: 'errors mono', id: 'file-errors' }, ...errors.map(e => h('li', { value: null },
+      h('ul', { class: 'errors mono', id: 'file-errors' }, ...errors.map(e => h('li', {},
         e.line ? `Line ${e.line}: ` : '', e.field ? `${e.field}: ` : '', e.message)))) : null,
     f.status === 'processing' ? notice('Still being validated; reload in a moment.') : null,
     h('div', { class: 'card' }, h('h2', {}, 'Rendered example'), example));

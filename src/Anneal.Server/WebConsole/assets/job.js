@@ -38,7 +38,7 @@ export async function jobPage(main, id, signal) {
   replace(main,
     title, alerts,
     h('div', { class: 'card' }, actions, h('div', { class: 'row' }, summary)),
-    h('div', { class: 'grid' }, loss.el, lr.el, grad.el),
+    h('div', { class: 'grid charts' }, loss.el, lr.el, grad.el),
     h('div', { class: 'grid' },
       h('div', { class: 'card' }, h('h2', {}, 'Events ', streamState), eventsBox),
       h('div', { class: 'card' }, h('h2', {}, 'Training data'), prepared)),
