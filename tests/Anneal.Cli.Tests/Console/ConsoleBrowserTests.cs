@@ -12,7 +12,7 @@ namespace Anneal.Cli.Tests.Console;
 [Collection("trainer")]
 public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<ConsoleBrowser>
 {
-    static string LongToml(int steps) => $"""
+    static string LongToml(int steps, int? saveSteps) => $"""
         [job]
         model = "{Samples.TinyModel}"
         data = "data.jsonl"
@@ -22,13 +22,14 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         per_device_batch = 1
         learning_rate = 1e-3
         sequence_length = 32
+        {(saveSteps is { } s ? $"save_steps = {s}" : "")}
         """;
 
-    static async Task<string> SubmitAsync(TestServer server, CliSandbox box, int steps)
+    static async Task<string> SubmitAsync(TestServer server, CliSandbox box, int steps, int? saveSteps = null)
     {
         box.Environment["SYNTH_API_KEY"] = server.ApiKey;
         box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
-        box.Write("train.toml", LongToml(steps));
+        box.Write("train.toml", LongToml(steps, saveSteps));
         box.Write("data.jsonl", Samples.Dataset(8));
         var result = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--no-poll");
         Assert.True(result.ExitCode == 0, result.ToString());
@@ -43,7 +44,7 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
     {
         await using var server = await TestServer.StartAsync(runJobs: true);
         using var box = new CliSandbox();
-        var id = await SubmitAsync(server, box, steps: 3000);
+        var id = await SubmitAsync(server, box, steps: 3000, saveSteps: 4);
 
         var page = await browser.OpenAsync(server.BaseUrl);
         await ConsoleBrowser.SignInAsync(page, server.ApiKey);
@@ -82,6 +83,16 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         Assert.All(seen.Where(u => u.Contains("/metrics", StringComparison.Ordinal)), u => Assert.Contains("after_step=", u));
         Assert.DoesNotContain(seen, u => u.Contains("/events", StringComparison.Ordinal));   // the stream stays open
 
+        // Pause once a checkpoint is listed, then resume: the page follows both without a reload.
+        await Expect(page.Locator("#checkpoints tbody tr").First).ToBeVisibleAsync(new() { Timeout = 60_000 });
+        await page.ClickAsync("#pause-job");
+        await Expect(page.Locator("h1 .badge")).ToHaveTextAsync("paused", new() { Timeout = 60_000 });
+        await Expect(page.Locator("#resume-job")).ToBeEnabledAsync();
+        await page.ClickAsync("#resume-job");
+        await Expect(page.Locator("h1 .badge")).ToHaveTextAsync(new Regex("queued|running"));
+        await Expect(page.Locator("#events [data-type='sft.resumed']")).ToHaveCountAsync(1);
+        await Expect(page.Locator("h1 .badge")).ToHaveTextAsync("running", new() { Timeout = 90_000 });
+
         // Cancel asks for a second click, then the page shows the job cancelled without a reload.
         await page.ClickAsync("#cancel-job");
         await Expect(page.Locator("#cancel-job")).ToHaveTextAsync("Really cancel?");
@@ -105,11 +116,45 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         Assert.Contains($"* train.loss ({points} points, last ", plot.Out);
         Assert.Contains("┤*", plot.Out);
 
+        // The training file's page renders the example as this job prepared it.
+        await page.ClickAsync("#summary a[href^='#/datasets/']");
+        await Expect(page.Locator("#prepared")).ToContainTextAsync($"As prepared by job {id}");
+        await Expect(page.Locator("#prepared mark").First).ToBeVisibleAsync();
+
         // The status filter narrows the list.
         await page.GotoAsync("/#/jobs?status=running");
         await Expect(page.Locator("#jobs")).ToContainTextAsync("No running jobs.");
         await page.SelectOptionAsync("#status-filter", "cancelled");
         await Expect(page.Locator($"#jobs tr[data-job='{id}']")).ToBeVisibleAsync();
+    }
+
+    [Fact]
+    public async Task A_finished_jobs_page_offers_its_fine_tuned_model_to_copy_and_the_models_page_lists_it()
+    {
+        await using var server = await TestServer.StartAsync(runJobs: true);
+        using var box = new CliSandbox();
+        var id = await SubmitAsync(server, box, steps: 2);
+        using var client = server.Client();
+        var deadline = DateTime.UtcNow.AddSeconds(120);
+        while ((await client.GetJobAsync(id, default)).Status is not "succeeded" and not "failed" && DateTime.UtcNow < deadline) await Task.Delay(300);
+        var job = await client.GetJobAsync(id, default);
+        Assert.Equal("succeeded", job.Status);
+
+        var page = await browser.OpenAsync(server.BaseUrl);
+        await ConsoleBrowser.SignInAsync(page, server.ApiKey);
+        await page.GotoAsync($"/#/jobs/{id}");
+        await Expect(page.Locator("#fine-tuned-model")).ToHaveTextAsync(job.FineTunedModel!);
+        var copy = page.Locator($"#summary button[data-copy='{job.FineTunedModel}']");
+        await copy.ClickAsync();
+        await Expect(copy).ToHaveTextAsync("Copied");
+        await Expect(page.Locator("#stream-state")).ToHaveTextAsync("(finished)");
+        await Expect(page.Locator("#events [data-type='sft.completed']")).ToHaveCountAsync(1);
+        await Expect(page.Locator("[data-chart=Loss] .legend [data-series='train.loss']")).ToHaveAttributeAsync("data-count", "2");
+        await ConsoleBrowser.ScreenshotAsync(page, "job-page-succeeded");
+
+        await page.ClickAsync("nav a[data-page=models]");
+        await Expect(page.Locator("#fine-tuned-models")).ToContainTextAsync(job.FineTunedModel!);
+        await Expect(page.Locator($"#fine-tuned-models a[href='#/jobs/{id}']")).ToBeVisibleAsync();
     }
 
     [Fact]
