@@ -39,14 +39,15 @@ export function downsample(points, buckets) {
   return out;
 }
 
-/** Round tick values covering [min, max] (1, 2, 5 × 10^k steps). */
+/** Round tick values (1, 2, 5 × 10^k apart) from one at or below min to one at or above max. */
 export function ticks(min, max, count = 5) {
   if (min === max) { min -= 1; max += 1; }
   const raw = (max - min) / count;
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map(m => m * mag).find(s => s >= raw);
   const out = [];
-  for (let v = Math.ceil(min / step) * step; v <= max + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  const last = Math.ceil(max / step - 1e-9) * step;
+  for (let v = Math.floor(min / step + 1e-9) * step; v <= last + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
   return out;
 }
 
@@ -93,7 +94,7 @@ export class LineChart {
       svgEl.append(svg('line', { x1: PAD.l, x2: W - PAD.r, y1: py(t), y2: py(t), class: 'gridline' }));
       svgEl.append(svg('text', { x: PAD.l - 6, y: py(t) + 3, 'text-anchor': 'end' }, value(t)));
     }
-    for (const t of ticks(x0, x1, 6).filter(t => Number.isInteger(t))) {
+    for (const t of ticks(x0, x1, 6).filter(t => Number.isInteger(t) && t >= x0 && t <= x1)) {
       svgEl.append(svg('text', { x: px(t), y: H - 8, 'text-anchor': 'middle' }, String(t)));
     }
     svgEl.append(svg('line', { x1: PAD.l, x2: PAD.l, y1: PAD.t, y2: H - PAD.b, class: 'axis' }));
