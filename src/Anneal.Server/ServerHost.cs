@@ -5,6 +5,7 @@
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
 using Anneal.Server.Deployments;
+using Anneal.Server.WebConsole;
 using Anneal.Server.Events;
 using Anneal.Server.Files;
 using Anneal.Server.Hosting;
@@ -122,6 +123,7 @@ public static class ServerHost
         api.MapModelsApi();
         api.MapDeploymentsApi();
         app.MapV1Api();
+        app.MapConsole();
 
         try { await app.StartAsync(ct); }
         catch (IOException e) when (e.InnerException is AddressInUseException)

@@ -139,6 +139,11 @@ public sealed class AnnealClient : IDisposable
         SendAsync<EventList>(HttpMethod.Get,
             $"learning/jobs/{Uri.EscapeDataString(id)}/events" + Query(("since_seq", sinceSeq.ToString()), ("limit", limit?.ToString())), null, ct);
 
+    /// <summary>GET …/jobs/{id}/metrics: points after <paramref name="afterStep"/> (all when null), of one name or all.</summary>
+    public Task<MetricList> GetMetricsAsync(string id, long? afterStep, string? name, CancellationToken ct) =>
+        SendAsync<MetricList>(HttpMethod.Get,
+            $"learning/jobs/{Uri.EscapeDataString(id)}/metrics" + Query(("after_step", afterStep?.ToString()), ("name", name)), null, ct);
+
     // ---- models ----
 
     public Task<BaseModelList> ListBaseModelsAsync(CancellationToken ct) =>

@@ -74,6 +74,7 @@ public static class ServeCommand
         }
         await using var _ = server;
         ctx.Out.WriteLine($"Anneal is listening on {server.BaseUrl} (API: {server.BaseUrl}/api; data: {options.DataDir}).");
+        ctx.Out.WriteLine($"Web console: {server.BaseUrl}/ (sign in with an API key)");
         if (server.FirstApiKey is { } key)
         {
             ctx.Out.WriteLine($"Created the first API key: {key}");
