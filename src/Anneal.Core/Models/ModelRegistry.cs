@@ -25,17 +25,18 @@ public sealed record ModelInfo(
 public static class ModelRegistry
 {
     public const string TinyModelId = "anneal/tiny-qwen3";
+    public const string TinyVisionModelId = "anneal/tiny-qwen3-vl";
 
     static readonly string[] DenseModes = [Training.TrainingModes.FullFinetune, Training.TrainingModes.Lora, Training.TrainingModes.Qlora];
     const string QloraNote = "qlora is not yet supported by the trainer";
     const string MoeNote = "mixture-of-experts layers are not yet implemented in the trainer";
-    const string VisionNote = "the Qwen3-VL vision tower is not yet implemented in the trainer";
+    const string VisionMoeNote = "Qwen3-VL mixture-of-experts layers are not yet implemented in the trainer";
 
     static ModelInfo Dense(string id, double b, int ctx) =>
         new(id, "qwen3", b, ctx, false, 0, "bf16", DenseModes, true, QloraNote);
 
     static ModelInfo Vl(string id, double b, bool moe) =>
-        new(id, moe ? "qwen3_vl_moe" : "qwen3_vl", b, 262144, true, 1, "bf16", DenseModes, false, moe ? MoeNote + "; " + VisionNote : VisionNote);
+        new(id, moe ? "qwen3_vl_moe" : "qwen3_vl", b, 262144, true, 1, "bf16", DenseModes, !moe, moe ? VisionMoeNote : QloraNote);
 
     public static readonly IReadOnlyList<ModelInfo> All = BuildAll();
 
@@ -59,6 +60,9 @@ public static class ModelRegistry
         list.Add(new(TinyModelId, "qwen3", 0.002, 2048, false, 0, "fp32",
             [Training.TrainingModes.FullFinetune, Training.TrainingModes.Lora], true,
             "built-in test model with random weights, generated locally", TestModel: true));
+        list.Add(new(TinyVisionModelId, "qwen3_vl", 0.0013, 2048, true, 2, "fp32",
+            [Training.TrainingModes.FullFinetune, Training.TrainingModes.Lora], true,
+            "built-in Qwen3-VL test model with random weights, generated locally", TestModel: true));
         return list;
     }
 

@@ -137,6 +137,31 @@ public static class VisionModelFolder
         CopySideFiles(model.Config, sourceFolder, folder);
     }
 
+    /// <summary>
+    /// Writes the language model's LoRA adapters in PEFT's layout (adapter_config.json,
+    /// adapter_model.safetensors, keys `base_model.model.` + ours), loadable by peft.PeftModel.
+    /// </summary>
+    public static void SaveAdapter(Qwen3VLForConditionalGeneration model, string folder, string baseModel)
+    {
+        var s = model.LoraSettings ?? throw new InvalidOperationException("the model has no LoRA adapters");
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, Lora.AdapterConfigFile), new JsonObject
+        {
+            ["base_model_name_or_path"] = baseModel,
+            ["peft_type"] = "LORA",
+            ["task_type"] = "CAUSAL_LM",
+            ["r"] = s.R,
+            ["lora_alpha"] = s.Alpha,
+            ["lora_dropout"] = s.Dropout,
+            // Module names scoped to the language model, so PEFT leaves the tower's Linear layers alone.
+            ["target_modules"] = $"model\\.language_model\\.layers\\.\\d+\\..*\\.({string.Join("|", s.Targets)})$",
+            ["bias"] = "none",
+            ["inference_mode"] = true,
+        }.ToJsonString(new() { WriteIndented = true }));
+        SafetensorsFile.Write(Path.Combine(folder, Lora.AdapterWeightsFile),
+            model.named_parameters().Where(p => Lora.IsAdapterParameter(p.name)).Select(p => ("base_model.model." + p.name, (Tensor)p.parameter)));
+    }
+
     /// <summary>Tokenizer, processor and generation files (generation_config.json written when the source has none).</summary>
     public static void CopySideFiles(Qwen3VLConfig config, string sourceFolder, string folder)
     {
