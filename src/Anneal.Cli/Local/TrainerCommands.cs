@@ -119,7 +119,8 @@ public static class TrainerCommands
         var model = new Option<string>("--model") { Description = "Model folder (a base model, a job's final/ folder, or a LoRA job's final/ with final/merged/)", Required = true };
         var prompt = new Option<string>("--prompt") { Description = "The user message to answer", Required = true };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer, in tokens", DefaultValueFactory = _ => 48 };
-        var command = new Command("generate", "Answer one prompt with a local model folder (greedy decoding)") { model, prompt, maxNew };
+        var images = new Option<string[]>("--image") { Description = "An image file shown before the prompt (Qwen3-VL models; repeatable)", AllowMultipleArgumentsPerToken = false };
+        var command = new Command("generate", "Answer one prompt with a local model folder (greedy decoding)") { model, prompt, maxNew, images };
         command.SetAction(async (p, ct) =>
         {
             var dir = ctx.FullPath(p.GetValue(model)!);
@@ -149,7 +150,8 @@ public static class TrainerCommands
                 dir = merged;
             }
             var answer = new StringWriter();
-            var code = await TrainerProcess.GenerateAsync(dir, p.GetValue(prompt)!, p.GetValue(maxNew), answer, ctx.Error, ct);
+            var imagePaths = (p.GetValue(images) ?? []).Select(ctx.FullPath).ToList();
+            var code = await TrainerProcess.GenerateAsync(dir, p.GetValue(prompt)!, p.GetValue(maxNew), answer, ctx.Error, ct, imagePaths);
             ctx.Out.Write(WithoutEmptyThink(answer.ToString()));
             return code;
         });
