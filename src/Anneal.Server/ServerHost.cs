@@ -40,6 +40,8 @@ public sealed record ServerOptions
     public bool AllowModelDownload { get; init; } = true;
     /// <summary>Minimum level of the server's console log.</summary>
     public LogLevel LogLevel { get; init; } = LogLevel.Warning;
+    /// <summary>Limits and address rules for https images fetched while an upload is validated.</summary>
+    public Files.ImageFetchSettings ImageFetch { get; init; } = new();
 }
 
 public static class ServerHost

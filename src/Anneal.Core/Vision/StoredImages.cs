@@ -33,10 +33,14 @@ public static class StoredImages
 
     public static string Hash(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
 
-    /// <summary>Writes the images (url → bytes) into a fresh folder beside the dataset: files first, index last.</summary>
+    /// <summary>
+    /// Writes the images (url → bytes) beside the dataset: into a temporary folder renamed into place,
+    /// so a reader sees the whole folder or none. An existing folder (the same upload again) is replaced.
+    /// </summary>
     public static void Write(string datasetPath, IReadOnlyDictionary<string, byte[]> images)
     {
-        var folder = FolderFor(datasetPath);
+        var target = FolderFor(datasetPath);
+        var folder = $"{target}.tmp-{Guid.NewGuid():N}";
         Directory.CreateDirectory(folder);
         var index = new Dictionary<string, string>();
         foreach (var (url, bytes) in images)
@@ -47,5 +51,7 @@ public static class StoredImages
             index[url] = hash;
         }
         File.WriteAllText(Path.Combine(folder, IndexFile), JsonSerializer.Serialize(index));
+        if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
+        Directory.Move(folder, target);
     }
 }

@@ -55,7 +55,7 @@ public static class VisionSftData
         {
             total++;
             var images = new List<VisionImage>();
-            foreach (var (field, url) in ImageParts(record))
+            foreach (var (field, url) in ImageReferences.Of(record))
             {
                 byte[]? bytes;
                 try { bytes = ReadSource(url, folder, resolveUrl); }
@@ -93,29 +93,6 @@ public static class VisionSftData
             trained += example.TrainedTokens;
         }
         return (examples, new DataStats(examples.Count, tokens, trained, truncated, dropped, total, longest, keepAll));
-    }
-
-    /// <summary>Image parts in render order, with the field path used in errors.</summary>
-    public static IEnumerable<(string Field, string Url)> ImageParts(JsonObject record)
-    {
-        if (record["messages"] is not JsonArray messages) yield break;
-        for (var i = 0; i < messages.Count; i++)
-        {
-            if (messages[i]?["content"] is not JsonArray parts) continue;
-            for (var j = 0; j < parts.Count; j++)
-            {
-                if (parts[j] is not JsonObject part) continue;
-                var type = (string?)(part["type"] as JsonValue);
-                var url = type switch
-                {
-                    "image_url" => part["image_url"] is JsonObject o ? (string?)(o["url"] as JsonValue) : (string?)(part["image_url"] as JsonValue),
-                    "image" => (string?)(part["image"] as JsonValue) ?? (string?)(part["url"] as JsonValue),
-                    _ => null,
-                };
-                if (type is "image_url" or "image")
-                    yield return ($"messages[{i}].content[{j}]", url ?? "");
-            }
-        }
     }
 
     static string Describe(string url) => url.StartsWith("https://", StringComparison.OrdinalIgnoreCase)

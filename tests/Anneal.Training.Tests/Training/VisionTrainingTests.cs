@@ -67,8 +67,16 @@ public sealed class VisionTrainingTests(ITestOutputHelper output) : IDisposable
                 new JsonObject { ["role"] = "user", ["content"] = new JsonArray(Part("red.png"), Part("blue.png"), Text("Which two colours?")) },
                 new JsonObject { ["role"] = "assistant", ["content"] = "Red and blue." }),
         });
+        // An https image, as the server stores it beside the uploaded file after fetching it.
+        lines.Add(new JsonObject
+        {
+            ["messages"] = new JsonArray(
+                new JsonObject { ["role"] = "user", ["content"] = new JsonArray(Part("https://images.example/green.png"), Text("What colour is the square?")) },
+                new JsonObject { ["role"] = "assistant", ["content"] = "The square is green." }),
+        });
         var path = Path.Combine(dir, "vision.jsonl");
         File.WriteAllLines(path, lines.Select(l => l.ToJsonString()));
+        Anneal.Core.Vision.StoredImages.Write(path, new Dictionary<string, byte[]> { ["https://images.example/green.png"] = Png(Colours[1].Color) });
         return path;
     }
 
@@ -91,8 +99,8 @@ public sealed class VisionTrainingTests(ITestOutputHelper output) : IDisposable
         var adjusted = Assert.Single(events, e => e.Message.StartsWith("vision mode: per_device_batch"));
         Assert.Contains("per_device_batch 2 → 1 and gradient_accumulation_steps 1 → 2", adjusted.Message);
         var prepared = Assert.Single(events, e => e.Type == EventTypes.DataPrepared).Data!;
-        Assert.Equal(13, prepared["examples"]!.GetValue<int>());
-        Assert.Equal(14, prepared["images"]!.GetValue<int>());
+        Assert.Equal(14, prepared["examples"]!.GetValue<int>());
+        Assert.Equal(15, prepared["images"]!.GetValue<int>());
         var losses = TinyFixture.Losses(events);
         output.WriteLine(string.Join(" ", losses.Select(l => l.ToString("F3"))));
         Assert.Equal(16, losses.Count);
