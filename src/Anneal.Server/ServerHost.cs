@@ -51,6 +51,8 @@ public sealed record ServerOptions
     public string? InferenceGpu { get; init; }
     /// <summary>Sequences the inference process decodes together per model.</summary>
     public int InferenceMaxBatch { get; init; } = 8;
+    /// <summary>Limits and address rules for https images fetched while an upload is validated.</summary>
+    public Files.ImageFetchSettings ImageFetch { get; init; } = new();
 }
 
 public static class ServerHost

@@ -133,7 +133,8 @@ public static class TrainerCommands
         var prompt = new Option<string>("--prompt") { Description = "The user message to answer", Required = true };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer, in tokens", DefaultValueFactory = _ => 48 };
         var baseUrl = new Option<string?>("--base-url") { Description = "OpenAI-compatible endpoint for a model id (default: the Anneal server's /v1, from BACKEND_BASE_URL)" };
-        var command = new Command("generate", "Answer one prompt with a local model folder (greedy decoding), or with a model id through /v1") { model, prompt, maxNew, baseUrl };
+        var images = new Option<string[]>("--image") { Description = "An image file shown before the prompt (Qwen3-VL models; repeatable)", AllowMultipleArgumentsPerToken = false };
+        var command = new Command("generate", "Answer one prompt with a local model folder (greedy decoding), or with a model id through /v1") { model, prompt, maxNew, baseUrl, images };
         command.SetAction(async (p, ct) =>
         {
             var dir = ctx.FullPath(p.GetValue(model)!);
@@ -165,7 +166,8 @@ public static class TrainerCommands
                 dir = merged;
             }
             var answer = new StringWriter();
-            var code = await TrainerProcess.GenerateAsync(dir, p.GetValue(prompt)!, p.GetValue(maxNew), answer, ctx.Error, ct);
+            var imagePaths = (p.GetValue(images) ?? []).Select(ctx.FullPath).ToList();
+            var code = await TrainerProcess.GenerateAsync(dir, p.GetValue(prompt)!, p.GetValue(maxNew), answer, ctx.Error, ct, imagePaths);
             ctx.Out.Write(WithoutEmptyThink(answer.ToString()));
             return code;
         });
