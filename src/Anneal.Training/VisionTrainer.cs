@@ -161,9 +161,8 @@ public static class VisionTrainer
                     }
                     loss = total / n;
                 }
-                using (var norm = optimizer.ClipGradNorm(s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
+                using (var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
                     gradNorm = norm.item<float>();
-                optimizer.Step(lr);
                 optimizer.ZeroGrad();
                 trainedTokens += n;
             }
