@@ -7,6 +7,7 @@ using Anneal.Server.Auth;
 using Anneal.Server.Events;
 using Anneal.Server.Files;
 using Anneal.Server.Hosting;
+using Anneal.Server.Http;
 using Anneal.Server.Jobs;
 using Anneal.Server.Metrics;
 using Anneal.Server.Models;
@@ -83,13 +84,16 @@ public static class ServerHost
         });
         // Framework-made problems (unknown route, wrong method, unhandled exception) get a `code` too.
         builder.Services.AddProblemDetails(p => p.CustomizeProblemDetails = c =>
+        {
             c.ProblemDetails.Extensions.TryAdd("code", c.ProblemDetails.Status switch
             {
                 404 => ErrorCodes.NotFound,
                 405 => "method_not_allowed",
                 >= 500 => ErrorCodes.Internal,
                 _ => "bad_request",
-            }));
+            });
+            c.ProblemDetails.Detail ??= $"{c.ProblemDetails.Title ?? "Error"}: {c.HttpContext.Request.Method} {c.HttpContext.Request.Path}";
+        });
         builder.Services.AddSingleton(db);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<JobSignals>();
@@ -99,6 +103,7 @@ public static class ServerHost
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobScheduler>());
 
         var app = builder.Build();
+        app.UseProblemContentNegotiation();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         app.MapGet("/api/health", () => TypedResults.Ok(new { status = "ok" }));

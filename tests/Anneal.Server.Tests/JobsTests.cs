@@ -289,7 +289,7 @@ public class JobsTests
         await TestServer.ProblemAsync(await t.Http.GetAsync("learning/jobs/job_missing"), HttpStatusCode.NotFound);
         var noRoute = await t.Http.GetAsync("learning/nothing-here");
         Assert.Equal(HttpStatusCode.NotFound, noRoute.StatusCode);
-        Assert.Equal("application/problem+json", noRoute.Content.Headers.ContentType?.MediaType);
+        Assert.Equal("application/json", noRoute.Content.Headers.ContentType?.MediaType); // no Accept: problem+json
     }
 
     [Fact]
