@@ -75,7 +75,9 @@ public static class Trainer
         List<SftExample>? validation = null;
         DataStats? valStats = null;
         // A validation file is evaluated at the end, and periodically per evaluation_strategy ("no": never).
-        if (spec.ValidationFile != null && s.Validation.EvaluationStrategy != "no")
+        // Enabled is decided once, at job creation (JobSettings): on with a validation file unless
+        // training.validation.enabled = false.
+        if (spec.ValidationFile != null && s.Validation.Enabled && s.Validation.EvaluationStrategy != "no")
             (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
                 tokenizer, sequenceLength, config.MaxPositionEmbeddings);
         var first = train[0];

@@ -49,12 +49,12 @@ public class JobsTests
     {
         await using var t = await TestServer.StartAsync();
         var file = await t.UploadReadyAsync();
-        var hp = new JsonObject { ["n_epochs"] = 1, ["lora_rank"] = 8, ["learning_rate"] = -1, ["lr_scheduler"] = "wavy" };
+        var hp = new JsonObject { ["n_epochs"] = 1, ["lora_rnak"] = 8, ["learning_rate"] = -1, ["lr_scheduler"] = "wavy" };
         var response = await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id, hyperparameters: hp)));
         var problem = await TestServer.ProblemAsync(response, HttpStatusCode.UnprocessableEntity);
         Assert.Equal(ErrorCodes.ValidationFailed, problem["code"]!.GetValue<string>());
         var errors = TestServer.ErrorsText(problem);
-        Assert.Contains("hyperparameters.lora_rank", errors);
+        Assert.Contains("hyperparameters.lora_rnak", errors);
         Assert.Contains("hyperparameters.learning_rate", errors);
         Assert.Contains("hyperparameters.lr_scheduler", errors);
         Assert.Empty((await t.Http.GetFromJsonAsync<JobList>("learning/jobs", AnnealJson.Options))!.Jobs);
@@ -76,7 +76,7 @@ public class JobsTests
         var qlora = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id, "Qwen/Qwen3-0.6B",
             new JsonObject { ["n_epochs"] = 1, ["training_mode"] = "qlora" }))), HttpStatusCode.UnprocessableEntity);
         Assert.Equal(ErrorCodes.UserConfigError, qlora["code"]!.GetValue<string>());
-        Assert.Equal("hyperparameters.training_mode: qlora is not yet supported; use training.mode = \"lora\"", qlora["detail"]!.GetValue<string>());
+        Assert.Equal("hyperparameters.training_mode: " + Anneal.Core.Training.JobChecks.QloraNotSupported, qlora["detail"]!.GetValue<string>());
 
         var someoneElsesFt = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id, "ft:Qwen/Qwen3-0.6B:job_x"))), HttpStatusCode.UnprocessableEntity);
         Assert.Equal(ErrorCodes.UnknownModel, someoneElsesFt["code"]!.GetValue<string>());

@@ -71,6 +71,8 @@ public static class TrainFlow
             return Usage(ctx, [$"config {configPath} is invalid:", .. configErrors.Select(e => "  " + e)]);
         var configDir = Path.GetDirectoryName(configPath)!;
         var model = req.Model ?? config.Model;
+        // Keys accepted for compatibility that do nothing here: said once, before anything is sent.
+        foreach (var w in config.Warnings) err.WriteLine($"warning: {w}");
 
         // 2. Dataset(s): resolve, take the first N records, validate locally.
         var datasetGiven = req.DatasetPath ?? config.DataPath;
@@ -107,7 +109,7 @@ public static class TrainFlow
         var backend = env.BackendBaseUrl(req.Backend);
         if (CliEnvironment.CheckBackendUrl(backend) is { } backendError) return Usage(ctx, backendError);
 
-        var settings = HyperparameterParser.Parse(config.Hyperparameters).Settings;
+        var settings = config.Settings.Training;
         if (req.DryRun)
         {
             if (ModelPreflight.CheckLocal(model, settings) is { Count: > 0 } modelErrors)

@@ -43,6 +43,8 @@ public static class EventTypes
     public const string Requeued = "sft.requeued";
     public const string Paused = "sft.paused";
     public const string Resumed = "sft.resumed";
+    /// <summary>A setting accepted but without effect here (data: field, message).</summary>
+    public const string ConfigWarning = "sft.config.warning";
 }
 
 public static class MetricNames

@@ -13,7 +13,8 @@ public sealed record JobCheckError(string Field, string TomlKey, string Message,
 
 public static class JobChecks
 {
-    public const string QloraNotSupported = "qlora is not yet supported; use training.mode = \"lora\"";
+    /// <summary>The refusal of QLoRA (training.mode = "qlora", or use_qlora = true with mode "lora") until its trainer exists.</summary>
+    public const string QloraNotSupported = "qlora is not yet supported (training.mode = \"qlora\", or use_qlora = true); use training.mode = \"lora\" with use_qlora = false";
 
     /// <summary>Every problem of training <paramref name="model"/> with <paramref name="settings"/>; empty when fine. Null settings: only the model is checked.</summary>
     public static IReadOnlyList<JobCheckError> CheckAgainstModel(ModelInfo model, TrainingSettings? settings)

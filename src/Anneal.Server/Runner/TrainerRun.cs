@@ -117,9 +117,10 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     async Task<(TrainerJobSpec? Spec, JobError? Error)> BuildSpecAsync()
     {
-        var (settings, errors) = HyperparameterParser.Parse(job.Wire.Hyperparameters);
-        if (settings is null)
+        var (jobSettings, errors) = job.EffectiveSettings();
+        if (jobSettings is null)
             return (null, new JobError(ErrorCodes.UserConfigError, "hyperparameters are no longer valid: " + string.Join("; ", errors)));
+        var settings = jobSettings.Training;
         string? modelPath, modelError;
         try { (modelPath, modelError) = await ModelPaths.ResolveAsync(db, options, job.Org, job.Wire.Model, OnDownload, _stop.Token); }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)

@@ -194,13 +194,16 @@ public class HyperparameterParserTests
     }
 
     [Fact]
-    public void Use_qlora_conflicting_with_mode_is_rejected()
+    public void Use_qlora_with_lora_means_qlora_as_upstream_and_contradicting_a_mode_is_rejected()
     {
-        var e = SingleError("""{"n_epochs": 1, "training_mode": "lora", "use_qlora": true}""");
-        Assert.Equal("hyperparameters.use_qlora", e.Field);
-        Assert.Contains("conflicts with training_mode \"lora\"", e.Message);
-        Assert.Contains("set use_qlora = false", e.Message);
-        Assert.DoesNotContain("use training_mode \"qlora\"", e.Message);
+        Assert.Equal(TrainingModes.Qlora, Parse("""{"n_epochs": 1, "training_mode": "lora", "use_qlora": true}""").Settings!.Mode);
+        Assert.Equal(TrainingModes.Lora, Parse("""{"n_epochs": 1, "training_mode": "lora", "use_qlora": false}""").Settings!.Mode);
+
+        var full = SingleError("""{"n_epochs": 1, "training_mode": "full_finetune", "use_qlora": true}""");
+        Assert.Equal("hyperparameters.use_qlora", full.Field);
+        Assert.Contains("conflicts with training_mode \"full_finetune\"", full.Message);
+
+        Assert.Equal(TrainingModes.Qlora, Parse("""{"n_epochs": 1, "training_mode": "qlora", "use_qlora": false}""").Settings!.Mode);
     }
 
     [Fact]

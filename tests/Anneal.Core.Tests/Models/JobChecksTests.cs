@@ -34,7 +34,7 @@ public class JobChecksTests
         {
             var e = Assert.Single(JobChecks.CheckAgainstModel(model, new TrainingSettings { Mode = TrainingModes.Qlora }));
             Assert.Equal(("hyperparameters.training_mode", "training.mode", ErrorCodes.UserConfigError), (e.Field, e.TomlKey, e.Code));
-            Assert.Equal("qlora is not yet supported; use training.mode = \"lora\"", e.Message);
+            Assert.StartsWith("qlora is not yet supported (training.mode = \"qlora\", or use_qlora = true)", e.Message);
         }
     }
 
