@@ -106,13 +106,17 @@ public static class ServerHost
         app.UseProblemContentNegotiation();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
-        app.MapGet("/api/health", () => TypedResults.Ok(new { status = "ok" }));
-        var api = app.MapGroup("/api").AddEndpointFilter(ApiKeys.Require);
-        api.MapFilesApi();
-        api.MapJobsApi();
-        api.MapEventsApi();
-        api.MapMetricsApi();
-        api.MapModelsApi();
+        // /api/v1/… answers like /api/…: Synth's status commands normalise a base URL to /api/v1.
+        foreach (var prefix in new[] { "/api", "/api/v1" })
+        {
+            app.MapGet(prefix + "/health", () => TypedResults.Ok(new { status = "ok" }));
+            var api = app.MapGroup(prefix).AddEndpointFilter(ApiKeys.Require);
+            api.MapFilesApi();
+            api.MapJobsApi();
+            api.MapEventsApi();
+            api.MapMetricsApi();
+            api.MapModelsApi();
+        }
 
         try { await app.StartAsync(ct); }
         catch (IOException e) when (e.InnerException is AddressInUseException)

@@ -24,7 +24,8 @@ public static class JobRows
     public const string Columns = """
         rowid, id, org, status, model, mode, training_type, training_file_id, validation_file_id, hyperparameters,
         metadata, suffix, created_at, started_at, finished_at, fine_tuned_model, trained_tokens, error, progress,
-        idempotency_key, request_hash, restarts, resume_from, settings
+        idempotency_key, request_hash, restarts, resume_from, settings,
+        (SELECT MAX(e.created_at) FROM job_events e WHERE e.job_id = jobs.id) AS updated_at
         """;
 
     public static JobRow Map(SqliteDataReader r)
@@ -43,6 +44,7 @@ public static class JobRows
             Metadata: Db.Str(r, "metadata") is { } m ? JsonNode.Parse(m) as JsonObject : null,
             Suffix: Db.Str(r, "suffix"),
             CreatedAt: Db.ParseTime(r.GetString(r.GetOrdinal("created_at"))),
+            UpdatedAt: Db.Str(r, "updated_at") is { } u ? Db.ParseTime(u) : null,
             StartedAt: Db.Str(r, "started_at") is { } s ? Db.ParseTime(s) : null,
             FinishedAt: Db.Str(r, "finished_at") is { } f ? Db.ParseTime(f) : null,
             FineTunedModel: Db.Str(r, "fine_tuned_model"),
