@@ -42,7 +42,11 @@ public sealed record TrainerOptions
 }
 
 /// <summary>What a finished run produced.</summary>
-public sealed record TrainResult(string OutputDir, string FinalPath, string? MergedPath, long TrainedTokens, IReadOnlyList<double> Losses);
+public sealed record TrainResult(string OutputDir, string FinalPath, string? MergedPath, long TrainedTokens, IReadOnlyList<double> Losses)
+{
+    /// <summary>The optimizer step whose weights are final: the last one, or the best evaluated one when it was restored.</summary>
+    public long WeightsStep { get; init; }
+}
 
 public static class Trainer
 {
@@ -165,6 +169,7 @@ public static class Trainer
         var step = 0;
         long trainedTokens = 0;
         double? bestMetric = null, lastLoss = null, lastVal = null;
+        var divergence = new DivergenceWatch();
         int? bestStep = null;
         if (resumeFrom != null)
         {
@@ -228,6 +233,7 @@ public static class Trainer
                 throw TrainerUserException.Config($"training diverged at step {step}: loss {loss}, grad_norm {gradNorm} with learning_rate {s.LearningRate} (lr now {lr:G3}); lower learning_rate, raise warmup_ratio, or set max_grad_norm");
             losses.Add(loss);
             lastLoss = loss;
+            divergence.Observe(step, loss, s.LearningRate, events);
 
             stepsTimed++;
             var secondsPerStep = clock.Elapsed.TotalSeconds / stepsTimed;
@@ -280,10 +286,14 @@ public static class Trainer
         }
 
         // Final weights: the best evaluated ones when asked, else the last.
+        long weightsStep = step;
         if (s.Validation.SaveBestModelAtEnd && bestStep is { } bs && bs != step && Directory.Exists(bestDir))
         {
-            events.Log($"restoring the best model (step {bs}, {s.Validation.MetricForBestModel} {bestMetric})");
+            events.Emit(EventTypes.BestModelRestored,
+                $"restoring the best model: step {bs} ({s.Validation.MetricForBestModel} {bestMetric:F4}) instead of the last step {step}",
+                new JsonObject { ["step"] = bs, ["metric"] = s.Validation.MetricForBestModel, ["value"] = bestMetric, ["last_step"] = step });
             TrainingCheckpoint.LoadWeights(model, bestDir);
+            weightsStep = bs;
         }
         var final = Path.Combine(r.Spec.OutputDir, "final");
         if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
@@ -295,7 +305,7 @@ public static class Trainer
             ModelFolder.Save(model, merged, r.Spec.ModelPath);
         }
         if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
-        return new TrainResult(r.Spec.OutputDir, final, merged, trainedTokens, losses);
+        return new TrainResult(r.Spec.OutputDir, final, merged, trainedTokens, losses) { WeightsStep = weightsStep };
     }
 
     /// <summary>

@@ -53,6 +53,8 @@ public sealed record JobObject(
     DateTimeOffset? StartedAt,
     DateTimeOffset? FinishedAt,
     long? TrainedTokens,
+    /// <summary>The optimizer step whose weights are the result: the last, or the best evaluated one (save_best_model_at_end).</summary>
+    long? WeightsStep,
     string JobId,
     string Object,
     string TrainingType,

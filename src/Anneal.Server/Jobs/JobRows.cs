@@ -24,7 +24,7 @@ public static class JobRows
     public const string Columns = """
         rowid, id, org, status, model, mode, training_type, training_file_id, validation_file_id, hyperparameters,
         metadata, suffix, created_at, started_at, finished_at, fine_tuned_model, trained_tokens, error, progress,
-        idempotency_key, request_hash, restarts, resume_from, settings,
+        idempotency_key, request_hash, restarts, resume_from, settings, weights_step,
         (SELECT MAX(e.created_at) FROM job_events e WHERE e.job_id = jobs.id) AS updated_at
         """;
 
@@ -49,6 +49,7 @@ public static class JobRows
             FinishedAt: Db.Str(r, "finished_at") is { } f ? Db.ParseTime(f) : null,
             FineTunedModel: Db.Str(r, "fine_tuned_model"),
             TrainedTokens: Db.Long(r, "trained_tokens"),
+            WeightsStep: Db.Long(r, "weights_step"),
             Error: Db.FromJson<JobError>(Db.Str(r, "error")),
             Progress: Db.FromJson<JobProgress>(Db.Str(r, "progress")));
         return new JobRow(wire, r.GetString(r.GetOrdinal("org")), r.GetString(r.GetOrdinal("mode")),

@@ -302,12 +302,13 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         // LoRA: serve the merged full model when the trainer wrote one (spec.MergeLora).
         var path = job.Mode == TrainingModes.FullFinetune ? final : merged ?? Path.Combine(final, "merged");
         var trained = Num(completed, "trained_tokens") is { } t ? (long?)t : null;
+        var weightsStep = Num(completed, "weights_step") is { } w ? (long?)w : null;
         using var conn = db.Connect();
         var baseModel = JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model;
         using var tx = conn.BeginTransaction();
         if (!JobRows.Transition(conn, tx, _id, [JobStatus.Running], JobStatus.Succeeded)) return;
-        Db.Exec(conn, tx, "UPDATE jobs SET fine_tuned_model = @ft, trained_tokens = COALESCE(@tt, trained_tokens) WHERE id = @id",
-            ("@ft", ftId), ("@tt", trained), ("@id", _id));
+        Db.Exec(conn, tx, "UPDATE jobs SET fine_tuned_model = @ft, trained_tokens = COALESCE(@tt, trained_tokens), weights_step = @ws WHERE id = @id",
+            ("@ft", ftId), ("@tt", trained), ("@ws", weightsStep), ("@id", _id));
         Db.Exec(conn, tx, """
             INSERT OR REPLACE INTO fine_tuned_models (id, org, base_model, job_id, path, status, created_at)
             VALUES (@id, @org, @base, @job, @path, 'ready', @t)
