@@ -262,7 +262,7 @@ public static class Trainer
                     if (s.Validation.SaveBestModelAtEnd && !last)
                     {
                         if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
-                        TrainingCheckpoint.SaveWeights(model, bestDir, r.Spec.ModelPath, r.Spec.Model);
+                        TrainingCheckpoint.SaveWeights(model, bestDir, r.Spec.ModelPath, r.Spec.AdapterBaseName);
                     }
                 }
             }
@@ -276,7 +276,7 @@ public static class Trainer
                     StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
                     SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
                     TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
-                }, r.Spec.ModelPath, r.Spec.Model);
+                }, r.Spec.ModelPath, r.Spec.AdapterBaseName);
                 var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
                 if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
                 events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
@@ -297,7 +297,7 @@ public static class Trainer
         }
         var final = Path.Combine(r.Spec.OutputDir, "final");
         if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
-        TrainingCheckpoint.SaveWeights(model, final, r.Spec.ModelPath, r.Spec.Model);
+        TrainingCheckpoint.SaveWeights(model, final, r.Spec.ModelPath, r.Spec.AdapterBaseName);
         string? merged = null;
         if (model.LoraSettings != null && r.Spec.MergeLora)
         {

@@ -83,7 +83,8 @@ public static class TrainerCommands
                 ValidationFile: validationPath,
                 OutputDir: ctx.FullPath(p.GetValue(output)!),
                 Settings: settings,
-                Device: p.GetValue(device)!);
+                Device: p.GetValue(device)!,
+                BaseModelName: modelDir);
             return await TrainerProcess.RunAsync(spec, ctx.Out, ctx.Error, ct);
         });
         return command;
