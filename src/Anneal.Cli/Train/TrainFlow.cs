@@ -174,8 +174,25 @@ public static class TrainFlow
                 if (validationFile is not { Status: FileStatus.Ready }) return new TrainOutcome(ExitCodes.Usage, null);
             }
 
-            var job = await client.CreateJobAsync(Payload(trainingFile.Id, validationFile?.Id), Guid.NewGuid().ToString("N"), ct);
+            // The Idempotency-Key is derived from the dataset and config, so the server recognises a
+            // re-run from any folder or machine: it answers with the job it already has.
+            var payload = Payload(trainingFile.Id, validationFile?.Id);
+            var key = IdempotencyKey(training, validation, Payload("", null));
+            var job = await client.CreateJobAsync(payload, key, ct);
+            // A failed or cancelled job is not the answer to a re-run: a new job, keyed after it.
+            for (var retries = 0; job.Status is JobStatus.Failed or JobStatus.Cancelled && retries < 20; retries++)
+            {
+                err.WriteLine($"previous job {job.Id} {job.Status}; submitting a new job.");
+                key = $"{key[..Math.Min(key.Length, 100)]}:after:{job.Id}";
+                job = await client.CreateJobAsync(payload, key, ct);
+            }
             submissions.Save(submissionKey, new Submission(job.Id, trainingFile.Id, validationFile?.Id, backend, DateTimeOffset.UtcNow));
+            if (job.Status != JobStatus.Created)
+            {
+                err.WriteLine($"This dataset and config were already submitted as job {job.Id} (status: {job.Status}); not starting another.");
+                if (req.NoPoll || JobStatus.IsTerminal(job.Status)) return Report(ctx, job, req.Json, submitted: true);
+                return await FollowAndReportAsync(ctx, client, job.Id, req, config.PollSeconds, ct);
+            }
             job = await client.StartJobAsync(job.Id, ct);
             err.WriteLine($"Created and started job {job.Id} (model {job.Model}, status {job.Status}).");
             if (req.NoPoll) return Report(ctx, job, req.Json, submitted: true);
@@ -356,6 +373,13 @@ public static class TrainFlow
     }
 
     /// <summary>sha256 over the backend, both datasets' hashes and the payload without file ids.</summary>
+    /// <summary>"anneal-train-&lt;sha256 of the datasets' hashes and the job payload&gt;": the same on any machine.</summary>
+    static string IdempotencyKey(DatasetUpload training, DatasetUpload? validation, CreateJobRequest payload)
+    {
+        var text = string.Join("\n", training.Sha256, validation?.Sha256 ?? "-", JsonSerializer.Serialize(payload, AnnealJson.Options));
+        return "anneal-train-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+    }
+
     static string SubmissionKey(string backend, DatasetUpload training, DatasetUpload? validation, CreateJobRequest payload)
     {
         var text = string.Join("\n", backend, training.Sha256, validation?.Sha256 ?? "-", JsonSerializer.Serialize(payload, AnnealJson.Options));
