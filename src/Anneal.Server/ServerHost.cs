@@ -129,6 +129,7 @@ public static class ServerHost
         }
         listening = true;
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        ServerAddressFile.Write(options.DataDir, address.TrimEnd('/'));
         // Stopping twice (Stop, then Dispose) stops once.
         var stop = new Lazy<Task>(async () =>
         {
