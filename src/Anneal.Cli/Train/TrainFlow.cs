@@ -233,7 +233,7 @@ public static class TrainFlow
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
-            ctx.Error.WriteLine($"Stopped following job {jobId}; it continues on the server. Check it with `anneal jobs get {jobId}`,");
+            ctx.Error.WriteLine($"Interrupted. Stopped following job {jobId}; it continues on the server. Check it with `anneal jobs get {jobId}`,");
             ctx.Error.WriteLine($"or cancel it with `anneal jobs cancel {jobId}`.");
             return new TrainOutcome(ExitCodes.Interrupted, null);
         }
