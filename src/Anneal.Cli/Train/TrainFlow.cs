@@ -177,7 +177,7 @@ public static class TrainFlow
             // The Idempotency-Key is derived from the dataset and config, so the server recognises a
             // re-run from any folder or machine: it answers with the job it already has.
             var payload = Payload(trainingFile.Id, validationFile?.Id);
-            var key = IdempotencyKey(training, validation, Payload("", null));
+            var key = IdempotencyKey(payload);
             var job = await client.CreateJobAsync(payload, key, ct);
             // A failed or cancelled job is not the answer to a re-run: a new job, keyed after it.
             for (var retries = 0; job.Status is JobStatus.Failed or JobStatus.Cancelled && retries < 20; retries++)
@@ -373,12 +373,13 @@ public static class TrainFlow
     }
 
     /// <summary>sha256 over the backend, both datasets' hashes and the payload without file ids.</summary>
-    /// <summary>"anneal-train-&lt;sha256 of the datasets' hashes and the job payload&gt;": the same on any machine.</summary>
-    static string IdempotencyKey(DatasetUpload training, DatasetUpload? validation, CreateJobRequest payload)
-    {
-        var text = string.Join("\n", training.Sha256, validation?.Sha256 ?? "-", JsonSerializer.Serialize(payload, AnnealJson.Options));
-        return "anneal-train-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
-    }
+    /// <summary>
+    /// "anneal-train-&lt;sha256 of the job payload&gt;": the same on any machine for the same config and
+    /// datasets (the server gives the same bytes the same file id), and a new key once a dataset was
+    /// deleted and uploaded again (a new file id), so a key is never reused for another body.
+    /// </summary>
+    static string IdempotencyKey(CreateJobRequest payload) =>
+        "anneal-train-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(payload, AnnealJson.Options))));
 
     static string SubmissionKey(string backend, DatasetUpload training, DatasetUpload? validation, CreateJobRequest payload)
     {
