@@ -60,6 +60,9 @@ public static class AnnealApp
             // Signals are turned into `ct` by Program.Main, so that long actions (serve, trainer)
             // can finish cleanly instead of being cut off after a fixed grace period.
             ProcessTerminationTimeout = null,
+            // Exceptions reach the handlers below, so an interruption is reported the same way by
+            // every command (the library's own handler turned it into a silent exit code 1).
+            EnableDefaultExceptionHandler = false,
         };
         if (result.Errors.Count > 0)
         {
@@ -76,6 +79,13 @@ public static class AnnealApp
         {
             ctx.Error.WriteLine("Interrupted.");
             return ExitCodes.Interrupted;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // A bug, not a user error: say what happened, with the trace for a report.
+            ctx.Error.WriteLine($"error: unexpected {e.GetType().Name}: {e.Message}");
+            ctx.Error.WriteLine(e.ToString());
+            return ExitCodes.Failed;
         }
     }
 

@@ -10,6 +10,7 @@ using Anneal.Server.Events;
 using Anneal.Server.Files;
 using Anneal.Server.Hosting;
 using Anneal.Server.Inference;
+using Anneal.Server.Http;
 using Anneal.Server.Jobs;
 using Anneal.Server.Metrics;
 using Anneal.Server.Models;
@@ -97,13 +98,16 @@ public static class ServerHost
         });
         // Framework-made problems (unknown route, wrong method, unhandled exception) get a `code` too.
         builder.Services.AddProblemDetails(p => p.CustomizeProblemDetails = c =>
+        {
             c.ProblemDetails.Extensions.TryAdd("code", c.ProblemDetails.Status switch
             {
                 404 => ErrorCodes.NotFound,
                 405 => "method_not_allowed",
                 >= 500 => ErrorCodes.Internal,
                 _ => "bad_request",
-            }));
+            });
+            c.ProblemDetails.Detail ??= $"{c.ProblemDetails.Title ?? "Error"}: {c.HttpContext.Request.Method} {c.HttpContext.Request.Path}";
+        });
         builder.Services.AddSingleton(db);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<JobSignals>();
@@ -114,16 +118,21 @@ public static class ServerHost
         builder.Services.AddSingleton<InferenceSupervisor>();
 
         var app = builder.Build();
+        app.UseProblemContentNegotiation();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
-        app.MapGet("/api/health", () => TypedResults.Ok(new { status = "ok" }));
-        var api = app.MapGroup("/api").AddEndpointFilter(ApiKeys.Require);
-        api.MapFilesApi();
-        api.MapJobsApi();
-        api.MapEventsApi();
-        api.MapMetricsApi();
-        api.MapModelsApi();
-        api.MapDeploymentsApi();
+        // /api/v1/… answers like /api/…: Synth's status commands normalise a base URL to /api/v1.
+        foreach (var prefix in new[] { "/api", "/api/v1" })
+        {
+            app.MapGet(prefix + "/health", () => TypedResults.Ok(new { status = "ok" }));
+            var api = app.MapGroup(prefix).AddEndpointFilter(ApiKeys.Require);
+            api.MapFilesApi();
+            api.MapJobsApi();
+            api.MapEventsApi();
+            api.MapMetricsApi();
+            api.MapModelsApi();
+            api.MapDeploymentsApi();
+        }
         app.MapV1Api();
         app.MapConsole();
 
@@ -138,6 +147,7 @@ public static class ServerHost
         }
         listening = true;
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        ServerAddressFile.Write(options.DataDir, address.TrimEnd('/'));
         // Stopping twice (Stop, then Dispose) stops once.
         var stop = new Lazy<Task>(async () =>
         {

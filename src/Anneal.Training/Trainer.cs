@@ -50,7 +50,11 @@ public sealed record TrainerOptions
 }
 
 /// <summary>What a finished run produced.</summary>
-public sealed record TrainResult(string OutputDir, string FinalPath, string? MergedPath, long TrainedTokens, IReadOnlyList<double> Losses);
+public sealed record TrainResult(string OutputDir, string FinalPath, string? MergedPath, long TrainedTokens, IReadOnlyList<double> Losses)
+{
+    /// <summary>The optimizer step whose weights are final: the last one, or the best evaluated one when it was restored.</summary>
+    public long WeightsStep { get; init; }
+}
 
 public static class Trainer
 {
@@ -86,7 +90,9 @@ public static class Trainer
         List<SftExample>? validation = null;
         DataStats? valStats = null;
         // A validation file is evaluated at the end, and periodically per evaluation_strategy ("no": never).
-        if (spec.ValidationFile != null && s.Validation.EvaluationStrategy != "no")
+        // Enabled is decided once, at job creation (JobSettings): on with a validation file unless
+        // training.validation.enabled = false.
+        if (spec.ValidationFile != null && s.Validation.Enabled && s.Validation.EvaluationStrategy != "no")
             (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
                 tokenizer, sequenceLength, config.MaxPositionEmbeddings);
         var first = train[0];
@@ -178,6 +184,7 @@ public static class Trainer
         var step = 0;
         long trainedTokens = 0;
         double? bestMetric = null, lastLoss = null, lastVal = null;
+        var divergence = new DivergenceWatch();
         int? bestStep = null;
         if (resumeFrom != null)
         {
@@ -204,7 +211,7 @@ public static class Trainer
                 StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
                 SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
                 TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
-            }, r.Spec.ModelPath, r.Spec.Model);
+            }, r.Spec.ModelPath, r.Spec.AdapterBaseName);
             var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
             if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
             events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
@@ -266,6 +273,7 @@ public static class Trainer
                 throw TrainerUserException.Config($"training diverged at step {step}: loss {loss}, grad_norm {gradNorm} with learning_rate {s.LearningRate} (lr now {lr:G3}); lower learning_rate, raise warmup_ratio, or set max_grad_norm");
             losses.Add(loss);
             lastLoss = loss;
+            divergence.Observe(step, loss, s.LearningRate, events);
 
             stepsTimed++;
             var secondsPerStep = clock.Elapsed.TotalSeconds / stepsTimed;
@@ -294,7 +302,7 @@ public static class Trainer
                     if (s.Validation.SaveBestModelAtEnd && !last)
                     {
                         if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
-                        TrainingCheckpoint.SaveWeights(model, bestDir, r.Spec.ModelPath, r.Spec.Model);
+                        TrainingCheckpoint.SaveWeights(model, bestDir, r.Spec.ModelPath, r.Spec.AdapterBaseName);
                     }
                 }
             }
@@ -303,16 +311,20 @@ public static class Trainer
         }
 
         // Final weights: the best evaluated ones when asked, else the last.
+        long weightsStep = step;
         if (s.Validation.SaveBestModelAtEnd && bestStep is { } bs && bs != step && Directory.Exists(bestDir))
         {
-            events.Log($"restoring the best model (step {bs}, {s.Validation.MetricForBestModel} {bestMetric})");
+            events.Emit(EventTypes.BestModelRestored,
+                $"restoring the best model: step {bs} ({s.Validation.MetricForBestModel} {bestMetric:F4}) instead of the last step {step}",
+                new JsonObject { ["step"] = bs, ["metric"] = s.Validation.MetricForBestModel, ["value"] = bestMetric, ["last_step"] = step });
             TrainingCheckpoint.LoadWeights(model, bestDir);
+            weightsStep = bs;
         }
         // Written aside and renamed: a final/ folder is complete, so a restarted server can adopt it.
         var final = Path.Combine(r.Spec.OutputDir, "final");
         var staging = final + ".partial";
         if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
-        TrainingCheckpoint.SaveWeights(model, staging, r.Spec.ModelPath, r.Spec.Model);
+        TrainingCheckpoint.SaveWeights(model, staging, r.Spec.ModelPath, r.Spec.AdapterBaseName);
         string? merged = null;
         if (model.LoraSettings != null && r.Spec.MergeLora)
         {
@@ -322,7 +334,7 @@ public static class Trainer
         if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
         Directory.Move(staging, final);
         if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
-        return new TrainResult(r.Spec.OutputDir, final, merged, trainedTokens, losses);
+        return new TrainResult(r.Spec.OutputDir, final, merged, trainedTokens, losses) { WeightsStep = weightsStep };
     }
 
     /// <summary>

@@ -57,6 +57,7 @@ public static class TrainerProcess
                 ["output_dir"] = result.OutputDir,
                 ["final_path"] = result.FinalPath,
                 ["trained_tokens"] = result.TrainedTokens,
+                ["weights_step"] = result.WeightsStep,
             };
             if (result.MergedPath != null) data["merged_path"] = result.MergedPath;
             events.Emit(EventTypes.Completed, $"training finished: {result.FinalPath}", data);

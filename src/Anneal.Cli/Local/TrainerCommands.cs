@@ -68,13 +68,8 @@ public static class TrainerCommands
                 foreach (var e in errors) ctx.Error.WriteLine($"  {e}");
                 return ExitCodes.Usage;
             }
-            var (settings, hpErrors) = HyperparameterParser.Parse(cfg.Hyperparameters);
-            if (settings is null || hpErrors.Count > 0)
-            {
-                ctx.Error.WriteLine($"error: {configPath}: invalid hyperparameters:");
-                foreach (var e in hpErrors) ctx.Error.WriteLine($"  {e}");
-                return ExitCodes.Usage;
-            }
+            foreach (var w in cfg.Warnings) ctx.Error.WriteLine($"warning: {w}");
+            var settings = cfg.Settings.Training;
             var configDir = Path.GetDirectoryName(configPath)!;
             var (datasetPath, datasetError) = DatasetPaths.Resolve(p.GetValue(dataset)!, ctx.WorkingDirectory, configDir, "--dataset");
             if (datasetPath is null)
@@ -101,7 +96,8 @@ public static class TrainerCommands
                 ValidationFile: validationPath,
                 OutputDir: ctx.FullPath(p.GetValue(output)!),
                 Settings: settings,
-                Device: p.GetValue(device)!);
+                Device: p.GetValue(device)!,
+                BaseModelName: modelDir);
             return await TrainerProcess.RunAsync(spec, ctx.Out, ctx.Error, ct);
         });
         return command;

@@ -45,6 +45,12 @@ public static class EventTypes
     public const string Requeued = "sft.requeued";
     public const string Paused = "sft.paused";
     public const string Resumed = "sft.resumed";
+    /// <summary>A setting accepted but without effect here (data: field, message).</summary>
+    public const string ConfigWarning = "sft.config.warning";
+    /// <summary>The final weights are those of an earlier, better evaluated step (data: step, metric, value, last_step).</summary>
+    public const string BestModelRestored = "sft.best_model.restored";
+    /// <summary>The training loss ran far above its lowest value (data: step, loss, lowest_loss, lowest_step, learning_rate).</summary>
+    public const string Diverging = "sft.training.diverging";
 }
 
 public static class MetricNames

@@ -36,6 +36,20 @@ public static class ModelRegistry
     static ModelInfo Dense(string id, double b, int ctx) =>
         new(id, "qwen3", b, ctx, false, 0, "bf16", DenseModes, true, null);
 
+    const string Fp8Note = "FP8 (block-quantised) checkpoints are not loaded by the trainer; train the bf16 model of the same name without -FP8";
+
+    /// <summary>The -FP8 form of a model: the same architecture, weights the trainer cannot load.</summary>
+    static ModelInfo Fp8(ModelInfo m) => m with
+    {
+        Id = m.Id + "-FP8",
+        Precision = "fp8",
+        Trainable = false,
+        TrainableNote = m.Trainable ? Fp8Note : $"{m.TrainableNote}; {Fp8Note}",
+    };
+
+    static ModelInfo Moe(string id, double b, int ctx) =>
+        new(id, "qwen3_moe", b, ctx, false, 0, "bf16", DenseModes, false, MoeNote);
+
     static ModelInfo Vl(string id, double b, bool moe) =>
         new(id, moe ? "qwen3_vl_moe" : "qwen3_vl", b, 262144, true, 1, "bf16", VisionModes, !moe, moe ? VisionMoeNote : VisionQloraNote);
 
@@ -58,6 +72,25 @@ public static class ModelRegistry
             list.Add(Vl($"Qwen/Qwen3-VL-{size}-{variant}", double.Parse(size.TrimEnd('B'), System.Globalization.CultureInfo.InvariantCulture), false));
         foreach (var variant in new[] { "Instruct", "Thinking" })
             list.Add(Vl($"Qwen/Qwen3-VL-30B-A3B-{variant}", 30.5, true));
+        // The rest of the upstream SFT allowlist (UPSTREAM.md §6): the 2507 refresh (4B dense: the
+        // Qwen3 architecture, trainable; MoE sizes not yet), the Coder models, the largest VL
+        // models, and the -FP8 forms, each with the reason it is or is not trainable here.
+        var dense2507 = new[] { "Qwen/Qwen3-4B-2507", "Qwen/Qwen3-4B-Instruct-2507", "Qwen/Qwen3-4B-Thinking-2507" }
+            .Select(id => Dense(id, 4.0, 262144)).ToList();
+        list.AddRange(dense2507);
+        list.AddRange(dense2507.Skip(1).Select(Fp8));
+        var moe = new List<ModelInfo>();
+        foreach (var variant in new[] { "Instruct", "Thinking" })
+        {
+            moe.Add(Moe($"Qwen/Qwen3-30B-A3B-{variant}-2507", 30.5, 262144));
+            moe.Add(Moe($"Qwen/Qwen3-235B-A22B-{variant}-2507", 235.1, 262144));
+        }
+        moe.Add(Moe("Qwen/Qwen3-Coder-30B-A3B-Instruct", 30.5, 262144));
+        moe.Add(Moe("Qwen/Qwen3-Coder-480B-A35B-Instruct", 480.2, 262144));
+        list.AddRange(moe);
+        list.AddRange(moe.Select(Fp8));
+        foreach (var variant in new[] { "Instruct", "Thinking" })
+            list.Add(Vl($"Qwen/Qwen3-VL-235B-A22B-{variant}", 235.7, true));
         list.Add(new(TinyModelId, "qwen3", 0.002, 2048, false, 0, "fp32",
             DenseModes, true,
             "built-in test model with random weights, generated locally", TestModel: true));

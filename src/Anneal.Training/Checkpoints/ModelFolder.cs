@@ -124,12 +124,16 @@ public static class ModelFolder
             }
             var sourceConfig = Path.Combine(sourceFolder, ConfigFile);
             var config = File.Exists(sourceConfig) ? JsonNode.Parse(File.ReadAllText(sourceConfig))!.AsObject() : new JsonObject();
-            config["torch_dtype"] = dtype switch
+            // Both spellings, so that no reader sees the source's precision: transformers reads
+            // `dtype` (newer) or `torch_dtype` (older), and a source may carry either.
+            var dtypeName = dtype switch
             {
                 ScalarType.Float32 => "float32",
                 ScalarType.Float16 => "float16",
                 _ => "bfloat16",
             };
+            config["torch_dtype"] = dtypeName;
+            config["dtype"] = dtypeName;
             File.WriteAllText(Path.Combine(folder, ConfigFile), config.ToJsonString(new() { WriteIndented = true }));
         }
         finally
