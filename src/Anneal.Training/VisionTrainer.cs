@@ -33,7 +33,8 @@ public static class VisionTrainer
     public static TrainResult Run(TrainerJobSpec spec, TrainerEvents events, CancellationToken ct, TrainerOptions? options = null)
     {
         options ??= new TrainerOptions();
-        var (s, adjustments) = VisionMode.Adjust(spec.Settings, spec.Model);
+        // Also for fine-tuned ids (ft:…), which the registry does not list: the folder decided.
+        var (s, adjustments) = VisionMode.Adjust(spec.Settings);
         Trainer.CheckSettings(s);
         // What the vision recipe does not do yet is said, not silently skipped.
         if (spec.ResumeFrom != null)
