@@ -58,6 +58,9 @@ public static class Trainer
     public static TrainResult Run(TrainerJobSpec spec, TrainerEvents events, CancellationToken ct, TrainerOptions? options = null)
     {
         options ??= new TrainerOptions();
+        // Vision mode is switched on by the model alone (the registry; a Qwen3-VL folder for others).
+        if (ModelRegistry.IsVision(spec.Model) || VisionModelFolder.IsVisionFolder(spec.ModelPath))
+            return VisionTrainer.Run(spec, events, ct, options);
         var s = spec.Settings;
         CheckSettings(s);
         // The job's `packing` hyperparameter, or the option (kept for callers that set it directly).
@@ -403,7 +406,7 @@ public static class Trainer
         _ => throw TrainerUserException.Config($"metric_for_best_model \"{name}\" is not known; use \"val.loss\" or \"train.loss\""),
     };
 
-    static void CheckSettings(TrainingSettings s)
+    internal static void CheckSettings(TrainingSettings s)
     {
         if (s.Mode is not (TrainingModes.FullFinetune or TrainingModes.Lora or TrainingModes.Qlora))
             throw TrainerUserException.Config($"training.mode \"{s.Mode}\" is not known; use \"full_finetune\", \"lora\" or \"qlora\"");
@@ -481,7 +484,7 @@ public static class Trainer
     }
 
     /// <summary>The sft.data.prepared message, and whether anything was dropped or truncated (then it is a warning with advice).</summary>
-    static (string Message, bool Lossy) DataSummary(DataStats train, DataStats? validation, int sequenceLength)
+    internal static (string Message, bool Lossy) DataSummary(DataStats train, DataStats? validation, int sequenceLength)
     {
         static string Losses(DataStats s, int sequenceLength) =>
             $"{s.DroppedNoTrainedTokens} of {s.TotalExamples} dropped (no assistant tokens within sequence_length {sequenceLength}), " +

@@ -26,6 +26,7 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
 
     public async Task<FollowResult> FollowAsync(string jobId, CancellationToken ct)
     {
+        (EventWriter ?? ctx.Out).WriteLine($"Watch it in the console: {Jobs.ConsoleLink.ForJob(client.BaseUrl, jobId)}");
         if (!ctx.IsTerminal || EventWriter is not null) return await LoopAsync(jobId, Print, () => { }, ct);
         FollowResult result = new(null, false);
         var live = ctx.Console.Live(new Markup(Markup.Escape($"waiting for job {jobId} ..."))).AutoClear(false);

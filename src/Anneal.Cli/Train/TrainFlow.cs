@@ -124,7 +124,11 @@ public static class TrainFlow
                     $"<id of the uploaded file sha256:{training.Sha256[..12]}>",
                     validation is null ? null : $"<id of the uploaded file sha256:{validation.Sha256[..12]}>"), AnnealJson.Options),
             };
+            // Vision mode's adjustments, as the trainer will make them (and report as events).
+            var (_, adjustments) = VisionMode.Adjust(settings, model);
+            if (adjustments.Count > 0) plan["vision_mode"] = new JsonArray(adjustments.Select(a => (JsonNode)a).ToArray());
             ctx.Out.WriteLine(plan.ToJsonString(DisplayJson));
+            foreach (var a in adjustments) err.WriteLine(a);
             err.WriteLine("Dry run: nothing was uploaded and no job was created.");
             return new TrainOutcome(ExitCodes.Ok, null);
         }

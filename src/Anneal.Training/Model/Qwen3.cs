@@ -67,7 +67,8 @@ public sealed record Qwen3Config
     public void Validate(string path)
     {
         string? problem = null;
-        if (ModelType is not ("qwen3"))
+        // "qwen3_vl_text": the text_config of a Qwen3-VL checkpoint, the same decoder.
+        if (ModelType is not ("qwen3" or "qwen3_vl_text"))
             problem = $"model_type \"{ModelType}\" is not supported (expected \"qwen3\")";
         else if (HiddenAct != "silu")
             problem = $"hidden_act \"{HiddenAct}\" is not supported (expected \"silu\")";

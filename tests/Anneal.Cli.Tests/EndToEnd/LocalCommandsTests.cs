@@ -112,6 +112,9 @@ public class LocalCommandsTests
         Assert.Contains("Answer:", result.Out);
         Assert.Contains("fine_tuned_model: fft:anneal/tiny-qwen3:", result.Out);
         Assert.Contains("model folder: ", result.Out); // kept, so worth naming
+        // Where the curve can be watched live, and the key to sign in with.
+        Assert.Matches(@"web console at http://127\.0\.0\.1:\d+/ \(sign in with the key ank_\S+\)", result.Out);
+        Assert.Matches(@"Watch it in the console: http://127\.0\.0\.1:\d+/#/jobs/job_\w+", result.Out);
         // A folder the user named is kept.
         Assert.True(Directory.Exists(Path.Combine(box.Dir, "demo-data", "jobs")));
     }

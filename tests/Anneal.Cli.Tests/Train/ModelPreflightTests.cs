@@ -22,7 +22,7 @@ public class ModelPreflightTests
     {
         { Samples.SpecToml.Replace("Qwen/Qwen3-4B", "Qwen/Qwen9-1B"), "", "[job].model (or --model): unknown model 'Qwen/Qwen9-1B'" },
         { Samples.SpecToml, "Qwen/Qwen3-30B-A3B", "'Qwen/Qwen3-30B-A3B' cannot be trained by this server: mixture-of-experts" },
-        { Samples.SpecToml, "Qwen/Qwen3-VL-2B-Instruct", "'Qwen/Qwen3-VL-2B-Instruct' cannot be trained by this server: the Qwen3-VL vision tower" },
+        { Samples.SpecToml, "Qwen/Qwen3-VL-30B-A3B-Instruct", "'Qwen/Qwen3-VL-30B-A3B-Instruct' cannot be trained by this server: Qwen3-VL mixture-of-experts" },
         { Samples.TinyToml().Replace("sequence_length = 64", "sequence_length = 100000"), "", "[hyperparameters].sequence_length: sequence_length 100000 exceeds the context length 2048 of anneal/tiny-qwen3" },
     };
 
