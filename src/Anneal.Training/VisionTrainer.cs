@@ -55,11 +55,13 @@ public static class VisionTrainer
         var tokenizer = Trainer.LoadTokenizer(spec.ModelPath);
         var processor = ImageProcessorConfig.Load(spec.ModelPath);
         var thinkBlocks = spec.Model.Contains("Thinking", StringComparison.OrdinalIgnoreCase);
-        var (train, stats) = LoadData(spec.TrainingFile, "training file " + (spec.TrainingFileName ?? spec.TrainingFile), tokenizer, config, processor, sequenceLength, thinkBlocks);
+        // Images per message: the registry's value for the model (fine-tuned and unknown ids: 1, the Qwen3-VL default).
+        var maxImages = Math.Max(1, ModelRegistry.Find(spec.Model)?.MaxImagesPerMessage ?? 1);
+        var (train, stats) = LoadData(spec.TrainingFile, "training file " + (spec.TrainingFileName ?? spec.TrainingFile), tokenizer, config, processor, sequenceLength, thinkBlocks, maxImages, events);
         List<VisionSftExample>? validation = null;
         DataStats? valStats = null;
         if (spec.ValidationFile != null && s.Validation.EvaluationStrategy != "no")
-            (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile), tokenizer, config, processor, sequenceLength, thinkBlocks);
+            (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile), tokenizer, config, processor, sequenceLength, thinkBlocks, maxImages, events);
         var (prepared, lossy) = Trainer.DataSummary(stats, valStats, sequenceLength);
         var images = train.Sum(e => e.Images.Count);
         events.Emit(EventTypes.DataPrepared, prepared + $"; {images} images", new JsonObject
@@ -93,7 +95,7 @@ public static class VisionTrainer
     }
 
     static (List<VisionSftExample>, DataStats) LoadData(string path, string name, Qwen3Tokenizer tokenizer, Qwen3VLConfig config,
-        ImageProcessorConfig processor, int sequenceLength, bool thinkBlocks)
+        ImageProcessorConfig processor, int sequenceLength, bool thinkBlocks, int maxImagesPerMessage, TrainerEvents events)
     {
         if (!File.Exists(path))
             throw TrainerUserException.BadData($"{name} does not exist");
@@ -102,7 +104,10 @@ public static class VisionTrainer
             throw TrainerUserException.BadData(report.NumExamples == 0 && report.TotalErrors == 0
                 ? $"{name} holds no examples"
                 : $"{name}: {report.TotalErrors} error(s): {string.Join("; ", report.Errors.Take(5).Select(e => e.ToString()))}");
-        var (examples, stats) = VisionSftData.Load(path, name, tokenizer, config, processor, sequenceLength, thinkBlocks, StoredImages.Resolver(path));
+        var (examples, stats) = VisionSftData.Load(path, name, tokenizer, config, processor, sequenceLength, thinkBlocks, StoredImages.Resolver(path),
+            maxImagesPerMessage, (line, removed) => events.Emit(EventTypes.Log,
+                $"{name}: Line {line}: {removed} image(s) beyond max_images_per_message {maxImagesPerMessage} left out",
+                new JsonObject { ["line"] = line, ["images_removed"] = removed, ["max_images_per_message"] = maxImagesPerMessage }, "debug"));
         if (examples.Count == 0 || stats.DroppedNoTrainedTokens * 2 > stats.TotalExamples)
             throw TrainerUserException.BadData(
                 $"{name}: {stats.DroppedNoTrainedTokens} of {stats.TotalExamples} examples have no assistant tokens within sequence_length {sequenceLength} " +
@@ -161,9 +166,8 @@ public static class VisionTrainer
                     }
                     loss = total / n;
                 }
-                using (var norm = optimizer.ClipGradNorm(s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
+                using (var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
                     gradNorm = norm.item<float>();
-                optimizer.Step(lr);
                 optimizer.ZeroGrad();
                 trainedTokens += n;
             }

@@ -30,12 +30,14 @@ public static class ModelRegistry
     static readonly string[] DenseModes = [Training.TrainingModes.FullFinetune, Training.TrainingModes.Lora, Training.TrainingModes.Qlora];
     const string MoeNote = "mixture-of-experts layers are not yet implemented in the trainer";
     const string VisionMoeNote = "Qwen3-VL mixture-of-experts layers are not yet implemented in the trainer";
+    static readonly string[] VisionModes = [Training.TrainingModes.FullFinetune, Training.TrainingModes.Lora];
+    const string VisionQloraNote = "qlora is not yet supported for Qwen3-VL (full_finetune and lora are)";
 
     static ModelInfo Dense(string id, double b, int ctx) =>
         new(id, "qwen3", b, ctx, false, 0, "bf16", DenseModes, true, null);
 
     static ModelInfo Vl(string id, double b, bool moe) =>
-        new(id, moe ? "qwen3_vl_moe" : "qwen3_vl", b, 262144, true, 1, "bf16", DenseModes, !moe, moe ? VisionMoeNote : QloraNote);
+        new(id, moe ? "qwen3_vl_moe" : "qwen3_vl", b, 262144, true, 1, "bf16", VisionModes, !moe, moe ? VisionMoeNote : VisionQloraNote);
 
     public static readonly IReadOnlyList<ModelInfo> All = BuildAll();
 

@@ -45,7 +45,8 @@ public static class VisionSftData
     /// (Thinking variants) or as the Qwen3-VL Instruct template does (answer text only).
     /// </summary>
     public static (List<VisionSftExample> Examples, DataStats Stats) Load(string path, string displayName, Qwen3Tokenizer tokenizer,
-        Qwen3VLConfig config, ImageProcessorConfig processor, int sequenceLength, bool thinkBlocks, Func<string, byte[]?>? resolveUrl = null)
+        Qwen3VLConfig config, ImageProcessorConfig processor, int sequenceLength, bool thinkBlocks, Func<string, byte[]?>? resolveUrl = null,
+        int maxImagesPerMessage = int.MaxValue, Action<int, int>? trimmed = null)
     {
         var folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
         var examples = new List<VisionSftExample>();
@@ -54,6 +55,7 @@ public static class VisionSftData
         foreach (var (line, record) in DatasetRecords.Read(path))
         {
             total++;
+            if (TrimImages(record, maxImagesPerMessage) is > 0 and var removed) trimmed?.Invoke(line, removed);
             var images = new List<VisionImage>();
             foreach (var (field, url) in ImageReferences.Of(record))
             {
@@ -93,6 +95,24 @@ public static class VisionSftData
             trained += example.TrainedTokens;
         }
         return (examples, new DataStats(examples.Count, tokens, trained, truncated, dropped, total, longest, keepAll));
+    }
+
+    /// <summary>Drops the image parts of a message beyond the first `max` (the model's max_images_per_message); returns how many.</summary>
+    static int TrimImages(JsonObject record, int max)
+    {
+        var removed = 0;
+        if (record["messages"] is not JsonArray messages) return 0;
+        foreach (var message in messages)
+        {
+            if (message?["content"] is not JsonArray parts) continue;
+            var images = parts.Where(p => (string?)(p?["type"] as JsonValue) is "image_url" or "image").ToList();
+            foreach (var extra in images.Skip(max))
+            {
+                parts.Remove(extra);
+                removed++;
+            }
+        }
+        return removed;
     }
 
     static string Describe(string url) => url.StartsWith("https://", StringComparison.OrdinalIgnoreCase)

@@ -67,6 +67,13 @@ public sealed class VisionTrainingTests(ITestOutputHelper output) : IDisposable
                 new JsonObject { ["role"] = "user", ["content"] = new JsonArray(Part("red.png"), Part("blue.png"), Text("Which two colours?")) },
                 new JsonObject { ["role"] = "assistant", ["content"] = "Red and blue." }),
         });
+        // Three images in one turn: the tiny model's max_images_per_message is 2, the third is left out.
+        lines.Add(new JsonObject
+        {
+            ["messages"] = new JsonArray(
+                new JsonObject { ["role"] = "user", ["content"] = new JsonArray(Part("red.png"), Part("green.png"), Part("blue.png"), Text("Colours?")) },
+                new JsonObject { ["role"] = "assistant", ["content"] = "Red and green." }),
+        });
         // An https image, as the server stores it beside the uploaded file after fetching it.
         lines.Add(new JsonObject
         {
@@ -99,8 +106,11 @@ public sealed class VisionTrainingTests(ITestOutputHelper output) : IDisposable
         var adjusted = Assert.Single(events, e => e.Message.StartsWith("vision mode: per_device_batch"));
         Assert.Contains("per_device_batch 2 → 1 and gradient_accumulation_steps 1 → 2", adjusted.Message);
         var prepared = Assert.Single(events, e => e.Type == EventTypes.DataPrepared).Data!;
-        Assert.Equal(14, prepared["examples"]!.GetValue<int>());
-        Assert.Equal(15, prepared["images"]!.GetValue<int>());
+        Assert.Equal(15, prepared["examples"]!.GetValue<int>());
+        Assert.Equal(17, prepared["images"]!.GetValue<int>());
+        var trimmed = Assert.Single(events, e => e.Message.Contains("beyond max_images_per_message"));
+        Assert.Equal("debug", trimmed.Level);
+        Assert.Contains("Line 14: 1 image(s) beyond max_images_per_message 2 left out", trimmed.Message);
         var losses = TinyFixture.Losses(events);
         output.WriteLine(string.Join(" ", losses.Select(l => l.ToString("F3"))));
         Assert.Equal(16, losses.Count);
