@@ -35,6 +35,9 @@ public static class VisionTrainer
         options ??= new TrainerOptions();
         var (s, adjustments) = VisionMode.Adjust(spec.Settings, spec.Model);
         Trainer.CheckSettings(s);
+        // NF4 bases are wired into the text decoder path only: refuse rather than train another mode.
+        if (s.Mode == TrainingModes.Qlora)
+            throw TrainerUserException.Config("training.mode \"qlora\" is not yet supported for Qwen3-VL models; use \"lora\" or \"full_finetune\"");
         foreach (var note in adjustments)
             events.Emit(EventTypes.Log, note, new JsonObject { ["vision_mode"] = true, ["per_device_batch"] = s.PerDeviceBatch, ["gradient_accumulation_steps"] = s.GradientAccumulationSteps });
 
