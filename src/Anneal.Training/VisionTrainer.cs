@@ -36,6 +36,9 @@ public static class VisionTrainer
         // Also for fine-tuned ids (ft:…), which the registry does not list: the folder decided.
         var (s, adjustments) = VisionMode.Adjust(spec.Settings);
         Trainer.CheckSettings(s);
+        // NF4 bases are wired into the text decoder path only: refuse rather than train another mode.
+        if (s.Mode == TrainingModes.Qlora)
+            throw TrainerUserException.Config("training.mode \"qlora\" is not yet supported for Qwen3-VL models; use \"lora\" or \"full_finetune\"");
         // What the vision recipe does not do yet is said, not silently skipped.
         if (spec.ResumeFrom != null)
             throw TrainerUserException.Config($"resume_from {spec.ResumeFrom}: resuming is not yet supported in vision mode (Qwen3-VL); start the job again");
