@@ -30,8 +30,11 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         // The frozen base is created like nn.Linear's (it is overwritten when a checkpoint loads).
         using (var init = nn.Linear(inFeatures, outFeatures, hasBias, device: device, dtype: dtype))
         {
-            weight = new Parameter(init.weight.detach().clone(), requires_grad: false);
-            if (hasBias) bias = new Parameter(init.bias!.detach().clone(), requires_grad: false);
+            // Dispose the detached views at once: left to the garbage collector they would keep the
+            // initial weights allocated (on a GPU, for as long as no collection happens).
+            using (var w = init.weight.detach()) weight = new Parameter(w.clone(), requires_grad: false);
+            if (hasBias)
+                using (var b = init.bias!.detach()) bias = new Parameter(b.clone(), requires_grad: false);
         }
         loraA = nn.Linear(inFeatures, s.R, hasBias: false, device: device, dtype: dtype);   // Kaiming-uniform (a = √5), as PEFT
         loraB = nn.Linear(s.R, outFeatures, hasBias: false, device: device, dtype: dtype);
