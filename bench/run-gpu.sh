@@ -7,6 +7,7 @@
 #   ./run-gpu.sh lengths [SHAPE...]  realistic lengths, our rows        → anneal_lengths.jsonl (appends)
 #   ./run-gpu.sh anchor-lengths [SHAPE...]  realistic lengths, HF        → hf_anchor_lengths.json
 #   ./run-gpu.sh parity              logits + 20 training steps against transformers → parity.md (exit 1 on failure)
+#   ./run-gpu.sh memory              the memory model's estimate beside device memory in use → memory.jsonl
 #   ./run-gpu.sh table               side-by-side tables                → table.md
 #   ./run-gpu.sh all                 everything above, in that order
 #   ./run-gpu.sh qlora               QLoRA vs LoRA: one Qwen3-8B-shaped layer, 4 steps of a 1.7B shape → qlora.md (not in all)
@@ -39,10 +40,19 @@ if [[ $PART == anneal || $PART == all ]]; then
   bench --shape qwen3-4b --mode full --micro 2 --ckpt
   # fp32 master weights + moments need 16 bytes/parameter (64 GB at 4B); without master weights 12.
   bench --shape qwen3-4b --mode full --micro 2 --ckpt --no-master
+  # Lean optimizer state (bf16 moments, stochastically rounded weights): 8 bytes/parameter, as PyTorch.
+  bench --shape qwen3-4b --mode full --micro 2 --ckpt --lean
   # What the flat optimizer and the chunked loss each bring (TorchSharp's AdamW, full logits).
   bench --shape qwen3-0.6b --mode full --micro 4 --optimizer torch --loss plain
   bench --shape qwen3-0.6b --mode full --micro 4 --optimizer torch
   bench --shape qwen3-0.6b --mode full --micro 4 --loss plain
+fi
+if [[ $PART == memory || $PART == all ]]; then
+  rm -f "$OUT/memory.jsonl"
+  mem() { "$HERE/Anneal.Bench" memory --device cuda --json "$OUT/memory.jsonl" "$@" 2>>"$OUT/memory.stderr" | tail -1; }
+  mem --shape qwen3-0.6b --micro 4 --seq 2048
+  mem --shape qwen3-0.6b --micro 4 --seq 2048 --mode lora
+  mem --shape qwen3-4b --micro 2 --seq 2048 --ckpt
 fi
 if [[ $PART == anchor || $PART == all ]]; then
   OUT=$OUT python3 "$HERE/anchor/hf_anchor.py"

@@ -3,8 +3,10 @@
 //   dotnet run -c Release --project bench/Anneal.Bench -- [optim|ce|all] [--device cpu|cuda]
 //     [--hidden 256] [--intermediate 768] [--layers 28] [--vocab 151936] [--tokens 1024] [--steps 10]
 //   ... -- train --shape qwen3-0.6b|qwen3-1.7b|qwen3-4b|tiny [--mode full|lora|qlora] [--micro 4] [--seq 2048]
-//     [--ckpt] [--no-master] [--optimizer flat|torch] [--loss chunked|plain] [--device cuda] [--json FILE]  (see TrainBench.cs)
+//     [--ckpt] [--no-master] [--lean] [--optimizer flat|torch] [--loss chunked|plain] [--device cuda] [--json FILE]  (see TrainBench.cs)
 //   ... -- lengths --shape ... [--batching order|bucketed|packed] [--micro 4] [--seq 2048] [--examples 512] [--json FILE]  (LengthsBench.cs)
+//   ... -- fits [--seq 2048]  (FitsTable.cs: what fits on which card, from the memory model)
+//   ... -- memory --shape ... [--mode full|lora] [--micro 4] [--seq 2048] [--ckpt] [--json FILE]  (MemoryBench.cs; bench/memory-cpu.sh)
 //   ... -- parity --model-dir DIR --reference FILE [--dtype float32|bfloat16] --json OUT  (ParityBench.cs)
 //   ... -- qlora-memory  (QLoRA vs LoRA vs full, CPU peak memory, ~100M parameters; QloraBench.cs)
 //   ... -- qlora-layer [--shape qwen3-8b] [--tokens 8192] [--steps 10] [--device cuda]  (QloraBench.cs)
@@ -20,6 +22,11 @@ using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 var opts = Options.Parse(args);
+if (opts.What is "fits")
+{
+    FitsTable.Run(opts);   // the memory model alone: no libtorch needed
+    return;
+}
 NativeLibraries.EnsureTorchLoaded();
 var device = opts.Device == "cuda" ? CUDA : CPU;
 if (opts.Device == "cuda") torch.InitializeDeviceType(DeviceType.CUDA);
@@ -33,6 +40,7 @@ if (opts.What is "parity") ParityBench.Run(opts, device);
 if (opts.What is "qlora-memory") QloraBench.Memory(opts);
 if (opts.What is "qlora-layer") QloraBench.Layer(opts, device);
 if (opts.What is "qlora-fit") QloraFit.Run(opts);
+if (opts.What is "memory") MemoryBench.Run(opts, device);
 
 sealed record Options(string What, string Device, int Hidden, int Intermediate, int Layers, int Vocab, int Tokens, int Steps)
 {
@@ -45,6 +53,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
     public string Loss { get; init; } = "chunked";
     public string? Json { get; init; }
     public bool MasterWeights { get; init; } = true;
+    public bool Lean { get; init; }
     public string Batching { get; init; } = "bucketed";
     public int Examples { get; init; } = 512;
     public string? ModelDir { get; init; }
@@ -60,7 +69,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             o = args[i] switch
             {
-                "optim" or "ce" or "all" or "train" or "lengths" or "parity" or "qlora-memory" or "qlora-layer" or "qlora-fit" => o with { What = args[i] },
+                "optim" or "ce" or "all" or "train" or "lengths" or "parity" or "qlora-memory" or "qlora-layer" or "qlora-fit" or "memory" or "fits" => o with { What = args[i] },
                 "--batching" => o with { Batching = Value() },
                 "--examples" => o with { Examples = int.Parse(Value()) },
                 "--model-dir" => o with { ModelDir = Value() },
@@ -76,6 +85,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
                 "--loss" => o with { Loss = Value() },
                 "--json" => o with { Json = Value() },
                 "--no-master" => o with { MasterWeights = false },
+                "--lean" => o with { Lean = true },
                 "--device" => o with { Device = Value() },
                 "--hidden" => o with { Hidden = int.Parse(Value()) },
                 "--intermediate" => o with { Intermediate = int.Parse(Value()) },

@@ -25,7 +25,9 @@ static class TrainBench
         "qwen3-1.7b" => Qwen(2048, 6144, 28, 16, 8),
         "qwen3-4b" => Qwen(2560, 9728, 36, 32, 8),
         "tiny" => Qwen(64, 192, 2, 4, 2, headDim: 16, vocab: 1024),
-        _ => throw new ArgumentException($"--shape {name}: expected qwen3-0.6b, qwen3-1.7b, qwen3-4b or tiny"),
+        "small" => Qwen(256, 768, 4, 8, 4, headDim: 32, vocab: 8192),
+        "100m" => Qwen(768, 2048, 12, 12, 4, headDim: 64, vocab: 32000),
+        _ => throw new ArgumentException($"--shape {name}: expected qwen3-0.6b, qwen3-1.7b, qwen3-4b, 100m, small or tiny"),
     };
 
     static Qwen3Config Qwen(int hidden, int intermediate, int layers, int heads, int kvHeads, int headDim = 128, int vocab = 151936) => new()
@@ -62,7 +64,8 @@ static class TrainBench
         var trainable = model.named_parameters().Where(p => p.parameter.requires_grad).ToList();
         FlatAdamW? flat = null;
         TorchSharp.Modules.AdamW? reference = null;
-        if (o.Optimizer == "flat") flat = new FlatAdamW(trainable.Select(p => (p.name, p.parameter)), weightDecay: 0.01, fp32MasterWeights: o.MasterWeights);
+        if (o.Optimizer == "flat") flat = new FlatAdamW(trainable.Select(p => (p.name, p.parameter)), weightDecay: 0.01, fp32MasterWeights: o.MasterWeights,
+            precision: o.Lean ? OptimizerPrecision.Lean : OptimizerPrecision.Exact);
         else reference = optim.AdamW(trainable.Select(p => p.parameter), lr: 1e-5, weight_decay: 0.01);
 
         var ids = randint(0, cfg.VocabSize, [o.Micro, o.Seq], device: device);
@@ -109,7 +112,7 @@ static class TrainBench
         var row = new Dictionary<string, object?>
         {
             ["engine"] = "anneal", ["model"] = o.Shape, ["mode"] = o.Mode, ["seq"] = o.Seq, ["micro"] = o.Micro,
-            ["ckpt"] = o.Checkpointing, ["optimizer"] = o.Optimizer + (o.Optimizer == "flat" && !o.MasterWeights ? " (no master)" : ""), ["loss"] = o.Loss, ["params_b"] = Math.Round(nparams / 1e9, 3),
+            ["ckpt"] = o.Checkpointing, ["optimizer"] = o.Optimizer + (o.Optimizer == "flat" && o.Lean ? " (lean)" : o.Optimizer == "flat" && !o.MasterWeights ? " (no master)" : ""), ["loss"] = o.Loss, ["params_b"] = Math.Round(nparams / 1e9, 3),
             ["step_ms"] = Finite(stepMs, 1), ["tokens_per_s"] = Finite(tokensPerS, 0), ["tflops"] = Finite(tflops, 1),
             ["mfu"] = Finite(tflops / H100PeakTflops, 3), ["device_used_gib"] = double.IsNaN(usedGib) ? null : Math.Round(usedGib, 1),
             ["cpu_last_loss"] = device.type == DeviceType.CPU ? lastLoss : null, ["error"] = error,

@@ -394,7 +394,8 @@ public sealed class FlatGroup : IDisposable
         {
             long n = p.numel();
             using var dataSlice = Data.narrow(0, offset, n);
-            dataSlice.copy_(p.reshape(n));
+            // The view is disposed at once so the parameter's old storage is freed now, not at the next GC.
+            using (var old = p.reshape(n)) dataSlice.copy_(old);
             using var dataView = dataSlice.view(p.shape);
             p.set_(dataView);
             // The parameter keeps its own reference to each view; our wrappers can go.
