@@ -18,7 +18,8 @@
 //                  with checkpointing only each layer's input (e·D) is kept, plus one layer's
 //                  activations while it is recomputed in backward.
 //   loss           chunked cross-entropy: fp32 chunk logits and their gradient (~3·4·C·V), and
-//                  for a trainable output weight its fp32 gradient sum plus a cast (4+2e)·V·D
+//                  for a trainable output weight its fp32 gradient sum, plus in bf16 a per-chunk
+//                  product and the final cast: 4·V·D (fp32) or 8·V·D (bf16)
 //   workspace      a fixed allowance for the allocator and libraries (CUDA context not included)
 // The figures are estimates; bench/README.md compares them with measured peaks.
 using Anneal.Core.Contracts;
@@ -169,7 +170,8 @@ public static class MemoryModel
         activations += (f * D + 3 * e * D) * tokens;   // embeddings out, final norm, rows gathered for the loss
 
         long chunk = Math.Min(tokens, p.LossChunkRows > 0 ? p.LossChunkRows : Math.Max(1, (256L << 20) / (4 * V)));
-        long loss = 3 * 4 * chunk * V + (full ? (4 + 2 * e) * V * D : 0);
+        // A trainable output weight: its fp32 gradient sum, plus (bf16) a per-chunk product and the final cast.
+        long loss = 3 * 4 * chunk * V + (full ? (e < 4 ? 4 + 2 * e : 4) * V * D : 0);
 
         return new MemoryEstimate(weights, gradients, optimizer, activations, loss, WorkspaceBytes);
     }
