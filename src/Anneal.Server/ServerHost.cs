@@ -6,6 +6,7 @@ using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
 using Anneal.Server.Deployments;
 using Anneal.Server.Events;
+using Anneal.Server.Export;
 using Anneal.Server.Files;
 using Anneal.Server.Hosting;
 using Anneal.Server.Inference;
@@ -120,6 +121,7 @@ public static class ServerHost
         api.MapMetricsApi();
         api.MapModelsApi();
         api.MapDeploymentsApi();
+        api.MapModelExportApi();
         app.MapV1Api();
 
         try { await app.StartAsync(ct); }
