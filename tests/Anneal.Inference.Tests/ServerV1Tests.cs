@@ -153,6 +153,8 @@ public sealed class ServerV1Tests(ServingFixture f) : IAsyncLifetime
         }
         Assert.Equal("ready", d["status"]!.GetValue<string>());
         Assert.Equal("cpu", d["device"]!.GetValue<string>());
+        Assert.Equal(f.AdapterDir, d["adapter_dir"]!.GetValue<string>());
+        Assert.EndsWith(Path.Combine("models", "anneal", "tiny-qwen3"), d["model_dir"]!.GetValue<string>());
         // Deploying the same model again gives the same deployment.
         var again = await api.PostAsJsonAsync("learning/deployments", new JsonObject { ["model"] = FtId });
         Assert.Equal(200, (int)again.StatusCode);

@@ -82,6 +82,7 @@ public static class DeployCommand
         ctx.Out.WriteLine($"status: {d.Status} ({d.Device})");
         if (d.Error is { } e) ctx.Out.WriteLine($"error: {e.Message}");
         ctx.Out.WriteLine($"endpoint: {d.Endpoint}");
+        if (d.ModelDir is { } dir) ctx.Out.WriteLine($"folder: {d.AdapterDir ?? dir}{(d.AdapterDir is null ? "" : $" (LoRA adapter on {dir})")}");
         if (d.Status is DeploymentStatus.Ready or DeploymentStatus.Loading)
         {
             ctx.Out.WriteLine("Chat with it from any OpenAI client (base_url = endpoint, api_key = SYNTH_API_KEY), e.g.:");
