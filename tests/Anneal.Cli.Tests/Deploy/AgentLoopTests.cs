@@ -1,7 +1,7 @@
 // The spec's agent loop closed on one server, as a user runs it: examples/agent_loop.sh drives
 // the real `anneal` (eval through /v1 → filter → train → deploy → eval) against a server that
 // starts real trainer processes and its own inference process. One round on the tiny model
-// (examples/configs/loop.toml: 40 steps of a full fine-tune, seconds on a quiet CPU).
+// (examples/agent_loop.toml: 40 steps of a full fine-tune, seconds on a quiet CPU).
 using System.Diagnostics;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
