@@ -10,6 +10,7 @@ using Anneal.Inference.Engine;
 using Anneal.Training;
 using Anneal.Training.Checkpoints;
 using Anneal.Training.Model;
+using Anneal.Training.Native;
 using Anneal.Core.Models;
 
 namespace Anneal.Inference;
@@ -32,6 +33,7 @@ public sealed class ModelCatalog(IReadOnlyList<ModelTarget> models, EngineOption
     public ServingEngine Engine(ModelTarget target)
     {
         var key = Path.GetFullPath(target.BaseDir);
+        NativeLibraries.EnsureTorchLoaded();
         if (string.Equals(target.BaseModel, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase))
             TinyModel.EnsureCreated(key);
         var lazy = _engines.GetOrAdd(key, k => new Lazy<ServingEngine>(() => ServingEngine.Open(k, engineOptions)));

@@ -7,6 +7,7 @@ using Anneal.Server.Auth;
 using Anneal.Server.Deployments;
 using Anneal.Server.WebConsole;
 using Anneal.Server.Events;
+using Anneal.Server.Export;
 using Anneal.Server.Files;
 using Anneal.Server.Hosting;
 using Anneal.Server.Inference;
@@ -132,6 +133,7 @@ public static class ServerHost
             api.MapMetricsApi();
             api.MapModelsApi();
             api.MapDeploymentsApi();
+            api.MapModelExportApi();
         }
         app.MapV1Api();
         app.MapConsole();

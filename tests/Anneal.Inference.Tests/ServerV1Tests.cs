@@ -153,6 +153,8 @@ public sealed class ServerV1Tests(ServingFixture f) : IAsyncLifetime
         }
         Assert.Equal("ready", d["status"]!.GetValue<string>());
         Assert.Equal("cpu", d["device"]!.GetValue<string>());
+        Assert.Equal(f.AdapterDir, d["adapter_dir"]!.GetValue<string>());
+        Assert.EndsWith(Path.Combine("models", "anneal", "tiny-qwen3"), d["model_dir"]!.GetValue<string>());
         // Deploying the same model again gives the same deployment.
         var again = await api.PostAsJsonAsync("learning/deployments", new JsonObject { ["model"] = FtId });
         Assert.Equal(200, (int)again.StatusCode);
@@ -180,5 +182,37 @@ public sealed class ServerV1Tests(ServingFixture f) : IAsyncLifetime
         var missing = await api.PostAsJsonAsync("learning/deployments", new JsonObject());
         Assert.Equal(422, (int)missing.StatusCode);
         Assert.Contains("model", await missing.Content.ReadAsStringAsync());
+    }
+
+    static async Task<List<string>> TarNames(HttpResponseMessage response)
+    {
+        var names = new List<string>();
+        await using var stream = await response.Content.ReadAsStreamAsync();
+        using var tar = new System.Formats.Tar.TarReader(stream);
+        while (await tar.GetNextEntryAsync() is { } entry) names.Add(entry.Name);
+        return names;
+    }
+
+    [Fact]
+    public async Task Export_streams_the_merged_folder_or_the_lora_adapter_of_the_organisations_model()
+    {
+        using var api = Api(_key);
+        var merged = await api.GetAsync($"learning/model-export?model={Uri.EscapeDataString(FtId)}");
+        Assert.Equal(200, (int)merged.StatusCode);
+        Assert.Equal("application/x-tar", merged.Content.Headers.ContentType!.MediaType);
+        var names = await TarNames(merged);
+        Assert.Contains("config.json", names);
+        Assert.Contains("model.safetensors", names);
+        Assert.Contains("tokenizer.json", names);
+        var adapter = await TarNames(await api.GetAsync($"learning/model-export?model={Uri.EscapeDataString(FtId)}&format=adapter"));
+        Assert.Equal(["adapter_config.json", "adapter_model.safetensors"], adapter);
+
+        var fftAdapter = await api.GetAsync($"learning/model-export?model={Uri.EscapeDataString(FftId)}&format=adapter");
+        Assert.Equal(422, (int)fftAdapter.StatusCode);
+        Assert.Contains("no LoRA adapter", await fftAdapter.Content.ReadAsStringAsync());
+        var badFormat = await api.GetAsync($"learning/model-export?model={Uri.EscapeDataString(FftId)}&format=gguf");
+        Assert.Equal(422, (int)badFormat.StatusCode);
+        using var other = Api(_otherKey);
+        Assert.Equal(404, (int)(await other.GetAsync($"learning/model-export?model={Uri.EscapeDataString(FtId)}")).StatusCode);
     }
 }

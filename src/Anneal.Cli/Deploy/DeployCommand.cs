@@ -12,12 +12,17 @@ public static class DeployCommand
 {
     public static Command Create(CliContext ctx, SharedOptions shared)
     {
-        var model = new Argument<string>("model") { Description = "A base model id or a fine_tuned_model (ft:…, fft:…)", Arity = ArgumentArity.ZeroOrOne };
+        // Hidden from the usage line only: otherwise `deploy list` would show as `deploy [<model>] list`.
+        var model = new Argument<string>("model") { Description = "A base model id or a fine_tuned_model (ft:…, fft:…)", Arity = ArgumentArity.ZeroOrOne, Hidden = true };
         var device = new Option<string?>("--device") { Description = "cpu or gpu (default: the server's inference device)" };
         device.AcceptOnlyFromAmong("cpu", "gpu");
         var noWait = new Option<bool>("--no-wait") { Description = "Return at once, while the model is still loading" };
         var timeout = new Option<double>("--timeout") { Description = "Seconds to wait for the model to load", DefaultValueFactory = _ => 600 };
-        var command = new Command("deploy", "Serve a model on the server's OpenAI-compatible /v1 endpoint") { model, device, noWait, timeout };
+        var command = new Command("deploy",
+            "Serve a model on the server's OpenAI-compatible /v1 endpoint.\n" +
+            "  anneal deploy MODEL     MODEL: a base model id or a fine_tuned_model (ft:…, fft:…)\n" +
+            "  anneal deploy list      your deployments\n" +
+            "  anneal deploy stop ID   stop one") { model, device, noWait, timeout };
         command.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
         {
             if (p.GetValue(model) is not { Length: > 0 } id)
@@ -77,6 +82,7 @@ public static class DeployCommand
         ctx.Out.WriteLine($"status: {d.Status} ({d.Device})");
         if (d.Error is { } e) ctx.Out.WriteLine($"error: {e.Message}");
         ctx.Out.WriteLine($"endpoint: {d.Endpoint}");
+        if (d.ModelDir is { } dir) ctx.Out.WriteLine($"folder: {d.AdapterDir ?? dir}{(d.AdapterDir is null ? "" : $" (LoRA adapter on {dir})")}");
         if (d.Status is DeploymentStatus.Ready or DeploymentStatus.Loading)
         {
             ctx.Out.WriteLine("Chat with it from any OpenAI client (base_url = endpoint, api_key = SYNTH_API_KEY), e.g.:");

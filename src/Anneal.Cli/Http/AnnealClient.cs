@@ -180,6 +180,17 @@ public sealed class AnnealClient : IDisposable
     public Task<DeploymentObject> StopDeploymentAsync(string id, CancellationToken ct) =>
         SendAsync<DeploymentObject>(HttpMethod.Delete, $"learning/deployments/{Uri.EscapeDataString(id)}", null, ct);
 
+    /// <summary>GET /learning/model-export: the model folder as a tar stream (dispose the response).</summary>
+    public async Task<HttpResponseMessage> ExportModelAsync(string model, string format, CancellationToken ct)
+    {
+        var path = "learning/model-export" + Query(("model", model), ("format", format));
+        HttpResponseMessage response;
+        try { response = await _http.GetAsync(path, HttpCompletionOption.ResponseHeadersRead, ct); }
+        catch (HttpRequestException e) { throw new BackendUnreachableException(BaseUrl, Reason(e), e); }
+        if (response.IsSuccessStatusCode) return response;
+        using (response) throw await ToApiException(response, "GET", $"{BaseUrl}/{path}", ct);
+    }
+
     // ---- plumbing ----
 
     static string Query(params (string Key, string? Value)[] pairs)

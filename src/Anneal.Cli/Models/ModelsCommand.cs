@@ -44,6 +44,7 @@ public static class ModelsCommand
             }
             return ExitCodes.Ok;
         }, keyRequired: false);
+        command.Subcommands.Add(ExportCommand.Create(ctx, shared));
         return command;
     }
 }

@@ -11,8 +11,10 @@ public static class DeploymentStatus
 public sealed record CreateDeploymentRequest(string? Model, string? Device = null);
 
 /// <param name="Endpoint">the OpenAI base URL to use with `model`, e.g. http://127.0.0.1:8000/v1.</param>
+/// <param name="ModelDir">where the model's folder is on the server (the base model's, for an adapter).</param>
+/// <param name="AdapterDir">the LoRA adapter folder served on ModelDir, for ft: models.</param>
 public sealed record DeploymentObject(
     string Id, string Object, string Model, string Status, string Device, string Endpoint,
-    ErrorItem? Error, DateTimeOffset CreatedAt, DateTimeOffset UpdatedAt);
+    ErrorItem? Error, DateTimeOffset CreatedAt, DateTimeOffset UpdatedAt, string? ModelDir = null, string? AdapterDir = null);
 
 public sealed record DeploymentList(IReadOnlyList<DeploymentObject> Data);

@@ -54,24 +54,34 @@ public sealed class BatchedDecoder
     public ScalarType DType => _model.OutputWeight.dtype;
 
     /// <summary>
-    /// Runs `tokens` (B rows of T tokens each) through the model, writing their keys/values into the
-    /// rows' slots at positions Cached..Cached+T-1, and returns the last position's logits (B, V).
+    /// Runs each row's new tokens (prompts of different lengths, or one token each when decoding)
+    /// through the model, writing their keys/values into the rows' slots at positions
+    /// Cached..Cached+len-1, and returns the logits of each row's last new token (B, V). Shorter
+    /// rows are padded at the end: pads sit after the row's real tokens, so causal masking keeps
+    /// them out of every real token's attention, and their cache rows are overwritten later.
     /// </summary>
-    public Tensor Forward(long[] tokens, int T, IReadOnlyList<BatchRow> rows, SlotKvCache cache)
+    public Tensor Forward(IReadOnlyList<long[]> tokens, IReadOnlyList<BatchRow> rows, SlotKvCache cache)
     {
         using var scope = NewDisposeScope();
         var B = rows.Count;
+        var T = tokens.Max(t => t.Length);
         var dev = Device;
         var L = cache.MaxLength;
-        var ids = torch.tensor(tokens, dtype: ScalarType.Int64, device: dev).view(B, T);
+        var flat = new long[B * T];
         var positions = new long[B * T];
         var write = new long[B * T];
+        var last = new long[B];
         for (var b = 0; b < B; b++)
+        {
+            last[b] = b * T + tokens[b].Length - 1;
             for (var t = 0; t < T; t++)
             {
+                flat[b * T + t] = t < tokens[b].Length ? tokens[b][t] : 0;
                 positions[b * T + t] = rows[b].Cached + t;
-                write[b * T + t] = (long)rows[b].Slot * L + rows[b].Cached + t;
+                write[b * T + t] = (long)rows[b].Slot * L + Math.Min(rows[b].Cached + t, L - 1);
             }
+        }
+        var ids = torch.tensor(flat, dtype: ScalarType.Int64, device: dev).view(B, T);
         var S = rows.Max(r => r.Cached) + T;
         // A lone prompt from position 0 attends causally to itself only: plain causal SDPA, as
         // Generation.Greedy's first pass. Otherwise read each row's prefix back from its slot.
@@ -86,7 +96,7 @@ public sealed class BatchedDecoder
                 var len = rows[b].Cached + T;
                 for (var s = 0; s < S; s++)
                 {
-                    readIdx[b * S + s] = (long)rows[b].Slot * L + Math.Min(s, len - 1);
+                    readIdx[b * S + s] = (long)rows[b].Slot * L + Math.Min(Math.Min(s, len - 1), L - 1);
                     for (var t = 0; t < T; t++)
                         allowed[(b * T + t) * S + s] = s <= rows[b].Cached + t;
                 }
@@ -132,7 +142,8 @@ public sealed class BatchedDecoder
             var gated = nn.functional.silu(Project(layer, l, "gate_proj", x, groups)) * Project(layer, l, "up_proj", x, groups);
             h = h + Project(layer, l, "down_proj", gated, groups);
         }
-        h = _norm.call(h.narrow(1, T - 1, 1)).squeeze(1);                                     // (B, D)
+        var lastIdx = torch.tensor(last, dtype: ScalarType.Int64, device: dev);
+        h = _norm.call(h.reshape(B * T, -1).index_select(0, lastIdx));                        // (B, D)
         return _model.Logits(h).MoveToOuterDisposeScope();                                    // (B, V)
     }
 

@@ -121,13 +121,17 @@ public sealed class ServingEngine : IDisposable
         var stop = _stop.Token;
         while (!stop.IsCancellationRequested)
         {
-            while (_cache.FreeSlots > 0)
+            var admitted = new List<Sequence>();
+            var prefillTokens = 0;
+            while (_cache.FreeSlots > admitted.Count && prefillTokens < MaxPrefillTokens)
             {
                 Sequence? next;
                 lock (_pending) _pending.TryDequeue(out next);
                 if (next is null) break;
-                Admit(next);
+                admitted.Add(next);
+                prefillTokens += next.Request.PromptIds.Length;
             }
+            if (admitted.Count > 0) Admit(admitted);
             if (_running.Count == 0)
             {
                 try { _wake.Wait(stop); } catch (OperationCanceledException) { break; }
@@ -140,22 +144,41 @@ public sealed class ServingEngine : IDisposable
             while (_pending.TryDequeue(out var s)) s.Output.Writer.TryComplete();
     }
 
-    void Admit(Sequence s)
+    /// <summary>Prompt tokens prefilled together in one forward (a bound on the padded batch).</summary>
+    const int MaxPrefillTokens = 4096;
+
+    /// <summary>Prefills newly admitted prompts in one forward and samples their first tokens.</summary>
+    void Admit(List<Sequence> admitted)
     {
-        if (s.Ct.IsCancellationRequested) { s.Output.Writer.TryWrite(new TokenEvent(-1, FinishReasons.Cancelled)); s.Output.Writer.TryComplete(); return; }
+        var batch = new List<Sequence>();
+        foreach (var s in admitted)
+        {
+            if (s.Ct.IsCancellationRequested) { s.Output.Writer.TryWrite(new TokenEvent(-1, FinishReasons.Cancelled)); s.Output.Writer.TryComplete(); continue; }
+            try
+            {
+                if (s.Request.AdapterDir is { } dir) s.Adapter = _adapters.Acquire(dir);
+                s.Slot = _cache.Take();
+                _running.Add(s);
+                batch.Add(s);
+            }
+            catch (Exception e) { Fail(s, e); }
+        }
+        if (batch.Count == 0) return;
         try
         {
-            if (s.Request.AdapterDir is { } dir) s.Adapter = _adapters.Acquire(dir);
-            s.Slot = _cache.Take();
-            _running.Add(s);
-            var prompt = s.Request.PromptIds.Select(i => (long)i).ToArray();
-            using var logits = _decoder.Forward(prompt, prompt.Length, [new BatchRow(s.Slot, 0, s.Adapter)], _cache);
-            s.Cached = prompt.Length;
-            Accept(s, s.Sampler.Next(Row(logits, 0)));
+            var prompts = batch.Select(s => s.Request.PromptIds.Select(i => (long)i).ToArray()).ToList();
+            using var logits = _decoder.Forward(prompts, batch.Select(s => new BatchRow(s.Slot, 0, s.Adapter)).ToList(), _cache);
+            var all = HostLogits(logits);
+            var V = (int)logits.shape[1];
+            for (var b = 0; b < batch.Count; b++)
+            {
+                batch[b].Cached = prompts[b].Length;
+                Accept(batch[b], batch[b].Sampler.Next(all.AsSpan(b * V, V)));
+            }
         }
         catch (Exception e)
         {
-            Fail(s, e);
+            foreach (var s in batch) Fail(s, e);
         }
     }
 
@@ -167,7 +190,7 @@ public sealed class ServingEngine : IDisposable
         try
         {
             var rows = batch.Select(s => new BatchRow(s.Slot, s.Cached, s.Adapter)).ToList();
-            using var logits = _decoder.Forward(batch.Select(s => (long)s.Next).ToArray(), 1, rows, _cache);
+            using var logits = _decoder.Forward(batch.Select(s => new[] { (long)s.Next }).ToList(), rows, _cache);
             var all = HostLogits(logits);
             var V = (int)logits.shape[1];
             DecodeSteps++;
@@ -188,12 +211,6 @@ public sealed class ServingEngine : IDisposable
     {
         using var host = logits.to(ScalarType.Float32).cpu();
         return host.data<float>().ToArray();
-    }
-
-    static float[] Row(Tensor logits, int row)
-    {
-        using var r = logits[row];
-        return HostLogits(r);
     }
 
     /// <summary>Hands the token to the caller, or ends the sequence (stop token, max_tokens, context full).</summary>

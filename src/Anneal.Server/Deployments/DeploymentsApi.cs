@@ -56,8 +56,10 @@ public static class DeploymentsApi
             if (existing is not null) return TypedResults.Ok(existing with { Endpoint = Endpoint(http) });
             var id = Ids.New("dep");
             Db.Exec(conn, null, """
-                INSERT INTO deployments (id, org, model, status, device, created_at, updated_at) VALUES (@id, @org, @model, @status, @device, @t, @t)
-                """, ("@id", id), ("@org", org), ("@model", model), ("@status", DeploymentStatus.Loading), ("@device", device), ("@t", now));
+                INSERT INTO deployments (id, org, model, status, device, model_dir, adapter_dir, created_at, updated_at)
+                VALUES (@id, @org, @model, @status, @device, @dir, @adapter, @t, @t)
+                """, ("@id", id), ("@org", org), ("@model", model), ("@status", DeploymentStatus.Loading), ("@device", device),
+                ("@dir", served.ModelDir), ("@adapter", served.AdapterDir), ("@t", now));
             _ = Task.Run(() => LoadAsync(db, supervisor, served, id, lifetime.ApplicationStopping), CancellationToken.None);
             var created = Find(conn, org, id, null)!;
             return TypedResults.Created($"/api/learning/deployments/{id}", created with { Endpoint = Endpoint(http) });
@@ -122,5 +124,5 @@ public static class DeploymentsApi
     static DeploymentObject Read(Microsoft.Data.Sqlite.SqliteDataReader r, string endpoint) => new(
         Db.Str(r, "id")!, "deployment", Db.Str(r, "model")!, Db.Str(r, "status")!, Db.Str(r, "device")!, endpoint,
         Db.Str(r, "error") is { } e ? new ErrorItem(null, "model", e) : null,
-        Db.ParseTime(Db.Str(r, "created_at")!), Db.ParseTime(Db.Str(r, "updated_at")!));
+        Db.ParseTime(Db.Str(r, "created_at")!), Db.ParseTime(Db.Str(r, "updated_at")!), Db.Str(r, "model_dir"), Db.Str(r, "adapter_dir"));
 }

@@ -42,6 +42,19 @@ public class TraceFilterTests
     }
 
     [Fact]
+    public void Correct_with_expected_keeps_failed_traces_with_the_expected_answer_as_the_reply()
+    {
+        var text = string.Join("\n", TraceLine("t1", 1.0), TraceLine("t2", 0.3, answer: "five"), TraceLine("t3", null));
+        var result = Filter(text, new TraceFilterOptions(MinScore: 0.99, CorrectWithExpected: true));
+        Assert.Equal(["t1", "t2"], result.Records.Select(r => r["metadata"]!["trace_id"]!.GetValue<string>()));
+        var corrected = result.Records[1];
+        Assert.Equal("4", corrected["messages"]![1]!["content"]!.GetValue<string>());
+        Assert.True(corrected["metadata"]!["corrected"]!.GetValue<bool>());
+        Assert.Null(result.Records[0]["metadata"]!["corrected"]);
+        Assert.Equal(1, result.Dropped[TraceFilter.NoScore]);
+    }
+
+    [Fact]
     public void Without_a_minimum_null_scores_are_kept_and_max_examples_takes_the_first()
     {
         var text = string.Join("\n", TraceLine("t1", null), TraceLine("t2", 0.1), TraceLine("t3", 1.0));

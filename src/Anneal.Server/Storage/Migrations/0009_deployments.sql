@@ -5,6 +5,8 @@ CREATE TABLE deployments (
     model      TEXT NOT NULL,
     status     TEXT NOT NULL,      -- loading | ready | failed | stopped
     device     TEXT NOT NULL,      -- cpu | gpu
+    model_dir  TEXT NOT NULL,      -- the folder served: a full model, or the base of adapter_dir
+    adapter_dir TEXT,              -- a LoRA adapter served on model_dir
     error      TEXT,               -- the load error, for failed
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
