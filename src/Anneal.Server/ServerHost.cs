@@ -109,6 +109,7 @@ public static class ServerHost
         api.MapEventsApi();
         api.MapMetricsApi();
         api.MapModelsApi();
+        api.MapKeysApi();
 
         try { await app.StartAsync(ct); }
         catch (IOException e) when (e.InnerException is AddressInUseException)

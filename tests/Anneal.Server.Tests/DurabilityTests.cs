@@ -52,7 +52,7 @@ public class DurabilityTests
         conn.Open();
         using var cmd = conn.CreateCommand();
         cmd.CommandText = "SELECT group_concat(version) FROM (SELECT version FROM schema_version ORDER BY version)";
-        Assert.Equal("1,2,3", cmd.ExecuteScalar());
+        Assert.Equal("1,2,3,4", cmd.ExecuteScalar());
         cmd.CommandText = "PRAGMA journal_mode";
         Assert.Equal("wal", cmd.ExecuteScalar());
     }
