@@ -13,7 +13,8 @@ using Anneal.Core.Contracts;
 
 namespace Anneal.Core.Datasets;
 
-public sealed record DatasetValidationOptions(int MaxErrorsShown = 20, bool Vision = false, int MaxImagesPerMessage = 1);
+/// <param name="AllowEmptyText">Accept empty user/assistant text (prompt files and traces judge that themselves); training data never does.</param>
+public sealed record DatasetValidationOptions(int MaxErrorsShown = 20, bool Vision = false, int MaxImagesPerMessage = 1, bool AllowEmptyText = false);
 
 /// <summary>Result of validating a dataset: Errors holds at most MaxErrorsShown, TotalErrors counts all.</summary>
 public sealed record DatasetReport(int NumExamples, IReadOnlyList<ErrorItem> Errors, int TotalErrors)
@@ -103,7 +104,8 @@ public static class DatasetValidator
         }
         using (doc)
         {
-            if (JsonUnicode.FirstInvalid(doc.RootElement) is { } bad)
+            // Only a \u escape can spell a lone surrogate: most lines skip the walk.
+            if (line.Bytes.AsSpan().IndexOf("\\u"u8) >= 0 && JsonUnicode.FirstInvalid(doc.RootElement) is { } bad)
             {
                 sink.Add(new ErrorItem(n, bad.Length == 0 ? null : bad, JsonUnicode.Problem));
                 return;
@@ -241,7 +243,7 @@ public static class DatasetValidator
         void CheckContent(JsonElement content, string path, string? role, bool hasToolCalls)
         {
             // An empty prompt or reply teaches nothing (an assistant turn that only calls tools may be empty).
-            var mustHaveText = role is "user" || (role is "assistant" && !hasToolCalls);
+            var mustHaveText = !options.AllowEmptyText && (role is "user" || (role is "assistant" && !hasToolCalls));
             if (content.ValueKind == JsonValueKind.String)
             {
                 if (mustHaveText && string.IsNullOrWhiteSpace(content.GetString()))

@@ -112,7 +112,7 @@ public static class EvalPrompts
         {
             ["messages"] = new JsonArray([.. messages.Select(x => x?.DeepClone()), new JsonObject { ["role"] = "assistant", ["content"] = "" }]),
         };
-        var report = DatasetValidator.Validate(new MemoryStream(Encoding.UTF8.GetBytes(probe.ToJsonString())), new DatasetValidationOptions(MaxErrorsShown: int.MaxValue));
+        var report = DatasetValidator.Validate(new MemoryStream(Encoding.UTF8.GetBytes(probe.ToJsonString())), new DatasetValidationOptions(MaxErrorsShown: int.MaxValue, AllowEmptyText: true));
         foreach (var item in report.Errors) error(n, item.Field, item.Message);
         return new EvalPrompt(n, messages, expected, metadata);
     }

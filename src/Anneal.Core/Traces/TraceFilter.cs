@@ -136,7 +136,7 @@ public static class TraceFilter
             _ => "",
         };
         var probe = new JsonObject { ["messages"] = messages.DeepClone() };
-        var report = DatasetValidator.Validate(new MemoryStream(Encoding.UTF8.GetBytes(probe.ToJsonString())), new DatasetValidationOptions(MaxErrorsShown: 3));
+        var report = DatasetValidator.Validate(new MemoryStream(Encoding.UTF8.GetBytes(probe.ToJsonString())), new DatasetValidationOptions(MaxErrorsShown: 3, AllowEmptyText: true));
         foreach (var e in report.Errors) bad(n, e.Field, $"not a valid SFT example: {e.Message}");
         if (report.TotalErrors > 0) ok = false;
         return ok ? new ParsedTrace(id, model, messages, answer, score) : null;
