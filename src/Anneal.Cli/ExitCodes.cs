@@ -11,6 +11,9 @@ public static class ExitCodes
     public const int Usage = 2;
     /// <summary>--poll-timeout elapsed before the job reached a terminal state.</summary>
     public const int PollTimeout = 3;
-    /// <summary>Interrupted (Ctrl+C).</summary>
+    /// <summary>
+    /// Interrupted (Ctrl+C or SIGTERM): every command prints "Interrupted." and exits with this;
+    /// a job being followed keeps running on the server. `serve` alone exits 0, as stopping is how it ends.
+    /// </summary>
     public const int Interrupted = 130;
 }

@@ -4,9 +4,13 @@
 // listen. A taken data folder or listen address throws ServerStartException (one readable line).
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
+using Anneal.Server.Deployments;
+using Anneal.Server.WebConsole;
 using Anneal.Server.Events;
 using Anneal.Server.Files;
 using Anneal.Server.Hosting;
+using Anneal.Server.Inference;
+using Anneal.Server.Http;
 using Anneal.Server.Jobs;
 using Anneal.Server.Metrics;
 using Anneal.Server.Models;
@@ -40,6 +44,16 @@ public sealed record ServerOptions
     public bool AllowModelDownload { get; init; } = true;
     /// <summary>Minimum level of the server's console log.</summary>
     public LogLevel LogLevel { get; init; } = LogLevel.Warning;
+    /// <summary>/v1 goes to this running inference server instead of a process started here (tests, remote GPU hosts).</summary>
+    public string? InferenceUrl { get; init; }
+    /// <summary>The key of <see cref="InferenceUrl"/>.</summary>
+    public string? InferenceKey { get; init; }
+    /// <summary>GPU index given to the inference process (and never to a training job); null: inference on CPU.</summary>
+    public string? InferenceGpu { get; init; }
+    /// <summary>Sequences the inference process decodes together per model.</summary>
+    public int InferenceMaxBatch { get; init; } = 8;
+    /// <summary>Limits and address rules for https images fetched while an upload is validated.</summary>
+    public Files.ImageFetchSettings ImageFetch { get; init; } = new();
 }
 
 public static class ServerHost
@@ -84,13 +98,16 @@ public static class ServerHost
         });
         // Framework-made problems (unknown route, wrong method, unhandled exception) get a `code` too.
         builder.Services.AddProblemDetails(p => p.CustomizeProblemDetails = c =>
+        {
             c.ProblemDetails.Extensions.TryAdd("code", c.ProblemDetails.Status switch
             {
                 404 => ErrorCodes.NotFound,
                 405 => "method_not_allowed",
                 >= 500 => ErrorCodes.Internal,
                 _ => "bad_request",
-            }));
+            });
+            c.ProblemDetails.Detail ??= $"{c.ProblemDetails.Title ?? "Error"}: {c.HttpContext.Request.Method} {c.HttpContext.Request.Path}";
+        });
         builder.Services.AddSingleton(db);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<JobSignals>();
@@ -98,18 +115,27 @@ public static class ServerHost
         builder.Services.AddHostedService<DatasetValidationWorker>();
         builder.Services.AddSingleton<JobScheduler>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobScheduler>());
+        builder.Services.AddSingleton<InferenceSupervisor>();
 
         var app = builder.Build();
+        app.UseProblemContentNegotiation();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
-        app.MapGet("/api/health", () => TypedResults.Ok(new { status = "ok" }));
-        var api = app.MapGroup("/api").AddEndpointFilter(ApiKeys.Require);
-        api.MapFilesApi();
-        api.MapJobsApi();
-        api.MapEventsApi();
-        api.MapMetricsApi();
-        api.MapModelsApi();
-        api.MapKeysApi();
+        // /api/v1/… answers like /api/…: Synth's status commands normalise a base URL to /api/v1.
+        foreach (var prefix in new[] { "/api", "/api/v1" })
+        {
+            app.MapGet(prefix + "/health", () => TypedResults.Ok(new { status = "ok" }));
+            var api = app.MapGroup(prefix).AddEndpointFilter(ApiKeys.Require);
+            api.MapFilesApi();
+            api.MapJobsApi();
+            api.MapEventsApi();
+            api.MapMetricsApi();
+            api.MapModelsApi();
+            api.MapDeploymentsApi();
+            api.MapKeysApi();
+        }
+        app.MapV1Api();
+        app.MapConsole();
 
         try { await app.StartAsync(ct); }
         catch (IOException e) when (e.InnerException is AddressInUseException)
@@ -122,6 +148,7 @@ public static class ServerHost
         }
         listening = true;
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        ServerAddressFile.Write(options.DataDir, address.TrimEnd('/'));
         // Stopping twice (Stop, then Dispose) stops once.
         var stop = new Lazy<Task>(async () =>
         {

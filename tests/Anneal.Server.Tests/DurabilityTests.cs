@@ -52,7 +52,13 @@ public class DurabilityTests
         conn.Open();
         using var cmd = conn.CreateCommand();
         cmd.CommandText = "SELECT group_concat(version) FROM (SELECT version FROM schema_version ORDER BY version)";
-        Assert.Equal("1,2,3,4", cmd.ExecuteScalar());
+        // Every embedded migration script, in order (NNNN_name.sql).
+        var expected = string.Join(",", typeof(ServerHost).Assembly.GetManifestResourceNames()
+            .Where(n => n.StartsWith("Migrations/", StringComparison.Ordinal) && n.EndsWith(".sql", StringComparison.Ordinal))
+            .Select(n => int.Parse(n["Migrations/".Length..].Split('_')[0], System.Globalization.CultureInfo.InvariantCulture))
+            .Order());
+        Assert.StartsWith("1,2,3", expected);
+        Assert.Equal(expected, cmd.ExecuteScalar());
         cmd.CommandText = "PRAGMA journal_mode";
         Assert.Equal("wal", cmd.ExecuteScalar());
     }

@@ -141,12 +141,16 @@ public sealed class TestServer : IAsyncDisposable
     public async Task<List<JobEvent>> EventsAsync(string jobId) =>
         (await Http.GetFromJsonAsync<EventList>($"learning/jobs/{jobId}/events?limit=1000", AnnealJson.Options))!.Events.ToList();
 
-    /// <summary>Reads a problem+json answer, checking the media type and the members every problem has.</summary>
+    /// <summary>
+    /// Reads a problem answer, checking the media type (problem+json when the request's Accept named
+    /// it, else application/json) and the members every problem has.
+    /// </summary>
     public static async Task<JsonObject> ProblemAsync(HttpResponseMessage response, HttpStatusCode status)
     {
         var text = await response.Content.ReadAsStringAsync();
         Assert.True(status == response.StatusCode, $"expected {(int)status}, got {(int)response.StatusCode}: {text}");
-        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        var askedForProblemJson = response.RequestMessage?.Headers.Accept.Any(a => a.MediaType == "application/problem+json") == true;
+        Assert.Equal(askedForProblemJson ? "application/problem+json" : "application/json", response.Content.Headers.ContentType?.MediaType);
         var problem = JsonNode.Parse(text)!.AsObject();
         Assert.Equal((int)status, problem["status"]!.GetValue<int>());
         Assert.False(string.IsNullOrEmpty(problem["title"]?.GetValue<string>()));

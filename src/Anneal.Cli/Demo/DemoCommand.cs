@@ -58,6 +58,8 @@ public static class DemoCommand
             }, ct);
             var key = server.FirstApiKey ?? await LocalKeys.CreateAsync(dataDir, "demo", ct);
             ctx.Out.WriteLine($"Server listening on {server.BaseUrl}.");
+            // The demo's key is as temporary as its server; printing it lets the console be opened at once.
+            ctx.Out.WriteLine($"Watch the training curve live in the web console at {server.BaseUrl}/ (sign in with the key {key}).");
 
             var demoDir = Path.Combine(dataDir, "demo");
             Directory.CreateDirectory(demoDir);

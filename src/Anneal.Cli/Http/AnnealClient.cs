@@ -139,6 +139,11 @@ public sealed class AnnealClient : IDisposable
         SendAsync<EventList>(HttpMethod.Get,
             $"learning/jobs/{Uri.EscapeDataString(id)}/events" + Query(("since_seq", sinceSeq.ToString()), ("limit", limit?.ToString())), null, ct);
 
+    /// <summary>GET …/jobs/{id}/metrics: points after <paramref name="afterStep"/> (all when null), of one name or all.</summary>
+    public Task<MetricList> GetMetricsAsync(string id, long? afterStep, string? name, CancellationToken ct) =>
+        SendAsync<MetricList>(HttpMethod.Get,
+            $"learning/jobs/{Uri.EscapeDataString(id)}/metrics" + Query(("after_step", afterStep?.ToString()), ("name", name)), null, ct);
+
     // ---- models ----
 
     public Task<BaseModelList> ListBaseModelsAsync(CancellationToken ct) =>
@@ -160,6 +165,20 @@ public sealed class AnnealClient : IDisposable
 
     public Task<FineTunedModelList> ListFineTunedModelsAsync(CancellationToken ct) =>
         SendAsync<FineTunedModelList>(HttpMethod.Get, "learning/models", null, ct);
+
+    // ---- deployments ----
+
+    public Task<DeploymentObject> CreateDeploymentAsync(CreateDeploymentRequest request, CancellationToken ct) =>
+        SendAsync<DeploymentObject>(HttpMethod.Post, "learning/deployments", JsonContent.Create(request, options: AnnealJson.Options), ct);
+
+    public Task<DeploymentObject> GetDeploymentAsync(string id, CancellationToken ct) =>
+        SendAsync<DeploymentObject>(HttpMethod.Get, $"learning/deployments/{Uri.EscapeDataString(id)}", null, ct);
+
+    public Task<DeploymentList> ListDeploymentsAsync(CancellationToken ct) =>
+        SendAsync<DeploymentList>(HttpMethod.Get, "learning/deployments", null, ct);
+
+    public Task<DeploymentObject> StopDeploymentAsync(string id, CancellationToken ct) =>
+        SendAsync<DeploymentObject>(HttpMethod.Delete, $"learning/deployments/{Uri.EscapeDataString(id)}", null, ct);
 
     // ---- plumbing ----
 

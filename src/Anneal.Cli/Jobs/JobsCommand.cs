@@ -36,7 +36,8 @@ public static class JobsCommand
             return ExitCodes.Ok;
         });
 
-        var get = new Command("get", "Show a job: status, progress, fine_tuned_model or error") { jobId };
+        var plot = new Option<bool>("--plot") { Description = "Also draw the loss curve (training and validation) in the terminal" };
+        var get = new Command("get", "Show a job: status, progress, fine_tuned_model or error") { jobId, plot };
         get.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
         {
             var job = await client.GetJobAsync(p.GetValue(jobId)!, ct);
@@ -45,6 +46,16 @@ public static class JobsCommand
             {
                 ctx.Out.WriteLine($"model: {job.Model}");
                 TrainFlow.Report(ctx, job, json: false, submitted: true);
+                ctx.Out.WriteLine($"console: {ConsoleLink.ForJob(client.BaseUrl, job.Id)}");
+            }
+            if (p.GetValue(plot))
+            {
+                var points = (await client.GetMetricsAsync(job.Id, null, null, ct)).Points;
+                IReadOnlyList<(long, double)> Series(string name) => points.Where(m => m.Name == name).Select(m => (m.Step, m.Value)).ToList();
+                var width = ctx.IsTerminal ? Math.Clamp(ctx.Console.Profile.Width, 40, 160) : 80;
+                // With --json the plot goes to stderr, so stdout stays one JSON document.
+                var writer = p.GetValue(shared.Json) ? ctx.Error : ctx.Out;
+                foreach (var line in LossPlot.Render(Series(MetricNames.TrainLoss), Series(MetricNames.ValLoss), width)) writer.WriteLine(line);
             }
             return ExitCodes.Ok;
         });

@@ -5,6 +5,7 @@
 using System.CommandLine;
 using Anneal.Cli.Env;
 using Anneal.Cli.Http;
+using Anneal.Server.Hosting;
 using Spectre.Console;
 
 namespace Anneal.Cli.Setup;
@@ -31,7 +32,10 @@ public static class SetupCommand
     public static async Task<int> RunAsync(CliContext ctx, SetupRequest req, CancellationToken ct)
     {
         var path = ctx.FullPath(req.File);
-        var backend = req.Backend ?? (req.ApiKey is null ? CliEnvironment.DefaultBackend : null);
+        // A local key: the backend is where that data folder's server listens (recorded by it), else the default.
+        var backend = req.Backend ?? (req.ApiKey is null
+            ? ServerAddressFile.Read(req.DataDir is null ? LocalKeys.DefaultDataDir : ctx.FullPath(req.DataDir)) ?? CliEnvironment.DefaultBackend
+            : null);
         if (backend is not null && CliEnvironment.CheckBackendUrl(backend) is { } urlError)
         {
             ctx.Error.WriteLine($"error: --backend: {urlError}");

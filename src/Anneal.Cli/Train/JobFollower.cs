@@ -26,6 +26,7 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
 
     public async Task<FollowResult> FollowAsync(string jobId, CancellationToken ct)
     {
+        (EventWriter ?? ctx.Out).WriteLine($"Watch it in the console: {Jobs.ConsoleLink.ForJob(client.BaseUrl, jobId)}");
         if (!ctx.IsTerminal || EventWriter is not null) return await LoopAsync(jobId, Print, () => { }, ct);
         FollowResult result = new(null, false);
         var live = ctx.Console.Live(new Markup(Markup.Escape($"waiting for job {jobId} ..."))).AutoClear(false);
@@ -33,7 +34,7 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
         {
             result = await LoopAsync(jobId, e =>
             {
-                if (e.Type != EventTypes.Progress) ctx.Console.MarkupLine(Markup.Escape(FormatPlain(e)));
+                if (e.Type != EventTypes.Progress) ctx.Console.MarkupLine(Markup.Escape(PadToWidth(FormatPlain(e), ctx.Console.Profile.Width)));
             }, () => display.UpdateTarget(LiveLine()), ct);
         });
         return result;
@@ -100,7 +101,19 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
         if (width < 10) width = 0; // no room for a useful bar: numbers only
         var filled = total > 0 ? (int)Math.Clamp(width * step / total, 0, width) : 0;
         var bar = new string('━', filled) + new string('─', width - filled);
-        return new Markup(width == 0 ? Markup.Escape(text) : $"[green]{bar}[/] {Markup.Escape(text)}");
+        var line = PadToWidth(text, ctx.Console.Profile.Width - (width == 0 ? 0 : width + 1));
+        return new Markup(width == 0 ? Markup.Escape(line) : $"[green]{bar}[/] {Markup.Escape(line)}");
+    }
+
+    /// <summary>
+    /// Pads a line of the live display to the terminal's width (or cuts it there): a redraw then
+    /// overwrites every column of the longer line it replaces, so no characters of it are left
+    /// behind ("checkpoint step 20ss 4.87"), and a line never wraps into the next.
+    /// </summary>
+    public static string PadToWidth(string text, int width)
+    {
+        var columns = Math.Max(1, width - 1); // the last column would move the cursor to the next line
+        return text.Length >= columns ? text[..columns] : text.PadRight(columns);
     }
 
     /// <summary>"step 12/40 · loss 2.3412 · 1,234 tok/s · ETA 0:42"</summary>

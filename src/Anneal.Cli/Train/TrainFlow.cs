@@ -71,6 +71,8 @@ public static class TrainFlow
             return Usage(ctx, [$"config {configPath} is invalid:", .. configErrors.Select(e => "  " + e)]);
         var configDir = Path.GetDirectoryName(configPath)!;
         var model = req.Model ?? config.Model;
+        // Keys accepted for compatibility that do nothing here: said once, before anything is sent.
+        foreach (var w in config.Warnings) err.WriteLine($"warning: {w}");
 
         // 2. Dataset(s): resolve, take the first N records, validate locally.
         var datasetGiven = req.DatasetPath ?? config.DataPath;
@@ -107,7 +109,7 @@ public static class TrainFlow
         var backend = env.BackendBaseUrl(req.Backend);
         if (CliEnvironment.CheckBackendUrl(backend) is { } backendError) return Usage(ctx, backendError);
 
-        var settings = HyperparameterParser.Parse(config.Hyperparameters).Settings;
+        var settings = config.Settings.Training;
         if (req.DryRun)
         {
             if (ModelPreflight.CheckLocal(model, settings) is { Count: > 0 } modelErrors)
@@ -124,7 +126,11 @@ public static class TrainFlow
                     $"<id of the uploaded file sha256:{training.Sha256[..12]}>",
                     validation is null ? null : $"<id of the uploaded file sha256:{validation.Sha256[..12]}>"), AnnealJson.Options),
             };
+            // Vision mode's adjustments, as the trainer will make them (and report as events).
+            var adjustments = settings is null ? [] : VisionMode.Adjust(settings, model).Adjustments;
+            if (adjustments.Count > 0) plan["vision_mode"] = new JsonArray(adjustments.Select(a => (JsonNode)a).ToArray());
             ctx.Out.WriteLine(plan.ToJsonString(DisplayJson));
+            foreach (var a in adjustments) err.WriteLine(a);
             err.WriteLine("Dry run: nothing was uploaded and no job was created.");
             return new TrainOutcome(ExitCodes.Ok, null);
         }
@@ -172,8 +178,25 @@ public static class TrainFlow
                 if (validationFile is not { Status: FileStatus.Ready }) return new TrainOutcome(ExitCodes.Usage, null);
             }
 
-            var job = await client.CreateJobAsync(Payload(trainingFile.Id, validationFile?.Id), Guid.NewGuid().ToString("N"), ct);
+            // The Idempotency-Key is derived from the dataset and config, so the server recognises a
+            // re-run from any folder or machine: it answers with the job it already has.
+            var payload = Payload(trainingFile.Id, validationFile?.Id);
+            var key = IdempotencyKey(payload);
+            var job = await client.CreateJobAsync(payload, key, ct);
+            // A failed or cancelled job is not the answer to a re-run: a new job, keyed after it.
+            for (var retries = 0; job.Status is JobStatus.Failed or JobStatus.Cancelled && retries < 20; retries++)
+            {
+                err.WriteLine($"previous job {job.Id} {job.Status}; submitting a new job.");
+                key = $"{key[..Math.Min(key.Length, 100)]}:after:{job.Id}";
+                job = await client.CreateJobAsync(payload, key, ct);
+            }
             submissions.Save(submissionKey, new Submission(job.Id, trainingFile.Id, validationFile?.Id, backend, DateTimeOffset.UtcNow));
+            if (job.Status != JobStatus.Created)
+            {
+                err.WriteLine($"This dataset and config were already submitted as job {job.Id} (status: {job.Status}); not starting another.");
+                if (req.NoPoll || JobStatus.IsTerminal(job.Status)) return Report(ctx, job, req.Json, submitted: true);
+                return await FollowAndReportAsync(ctx, client, job.Id, req, config.PollSeconds, ct);
+            }
             job = await client.StartJobAsync(job.Id, ct);
             err.WriteLine($"Created and started job {job.Id} (model {job.Model}, status {job.Status}).");
             if (req.NoPoll) return Report(ctx, job, req.Json, submitted: true);
@@ -214,7 +237,7 @@ public static class TrainFlow
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
-            ctx.Error.WriteLine($"Stopped following job {jobId}; it continues on the server. Check it with `anneal jobs get {jobId}`,");
+            ctx.Error.WriteLine($"Interrupted. Stopped following job {jobId}; it continues on the server. Check it with `anneal jobs get {jobId}`,");
             ctx.Error.WriteLine($"or cancel it with `anneal jobs cancel {jobId}`.");
             return new TrainOutcome(ExitCodes.Interrupted, null);
         }
@@ -274,6 +297,26 @@ public static class TrainFlow
                 ctx.Error.WriteLine($"  ... {report.TotalErrors} errors in total, first {Math.Min(report.Errors.Count, MaxErrorsShown)} shown");
             ctx.Error.WriteLine("  Each line must be a JSON object with messages[] of at least 2 messages (roles system/user/assistant/tool), at least one from the assistant.");
             return null;
+        }
+        if (options.Vision)
+        {
+            // Local image files go into the upload itself (as data: URIs).
+            var problems = new List<ErrorItem>();
+            byte[]? inlined;
+            int packed;
+            using (Stream stream = subset is null ? File.OpenRead(path) : new MemoryStream(subset, writable: false))
+                inlined = LocalImages.Inline(stream, Path.GetDirectoryName(Path.GetFullPath(path))!, problems, out packed);
+            if (problems.Count > 0)
+            {
+                ctx.Error.WriteLine($"error: dataset {path}: {problems.Count} image file problem{(problems.Count == 1 ? "" : "s")}; nothing was uploaded:");
+                foreach (var e in problems.Take(MaxErrorsShown)) ctx.Error.WriteLine($"  {e}");
+                return null;
+            }
+            if (inlined is not null)
+            {
+                subset = inlined;
+                ctx.Error.WriteLine($"note: packed {packed} local image file{(packed == 1 ? "" : "s")} into the upload");
+            }
         }
         string sha;
         long bytes;
@@ -354,6 +397,14 @@ public static class TrainFlow
     }
 
     /// <summary>sha256 over the backend, both datasets' hashes and the payload without file ids.</summary>
+    /// <summary>
+    /// "anneal-train-&lt;sha256 of the job payload&gt;": the same on any machine for the same config and
+    /// datasets (the server gives the same bytes the same file id), and a new key once a dataset was
+    /// deleted and uploaded again (a new file id), so a key is never reused for another body.
+    /// </summary>
+    static string IdempotencyKey(CreateJobRequest payload) =>
+        "anneal-train-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(payload, AnnealJson.Options))));
+
     static string SubmissionKey(string backend, DatasetUpload training, DatasetUpload? validation, CreateJobRequest payload)
     {
         var text = string.Join("\n", backend, training.Sha256, validation?.Sha256 ?? "-", JsonSerializer.Serialize(payload, AnnealJson.Options));

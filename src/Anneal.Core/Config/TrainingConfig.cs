@@ -1,6 +1,7 @@
 // The TOML training config of the spec (DESIGN.md §5) once loaded and validated, and the pieces of
 // the job payload built from it. The loader is TrainingConfigLoader.cs.
 using System.Text.Json.Nodes;
+using Anneal.Core.Training;
 
 namespace Anneal.Core.Config;
 
@@ -16,6 +17,12 @@ public sealed record TrainingConfig(
     int? MaxImagesPerMessage,
     IReadOnlyDictionary<string, string> Tags)
 {
+    /// <summary>The normalised settings (JobSettings.Normalize of the payload above): what the job will train with.</summary>
+    public required JobSettings Settings { get; init; }
+
+    /// <summary>Keys accepted but without effect here, each naming the TOML key (also in Settings.Warnings for payload keys).</summary>
+    public IReadOnlyList<ConfigError> Warnings { get; init; } = [];
+
     /// <summary>
     /// Finds a data file named in the config (or on the command line): an absolute path as is; a
     /// relative one first against the working directory, then against the config file's folder.

@@ -1,10 +1,12 @@
 // Loads the TOML training config (DESIGN.md §5) with Tomlyn and turns it into the job payload:
 //   hyperparameters = [hyperparameters] (+ [hyperparameters.parallelism] as `parallelism`)
 //                     + training_mode/use_qlora from [training] mode/use_qlora (or [algorithm] variety)
-//                     + lora from [training.lora] + validation from [training.validation]
-//   effective_config = {compute: [compute], data: [data], training: [training]}
-// The hyperparameters are checked by HyperparameterParser, the same rules as the HTTP API; its
-// errors are mapped back to the TOML key path and line ("training.lora.r", line 14).
+//                     + lora from [training.lora] (or upstream's [lora]) + validation from [training.validation]
+//   effective_config = {compute: [compute], data: [data], training: [training]} (+ upstream's [metadata])
+// The payload is then normalised by JobSettings.Normalize, the same code the server runs at job
+// creation (upstream spellings such as batch_size or lora_rank folded in, ranges checked, warnings
+// for keys without effect here); its errors are mapped back to the TOML key path and line
+// ("training.lora.r", line 14).
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
 using Anneal.Core.Training;
@@ -26,10 +28,18 @@ public static class TrainingConfigLoader
         ["compute"] = ["gpu_type", "gpu_count", "nodes"],
         ["data"] = ["validation_path", "topology"],
         ["training"] = ["mode", "use_qlora", "validation", "lora"],
-        ["hyperparameters"] = HyperparameterParser.TopLevelKeys,
+        ["hyperparameters"] = [.. HyperparameterParser.TopLevelKeys, .. SettingKeys.UpstreamHyperparameterKeys],
         ["model"] = ["max_images_per_message"],
         ["tags"] = null,
+        // Spellings of upstream's example configs: [lora] is [training.lora]; [model_config] holds
+        // [model]'s max_images_per_message; [metadata] effective_config repeats [compute]/[data]/[training].
+        ["lora"] = HyperparameterParser.LoraKeys,
+        ["model_config"] = ["max_images_per_message", "supports_vision", "max_model_len"],
+        ["metadata"] = ["effective_config"],
     };
+
+    /// <summary>Top-level keys outside any section: upstream's `type = "sft"` (the job type).</summary>
+    static readonly IReadOnlyList<string> TopLevelKeys = ["type"];
 
     // [algorithm] variety → training mode (the upstream names: fft = full fine-tune).
     static readonly Dictionary<string, string> Varieties = new()
@@ -107,8 +117,9 @@ public static class TrainingConfigLoader
             var top = new JsonFields(doc, "", items);
 
             foreach (var (name, _) in doc)
-                if (!Sections.ContainsKey(name))
+                if (!Sections.ContainsKey(name) && !TopLevelKeys.Contains(name))
                     Error(name, $"unknown section [{name}]{(Suggest.Closest(name, Sections.Keys) is { } c ? $"; did you mean [{c}]?" : "")} (allowed: {string.Join(", ", Sections.Keys.Select(s => $"[{s}]"))})");
+            top.Choice("type", ["sft", "offline", "sft_offline"]);
             var s = Sections.Keys.ToDictionary(k => k, k => doc.ContainsKey(k) ? top.Object(k) : null);
             foreach (var (name, obj) in s)
                 if (obj is not null && Sections[name] is { } allowed && name != "hyperparameters")
@@ -138,6 +149,18 @@ public static class TrainingConfigLoader
             var dataSection = Fields(s["data"], "data", items);
             var validationPath = dataSection?.String("validation_path");
             var maxImages = Fields(s["model"], "model", items)?.Int("max_images_per_message", 1, 64);
+            var modelConfig = Fields(s["model_config"], "model_config", items);
+            if (modelConfig?.Int("max_images_per_message", 1, 64) is { } upstreamMaxImages)
+            {
+                if (maxImages is { } m && m != upstreamMaxImages)
+                    Error("model_config.max_images_per_message", $"{upstreamMaxImages} conflicts with model.max_images_per_message = {m}; give it once");
+                maxImages ??= upstreamMaxImages;
+            }
+            modelConfig?.Bool("supports_vision");
+            if (modelConfig?.Int("max_model_len", 16, 1 << 20) is { } maxModelLen)
+                Warn("model_config.max_model_len", $"= {maxModelLen} has no effect here: hyperparameters.sequence_length bounds the training rows");
+            if (s["model_config"]?.ContainsKey("supports_vision") == true)
+                Warn("model_config.supports_vision", "has no effect here: the model registry says which models take images (GET /api/models)");
             var tags = new Dictionary<string, string>();
             foreach (var (key, value) in s["tags"] ?? [])
             {
@@ -145,23 +168,66 @@ public static class TrainingConfigLoader
                 else items.Add(new ErrorItem(null, $"tags.{key}", $"must be a string, number or boolean, got {JsonFields.Describe(value)}"));
             }
 
-            var (hyperparameters, origins) = BuildHyperparameters(s["hyperparameters"], s["training"], variety);
-            foreach (var item in items) Error(item.Field ?? "", item.Message);
-            foreach (var item in HyperparameterParser.Parse(hyperparameters).Errors)
+            var training = s["training"];
+            if (s["lora"] is { } topLora)
             {
-                var key = ToTomlKey(item.Field ?? HyperparameterParser.Prefix, origins);
-                Error(key, UnknownHyperparameter(key, item.Message) ?? item.Message);
+                // Upstream's examples write [lora]; ours is [training.lora].
+                if (training?["lora"] is not null) Error("lora", "is also given as [training.lora]; give it once");
+                else
+                {
+                    training = (JsonObject?)training?.DeepClone() ?? new JsonObject();
+                    training["lora"] = topLora.DeepClone();
+                    loraFrom = "lora";
+                }
             }
+            var (hyperparameters, origins) = BuildHyperparameters(s["hyperparameters"], training, variety);
+            foreach (var item in items) Error(item.Field ?? "", item.Message);
 
-            if (errors.Count > 0) return (null, errors);
             var effective = new JsonObject
             {
                 ["compute"] = s["compute"]?.DeepClone() ?? new JsonObject(),
                 ["data"] = s["data"]?.DeepClone() ?? new JsonObject(),
                 ["training"] = s["training"]?.DeepClone() ?? new JsonObject(),
             };
+            MergeUpstreamMetadata(s["metadata"], effective);
+
+            // The same normalisation the server runs at job creation: upstream spellings folded in,
+            // every range checked, warnings for keys without effect here.
+            var (settings, settingErrors) = JobSettings.Normalize(hyperparameters, new JsonObject { ["effective_config"] = effective.DeepClone() }, validationPath);
+            foreach (var item in settingErrors)
+            {
+                var key = ToTomlKey(item.Field ?? HyperparameterParser.Prefix, origins);
+                Error(key, UnknownHyperparameter(key, item.Message) ?? item.Message);
+            }
+
+            if (errors.Count > 0) return (null, errors);
+            foreach (var w in settings!.Warnings) Warn(ToTomlKey(w.Field, origins), w.Message);
             return (new TrainingConfig(file, modelOverride ?? model!, data ?? dataPath, validationPath, pollSeconds,
-                hyperparameters, effective, maxImages, tags), errors);
+                hyperparameters, effective, maxImages, tags) { Settings = settings, Warnings = warnings }, errors);
+        }
+
+        readonly List<ConfigError> warnings = [];
+        string loraFrom = "training.lora";
+
+        void Warn(string key, string message) => warnings.Add(new ConfigError(file, key, message, LineOf(key)));
+
+        /// <summary>
+        /// Upstream's examples repeat [compute] (and the like) as [metadata] effective_config = {…}:
+        /// a part that is missing or empty in ours is taken from there; a different value is an error.
+        /// </summary>
+        void MergeUpstreamMetadata(JsonObject? metadata, JsonObject effective)
+        {
+            if (metadata?["effective_config"] is not JsonObject upstream) return;
+            foreach (var (name, value) in upstream)
+            {
+                if (value is null) continue;
+                if (effective[name] is JsonObject { Count: > 0 } ours)
+                {
+                    if (!JsonNode.DeepEquals(ours, value))
+                        Error($"metadata.effective_config.{name}", $"{value.ToJsonString()} conflicts with [{name}] = {ours.ToJsonString()}; give it once");
+                }
+                else effective[name] = value.DeepClone();
+            }
         }
 
         static JsonFields? Fields(JsonObject? obj, string prefix, List<ErrorItem> items) =>
@@ -181,7 +247,13 @@ public static class TrainingConfigLoader
                     return;
                 }
                 hp[jsonKey] = value?.DeepClone();
-                origins.Add(($"hyperparameters.{jsonKey}", $"training.{tomlKey}"));
+                origins.Add(($"hyperparameters.{jsonKey}", tomlKey == "lora" ? loraFrom : $"training.{tomlKey}"));
+            }
+            // mode = "sft_offline" (upstream's example) names the job type, not a training mode.
+            if (training?["mode"] is { } modeValue && SettingKeys.ModeOf(modeValue) is null)
+            {
+                training = (JsonObject)training.DeepClone();
+                training.Remove("mode");
             }
             Move("mode", "training_mode");
             Move("use_qlora", "use_qlora");
@@ -195,8 +267,11 @@ public static class TrainingConfigLoader
                     origins.Add(("hyperparameters.training_mode", "algorithm.variety"));
                 }
                 else if (hp["training_mode"] is JsonValue m && m.GetValueKind() == System.Text.Json.JsonValueKind.String
-                         && m.GetValue<string>() != mode && !(mode == TrainingModes.FullFinetune && hp["use_qlora"]?.ToJsonString() == "true"))
-                    Error("algorithm.variety", $"\"{variety}\" conflicts with training.mode = \"{m.GetValue<string>()}\"");
+                         && m.GetValue<string>() != mode
+                         && !(m.GetValue<string>() == TrainingModes.Lora && mode == TrainingModes.Qlora && hp["use_qlora"]?.ToJsonString() == "true"))
+                    // [algorithm] is upstream's coarse label (its own examples pair variety = "fft"
+                    // with mode = "lora"); the specific [training] mode is what trains.
+                    Warn("algorithm.variety", $"\"{variety}\" disagrees with training.mode = \"{m.GetValue<string>()}\"; training.mode is used");
             }
             return (hp, origins);
         }
@@ -219,12 +294,16 @@ public static class TrainingConfigLoader
 
         static readonly IReadOnlyList<string> TomlHyperparameterKeys = HyperparameterParser.TopLevelKeys
             .Except(["training_mode", "use_qlora", "lora", "validation", "parallelism"])
+            .Concat(SettingKeys.UpstreamHyperparameterKeys)
             .Append("[hyperparameters.parallelism]")
             .ToList();
 
         /// <summary>"hyperparameters.lora.target_modules[1]" → "training.lora.target_modules[1]".</summary>
         static string ToTomlKey(string field, List<(string Json, string Toml)> origins)
         {
+            const string effective = "metadata.effective_config.";
+            if (field.StartsWith(effective, StringComparison.Ordinal)) return field[effective.Length..];
+            if (field == "validation_file_id") return "data.validation_path";
             foreach (var (json, toml) in origins.OrderByDescending(o => o.Json.Length))
                 if (field == json || field.StartsWith(json + ".", StringComparison.Ordinal) || field.StartsWith(json + "[", StringComparison.Ordinal))
                     return toml + field[json.Length..];

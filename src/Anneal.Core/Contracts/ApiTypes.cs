@@ -36,25 +36,33 @@ public sealed record JobProgress(
     double? TokensPerSecond,
     double? EtaSeconds);
 
+/// <summary>
+/// A job. Members are in the order clients show them: Synth's client prints only the first 600
+/// characters of this object, so what a user needs (status, result, error) comes first.
+/// </summary>
 public sealed record JobObject(
     string Id,
-    string JobId,
-    string Object,
     string Status,
     string Model,
+    string? FineTunedModel,
+    JobError? Error,
+    JobProgress? Progress,
+    DateTimeOffset CreatedAt,
+    /// <summary>Time of the job's latest event (status changes and progress are events).</summary>
+    DateTimeOffset? UpdatedAt,
+    DateTimeOffset? StartedAt,
+    DateTimeOffset? FinishedAt,
+    long? TrainedTokens,
+    /// <summary>The optimizer step whose weights are the result: the last, or the best evaluated one (save_best_model_at_end).</summary>
+    long? WeightsStep,
+    string JobId,
+    string Object,
     string TrainingType,
     string TrainingFileId,
     string? ValidationFileId,
     JsonObject Hyperparameters,
     JsonObject? Metadata,
-    string? Suffix,
-    DateTimeOffset CreatedAt,
-    DateTimeOffset? StartedAt,
-    DateTimeOffset? FinishedAt,
-    string? FineTunedModel,
-    long? TrainedTokens,
-    JobError? Error,
-    JobProgress? Progress);
+    string? Suffix);
 
 public sealed record JobList(IReadOnlyList<JobObject> Jobs, bool HasMore);
 
@@ -75,7 +83,35 @@ public sealed record JobEvent(
     string Level,
     string Message,
     JsonObject? Data,
-    DateTimeOffset CreatedAt);
+    DateTimeOffset CreatedAt)
+{
+    /// <summary>Unique across jobs ("job_…:seq"): clients de-duplicate events by `id` as well as by `seq`.</summary>
+    [System.Text.Json.Serialization.JsonPropertyOrder(-1)]
+    public string Id => $"{JobId}:{Seq}";
+}
+
+/// <summary>One phase of a job's life (GET …/jobs/{id}/timeline): created, queued, running, …, succeeded.</summary>
+public sealed record TimelineEntry(string Phase, DateTimeOffset CreatedAt, string? Message);
+
+public sealed record Timeline(IReadOnlyList<TimelineEntry> Events);
+
+/// <summary>GET …/jobs/{id}/status: the job's status and what goes with it, without its settings.</summary>
+public sealed record JobStatusObject(
+    string Id,
+    string Status,
+    string? FineTunedModel,
+    JobError? Error,
+    JobProgress? Progress,
+    DateTimeOffset? UpdatedAt);
+
+/// <summary>GET …/jobs/{id}/config: the request as sent and the settings it was normalised to.</summary>
+public sealed record JobConfigObject(
+    string Id,
+    string Model,
+    string TrainingType,
+    JsonObject Hyperparameters,
+    JsonObject? Metadata,
+    JsonNode? Settings);
 
 public sealed record EventList(IReadOnlyList<JobEvent> Events);
 

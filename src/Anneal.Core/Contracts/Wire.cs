@@ -33,6 +33,8 @@ public static class EventTypes
     public const string ModelLoading = "sft.model.loading";
     public const string ModelDownload = "sft.model.download";
     public const string DataPrepared = "sft.data.prepared";
+    /// <summary>The memory model's estimate and choices (activation checkpointing, optimizer state), before weights load.</summary>
+    public const string MemoryPlanned = "sft.memory.planned";
     public const string Progress = "sft.progress";
     public const string ValidationSummary = "sft.validation.summary";
     public const string CheckpointSaved = "sft.checkpoint.saved";
@@ -43,6 +45,12 @@ public static class EventTypes
     public const string Requeued = "sft.requeued";
     public const string Paused = "sft.paused";
     public const string Resumed = "sft.resumed";
+    /// <summary>A setting accepted but without effect here (data: field, message).</summary>
+    public const string ConfigWarning = "sft.config.warning";
+    /// <summary>The final weights are those of an earlier, better evaluated step (data: step, metric, value, last_step).</summary>
+    public const string BestModelRestored = "sft.best_model.restored";
+    /// <summary>The training loss ran far above its lowest value (data: step, loss, lowest_loss, lowest_step, learning_rate).</summary>
+    public const string Diverging = "sft.training.diverging";
 }
 
 public static class MetricNames

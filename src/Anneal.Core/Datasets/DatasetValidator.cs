@@ -13,8 +13,7 @@ using Anneal.Core.Contracts;
 
 namespace Anneal.Core.Datasets;
 
-/// <param name="AllowEmptyText">Accept empty user/assistant text (prompt files and traces judge that themselves); training data never does.</param>
-public sealed record DatasetValidationOptions(int MaxErrorsShown = 20, bool Vision = false, int MaxImagesPerMessage = 1, bool AllowEmptyText = false);
+public sealed record DatasetValidationOptions(int MaxErrorsShown = 20, bool Vision = false, int MaxImagesPerMessage = 1);
 
 /// <summary>Result of validating a dataset: Errors holds at most MaxErrorsShown, TotalErrors counts all.</summary>
 public sealed record DatasetReport(int NumExamples, IReadOnlyList<ErrorItem> Errors, int TotalErrors)
@@ -243,7 +242,7 @@ public static class DatasetValidator
         void CheckContent(JsonElement content, string path, string? role, bool hasToolCalls)
         {
             // An empty prompt or reply teaches nothing (an assistant turn that only calls tools may be empty).
-            var mustHaveText = !options.AllowEmptyText && (role is "user" || (role is "assistant" && !hasToolCalls));
+            var mustHaveText = role is "user" || (role is "assistant" && !hasToolCalls);
             if (content.ValueKind == JsonValueKind.String)
             {
                 if (mustHaveText && string.IsNullOrWhiteSpace(content.GetString()))

@@ -1,6 +1,7 @@
-// Turns a job's `hyperparameters` JSON into TrainingSettings, or into errors that name the key,
-// the value and what is allowed (unknown keys get a "did you mean"). The TOML loader builds the
-// same shape, so config files and raw API payloads are checked by the same rules.
+// Turns a job's canonical `hyperparameters` JSON into TrainingSettings, or into errors that name
+// the key, the value and what is allowed (unknown keys get a "did you mean"). Callers go through
+// JobSettings.Normalize, which first folds upstream spellings into this shape (SettingKeys); the
+// TOML loader builds the same shape, so config files and API payloads are checked by one set of rules.
 //
 // Shape (flat keys, three nested objects):
 //   { n_epochs | total_steps (aliases train_steps, steps), per_device_batch, per_device_eval_batch,
@@ -88,12 +89,10 @@ public static class HyperparameterParser
         var mode = r.Choice("training_mode", Modes);
         var useQlora = r.Bool("use_qlora");
         var packing = r.Bool("packing");
+        // QLoRA is LoRA over a 4-bit base: use_qlora = true selects it whatever the mode says (the
+        // spec's config keeps mode = "full_finetune" next to the flag).
         if (useQlora == true)
-        {
-            if (mode is not null && mode != TrainingModes.Qlora)
-                errors.Add(new ErrorItem(null, r.Path("use_qlora"), $"true conflicts with training_mode \"{mode}\" (training.mode in a config file); qlora is not yet supported: set use_qlora = false"));
             mode = TrainingModes.Qlora;
-        }
 
         // Effective batch on one device: global_batch = per_device_batch × gradient_accumulation_steps.
         if (globalBatch is { } g)
@@ -169,6 +168,9 @@ public static class HyperparameterParser
             var path = r.Path("target_modules");
             if (node is JsonValue v && v.GetValueKind() == System.Text.Json.JsonValueKind.String && v.GetValue<string>() == "all-linear")
                 targets = null; // the default: every linear projection
+            else if (node is JsonArray { Count: 1 } single && single[0] is JsonValue one
+                     && one.GetValueKind() == System.Text.Json.JsonValueKind.String && one.GetValue<string>() == "all-linear")
+                targets = null; // upstream's spelling: ["all-linear"]
             else if (node is JsonArray array && array.Count > 0)
             {
                 var list = new List<string>();

@@ -27,7 +27,14 @@ public sealed record TrainerJobSpec(
     /// <summary>How messages name the training file, e.g. "train.jsonl (file_abc123)": the user's upload, not the storage path. Null: the path.</summary>
     string? TrainingFileName = null,
     /// <summary>Same for the validation file.</summary>
-    string? ValidationFileName = null);
+    string? ValidationFileName = null,
+    /// <summary>How saved LoRA adapters name their base (PEFT's base_model_name_or_path); null: <see cref="Model"/>.
+    /// A local run (train-local) names the folder it trained on, which is where the base really is.</summary>
+    string? BaseModelName = null)
+{
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string AdapterBaseName => BaseModelName ?? Model;
+}
 
 /// <summary>
 /// One line of the trainer's stdout. Type is one of <see cref="Contracts.EventTypes"/>; Data carries

@@ -1,5 +1,7 @@
-// application/problem+json responses (RFC 9457) with a stable `code` and, where it applies,
-// `errors: [{line?, field?, message}]`. Handlers return these as typed results.
+// Problem details (RFC 9457) with a stable `code` and, where it applies,
+// `errors: [{line?, field?, message}]`. Handlers return these as typed results. The media type is
+// negotiated (ProblemContentNegotiation): `application/problem+json` only when the request's Accept
+// names it, else the same body as `application/json`, which clients that parse only JSON read.
 using Anneal.Core.Contracts;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
@@ -56,4 +58,31 @@ public static class Problems
         Make(413, ErrorCodes.PayloadTooLarge, "Payload too large",
             $"The upload exceeds the server's limit of {limit} bytes (anneal serve --max-upload-mb).",
             extra: new Dictionary<string, object?> { ["max_bytes"] = limit });
+}
+
+/// <summary>
+/// Sends every problem (ours and the framework's) as <c>application/json</c> unless the request's
+/// Accept names <c>application/problem+json</c>: Synth's client parses a body only when its type
+/// starts with application/json and otherwise shows an empty response (UPSTREAM.md §8).
+/// </summary>
+public static class ProblemContentNegotiation
+{
+    public const string ProblemJson = "application/problem+json";
+
+    public static IApplicationBuilder UseProblemContentNegotiation(this IApplicationBuilder app) =>
+        app.Use(async (http, next) =>
+        {
+            // Headers are still writable in OnStarting, after the handler chose its content type.
+            http.Response.OnStarting(() =>
+            {
+                if (http.Response.ContentType is { } type && type.StartsWith(ProblemJson, StringComparison.OrdinalIgnoreCase)
+                    && !AcceptsProblemJson(http.Request))
+                    http.Response.ContentType = "application/json; charset=utf-8";
+                return Task.CompletedTask;
+            });
+            await next(http);
+        });
+
+    public static bool AcceptsProblemJson(HttpRequest request) =>
+        request.Headers.Accept.Any(a => a is not null && a.Contains(ProblemJson, StringComparison.OrdinalIgnoreCase));
 }

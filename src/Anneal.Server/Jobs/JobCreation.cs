@@ -1,7 +1,8 @@
 // POST /api/learning/jobs: parse the body (400 naming the field on malformed JSON or a wrong type),
-// validate model, training type, files and hyperparameters (422 listing every problem; 409
-// file_not_ready when the only problem is a file still being validated), honour Idempotency-Key,
-// and store the job with its `sft.created` event in one transaction.
+// normalise the settings (JobSettings: ours or Synth's client's spellings), validate model, training
+// type, files and settings (422 listing every problem; 409 file_not_ready when the only problem is
+// a file still being validated), honour Idempotency-Key, and store the job, its normalised settings,
+// its `sft.created` event and a `sft.config.warning` per setting without effect, in one transaction.
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -42,6 +43,7 @@ public static partial class JobCreation
         if (body is null) return Problems.Make(413, ErrorCodes.PayloadTooLarge, "Payload too large", $"A job request body is limited to {MaxBodyBytes} bytes.");
         var (request, parseProblem) = Parse(body);
         if (request is null) return parseProblem!;
+        AdoptEffectiveTrainingMode(request);
 
         var idempotencyKey = http.Request.Headers["Idempotency-Key"].ToString();
         if (idempotencyKey.Length > 255)
@@ -50,8 +52,10 @@ public static partial class JobCreation
         using var conn = db.Connect();
         if (idempotencyKey.Length > 0 && Replay(conn, org, idempotencyKey, requestHash) is { } replay) return replay;
 
-        var (mode, problem) = Validate(conn, org, request);
+        var (settings, problem) = Validate(conn, org, request);
         if (problem is not null) return problem;
+        var mode = settings!.Training.Mode;
+        var model = ModelRegistry.Find(request.Model!.Trim())?.Id ?? request.Model!.Trim();
 
         var id = Ids.New("job");
         try
@@ -63,15 +67,20 @@ public static partial class JobCreation
             if (FileGone(conn, tx, org, request) is { } gone) return gone;
             Db.Exec(conn, tx, """
                 INSERT INTO jobs (id, org, status, model, mode, training_type, training_file_id, validation_file_id,
-                                  hyperparameters, metadata, suffix, created_at, idempotency_key, request_hash)
-                VALUES (@id, @org, @status, @model, @mode, @type, @train, @val, @hp, @meta, @suffix, @t, @key, @hash)
+                                  hyperparameters, metadata, suffix, created_at, idempotency_key, request_hash, settings)
+                VALUES (@id, @org, @status, @model, @mode, @type, @train, @val, @hp, @meta, @suffix, @t, @key, @hash, @settings)
                 """,
-                ("@id", id), ("@org", org), ("@status", JobStatus.Created), ("@model", request.Model!.Trim()), ("@mode", mode),
+                ("@id", id), ("@org", org), ("@status", JobStatus.Created), ("@model", model), ("@mode", mode),
                 ("@type", request.TrainingType ?? TrainingType.SftOffline), ("@train", request.TrainingFileId),
-                ("@val", request.ValidationFileId), ("@hp", request.Hyperparameters!.ToJsonString(AnnealJson.Options)),
+                ("@val", settings.ValidationFileId), ("@hp", request.Hyperparameters!.ToJsonString(AnnealJson.Options)),
                 ("@meta", request.Metadata?.ToJsonString(AnnealJson.Options)), ("@suffix", request.Suffix), ("@t", Db.Now()),
-                ("@key", idempotencyKey.Length > 0 ? idempotencyKey : null), ("@hash", requestHash));
-            JobEvents.Append(conn, tx, id, EventTypes.Created, "info", $"Job created for model {request.Model} ({mode}).");
+                ("@key", idempotencyKey.Length > 0 ? idempotencyKey : null), ("@hash", requestHash),
+                ("@settings", JsonSerializer.Serialize(settings, AnnealJson.Options)));
+            JobEvents.Append(conn, tx, id, EventTypes.Created, "info", $"Job created for model {model} ({mode}).");
+            // Accepted but without effect here: named once, on the job, where every client sees it.
+            foreach (var w in settings.Warnings)
+                JobEvents.Append(conn, tx, id, EventTypes.ConfigWarning, "warning", w.ToString(),
+                    new JsonObject { ["field"] = w.Field, ["message"] = w.Message });
             tx.Commit();
         }
         catch (SqliteException e) when (e.SqliteErrorCode == 19 && idempotencyKey.Length > 0)
@@ -142,6 +151,18 @@ public static partial class JobCreation
         }
     }
 
+    /// <summary>
+    /// The upstream client sends [training] mode and use_qlora only inside
+    /// metadata.effective_config.training (UPSTREAM.md); they count as the hyperparameters
+    /// training_mode and use_qlora unless those are given there.
+    /// </summary>
+    static void AdoptEffectiveTrainingMode(CreateJobRequest request)
+    {
+        if (request.Metadata?["effective_config"]?["training"] is not JsonObject training || request.Hyperparameters is not { } hp) return;
+        foreach (var (from, to) in new[] { ("mode", "training_mode"), ("use_qlora", "use_qlora") })
+            if (training[from] is { } value && !hp.ContainsKey(to)) hp[to] = value.DeepClone();
+    }
+
     [GeneratedRegex("The JSON property '([^']+)' could not be mapped")]
     private static partial Regex UnmappedProperty();
 
@@ -160,20 +181,20 @@ public static partial class JobCreation
 
     sealed record Issue(ErrorItem Item, string Code, int Status = 422);
 
-    /// <summary>Checks every field; returns the training mode, or a problem naming every issue found.</summary>
-    static (string Mode, ProblemHttpResult? Problem) Validate(SqliteConnection conn, string org, CreateJobRequest request)
+    /// <summary>Checks every field; returns the normalised settings, or a problem naming every issue found.</summary>
+    static (JobSettings? Settings, ProblemHttpResult? Problem) Validate(SqliteConnection conn, string org, CreateJobRequest request)
     {
         var issues = new List<Issue>();
         void Add(string? field, string message, string code = ErrorCodes.ValidationFailed, int status = 422) =>
             issues.Add(new Issue(new ErrorItem(null, field, message), code, status));
 
-        // Hyperparameters first: the mode decides which base models accept the job.
-        var (settings, hpErrors) = HyperparameterParser.Parse(request.Hyperparameters);
-        foreach (var e in hpErrors) issues.Add(new Issue(e, ErrorCodes.ValidationFailed));
-        var mode = settings?.Mode ?? TrainingModes.FullFinetune;
+        // Settings first (normalised once, from our spellings or upstream's): the mode decides
+        // which base models accept the job.
+        var (settings, settingErrors) = JobSettings.Normalize(request.Hyperparameters, request.Metadata, request.ValidationFileId);
+        foreach (var e in settingErrors) issues.Add(new Issue(e, ErrorCodes.ValidationFailed));
 
         if (string.IsNullOrWhiteSpace(request.Model)) Add("model", "is required (a base model from GET /api/models or a fine-tuned model id)");
-        else ValidateModel(conn, org, request.Model.Trim(), settings, Add);
+        else ValidateModel(conn, org, request.Model.Trim(), settings?.Training, Add);
 
         if (request.TrainingType is { } type && type != TrainingType.SftOffline)
             Add("training_type", $"'{type}' is not supported; expected '{TrainingType.SftOffline}'");
@@ -182,20 +203,21 @@ public static partial class JobCreation
         var vision = request.Model is { } m && RegistryBase(conn, org, m.Trim()) is { } b && ModelRegistry.IsVision(b);
         if (string.IsNullOrWhiteSpace(request.TrainingFileId)) Add("training_file_id", "is required (an uploaded file id, file_…)");
         else CheckFile(conn, org, "training_file_id", request.TrainingFileId, vision, request.Model, Add);
-        if (request.ValidationFileId is { } v) CheckFile(conn, org, "validation_file_id", v, vision, request.Model, Add);
+        if (settings?.ValidationFileId is { } v)
+            CheckFile(conn, org, request.ValidationFileId is null ? "metadata.effective_config.data.validation_files[0]" : "validation_file_id", v, vision, request.Model, Add);
 
         if (request.Suffix is { Length: > 64 } s) Add("suffix", $"is {s.Length} characters long; at most 64 allowed");
         if (request.Metadata is { } metadata && System.Text.Encoding.UTF8.GetByteCount(metadata.ToJsonString()) is var size && size > MaxMetadataBytes)
             Add("metadata", $"is {size} bytes of JSON; at most {MaxMetadataBytes} allowed (it is stored with the job and sent with every listing)");
 
-        if (issues.Count == 0) return (mode, null);
+        if (issues.Count == 0) return (settings, null);
         var items = issues.Select(i => i.Item).ToList();
         var detail = issues.Count == 1 ? issues[0].Item.ToString() : $"{issues.Count} problems: " + string.Join("; ", items);
         if (issues.All(i => i.Status == 409))
-            return (mode, Problems.Make(409, ErrorCodes.FileNotReady, "File not ready", detail + " Retry once the file's status is 'ready'.", items));
+            return (null, Problems.Make(409, ErrorCodes.FileNotReady, "File not ready", detail + " Retry once the file's status is 'ready'.", items));
         var codes = issues.Select(i => i.Code).Distinct().ToList();
         var code = codes.Count == 1 && codes[0] != ErrorCodes.FileNotReady ? codes[0] : ErrorCodes.ValidationFailed;
-        return (mode, Problems.Validation(detail, items, code));
+        return (null, Problems.Validation(detail, items, code));
     }
 
     static void ValidateModel(SqliteConnection conn, string org, string model, TrainingSettings? settings, Action<string?, string, string, int> add)
@@ -224,7 +246,7 @@ public static partial class JobCreation
             add("model", $"unknown model '{model}'; supported: {string.Join(", ", ModelRegistry.All.Select(m => m.Id))}", ErrorCodes.UnknownModel, 422);
             return;
         }
-        // Trainable here, mode offered (qlora not yet), sequence_length within the context length:
+        // Trainable here, mode offered, sequence_length within the context length:
         // the same checks the CLI runs before uploading (Anneal.Core.Training.JobChecks).
         foreach (var e in JobChecks.CheckAgainstModel(info, settings))
             add(e.Field, e.Message, e.Code, 422);

@@ -2,19 +2,30 @@
 // (created → queued → running → succeeded | failed | cancelled) every writer goes through.
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
+using Anneal.Core.Training;
 using Anneal.Server.Storage;
 using Microsoft.Data.Sqlite;
 
 namespace Anneal.Server.Jobs;
 
-public sealed record JobRow(JobObject Wire, string Org, string Mode, int Restarts, string? ResumeFrom, string? IdempotencyKey, string? RequestHash);
+public sealed record JobRow(JobObject Wire, string Org, string Mode, int Restarts, string? ResumeFrom, string? IdempotencyKey, string? RequestHash,
+    JobSettings? Settings = null)
+{
+    /// <summary>
+    /// The settings normalised at creation; for a job stored before they were kept, the stored
+    /// request normalised now (the same function, so the same result).
+    /// </summary>
+    public (JobSettings? Settings, IReadOnlyList<ErrorItem> Errors) EffectiveSettings() =>
+        Settings is not null ? (Settings, []) : JobSettings.Normalize(Wire.Hyperparameters, Wire.Metadata, Wire.ValidationFileId);
+}
 
 public static class JobRows
 {
     public const string Columns = """
         rowid, id, org, status, model, mode, training_type, training_file_id, validation_file_id, hyperparameters,
         metadata, suffix, created_at, started_at, finished_at, fine_tuned_model, trained_tokens, error, progress,
-        idempotency_key, request_hash, restarts, resume_from
+        idempotency_key, request_hash, restarts, resume_from, settings, weights_step,
+        (SELECT MAX(e.created_at) FROM job_events e WHERE e.job_id = jobs.id) AS updated_at
         """;
 
     public static JobRow Map(SqliteDataReader r)
@@ -33,14 +44,17 @@ public static class JobRows
             Metadata: Db.Str(r, "metadata") is { } m ? JsonNode.Parse(m) as JsonObject : null,
             Suffix: Db.Str(r, "suffix"),
             CreatedAt: Db.ParseTime(r.GetString(r.GetOrdinal("created_at"))),
+            UpdatedAt: Db.Str(r, "updated_at") is { } u ? Db.ParseTime(u) : null,
             StartedAt: Db.Str(r, "started_at") is { } s ? Db.ParseTime(s) : null,
             FinishedAt: Db.Str(r, "finished_at") is { } f ? Db.ParseTime(f) : null,
             FineTunedModel: Db.Str(r, "fine_tuned_model"),
             TrainedTokens: Db.Long(r, "trained_tokens"),
+            WeightsStep: Db.Long(r, "weights_step"),
             Error: Db.FromJson<JobError>(Db.Str(r, "error")),
             Progress: Db.FromJson<JobProgress>(Db.Str(r, "progress")));
         return new JobRow(wire, r.GetString(r.GetOrdinal("org")), r.GetString(r.GetOrdinal("mode")),
-            (int)r.GetInt64(r.GetOrdinal("restarts")), Db.Str(r, "resume_from"), Db.Str(r, "idempotency_key"), Db.Str(r, "request_hash"));
+            (int)r.GetInt64(r.GetOrdinal("restarts")), Db.Str(r, "resume_from"), Db.Str(r, "idempotency_key"), Db.Str(r, "request_hash"),
+            Db.FromJson<JobSettings>(Db.Str(r, "settings")));
     }
 
     /// <summary>The org's job, or null (another organisation's job is treated as absent).</summary>

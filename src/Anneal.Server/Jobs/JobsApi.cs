@@ -1,4 +1,5 @@
-// Jobs resource (DESIGN §3 "Jobs"): create, start, cancel, pause/resume, get, list, logs.
+// Jobs resource (DESIGN §3 "Jobs"): create, start, cancel, pause/resume, get, list, logs, and the
+// views Synth's status commands read (status, config, timeline; runs, empty for SFT).
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
 using Anneal.Server.Events;
@@ -22,7 +23,36 @@ public static class JobsApi
         jobs.MapPost("/{id}/pause", Pause);
         jobs.MapPost("/{id}/resume", Resume);
         jobs.MapGet("/{id}/logs", Logs);
+        jobs.MapGet("/{id}/status", Status);
+        jobs.MapGet("/{id}/config", Config);
+        jobs.MapGet("/{id}/timeline", JobTimeline.Get);
+        // RL runs (Synth's `runs` command): an SFT job has none.
+        api.MapGet("/jobs/{id}/runs", Runs);
         return api;
+    }
+
+    static Results<Ok<JobStatusObject>, ProblemHttpResult> Status(string id, HttpContext http, Db db)
+    {
+        using var conn = db.Connect();
+        if (JobRows.Find(conn, null, http.Org(), id) is not { } job) return Problems.NotFound("job", id);
+        var w = job.Wire;
+        return TypedResults.Ok(new JobStatusObject(w.Id, w.Status, w.FineTunedModel, w.Error, w.Progress, w.UpdatedAt));
+    }
+
+    static Results<Ok<JobConfigObject>, ProblemHttpResult> Config(string id, HttpContext http, Db db)
+    {
+        using var conn = db.Connect();
+        if (JobRows.Find(conn, null, http.Org(), id) is not { } job) return Problems.NotFound("job", id);
+        var settings = job.EffectiveSettings().Settings;
+        return TypedResults.Ok(new JobConfigObject(job.Wire.Id, job.Wire.Model, job.Wire.TrainingType, job.Wire.Hyperparameters, job.Wire.Metadata,
+            settings is null ? null : System.Text.Json.JsonSerializer.SerializeToNode(settings, AnnealJson.Options)));
+    }
+
+    static Results<Ok<Dictionary<string, object[]>>, ProblemHttpResult> Runs(string id, HttpContext http, Db db)
+    {
+        using var conn = db.Connect();
+        if (JobRows.Find(conn, null, http.Org(), id) is null) return Problems.NotFound("job", id);
+        return TypedResults.Ok(new Dictionary<string, object[]> { ["runs"] = [] });
     }
 
     static Results<Ok<JobObject>, ProblemHttpResult> Get(string id, HttpContext http, Db db)

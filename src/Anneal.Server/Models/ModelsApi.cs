@@ -1,5 +1,6 @@
-// Models: GET /api/models (the registry's base models), GET /api/learning/models (this org's
-// fine-tuned models) and GET /api/learning/jobs/{id}/checkpoints (each id usable as a model).
+// Models: GET /api/models (the registry's base models), GET /api/learning/models[/{id}] (this
+// org's fine-tuned models; /rl is empty: no RL here) and GET /api/learning/jobs/{id}/checkpoints
+// (each id usable as a model).
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
 using Anneal.Core.Models;
@@ -17,6 +18,10 @@ public static class ModelsApi
     {
         api.MapGet("/models", () => TypedResults.Ok(new BaseModelList(ModelRegistry.All.Select(m => m.ToWire()).ToList())));
         api.MapGet("/learning/models", FineTuned);
+        // RL models (Synth's `models list --type rl`): none here; SFT only.
+        api.MapGet("/learning/models/rl", () => TypedResults.Ok(new FineTunedModelList([])));
+        // Fine-tuned ids hold '/' and ':' (ft:Qwen/Qwen3-4B:job_…): a catch-all segment.
+        api.MapGet("/learning/models/{**id}", FineTunedOne);
         api.MapGet("/learning/jobs/{id}/checkpoints", Checkpoints);
         return api;
     }
@@ -30,6 +35,15 @@ public static class ModelsApi
             r => new FineTunedModelObject(r.GetString(0), r.GetString(1), r.GetString(2), Db.ParseTime(r.GetString(3)), r.GetString(4)),
             ("@org", http.Org()));
         return TypedResults.Ok(new FineTunedModelList(models));
+    }
+
+    static Results<Ok<FineTunedModelObject>, ProblemHttpResult> FineTunedOne(string id, HttpContext http, Db db)
+    {
+        using var conn = db.Connect();
+        var model = Db.Query(conn, null, "SELECT id, base_model, job_id, created_at, status FROM fine_tuned_models WHERE org = @org AND id = @id",
+            r => new FineTunedModelObject(r.GetString(0), r.GetString(1), r.GetString(2), Db.ParseTime(r.GetString(3)), r.GetString(4)),
+            ("@org", http.Org()), ("@id", id)).FirstOrDefault();
+        return model is null ? Problems.NotFound("fine-tuned model", id) : TypedResults.Ok(model);
     }
 
     static Results<Ok<CheckpointList>, ProblemHttpResult> Checkpoints(string id, HttpContext http, Db db)

@@ -119,9 +119,10 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     async Task<(TrainerJobSpec? Spec, JobError? Error)> BuildSpecAsync()
     {
-        var (settings, errors) = HyperparameterParser.Parse(job.Wire.Hyperparameters);
-        if (settings is null)
+        var (jobSettings, errors) = job.EffectiveSettings();
+        if (jobSettings is null)
             return (null, new JobError(ErrorCodes.UserConfigError, "hyperparameters are no longer valid: " + string.Join("; ", errors)));
+        var settings = jobSettings.Training;
         string? modelPath, modelError;
         try { (modelPath, modelError) = await ModelPaths.ResolveAsync(db, options, job.Org, job.Wire.Model, OnDownload, _stop.Token); }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
@@ -321,12 +322,13 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         // LoRA: serve the merged full model when the trainer wrote one (spec.MergeLora).
         var path = job.Mode == TrainingModes.FullFinetune ? final : merged ?? Path.Combine(final, "merged");
         var trained = Num(completed, "trained_tokens") is { } t ? (long?)t : null;
+        var weightsStep = Num(completed, "weights_step") is { } w ? (long?)w : null;
         using var conn = db.Connect();
         var baseModel = JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model;
         using var tx = conn.BeginTransaction();
         if (!JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Succeeded)) return false;
-        Db.Exec(conn, tx, "UPDATE jobs SET fine_tuned_model = @ft, trained_tokens = COALESCE(@tt, trained_tokens) WHERE id = @id",
-            ("@ft", ftId), ("@tt", trained), ("@id", id));
+        Db.Exec(conn, tx, "UPDATE jobs SET fine_tuned_model = @ft, trained_tokens = COALESCE(@tt, trained_tokens), weights_step = @ws WHERE id = @id",
+            ("@ft", ftId), ("@tt", trained), ("@ws", weightsStep), ("@id", id));
         Db.Exec(conn, tx, """
             INSERT OR REPLACE INTO fine_tuned_models (id, org, base_model, job_id, path, status, created_at)
             VALUES (@id, @org, @base, @job, @path, 'ready', @t)

@@ -22,6 +22,7 @@ public class LocalCommandsTests
         Assert.Contains(events, e => e["type"]!.GetValue<string>() == "sft.completed");
         var final = Path.Combine(box.Dir, "out", "final");
         Assert.True(File.Exists(Path.Combine(final, "model.safetensors")));
+        Assert.Equal("float32", JsonNode.Parse(File.ReadAllText(Path.Combine(final, "config.json")))!["dtype"]!.GetValue<string>());
 
         var generate = await box.RunAsync("generate", "--model", "out/final", "--prompt", "What is 1 plus 1?", "--max-new-tokens", "4");
         Assert.True(generate.ExitCode == 0, generate.ToString());
@@ -32,6 +33,18 @@ public class LocalCommandsTests
         var code = await AnnealApp.RunAsync(["tokenize", "--model", "out/final"], ctx);
         Assert.True(code == 0, error.ToString());
         Assert.NotNull(JsonNode.Parse(output.ToString()));
+    }
+
+    [Fact]
+    public async Task A_train_local_lora_adapter_names_the_folder_it_was_trained_on_as_its_base()
+    {
+        using var box = new CliSandbox();
+        box.Write("train.toml", Samples.TinyToml(steps: 1).Replace("mode = \"full_finetune\"", "mode = \"lora\""));
+        box.Write("data.jsonl", Samples.Dataset(2));
+        var train = await box.RunAsync("train-local", "--model", "models/tiny", "--dataset", "data.jsonl", "--config", "train.toml", "--output", "out", "--device", "cpu");
+        Assert.True(train.ExitCode == 0, train.ToString());
+        var adapter = JsonNode.Parse(File.ReadAllText(Path.Combine(box.Dir, "out", "final", "adapter_config.json")))!;
+        Assert.Equal(Path.Combine(box.Dir, "models", "tiny"), adapter["base_model_name_or_path"]!.GetValue<string>());
     }
 
     [Fact]
@@ -112,6 +125,9 @@ public class LocalCommandsTests
         Assert.Contains("Answer:", result.Out);
         Assert.Contains("fine_tuned_model: fft:anneal/tiny-qwen3:", result.Out);
         Assert.Contains("model folder: ", result.Out); // kept, so worth naming
+        // Where the curve can be watched live, and the key to sign in with.
+        Assert.Matches(@"web console at http://127\.0\.0\.1:\d+/ \(sign in with the key ank_\S+\)", result.Out);
+        Assert.Matches(@"Watch it in the console: http://127\.0\.0\.1:\d+/#/jobs/job_\w+", result.Out);
         // A folder the user named is kept.
         Assert.True(Directory.Exists(Path.Combine(box.Dir, "demo-data", "jobs")));
     }

@@ -48,6 +48,19 @@ public class SetupTests
     }
 
     [Fact]
+    public async Task Setup_with_a_data_dir_writes_the_port_that_folders_server_listens_on()
+    {
+        using var box = new CliSandbox();
+        await using var server = await TestServer.StartAsync(dataDir: Path.Combine(box.Dir, "data"));
+        Assert.DoesNotContain(":8000", server.BaseUrl); // a free port, not the default
+        var result = await box.RunAsync("setup", "--data-dir", "data");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains($"BACKEND_BASE_URL={server.BaseUrl}", File.ReadAllText(Path.Combine(box.Dir, ".env")));
+        var jobs = await box.RunAsync("jobs", "list");
+        Assert.True(jobs.ExitCode == 0, jobs.ToString());
+    }
+
+    [Fact]
     public async Task Setup_suggests_starting_a_server_when_none_answers()
     {
         using var box = new CliSandbox();

@@ -34,6 +34,17 @@ public class ProgressRenderingTests
     public void Durations_read_like_clocks(double seconds, string expected) =>
         Assert.Equal(expected, JobFollower.FormatDuration(seconds));
 
+    [Theory]
+    [InlineData("checkpoint step 20", 30, 29)]
+    [InlineData("a line much longer than the terminal is wide", 20, 19)]
+    [InlineData("x", 1, 1)]
+    public void Live_lines_fill_the_terminal_width_so_a_redraw_leaves_nothing_behind(string text, int width, int expected)
+    {
+        var line = JobFollower.PadToWidth(text, width);
+        Assert.Equal(expected, line.Length);
+        Assert.StartsWith(text[..Math.Min(text.Length, expected)], line);
+    }
+
     [Fact]
     public async Task On_a_terminal_the_follower_uses_the_live_display()
     {

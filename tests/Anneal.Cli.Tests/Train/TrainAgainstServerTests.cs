@@ -73,6 +73,39 @@ public class TrainAgainstServerTests
     }
 
     [Fact]
+    public async Task Re_running_from_another_folder_is_recognised_by_the_server_and_starts_no_second_job()
+    {
+        var (box, server) = await SetUpAsync();
+        await using var _ = server;
+        using var __ = box;
+        using var other = new CliSandbox();
+        foreach (var (k, v) in box.Environment) other.Environment[k] = v;
+        other.Write("elsewhere/train.toml", Samples.SpecToml);
+        other.Write("elsewhere/data.jsonl", Samples.Dataset(6));
+
+        var first = await box.RunAsync([.. SpecCommand, "--model", Samples.TinyModel, "--no-poll"]);
+        Assert.True(first.ExitCode == 0, first.ToString());
+        // Another folder, no local record of the first run: the server knows the dataset and config.
+        var second = await other.RunAsync("train", "--type", "sft", "--config", "elsewhere/train.toml", "--dataset", "elsewhere/data.jsonl",
+            "--model", Samples.TinyModel, "--no-poll");
+        Assert.True(second.ExitCode == 0, second.ToString());
+        Assert.Contains("already submitted as job", second.Err);
+        Assert.Contains(first.Out.Split('\n').First(l => l.StartsWith("job_id:")), second.Out);
+        Assert.Equal(1, await server.JobCountAsync());
+        Assert.Equal(1, await server.FileCountAsync());
+
+        // Once that job is cancelled, a re-run is a new job.
+        using var client = server.Client();
+        var jobId = first.Out.Split('\n').First(l => l.StartsWith("job_id:"))["job_id:".Length..].Trim();
+        await client.CancelJobAsync(jobId, default);
+        var third = await other.RunAsync("train", "--type", "sft", "--config", "elsewhere/train.toml", "--dataset", "elsewhere/data.jsonl",
+            "--model", Samples.TinyModel, "--no-poll");
+        Assert.True(third.ExitCode == 0, third.ToString());
+        Assert.Contains($"previous job {jobId} cancelled", third.Err);
+        Assert.Equal(2, await server.JobCountAsync());
+    }
+
+    [Fact]
     public async Task A_validation_set_is_validated_uploaded_and_named_in_the_job()
     {
         var (box, server) = await SetUpAsync();

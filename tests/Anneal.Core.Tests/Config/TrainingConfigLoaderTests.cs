@@ -328,12 +328,14 @@ public class TrainingConfigLoaderTests
     }
 
     [Fact]
-    public void Algorithm_variety_sets_the_mode_and_must_agree_with_training_mode()
+    public void Algorithm_variety_sets_the_mode_and_training_mode_wins_with_a_warning_when_they_disagree()
     {
         Assert.Equal("qlora", Ok(Minimal + "[algorithm]\nvariety = \"qlora\"\n").Hyperparameters["training_mode"]!.GetValue<string>());
-        var e = OnlyError(Minimal + "[algorithm]\nvariety = \"lora\"\n[training]\nmode = \"full_finetune\"\n");
-        Assert.Equal("algorithm.variety", e.Key);
-        Assert.Contains("conflicts with training.mode = \"full_finetune\"", e.Message);
+        var c = Ok(Minimal + "[algorithm]\nvariety = \"lora\"\n[training]\nmode = \"full_finetune\"\n");
+        Assert.Equal(TrainingModes.FullFinetune, c.Settings.Training.Mode);
+        var w = Assert.Single(c.Warnings);
+        Assert.Equal("algorithm.variety", w.Key);
+        Assert.Contains("disagrees with training.mode = \"full_finetune\"; training.mode is used", w.Message);
     }
 
     [Fact]

@@ -35,6 +35,23 @@ public sealed class ModelFolderTests : IDisposable
     }
 
     [Fact]
+    public void Saved_config_names_the_saved_precision_under_both_dtype_keys()
+    {
+        // A source that says bfloat16 under transformers' newer key, saved as float32.
+        var source = Path.Combine(dir, "source");
+        Directory.CreateDirectory(source);
+        foreach (var f in Directory.GetFiles(TinyFixture.ModelDir)) File.Copy(f, Path.Combine(source, Path.GetFileName(f)));
+        var sourceConfig = JsonNode.Parse(File.ReadAllText(Path.Combine(source, "config.json")))!.AsObject();
+        sourceConfig["dtype"] = "bfloat16";
+        File.WriteAllText(Path.Combine(source, "config.json"), sourceConfig.ToJsonString());
+        using var model = ModelFolder.Load(source, torch.CPU, torch.ScalarType.Float32);
+        var output = Path.Combine(dir, "saved32");
+        ModelFolder.Save(model, output, source);
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "config.json")))!;
+        Assert.Equal(("float32", "float32"), (config["torch_dtype"]!.GetValue<string>(), config["dtype"]!.GetValue<string>()));
+    }
+
+    [Fact]
     public void Large_models_are_written_in_shards_with_an_index()
     {
         using var model = ModelFolder.Load(TinyFixture.ModelDir, torch.CPU, torch.ScalarType.Float32);

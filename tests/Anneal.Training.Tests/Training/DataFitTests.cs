@@ -92,7 +92,7 @@ public sealed class DataFitTests : IDisposable
     {
         var train = Write("train.jsonl", facts: 8, longPrompts: 0, longAnswers: 0);
         var validation = Write("val.blob", facts: 1, longPrompts: 2, longAnswers: 0);
-        var spec = TinyFixture.Spec(dir, train, Quick, validationFile: validation) with { ValidationFileName = "val.jsonl (file_v)" };
+        var spec = TinyFixture.Spec(dir, train, Quick with { Validation = new ValidationSettings(Enabled: true) }, validationFile: validation) with { ValidationFileName = "val.jsonl (file_v)" };
         var (exit, events, _) = TinyFixture.Run(spec);
         Assert.Equal(TrainerProcess.ExitUserError, exit);
         var failed = Assert.Single(events, e => e.Type == EventTypes.Failed);

@@ -31,7 +31,7 @@ public sealed class ExampleConfigTrainingTests : IDisposable
     {
         var (config, errors) = TrainingConfigLoader.Load(Path.Combine(ConfigsDir, name));
         Assert.True(errors.Count == 0, string.Join("\n", errors));
-        var settings = HyperparameterParser.Parse(config!.Hyperparameters).Settings!;
+        var settings = config!.Settings.Training;
         var data = config.ResolveDataPath(config.DataPath!, out var tried) ?? throw new FileNotFoundException(string.Join(", ", tried));
         var validation = config.ValidationPath is { } v ? config.ResolveDataPath(v, out tried) ?? throw new FileNotFoundException(string.Join(", ", tried)) : null;
         return (config, settings, data, validation);

@@ -203,5 +203,9 @@ public sealed class ResumeAndLoraTests(ITestOutputHelper output) : IDisposable
         Assert.True(TestTensors.Same(atStep2.Read(name), final.Read(name)));
         Assert.False(TestTensors.Same(atStep4.Read(name), final.Read(name)));
         Assert.False(Directory.Exists(Path.Combine(dir, "out", "best")));
+        // Said as an event, and the result names the step its weights come from.
+        var restored = Assert.Single(events, e => e.Type == EventTypes.BestModelRestored);
+        Assert.Equal((2, 4), (restored.Data!["step"]!.GetValue<int>(), restored.Data["last_step"]!.GetValue<int>()));
+        Assert.Equal(2, Assert.Single(events, e => e.Type == EventTypes.Completed).Data!["weights_step"]!.GetValue<long>());
     }
 }
