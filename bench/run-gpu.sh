@@ -9,6 +9,7 @@
 #   ./run-gpu.sh parity              logits + 20 training steps against transformers → parity.md (exit 1 on failure)
 #   ./run-gpu.sh table               side-by-side tables                → table.md
 #   ./run-gpu.sh all                 everything above, in that order
+#   ./run-gpu.sh qlora               QLoRA vs LoRA: one Qwen3-8B-shaped layer, 4 steps of a 1.7B shape → qlora.md (not in all)
 # SHAPE: qwen3-0.6b, qwen3-1.7b (default both). Each part stays under 10 minutes on one H100 when the
 # lengths parts are run one shape at a time; run them as separate commands where a time limit applies.
 set -euo pipefail
@@ -75,5 +76,15 @@ fi
 if [[ $PART == table || $PART == all ]]; then
   python3 "$HERE/compare.py" "$OUT/anneal.jsonl" "$OUT/hf_anchor.json" \
     --lengths "$OUT/anneal_lengths.jsonl" "$OUT/hf_anchor_lengths.json" | tee "$OUT/table.md"
+fi
+if [[ $PART == qlora ]]; then
+  # bf16 base + LoRA against NF4 base + LoRA (r=16 on all linears), same process, alternating; then
+  # whole steps (micro 4 × 2048) of each mode in its own process. Target: ≤ 1.3× LoRA's time.
+  rm -f "$OUT/qlora_steps.jsonl"
+  { "$HERE/Anneal.Bench" qlora-layer --device cuda --shape qwen3-8b --tokens 8192 --steps 10
+    for mode in lora qlora; do
+      "$HERE/Anneal.Bench" train --device cuda --shape qwen3-1.7b --mode "$mode" --micro 4 --seq 2048 --steps 4 \
+        --json "$OUT/qlora_steps.jsonl" | tail -1
+    done; } 2>>"$OUT/qlora.stderr" | tee "$OUT/qlora.md"
 fi
 [[ -z ${PARITY_FAILED:-} ]] || { echo "parity checks FAILED (see $OUT/parity.md)" >&2; exit 1; }

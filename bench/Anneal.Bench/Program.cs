@@ -2,10 +2,13 @@
 // plain cross-entropy (time and peak memory). Usage (from the repository root):
 //   dotnet run -c Release --project bench/Anneal.Bench -- [optim|ce|all] [--device cpu|cuda]
 //     [--hidden 256] [--intermediate 768] [--layers 28] [--vocab 151936] [--tokens 1024] [--steps 10]
-//   ... -- train --shape qwen3-0.6b|qwen3-1.7b|qwen3-4b|tiny [--mode full|lora] [--micro 4] [--seq 2048]
+//   ... -- train --shape qwen3-0.6b|qwen3-1.7b|qwen3-4b|tiny [--mode full|lora|qlora] [--micro 4] [--seq 2048]
 //     [--ckpt] [--no-master] [--optimizer flat|torch] [--loss chunked|plain] [--device cuda] [--json FILE]  (see TrainBench.cs)
 //   ... -- lengths --shape ... [--batching order|bucketed|packed] [--micro 4] [--seq 2048] [--examples 512] [--json FILE]  (LengthsBench.cs)
 //   ... -- parity --model-dir DIR --reference FILE [--dtype float32|bfloat16] --json OUT  (ParityBench.cs)
+//   ... -- qlora-memory  (QLoRA vs LoRA vs full, CPU peak memory, ~100M parameters; QloraBench.cs)
+//   ... -- qlora-layer [--shape qwen3-8b] [--tokens 8192] [--steps 10] [--device cuda]  (QloraBench.cs)
+//   ... -- qlora-fit [--seq 2048]  (which sizes fit which card, from Core's MemoryModel; QloraBench.cs)
 // CPU peak memory is the process's peak resident set (VmHWM, reset through /proc/self/clear_refs)
 // above the resident set before the measurement.
 using System.Diagnostics;
@@ -27,6 +30,9 @@ if (opts.What is "ce" or "all") CrossEntropyBench.Run(opts, device);
 if (opts.What is "train") TrainBench.Run(opts, device);
 if (opts.What is "lengths") LengthsBench.Run(opts, device);
 if (opts.What is "parity") ParityBench.Run(opts, device);
+if (opts.What is "qlora-memory") QloraBench.Memory(opts);
+if (opts.What is "qlora-layer") QloraBench.Layer(opts, device);
+if (opts.What is "qlora-fit") QloraFit.Run(opts);
 
 sealed record Options(string What, string Device, int Hidden, int Intermediate, int Layers, int Vocab, int Tokens, int Steps)
 {
@@ -54,7 +60,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             o = args[i] switch
             {
-                "optim" or "ce" or "all" or "train" or "lengths" or "parity" => o with { What = args[i] },
+                "optim" or "ce" or "all" or "train" or "lengths" or "parity" or "qlora-memory" or "qlora-layer" or "qlora-fit" => o with { What = args[i] },
                 "--batching" => o with { Batching = Value() },
                 "--examples" => o with { Examples = int.Parse(Value()) },
                 "--model-dir" => o with { ModelDir = Value() },
@@ -77,7 +83,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
                 "--vocab" => o with { Vocab = int.Parse(Value()) },
                 "--tokens" => o with { Tokens = int.Parse(Value()) },
                 "--steps" => o with { Steps = int.Parse(Value()) },
-                _ => throw new ArgumentException($"unknown argument {args[i]}; expected optim|ce|all|train|lengths|parity and options listed at the top of Program.cs"),
+                _ => throw new ArgumentException($"unknown argument {args[i]}; expected optim|ce|all|train|lengths|parity|qlora-memory|qlora-layer|qlora-fit and options listed at the top of Program.cs"),
             };
         }
         if (o.Device is not ("cpu" or "cuda")) throw new ArgumentException($"--device {o.Device}: expected cpu or cuda");
@@ -214,6 +220,9 @@ static class PeakMemory
         File.WriteAllText("/proc/self/clear_refs", "5");
         return Status("VmRSS:");
     }
+
+    /// <summary>CPU: the resident set now (bytes).</summary>
+    public static double Current() => Status("VmRSS:");
 
     public static double Read(Device device) => device.type == DeviceType.CPU ? Status("VmHWM:") : double.NaN;
 

@@ -37,14 +37,21 @@ static class TrainBench
 
     public static void Run(Options o, Device device)
     {
-        if (o.Mode is not ("full" or "lora")) throw new ArgumentException($"--mode {o.Mode}: expected full or lora");
+        if (o.Mode is not ("full" or "lora" or "qlora")) throw new ArgumentException($"--mode {o.Mode}: expected full, lora or qlora");
         if (o.Optimizer is not ("flat" or "torch")) throw new ArgumentException($"--optimizer {o.Optimizer}: expected flat or torch");
         if (o.Loss is not ("chunked" or "plain")) throw new ArgumentException($"--loss {o.Loss}: expected chunked or plain");
         var cfg = Shape(o.Shape);
         var dtype = device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32;
         torch.manual_seed(0);
-        var model = new Qwen3ForCausalLM(cfg, device, dtype, o.Mode == "lora" ? new LoraSettings() : null);
-        long nparams = model.parameters().Sum(p => p.numel());
+        var model = new Qwen3ForCausalLM(cfg, device, dtype, o.Mode == "full" ? null : new LoraSettings(), nf4Base: o.Mode == "qlora");
+        // QLoRA: random N(0, 0.02) bases quantised layer by layer (the NF4 weights are not parameters).
+        using (no_grad())
+            foreach (var q in model.modules().OfType<QloraLinear>())
+            {
+                using var w = randn(q.BaseWeight.Shape, dtype, device) * 0.02;
+                q.LoadBase(w);
+            }
+        long nparams = model.parameters().Sum(p => p.numel()) + model.modules().OfType<QloraLinear>().Sum(q => q.BaseWeight.Count);
         if (o.Checkpointing)
         {
             var inner = (Qwen3Model)model.named_children().Single(c => c.name == "model").module;
@@ -95,7 +102,7 @@ static class TrainBench
             error = e.Message.Split('\n')[0];
         }
         double tokensPerS = o.Micro * o.Seq / (stepMs / 1000);
-        double flopsPerToken = (o.Mode == "lora" ? 4.0 : 6.0) * nparams
+        double flopsPerToken = (o.Mode == "full" ? 6.0 : 4.0) * nparams
             + 12.0 * cfg.NumHiddenLayers * cfg.NumAttentionHeads * cfg.HeadDim * o.Seq / 2;
         double tflops = tokensPerS * flopsPerToken / 1e12;
         double usedGib = DeviceMemory.UsedBytes(device) / (1L << 30);

@@ -127,7 +127,9 @@ public static class Trainer
         var loadClock = Stopwatch.StartNew();
         using var model = ModelFolder.Load(spec.ModelPath, device, dtype, lora, nf4Base: s.Mode == TrainingModes.Qlora);
         var checkpointing = memory.ActivationCheckpointing;
-        events.Log($"model loaded in {loadClock.Elapsed.TotalSeconds:F1} s: {model.parameters().Sum(p => p.numel()):N0} parameters, " +
+        var nf4 = model.modules().OfType<QloraLinear>().Select(q => q.BaseWeight).ToList();   // QLoRA: frozen bases, not parameters
+        events.Log($"model loaded in {loadClock.Elapsed.TotalSeconds:F1} s: {model.parameters().Sum(p => p.numel()) + nf4.Sum(w => w.Count):N0} parameters" +
+            (nf4.Count > 0 ? $" ({nf4.Sum(w => w.Count):N0} in NF4, {nf4.Sum(w => w.Bytes) / (double)(1 << 20):F1} MiB)" : "") + ", " +
             $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}, optimizer state {memory.OptimizerPrecision}; " +
             $"{(options.Packing ? "packing" : options.TokenBudget ? "length bucketing with a token budget" : "length bucketing")}, sequence_length {sequenceLength}");
         if (checkpointing)

@@ -33,8 +33,21 @@ public static class VisionTrainer
     public static TrainResult Run(TrainerJobSpec spec, TrainerEvents events, CancellationToken ct, TrainerOptions? options = null)
     {
         options ??= new TrainerOptions();
-        var (s, adjustments) = VisionMode.Adjust(spec.Settings, spec.Model);
+        // Also for fine-tuned ids (ft:…), which the registry does not list: the folder decided.
+        var (s, adjustments) = VisionMode.Adjust(spec.Settings);
         Trainer.CheckSettings(s);
+        // NF4 bases are wired into the text decoder path only: refuse rather than train another mode.
+        if (s.Mode == TrainingModes.Qlora)
+            throw TrainerUserException.Config("training.mode \"qlora\" is not yet supported for Qwen3-VL models; use \"lora\" or \"full_finetune\"");
+        // What the vision recipe does not do yet is said, not silently skipped.
+        if (spec.ResumeFrom != null)
+            throw TrainerUserException.Config($"resume_from {spec.ResumeFrom}: resuming is not yet supported in vision mode (Qwen3-VL); start the job again");
+        if (s.SaveSteps is > 0)
+            events.Emit(EventTypes.Log, $"save_steps {s.SaveSteps}: intermediate checkpoints are not yet written in vision mode; the final model is saved at the end", level: "warning");
+        if (spec.ValidationFile != null && (s.Validation.EvaluationStrategy == "epoch" || (s.Validation.EvaluationStrategy == "steps" && s.Validation.EvalSteps is > 0)))
+            events.Emit(EventTypes.Log, $"evaluation_strategy \"{s.Validation.EvaluationStrategy}\": vision mode evaluates the validation file once, at the end", level: "warning");
+        if (s.ActivationCheckpointing == "on")
+            events.Emit(EventTypes.Log, "activation_checkpointing \"on\": not yet applied in vision mode (the frozen tower keeps no activations; the decoder keeps its own)", level: "warning");
         foreach (var note in adjustments)
             events.Emit(EventTypes.Log, note, new JsonObject { ["vision_mode"] = true, ["per_device_batch"] = s.PerDeviceBatch, ["gradient_accumulation_steps"] = s.GradientAccumulationSteps });
 

@@ -344,8 +344,9 @@ public class JobsTests
     [Fact]
     public async Task An_image_dataset_is_ready_but_refused_for_a_text_only_model()
     {
+        // (A data: URI: an https URL would be fetched during validation, and tests have no network.)
         await using var t = await TestServer.StartAsync();
-        const string line = """{"messages":[{"role":"user","content":[{"type":"text","text":"What is this?"},{"type":"image_url","image_url":{"url":"https://example.com/cat.png"}}]},{"role":"assistant","content":"A cat."}]}""";
+        const string line = """{"messages":[{"role":"user","content":[{"type":"text","text":"What is this?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="}}]},{"role":"assistant","content":"A cat."}]}""";
         var file = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(line + "\n"));
         Assert.Equal(FileStatus.Ready, file.Status);
         var problem = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id))), HttpStatusCode.UnprocessableEntity);

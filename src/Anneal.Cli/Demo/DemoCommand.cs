@@ -23,9 +23,10 @@ public static class DemoCommand
         var interval = new Option<double>("--poll-interval") { Description = "Seconds between status checks", DefaultValueFactory = _ => 0.5 };
         // Not the shared --data-dir: the demo's default is a temporary folder, not ~/.anneal.
         var dataDirOption = new Option<string?>("--data-dir") { HelpName = "DIR", Description = "Data folder to use and keep (default: a new temporary folder, removed at the end unless --keep)" };
+        var vision = new Option<bool>("--vision") { Description = "Fine-tune the built-in tiny Qwen3-VL model on pictures instead, and ask it about one" };
         var command = new Command("demo", "Fine-tune the built-in tiny model end to end on this machine (no set-up) and show an answer")
         {
-            dataDirOption, keep, steps, interval,
+            dataDirOption, keep, steps, interval, vision,
         };
         command.SetAction(async (p, ct) =>
         {
@@ -35,12 +36,12 @@ public static class DemoCommand
                 return ExitCodes.Usage;
             }
             var given = p.GetValue(dataDirOption);
-            return await RunAsync(ctx, given is null ? null : ctx.FullPath(given), p.GetValue(keep), s, p.GetValue(interval), ct);
+            return await RunAsync(ctx, given is null ? null : ctx.FullPath(given), p.GetValue(keep), s, p.GetValue(interval), ct, p.GetValue(vision));
         });
         return command;
     }
 
-    public static async Task<int> RunAsync(CliContext ctx, string? dataDir, bool keep, int steps, double pollInterval, CancellationToken ct)
+    public static async Task<int> RunAsync(CliContext ctx, string? dataDir, bool keep, int steps, double pollInterval, CancellationToken ct, bool vision = false)
     {
         // A folder we created is removed at the end unless --keep; one the user named is never removed.
         var temporary = dataDir is null;
@@ -65,10 +66,11 @@ public static class DemoCommand
             Directory.CreateDirectory(demoDir);
             var datasetPath = Path.Combine(demoDir, "demo_sft.jsonl");
             var configPath = Path.Combine(demoDir, "train.toml");
-            await File.WriteAllTextAsync(datasetPath, DemoData.Dataset(), ct);
-            await File.WriteAllTextAsync(configPath, DemoData.Config(ModelRegistry.TinyModelId, "demo_sft.jsonl", steps), ct);
+            var model = vision ? ModelRegistry.TinyVisionModelId : ModelRegistry.TinyModelId;
+            await File.WriteAllTextAsync(datasetPath, vision ? VisionDemoData.Write(demoDir) : DemoData.Dataset(), ct);
+            await File.WriteAllTextAsync(configPath, vision ? VisionDemoData.Config(model, "demo_sft.jsonl", steps) : DemoData.Config(model, "demo_sft.jsonl", steps), ct);
             ctx.Out.WriteLine($"Wrote {datasetPath} and {configPath}.");
-            ctx.Out.WriteLine($"Training {ModelRegistry.TinyModelId} (full fine-tune, {steps} steps):");
+            ctx.Out.WriteLine($"Training {model} (full fine-tune, {steps} steps):");
             ctx.Out.WriteLine($"  anneal train --type sft --config {configPath} --backend {server.BaseUrl}");
 
             var env = new Dictionary<string, string>(ctx.Environment) { [CliEnvironment.ApiKeyVariable] = key };
@@ -91,9 +93,11 @@ public static class DemoCommand
             }
 
             var finalDir = Path.Combine(dataDir, "jobs", job.Id, "output", "final");
-            ctx.Out.WriteLine($"Asking the fine-tuned model: \"{DemoData.Prompt}\"");
-            var (code, answer, errors) = await RunChildAsync(ctx.SelfCommand,
-                ["generate", "--model", finalDir, "--prompt", DemoData.Prompt, "--max-new-tokens", "30"], ct);
+            var picture = Path.Combine(demoDir, $"{VisionDemoData.Colours[2].Name}.png");
+            ctx.Out.WriteLine(vision ? $"Asking the fine-tuned model about {picture}: \"{VisionDemoData.Prompt}\"" : $"Asking the fine-tuned model: \"{DemoData.Prompt}\"");
+            var (code, answer, errors) = await RunChildAsync(ctx.SelfCommand, vision
+                ? ["generate", "--model", finalDir, "--image", picture, "--prompt", VisionDemoData.Prompt, "--max-new-tokens", "16"]
+                : ["generate", "--model", finalDir, "--prompt", DemoData.Prompt, "--max-new-tokens", "30"], ct);
             if (code != 0)
             {
                 ctx.Error.WriteLine($"error: `anneal generate` exited with {code}:");
@@ -102,7 +106,7 @@ public static class DemoCommand
                 return ExitCodes.Failed;
             }
             ctx.Out.WriteLine($"Answer: {string.Join(' ', answer.Split((char[])['\n', '\r'], StringSplitOptions.RemoveEmptyEntries)).Trim()}");
-            ctx.Out.WriteLine($"(the dataset's answer: \"{DemoData.Facts[0].Answer}\")");
+            ctx.Out.WriteLine($"(the dataset's answer: \"{(vision ? VisionDemoData.Answer(VisionDemoData.Colours[2].Name) : DemoData.Facts[0].Answer)}\")");
             ctx.Out.WriteLine($"fine_tuned_model: {job.FineTunedModel}");
             // A temporary folder is deleted below: name the model folder only when it stays.
             if (keep || !temporary) ctx.Out.WriteLine($"model folder: {finalDir}");

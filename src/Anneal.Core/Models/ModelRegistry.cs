@@ -94,7 +94,7 @@ public static class ModelRegistry
         list.Add(new(TinyModelId, "qwen3", 0.002, 2048, false, 0, "fp32",
             DenseModes, true,
             "built-in test model with random weights, generated locally", TestModel: true));
-        list.Add(new(TinyVisionModelId, "qwen3_vl", 0.0013, 2048, true, 2, "fp32",
+        list.Add(new(TinyVisionModelId, "qwen3_vl", 0.001, 2048, true, 2, "fp32",
             [Training.TrainingModes.FullFinetune, Training.TrainingModes.Lora], true,
             "built-in Qwen3-VL test model with random weights, generated locally", TestModel: true));
         return list;

@@ -10,10 +10,13 @@ namespace Anneal.Core.Training;
 public static class VisionMode
 {
     /// <summary>The settings a vision job trains with, and one sentence per change made.</summary>
-    public static (TrainingSettings Settings, List<string> Adjustments) Adjust(TrainingSettings s, string model)
+    public static (TrainingSettings Settings, List<string> Adjustments) Adjust(TrainingSettings s, string model) =>
+        ModelRegistry.IsVision(model) ? Adjust(s) : (s, []);
+
+    /// <summary>The adjustments for a model known to be a vision model (e.g. a fine-tuned Qwen3-VL folder).</summary>
+    public static (TrainingSettings Settings, List<string> Adjustments) Adjust(TrainingSettings s)
     {
         var notes = new List<string>();
-        if (!ModelRegistry.IsVision(model)) return (s, notes);
         if (s.PerDeviceBatch > 1)
         {
             var accumulation = s.GradientAccumulationSteps * s.PerDeviceBatch;

@@ -5,6 +5,7 @@
 using System.Text.Json.Nodes;
 using Anneal.Core.Training;
 using Anneal.Training.Model;
+using Anneal.Training.Quantization;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -55,6 +56,14 @@ public static class ModelFolder
         foreach (var (name, p) in model.named_parameters())
         {
             if (Lora.IsAdapterParameter(name)) continue;
+            if (BnbCheckpoint.IsQuantised(set, name))
+            {
+                // A bitsandbytes 4-bit checkpoint trained in LoRA or full mode: dequantised into the parameter.
+                using var quantised = ReadBnb(set, folder, name, p.shape, p.device);
+                using var w = quantised.Dequantize(p.dtype);
+                p.copy_(w);
+                continue;
+            }
             if (!set.Contains(name))
                 throw TrainerUserException.Config($"model folder {folder}: tensor {name} is missing from the safetensors files");
             var entry = set.Entry(name);
@@ -69,6 +78,11 @@ public static class ModelFolder
         {
             if (layer is not QloraLinear q) continue;
             var name = module + ".weight";
+            if (BnbCheckpoint.IsQuantised(set, name))
+            {
+                q.UseBase(ReadBnb(set, folder, name, q.BaseWeight.Shape, q.BaseWeight.Device));
+                continue;
+            }
             if (!set.Contains(name))
                 throw TrainerUserException.Config($"model folder {folder}: tensor {name} is missing from the safetensors files");
             var entry = set.Entry(name);
@@ -77,6 +91,12 @@ public static class ModelFolder
             using var t = set.Read(name, null, q.BaseWeight.Device);
             q.LoadBase(t);
         }
+    }
+
+    static Nf4Weight ReadBnb(SafetensorsSet set, string folder, string name, long[] shape, Device device)
+    {
+        try { return BnbCheckpoint.Read(set, name, shape, device); }
+        catch (InvalidDataException e) { throw TrainerUserException.Config($"model folder {folder}: {e.Message}"); }
     }
 
     /// <summary>Shard size of written models, as Hugging Face's save_pretrained default (5 GB).</summary>

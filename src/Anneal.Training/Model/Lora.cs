@@ -27,11 +27,16 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     {
         Scaling = s.Alpha / s.R;
         dropout = s.Dropout;
-        // The frozen base is created like nn.Linear's (it is overwritten when a checkpoint loads).
-        using (var init = nn.Linear(inFeatures, outFeatures, hasBias, device: device, dtype: dtype))
+        // The frozen base is initialised as nn.Linear does (Kaiming-uniform with a = √5, bias
+        // U(±1/√in): the same random draws) and overwritten when a checkpoint loads. It is allocated
+        // directly: cloning a temporary nn.Linear's weight kept the temporary's storage alive until
+        // the garbage collector ran, a second copy of every base weight while the model loads.
+        weight = new Parameter(torch.empty(outFeatures, inFeatures, dtype: dtype, device: device), requires_grad: false);
+        if (hasBias) bias = new Parameter(torch.empty(outFeatures, dtype: dtype, device: device), requires_grad: false);
+        using (no_grad())
         {
-            weight = new Parameter(init.weight.detach().clone(), requires_grad: false);
-            if (hasBias) bias = new Parameter(init.bias!.detach().clone(), requires_grad: false);
+            nn.init.kaiming_uniform_(weight, a: Math.Sqrt(5));
+            if (bias is not null) nn.init.uniform_(bias, -1 / Math.Sqrt(inFeatures), 1 / Math.Sqrt(inFeatures));
         }
         loraA = nn.Linear(inFeatures, s.R, hasBias: false, device: device, dtype: dtype);   // Kaiming-uniform (a = √5), as PEFT
         loraB = nn.Linear(s.R, outFeatures, hasBias: false, device: device, dtype: dtype);

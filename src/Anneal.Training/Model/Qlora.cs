@@ -63,6 +63,15 @@ public sealed class QloraLinear : nn.Module<Tensor, Tensor>
         weight = quantised;
     }
 
+    /// <summary>Takes an already quantised base (a bitsandbytes 4-bit checkpoint), on the base's device.</summary>
+    public void UseBase(Nf4Weight quantised)
+    {
+        if (!quantised.Shape.SequenceEqual(weight.Shape))
+            throw new ArgumentException($"NF4 weight has shape [{string.Join(", ", quantised.Shape)}]; this layer needs [{string.Join(", ", weight.Shape)}].", nameof(quantised));
+        weight.Dispose();
+        weight = quantised;
+    }
+
     /// <summary>x (…, in) → (…, out).</summary>
     public override Tensor forward(Tensor x)
     {

@@ -1,6 +1,6 @@
 // The built-in test model `anneal/tiny-qwen3-vl`: the real Qwen3-VL architecture (vision tower with
 // interpolated position table, 2-D rotary, 2×2 merger, two deepstack taps; Qwen3 decoder with
-// interleaved MRoPE) at about 1.3 million parameters, with the tiny byte-level BPE tokenizer (which
+// interleaved MRoPE) at about 1.05 million parameters, with the tiny byte-level BPE tokenizer (which
 // has Qwen's vision tokens). Generated deterministically like anneal/tiny-qwen3: weights from a
 // seeded System.Random, so every machine gets the same bytes.
 //

@@ -105,17 +105,29 @@ public static class Nf4
             packed.narrow(0, start / 2, n * BlockSize / 2).copy_(bytes);
         }
 
-        // Double quantisation of the scales (bitsandbytes: compress_statistics=True).
+        var (quantisedAbsmax, nestedAbsmax, offset) = CompressScales(absmax);
+        // The weight owns its tensors (disposed with it), whatever dispose scope the caller has open.
+        return new Nf4Weight(weight.shape, packed.DetachFromDisposeScope(), quantisedAbsmax, nestedAbsmax, offset);
+    }
+
+    /// <summary>
+    /// Double quantisation of block scales [blocks] fp32 (bitsandbytes: compress_statistics=True):
+    /// offset = mean, then (scale − offset) in blocks of 256 as 8-bit dynamic-map indices with one
+    /// fp32 absmax per block. The tensors returned are outside every dispose scope.
+    /// </summary>
+    public static (Tensor Quantised, Tensor NestedAbsmax, float Offset) CompressScales(Tensor absmax)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        long blocks = absmax.shape[0];
         var offset = absmax.mean().item<float>();
         long nested = (blocks + NestedBlockSize - 1) / NestedBlockSize;
         var centred = nn.functional.pad(absmax - offset, [0, nested * NestedBlockSize - blocks]).view(nested, NestedBlockSize);
         var nestedAbsmax = centred.abs().amax([1L]);                                     // (nested)
         var nestedInverse = nestedAbsmax.reciprocal().masked_fill_(nestedAbsmax.eq(0), 0);
-        var quantisedAbsmax = bucketize(centred * nestedInverse.unsqueeze(1), tensor(DynamicMidPoints, device: device))
+        var quantised = bucketize(centred * nestedInverse.unsqueeze(1), tensor(DynamicMidPoints, device: absmax.device))
             .to(ScalarType.Byte).view(-1).narrow(0, 0, blocks).contiguous();
-        // The weight owns its tensors (disposed with it), whatever dispose scope the caller has open.
-        return new Nf4Weight(weight.shape, packed.DetachFromDisposeScope(), quantisedAbsmax.DetachFromDisposeScope(),
-            nestedAbsmax.DetachFromDisposeScope(), offset);
+        return (quantised.DetachFromDisposeScope(), nestedAbsmax.DetachFromDisposeScope(), offset);
     }
 
     static readonly Dictionary<(DeviceType, int, ScalarType), (Tensor Pairs, Tensor Map)> Tables = new();

@@ -28,10 +28,13 @@ public class JobChecksTests
     }
 
     [Fact]
-    public void Qlora_is_offered_on_every_trainable_dense_model()
+    public void Qlora_is_offered_on_every_trainable_text_model()
     {
-        foreach (var model in ModelRegistry.All.Where(m => m.Trainable))
+        foreach (var model in ModelRegistry.All.Where(m => m.Trainable && !m.SupportsVision))
             Assert.Empty(JobChecks.CheckAgainstModel(model, new TrainingSettings { Mode = TrainingModes.Qlora }));
+        // Qwen3-VL trains full_finetune and lora only (the vision trainer has no NF4 path).
+        var vl = Assert.Single(JobChecks.CheckAgainstModel(ModelRegistry.Find("Qwen/Qwen3-VL-2B-Instruct")!, new TrainingSettings { Mode = TrainingModes.Qlora }));
+        Assert.Contains("allowed: full_finetune, lora", vl.Message);
         var e = Assert.Single(JobChecks.CheckAgainstModel(Small, new TrainingSettings { Mode = "dpo" }));
         Assert.Equal(("hyperparameters.training_mode", "training.mode", ErrorCodes.UserConfigError), (e.Field, e.TomlKey, e.Code));
         Assert.Equal("\"dpo\" is not available for Qwen/Qwen3-0.6B; allowed: full_finetune, lora, qlora", e.Message);

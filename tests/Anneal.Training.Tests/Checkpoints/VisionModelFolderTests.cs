@@ -45,7 +45,7 @@ public sealed class VisionModelFolderTests : IDisposable
         Assert.Equal([0, 1], config.Vision.DeepstackVisualIndexes);
         using var model = new Qwen3VLForConditionalGeneration(config, torch.META);
         var count = model.parameters().Sum(p => p.numel());
-        Assert.InRange(count, 500_000, 3_000_000);
+        Assert.InRange(count, 1_000_000, 1_100_000);                      // about 0.87M text + 0.18M vision
         Assert.True(VisionModelFolder.IsVisionFolder(TinyFixture.VisionModelDir));
         Assert.False(VisionModelFolder.IsVisionFolder(TinyFixture.ModelDir));
     }

@@ -78,13 +78,13 @@ public sealed class TrainerTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("<|im_start|>assistant", prepared["example"]!["text"]!.GetValue<string>());
         Assert.Contains("[[", prepared["example"]!["mask_preview"]!.GetValue<string>());
 
-        var progress = events[3].Data!;
+        var progress = events[4].Data!;   // after sft.memory.planned and the step-1 progress
         Assert.Equal(2, progress["step"]!.GetValue<int>());
         Assert.Equal(2, progress["total_steps"]!.GetValue<int>());
         foreach (var key in new[] { "epoch", "loss", "lr", "grad_norm", "tokens_per_second", "eta_seconds", "trained_tokens" })
             Assert.NotNull(progress[key]);
-        Assert.Equal(Path.Combine(dir, "out", "checkpoints", "step-2"), events[4].Data!["path"]!.GetValue<string>());
-        Assert.Equal(prepared["trained_tokens"]!.GetValue<long>(), events[5].Data!["trained_tokens"]!.GetValue<long>());
+        Assert.Equal(Path.Combine(dir, "out", "checkpoints", "step-2"), events[5].Data!["path"]!.GetValue<string>());
+        Assert.Equal(prepared["trained_tokens"]!.GetValue<long>(), events[6].Data!["trained_tokens"]!.GetValue<long>());
     }
 
     [Fact]

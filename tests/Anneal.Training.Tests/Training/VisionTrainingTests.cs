@@ -183,6 +183,17 @@ public sealed class VisionTrainingTests(ITestOutputHelper output) : IDisposable
         using var merged = VisionModelFolder.Load(Path.Combine(dir, "out", "final"), torch.CPU, torch.ScalarType.Float32);
     }
 
+    [Fact]
+    public void Qlora_is_refused_for_a_vision_model_instead_of_training_another_mode()
+    {
+        var data = WriteDataset(dir);
+        var (exit, events, _) = TinyFixture.Run(Spec(data, new TrainingSettings { Mode = TrainingModes.Qlora, TotalSteps = 1 }));
+        Assert.Equal(TrainerProcess.ExitUserError, exit);
+        var failed = Assert.Single(events, e => e.Type == EventTypes.Failed);
+        Assert.Contains("\"qlora\" is not yet supported for Qwen3-VL", failed.Message);
+        Assert.DoesNotContain(events, e => e.Type == EventTypes.Progress);
+    }
+
     [Theory]
     [InlineData("missing.png", "Line 1: messages[0].content[0]: the image file \"missing.png\" was not found")]
     [InlineData("data:image/png;base64,aGVsbG8gd29ybGQ=", "Line 1: messages[0].content[0]: not a PNG, JPEG, WebP or GIF image")]
