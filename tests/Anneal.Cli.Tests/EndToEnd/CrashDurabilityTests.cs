@@ -182,7 +182,7 @@ public class CrashDurabilityTests(ITestOutputHelper output)
             $"checked {survived + lost}: survived {survived}, lost {lost}; running {running}; stray trainers {strays}; integrity {integrity}; tmp/ entries {temp}";
         output.WriteLine(summary);
         foreach (var r in ledger.Refused.Keys.Take(10)) output.WriteLine("  " + r);
-        Console.Error.WriteLine(summary);
+        System.Console.Error.WriteLine(summary);
         Assert.True(lost == 0, summary + "\n" + string.Join("\n", problems));
         Assert.True(ledger.Uploaded.Count >= 10, summary); // the clients did get work done
         Assert.Equal("ok", integrity);
