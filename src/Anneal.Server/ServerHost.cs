@@ -134,6 +134,7 @@ public static class ServerHost
             api.MapModelsApi();
             api.MapDeploymentsApi();
             api.MapModelExportApi();
+            api.MapKeysApi();
         }
         app.MapV1Api();
         app.MapConsole();

@@ -59,7 +59,8 @@ public class RecoveryTests
         var requeued = (await t.EventsAsync(job.Id))[^1];
         Assert.Equal(EventTypes.Requeued, requeued.Type);
         Assert.Equal(5, requeued.Data!["resume_step"]!.GetValue<int>());
-        Assert.Equal(newest, requeued.Data!["resume_from"]!.GetValue<string>());
+        Assert.Equal(Path.Combine("output", "checkpoints", "step-5"), requeued.Data!["resume_from"]!.GetValue<string>());
+        Assert.True(Directory.Exists(newest));
         Assert.False(Directory.Exists(Path.Combine(output, "checkpoints", "step-7.partial")));
         Assert.False(Directory.Exists(Path.Combine(output, "final.partial")));
         var checkpoints = await t.Http.GetStringAsync($"learning/jobs/{job.Id}/checkpoints");

@@ -211,7 +211,7 @@ public class RunnerTests
         var checkpointDir = Path.Combine(JobDir(t, job.Id), "output", "checkpoints", "step-3");
         var pausedEvent = (await t.EventsAsync(job.Id))[^1];
         Assert.Equal("sft.paused", pausedEvent.Type);
-        Assert.Equal(checkpointDir, pausedEvent.Data!["resume_from"]!.GetValue<string>());
+        Assert.Equal(Path.Combine("output", "checkpoints", "step-3"), pausedEvent.Data!["resume_from"]!.GetValue<string>()); // relative to the job
         Assert.Equal(JobStatus.Paused, (await t.GetJobAsync(job.Id)).Status); // stays paused: nothing claims it
         await TestServer.ProblemAsync(await t.Http.PostAsync($"learning/jobs/{job.Id}/pause", null), System.Net.HttpStatusCode.Conflict);
 
@@ -357,7 +357,7 @@ public class RunnerTests
         Assert.Equal(EventTypes.Requeued, e.Type);
         Assert.Contains("server restarted", e.Message);
         var checkpointDir = Path.Combine(JobDir(t, job.Id), "output", "checkpoints", "step-3");
-        Assert.Equal(checkpointDir, e.Data!["resume_from"]!.GetValue<string>());
+        Assert.Equal(Path.Combine("output", "checkpoints", "step-3"), e.Data!["resume_from"]!.GetValue<string>());
 
         // Run again: the spec resumes from the checkpoint. Then a second restart exceeds MaxJobRestarts.
         File.Delete(Path.Combine(JobDir(t, job.Id), "started"));

@@ -35,8 +35,9 @@ public static class TrainerCommands
             });
             using var watch = ServerWatch.Start(ctx.Environment, reason =>
             {
-                ctx.Error.WriteLine($"stopping: {reason}");
                 checkpointAndStop.Cancel();
+                try { ctx.Error.WriteLine($"stopping after a checkpoint: {reason}"); }
+                catch (IOException) { } // the server's end of the pipe is gone with it
             }, watchStdin: ctx.In == Console.In);
             return await TrainerProcess.RunAsync(path, ctx.Out, ctx.Error, ct, new TrainerOptions { CheckpointAndStop = checkpointAndStop.Token });
         });

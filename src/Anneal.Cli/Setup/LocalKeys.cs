@@ -13,4 +13,7 @@ public static class LocalKeys
         Directory.CreateDirectory(dataDir);
         return Anneal.Server.Auth.ApiKeys.CreateAsync(dataDir, org);
     }
+
+    /// <summary>Whether the folder holds a server's database (list and revoke never create one).</summary>
+    public static bool Exists(string dataDir) => File.Exists(Path.Combine(dataDir, "anneal.db"));
 }

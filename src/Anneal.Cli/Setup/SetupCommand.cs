@@ -92,7 +92,7 @@ public static class SetupCommand
         var updates = new List<KeyValuePair<string, string>> { new(CliEnvironment.ApiKeyVariable, key_) };
         if (backend is not null) updates.Add(new(CliEnvironment.BackendVariable, backend));
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        await File.WriteAllTextAsync(path, DotEnv.Set(existingText, updates), ct);
+        await WriteOwnerOnlyAsync(path, DotEnv.Set(existingText, updates), ct);
         ctx.Out.WriteLine($"Wrote {string.Join(" and ", updates.Select(u => u.Key))} to {path} (key {Mask(key_)}).");
         if (req.ApiKey is null && backend is not null)
         {
@@ -109,4 +109,18 @@ public static class SetupCommand
     }
 
     static string Mask(string key) => key.Length <= 10 ? new string('*', key.Length) : key[..6] + "..." + key[^4..];
+
+    /// <summary>The file holds a plaintext key: readable by its owner only (0600), also when it existed with wider rights.</summary>
+    static async Task WriteOwnerOnlyAsync(string path, string text, CancellationToken ct)
+    {
+        const UnixFileMode ownerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = ownerOnly;
+            if (File.Exists(path)) File.SetUnixFileMode(path, ownerOnly); // before the key is in it
+        }
+        await using var writer = new StreamWriter(new FileStream(path, options));
+        await writer.WriteAsync(text.AsMemory(), ct);
+    }
 }

@@ -73,6 +73,8 @@ public static class TrainingConfigLoader
     {
         // Syntax first: the syntax parser reports every error with its position (including keys
         // defined twice, which the deserializer alone lets through).
+        if (TomlDepth.TooDeepLine(tomlText) is { } deepLine)
+            return (null, [new ConfigError(sourcePath, "syntax", $"arrays or inline tables nested deeper than {TomlDepth.MaxDepth} levels; a training config needs a few", deepLine)]);
         var syntax = SyntaxParser.Parse(tomlText, sourcePath, true);
         if (syntax.HasErrors)
             return (null, syntax.Diagnostics
@@ -87,10 +89,17 @@ public static class TrainingConfigLoader
             root = TomlSerializer.Deserialize<TomlTable>(tomlText, new TomlSerializerOptions { MetadataStore = store, SourceName = sourcePath })
                 ?? new TomlTable();
         }
+        catch (TomlException e) when (e.Message.Contains("maximum depth", StringComparison.Ordinal))
+        {
+            // Dotted keys or table headers nested past the deserializer's own limit.
+            return (null, [new ConfigError(sourcePath, "syntax", $"tables nested deeper than {TomlDepth.MaxDepth} levels; a training config needs a few", e.Line)]);
+        }
         catch (TomlException e)
         {
             return (null, [new ConfigError(sourcePath, "syntax", e.Message, e.Line)]);
         }
+        if (TomlDepth.TooDeepKey(root) is { } deepKey)
+            return (null, [new ConfigError(sourcePath, deepKey, $"nested deeper than {TomlDepth.MaxDepth} levels; a training config needs a few")]);
         return new Loader(sourcePath, store).Run(root, modelOverride);
     }
 

@@ -11,7 +11,7 @@ namespace Anneal.Server.Auth;
 public static class ApiKeys
 {
     public const string DefaultOrg = "default";
-    const string OrgItem = "anneal.org";
+    const string OrgItem = "anneal.org", KeyItem = "anneal.key";
 
     /// <summary>Creates a key for <paramref name="org"/> in the data dir's database and returns it (shown once).</summary>
     public static Task<string> CreateAsync(string dataDir, string org)
@@ -20,13 +20,38 @@ public static class ApiKeys
         return Task.FromResult(Create(Db.Open(dataDir), org.Trim()));
     }
 
-    internal static string Create(Db db, string org)
+    internal static string Create(Db db, string org, bool admin = true) => CreateWithId(db, org, admin).Key;
+
+    internal static (string Id, string Key) CreateWithId(Db db, string org, bool admin)
     {
         var key = NewKey();
+        var id = Ids.New("key");
         using var conn = db.Connect();
-        Db.Exec(conn, null, "INSERT INTO api_keys (id, org, key_hash, created_at) VALUES (@id, @org, @h, @t)",
-            ("@id", Ids.New("key")), ("@org", org), ("@h", Hash(key)), ("@t", Db.Now()));
-        return key;
+        Db.Exec(conn, null, "INSERT INTO api_keys (id, org, key_hash, created_at, admin) VALUES (@id, @org, @h, @t, @admin)",
+            ("@id", id), ("@org", org), ("@h", Hash(key)), ("@t", Db.Now()), ("@admin", admin));
+        return (id, key);
+    }
+
+    /// <summary>The keys of one organisation (or of all), oldest first; never the key itself.</summary>
+    public static List<ApiKeyInfo> List(string dataDir, string? org) => List(Db.Open(dataDir), org);
+
+    internal static List<ApiKeyInfo> List(Db db, string? org)
+    {
+        using var conn = db.Connect();
+        return Db.Query(conn, null, "SELECT id, org, created_at, admin FROM api_keys WHERE @org IS NULL OR org = @org ORDER BY rowid",
+            r => new ApiKeyInfo(r.GetString(0), "api_key", r.GetString(1), Db.ParseTime(r.GetString(2)), r.GetInt64(3) != 0), ("@org", org));
+    }
+
+    /// <summary>
+    /// Revokes a key by id (of <paramref name="org"/> when given); false when there is none. Takes
+    /// effect at once: every request looks its key up, nothing caches it.
+    /// </summary>
+    public static bool Revoke(string dataDir, string id, string? org = null) => Revoke(Db.Open(dataDir), id, org);
+
+    internal static bool Revoke(Db db, string id, string? org)
+    {
+        using var conn = db.Connect();
+        return Db.Exec(conn, null, "DELETE FROM api_keys WHERE id = @id AND (@org IS NULL OR org = @org)", ("@id", id), ("@org", org)) == 1;
     }
 
     /// <summary>On first start (no key at all) creates one for org "default" and returns it; otherwise null.</summary>
@@ -59,14 +84,29 @@ public static class ApiKeys
         var db = http.RequestServices.GetRequiredService<Db>();
         using (var conn = db.Connect())
         {
-            var org = Db.Scalar<string>(conn, null, "SELECT org FROM api_keys WHERE key_hash = @h", ("@h", Hash(header[7..].Trim())));
-            if (org is null) return Problems.Unauthorized("Invalid API key.");
-            http.Items[OrgItem] = org;
+            var key = Db.Query(conn, null, "SELECT org, id, admin FROM api_keys WHERE key_hash = @h",
+                r => new CallerKey(r.GetString(0), r.GetString(1), r.GetInt64(2) != 0), ("@h", Hash(header[7..].Trim()))).FirstOrDefault();
+            if (key is null) return Problems.Unauthorized("Invalid API key.");
+            http.Items[OrgItem] = key.Org;
+            http.Items[KeyItem] = key;
         }
         return await next(ctx);
     }
+
+    /// <summary>The caller's key id and whether it is an admin key of its organisation.</summary>
+    public static CallerKey Key(this HttpContext http) =>
+        http.Items[KeyItem] as CallerKey ?? throw new InvalidOperationException("endpoint is missing the ApiKeys.Require filter");
 
     /// <summary>The organisation of the authenticated caller (set by <see cref="Require"/>).</summary>
     public static string Org(this HttpContext http) =>
         http.Items[OrgItem] as string ?? throw new InvalidOperationException("endpoint is missing the ApiKeys.Require filter");
 }
+
+/// <summary>The key that authenticated a request.</summary>
+public sealed record CallerKey(string Org, string Id, bool Admin);
+
+/// <summary>A key as listed (GET /api/keys, `anneal keys list`): never the key itself, which only its creator saw.</summary>
+public sealed record ApiKeyInfo(string Id, string Object, string Org, DateTimeOffset CreatedAt, bool Admin);
+
+/// <summary>A key just created over the API: the only time the key is shown.</summary>
+public sealed record CreatedApiKey(string Id, string Object, string Org, bool Admin, string Key);

@@ -13,6 +13,8 @@ namespace Anneal.Server.Events;
 
 public static class EventsApi
 {
+    static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(15);
+
     public static IEndpointRouteBuilder MapEventsApi(this IEndpointRouteBuilder api)
     {
         api.MapGet("/learning/jobs/{id}/events", Get);
@@ -48,6 +50,7 @@ public static class EventsApi
             {
                 bool terminal;
                 List<JobEvent> batch;
+                var wake = signals.EventsAppended.Next;
                 using (var conn = db.Connect())
                 {
                     // Status before events: a terminal status is committed with its final event,
@@ -64,9 +67,14 @@ public static class EventsApi
                 if (terminal && batch.Count < 1000) break;
                 if (batch.Count == 0)
                 {
-                    await http.Response.WriteAsync(": keep-alive\n\n", ct);
-                    await http.Response.Body.FlushAsync(ct);
-                    await signals.EventsAppended.WaitAsync(TimeSpan.FromSeconds(1), ct);
+                    // An idle stream sleeps until an event is appended (any job: one notifier for
+                    // all streams) and costs nothing meanwhile but a keep-alive now and then.
+                    try { await wake.WaitAsync(KeepAliveInterval, ct); }
+                    catch (TimeoutException)
+                    {
+                        await http.Response.WriteAsync(": keep-alive\n\n", ct);
+                        await http.Response.Body.FlushAsync(ct);
+                    }
                 }
             }
         }

@@ -46,6 +46,9 @@ public sealed class Pulse
 
     public void Signal() => Interlocked.Exchange(ref _tcs, new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
 
+    /// <summary>Completes at the next Signal(); take it before checking for work so a signal in between is not missed.</summary>
+    public Task Next => Volatile.Read(ref _tcs).Task;
+
     public async Task WaitAsync(TimeSpan timeout, CancellationToken ct)
     {
         try { await Volatile.Read(ref _tcs).Task.WaitAsync(timeout, ct); }

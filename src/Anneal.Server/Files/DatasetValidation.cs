@@ -1,5 +1,6 @@
 // Background dataset validation: uploads are acknowledged at once (status `processing`) and a
-// single worker validates them in order with Core's DatasetValidator, then marks each file
+// single worker validates them, taking organisations in turn (first come first served within
+// each), with Core's DatasetValidator, then marks each file
 // `ready` or `failed` with its first 20 line-numbered errors and the total count.
 // Files still `processing` when the server stopped are queued again on start.
 using System.Threading.Channels;
@@ -28,10 +29,56 @@ public sealed class DatasetValidationWorker(Db db, DatasetValidationQueue queue,
 
     protected override async Task ExecuteAsync(CancellationToken ct)
     {
-        await foreach (var id in queue.Reader.ReadAllAsync(ct))
+        var turns = new FairTurns();
+        try
         {
-            try { await Task.Run(() => ValidateOne(id), ct); }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested) { break; }
+            while (!ct.IsCancellationRequested)
+            {
+                // Everything that arrived is sorted by organisation; wait only when nothing is pending.
+                if (turns.IsEmpty && !await queue.Reader.WaitToReadAsync(ct)) break;
+                while (queue.Reader.TryRead(out var arrived))
+                    if (OrgOf(arrived) is { } org) turns.Add(org, arrived);
+                if (turns.Next() is { } id) await Task.Run(() => ValidateOne(id), ct);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+    }
+
+    string? OrgOf(string fileId)
+    {
+        using var conn = db.Connect();
+        return Db.Scalar<string>(conn, null, "SELECT org FROM files WHERE id = @id", ("@id", fileId));
+    }
+
+    /// <summary>
+    /// Round robin over organisations, first come first served within one: a tiny file waits for at
+    /// most one file of each other organisation, not for everything they uploaded before it.
+    /// </summary>
+    sealed class FairTurns
+    {
+        readonly Dictionary<string, Queue<string>> _pending = new(StringComparer.Ordinal);
+        readonly Queue<string> _orgs = new();
+
+        public bool IsEmpty => _orgs.Count == 0;
+
+        public void Add(string org, string fileId)
+        {
+            if (!_pending.TryGetValue(org, out var files))
+            {
+                _pending[org] = files = new Queue<string>();
+                _orgs.Enqueue(org);
+            }
+            files.Enqueue(fileId);
+        }
+
+        public string? Next()
+        {
+            if (!_orgs.TryDequeue(out var org)) return null;
+            var files = _pending[org];
+            var id = files.Dequeue();
+            if (files.Count > 0) _orgs.Enqueue(org);
+            else _pending.Remove(org);
+            return id;
         }
     }
 

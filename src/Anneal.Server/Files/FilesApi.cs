@@ -48,7 +48,8 @@ public static class FilesApi
             WHERE org = @org AND (@cursor IS NULL OR rowid < @cursor)
             ORDER BY rowid DESC LIMIT @take
             """, FileRows.Map, ("@org", org), ("@cursor", cursor), ("@take", n + 1));
-        return TypedResults.Ok(new FileList(rows.Take(n).ToList(), rows.Count > n));
+        var page = Paging.TakeWithinBytes(rows.Take(n), f => Db.ToJson(f)!.Length);
+        return TypedResults.Ok(new FileList(page, rows.Count > page.Count));
     }
 
     static Results<Ok<DeletedObject>, ProblemHttpResult> Delete(string id, HttpContext http, Db db)

@@ -24,6 +24,7 @@ namespace Anneal.Server.Jobs;
 public static partial class JobCreation
 {
     const int MaxBodyBytes = 1 << 20;
+    const int MaxMetadataBytes = 64 * 1024;
 
     static readonly JsonSerializerOptions Strict = new(AnnealJson.Options) { UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow };
 
@@ -206,6 +207,8 @@ public static partial class JobCreation
             CheckFile(conn, org, request.ValidationFileId is null ? "metadata.effective_config.data.validation_files[0]" : "validation_file_id", v, vision, request.Model, Add);
 
         if (request.Suffix is { Length: > 64 } s) Add("suffix", $"is {s.Length} characters long; at most 64 allowed");
+        if (request.Metadata is { } metadata && System.Text.Encoding.UTF8.GetByteCount(metadata.ToJsonString()) is var size && size > MaxMetadataBytes)
+            Add("metadata", $"is {size} bytes of JSON; at most {MaxMetadataBytes} allowed (it is stored with the job and sent with every listing)");
 
         if (issues.Count == 0) return (settings, null);
         var items = issues.Select(i => i.Item).ToList();

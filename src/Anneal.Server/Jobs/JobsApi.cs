@@ -81,7 +81,8 @@ public static class JobsApi
             WHERE org = @org AND (@status IS NULL OR status = @status) AND (@cursor IS NULL OR rowid < @cursor)
             ORDER BY rowid DESC LIMIT @take
             """, JobRows.Map, ("@org", org), ("@status", status), ("@cursor", cursor), ("@take", n + 1));
-        return TypedResults.Ok(new JobList(rows.Take(n).Select(r => r.Wire).ToList(), rows.Count > n));
+        var page = Paging.TakeWithinBytes(rows.Take(n).Select(r => r.Wire), j => Db.ToJson(j)!.Length);
+        return TypedResults.Ok(new JobList(page, rows.Count > page.Count));
     }
 
     static Results<Ok<JobObject>, ProblemHttpResult> Start(string id, HttpContext http, Db db, JobSignals signals)

@@ -3,6 +3,10 @@
 // trainer may have saved newer ones (or finished) while the server was down, and the trainer
 // prunes optimizer.bin of older ones. The trainer writes every folder aside (`*.partial`) and
 // renames it into place, so a step-N or final folder is complete once it exists.
+// Events show these paths relative to the job ("output/checkpoints/step-3"), never the server's
+// absolute paths (the data folder's location is the server's business).
+using System.Text.Json.Nodes;
+
 namespace Anneal.Server.Runner;
 
 public static class JobOutput
@@ -49,6 +53,41 @@ public static class JobOutput
             try { Directory.Delete(dir, recursive: true); }
             catch (IOException) { }
             catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    /// <summary>The text with the job folder's absolute path (and the data folder's) left out.</summary>
+    public static string Relative(string text, string jobDir)
+    {
+        var job = jobDir.TrimEnd(Path.DirectorySeparatorChar);
+        var dataDir = Path.GetDirectoryName(Path.GetDirectoryName(job));
+        text = text.Replace(job + Path.DirectorySeparatorChar, "", StringComparison.Ordinal).Replace(job, ".", StringComparison.Ordinal);
+        return dataDir is null ? text : text.Replace(dataDir + Path.DirectorySeparatorChar, "", StringComparison.Ordinal);
+    }
+
+    /// <summary>A copy of event data with every string made <see cref="Relative(string, string)"/>.</summary>
+    public static JsonObject? Relative(JsonObject? data, string jobDir)
+    {
+        if (data is null) return null;
+        var copy = (JsonObject)data.DeepClone();
+        Rewrite(copy, jobDir);
+        return copy;
+    }
+
+    static void Rewrite(JsonNode node, string jobDir)
+    {
+        switch (node)
+        {
+            case JsonObject o:
+                foreach (var (key, value) in o.ToList())
+                    if (value is JsonValue v && v.TryGetValue<string>(out var s)) o[key] = Relative(s, jobDir);
+                    else if (value is not null) Rewrite(value, jobDir);
+                break;
+            case JsonArray a:
+                for (var i = 0; i < a.Count; i++)
+                    if (a[i] is JsonValue v && v.TryGetValue<string>(out var s)) a[i] = Relative(s, jobDir);
+                    else if (a[i] is { } child) Rewrite(child, jobDir);
+                break;
         }
     }
 }

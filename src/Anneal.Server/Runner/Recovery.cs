@@ -74,7 +74,7 @@ public static class Recovery
                 var how = resume is null ? "from scratch (no checkpoint saved yet)" : $"from its checkpoint at step {checkpoint.Step}";
                 JobEvents.Append(conn, tx, id, EventTypes.Requeued, "warning",
                     $"The server restarted while the job was running; re-queued {how} (restart {restarts} of at most {options.MaxJobRestarts}).",
-                    new JsonObject { ["reason"] = "server_restarted", ["restarts"] = restarts, ["resume_from"] = resume, ["resume_step"] = resume is null ? null : checkpoint.Step });
+                    new JsonObject { ["reason"] = "server_restarted", ["restarts"] = restarts, ["resume_from"] = resume is null ? null : JobOutput.Relative(resume, Path.Combine(db.JobsDir, id)), ["resume_step"] = resume is null ? null : checkpoint.Step });
             }
             tx.Commit();
         }

@@ -201,7 +201,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         if (e is null || string.IsNullOrEmpty(e.Type))
         {
             // Not a protocol line: keep it visible rather than drop it.
-            JobEvents.Append(conn, null, _id, EventTypes.Log, "info", line.Length > 2000 ? line[..2000] : line);
+            JobEvents.Append(conn, null, _id, EventTypes.Log, "info", JobOutput.Relative(line.Length > 2000 ? line[..2000] : line, _jobDir));
             signals.EventsAppended.Signal();
             return;
         }
@@ -231,7 +231,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
                     ("@metrics", (data["metrics"] as JsonObject)?.ToJsonString(AnnealJson.Options)), ("@t", Db.Now()));
                 break;
         }
-        JobEvents.Append(conn, tx, _id, e.Type, string.IsNullOrEmpty(e.Level) ? "info" : e.Level, e.Message ?? "", data);
+        JobEvents.Append(conn, tx, _id, e.Type, string.IsNullOrEmpty(e.Level) ? "info" : e.Level,
+            JobOutput.Relative(e.Message ?? "", _jobDir), JobOutput.Relative(data, _jobDir));
         tx.Commit();
         signals.EventsAppended.Signal();
     }
@@ -332,7 +333,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             INSERT OR REPLACE INTO fine_tuned_models (id, org, base_model, job_id, path, status, created_at)
             VALUES (@id, @org, @base, @job, @path, 'ready', @t)
             """, ("@id", ftId), ("@org", job.Org), ("@base", baseModel), ("@job", id), ("@path", path), ("@t", Db.Now()));
-        var data = (JsonObject)completed.DeepClone();
+        var data = JobOutput.Relative(completed, Path.Combine(db.JobsDir, id))!;
         data["fine_tuned_model"] = ftId;
         JobEvents.Append(conn, tx, id, EventTypes.Completed, "info", $"Training completed: {ftId}{note}", data);
         tx.Commit();
@@ -388,7 +389,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         var from = checkpoint.Path is null ? "its previous starting point" : $"its checkpoint at step {checkpoint.Step}";
         JobEvents.Append(conn, tx, _id, EventTypes.Paused, "info",
             $"Job paused; the trainer stopped and released its device. Resume continues from {from}.",
-            new JsonObject { ["resume_from"] = checkpoint.Path, ["resume_step"] = checkpoint.Path is null ? null : checkpoint.Step });
+            new JsonObject { ["resume_from"] = checkpoint.Path is null ? null : JobOutput.Relative(checkpoint.Path, _jobDir), ["resume_step"] = checkpoint.Path is null ? null : checkpoint.Step });
         tx.Commit();
         signals.EventsAppended.Signal();
     }
