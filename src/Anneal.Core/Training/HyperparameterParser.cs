@@ -6,7 +6,7 @@
 // Shape (flat keys, three nested objects):
 //   { n_epochs | total_steps (aliases train_steps, steps), per_device_batch, per_device_eval_batch,
 //     gradient_accumulation_steps, global_batch, sequence_length, learning_rate, warmup_ratio,
-//     weight_decay, lr_scheduler, max_grad_norm, seed, save_steps, activation_checkpointing,
+//     weight_decay, lr_scheduler, max_grad_norm, seed, save_steps, activation_checkpointing, optimizer_precision,
 //     training_mode, use_qlora, packing,
 //     lora: {r, alpha, dropout, target_modules}, validation: {enabled, evaluation_strategy,
 //     eval_steps, save_best_model_at_end, metric_for_best_model, greater_is_better},
@@ -27,7 +27,7 @@ public static class HyperparameterParser
     [
         "n_epochs", "total_steps", "train_steps", "steps", "per_device_batch", "per_device_eval_batch",
         "gradient_accumulation_steps", "global_batch", "sequence_length", "learning_rate", "warmup_ratio",
-        "weight_decay", "lr_scheduler", "max_grad_norm", "seed", "save_steps", "activation_checkpointing",
+        "weight_decay", "lr_scheduler", "max_grad_norm", "seed", "save_steps", "activation_checkpointing", "optimizer_precision",
         "training_mode", "use_qlora", "packing", "lora", "validation", "parallelism",
     ];
 
@@ -38,6 +38,7 @@ public static class HyperparameterParser
 
     public static readonly IReadOnlyList<string> LrSchedulers = ["linear", "cosine", "constant"];
     public static readonly IReadOnlyList<string> CheckpointingModes = ["auto", "on", "off"];
+    public static readonly IReadOnlyList<string> OptimizerPrecisionChoices = [OptimizerPrecisions.Auto, OptimizerPrecisions.Exact, OptimizerPrecisions.Lean];
     public static readonly IReadOnlyList<string> Modes = [TrainingModes.FullFinetune, TrainingModes.Lora, TrainingModes.Qlora];
     public static readonly IReadOnlyList<string> EvaluationStrategies = ["steps", "epoch", "no"];
 
@@ -86,6 +87,7 @@ public static class HyperparameterParser
         var seed = r.Int("seed", 0, int.MaxValue);
         var saveSteps = r.Int("save_steps", 1, 100_000_000);
         var checkpointing = r.Choice("activation_checkpointing", CheckpointingModes);
+        var optimizerPrecision = r.Choice("optimizer_precision", OptimizerPrecisionChoices);
         var mode = r.Choice("training_mode", Modes);
         var useQlora = r.Bool("use_qlora");
         var packing = r.Bool("packing");
@@ -147,6 +149,7 @@ public static class HyperparameterParser
             Seed = seed ?? defaults.Seed,
             SaveSteps = saveSteps,
             ActivationCheckpointing = checkpointing ?? defaults.ActivationCheckpointing,
+            OptimizerPrecision = optimizerPrecision ?? defaults.OptimizerPrecision,
             Packing = packing ?? defaults.Packing,
             Lora = lora ?? defaults.Lora,
             Validation = validation ?? defaults.Validation,

@@ -63,6 +63,8 @@ public static class SettingKeys
         new(Hp + "save_steps", "hyperparameters.save_steps", "integer", "≥ 1", "checkpoint every N optimizer steps"),
         new(Hp + "activation_checkpointing", "hyperparameters.activation_checkpointing", "string", "auto | on | off", "recompute activations in the backward pass to save memory",
             Upstream: [new(Hp + "parallelism.activation_checkpointing", v => Bool(v) switch { true => "on", false => "off", null => v?.DeepClone() })]),
+        new(Hp + "optimizer_precision", "hyperparameters.optimizer_precision", "string", "auto | exact | lean",
+            "optimizer state: exact (fp32 moments and master weights), lean (bf16 moments, stochastic rounding), auto (exact when it fits)"),
         new(Hp + "packing", "hyperparameters.packing", "boolean", "true | false", "pack several examples into each row"),
         new(Hp + "training_mode", "training.mode", "string", "full_finetune | lora | qlora", "what is trained: every weight, LoRA adapters, or LoRA on a 4-bit base",
             Upstream:

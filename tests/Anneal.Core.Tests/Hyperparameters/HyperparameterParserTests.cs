@@ -146,12 +146,23 @@ public class HyperparameterParserTests
     [Theory]
     [InlineData("lr_scheduler", "cosin", "must be one of \"linear\" | \"cosine\" | \"constant\", got \"cosin\"; did you mean 'cosine'?")]
     [InlineData("activation_checkpointing", "yes", "must be one of \"auto\" | \"on\" | \"off\", got \"yes\"")]
+    [InlineData("optimizer_precision", "fp8", "must be one of \"auto\" | \"exact\" | \"lean\", got \"fp8\"")]
     [InlineData("training_mode", "full-finetune", "must be one of \"full_finetune\" | \"lora\" | \"qlora\", got \"full-finetune\"; did you mean 'full_finetune'?")]
     public void Unknown_choices_list_the_allowed_values(string key, string value, string message)
     {
         var e = SingleError($$"""{"n_epochs": 1, "{{key}}": "{{value}}"}""");
         Assert.Equal($"hyperparameters.{key}", e.Field);
         Assert.Equal(message, e.Message);
+    }
+
+    [Theory]
+    [InlineData(null, "auto")]
+    [InlineData("\"exact\"", "exact")]
+    [InlineData("\"lean\"", "lean")]
+    public void Optimizer_precision_defaults_to_auto(string? value, string expected)
+    {
+        var json = value is null ? """{"n_epochs": 1}""" : $$"""{"n_epochs": 1, "optimizer_precision": {{value}}}""";
+        Assert.Equal(expected, Parse(json).Settings!.OptimizerPrecision);
     }
 
     [Fact]
