@@ -85,11 +85,21 @@ public class UpstreamClientTests
 
     public static TheoryData<string, bool, string> Refusals => new()
     {
-        // QLoRA arrives inside effective_config; refused by name until its trainer exists.
-        { "lora", true, "qlora is not yet supported (training.mode = \"qlora\", or use_qlora = true)" },
         // The two spellings of the mode disagree: both named.
         { "full_finetune", false, "hyperparameters.train_kind" },
     };
+
+    [Fact]
+    public async Task Qlora_inside_effective_config_creates_a_qlora_job()
+    {
+        await using var t = await TestServer.StartAsync();
+        var train = await UploadAsUpstreamAsync(t, "files");
+        var response = await t.Http.PostAsync("learning/jobs", TestServer.Json(UpstreamJob("Qwen/Qwen3-0.6B", train, null, "lora", true)));
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        var job = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+        var config = await t.Http.GetStringAsync($"learning/jobs/{job["id"]!.GetValue<string>()}/config");
+        Assert.Contains("\"qlora\"", config);
+    }
 
     [Theory]
     [MemberData(nameof(Refusals))]
