@@ -1,6 +1,7 @@
 // Upstream's SFT example configs (their key sets, tests/fixtures/upstream-configs) train here with
 // the model switched to the tiny one: `anneal train` → server → real trainer, on CPU. Keys without
-// effect are named as warnings; QLoRA configs are refused by name before anything is uploaded.
+// effect are named as warnings; QLoRA configs become QLoRA jobs (the spec's TOML with use_qlora
+// trains QLoRA end to end in JobExecutionTests).
 using Anneal.Core.Contracts;
 
 namespace Anneal.Cli.Tests.EndToEnd;
@@ -47,18 +48,17 @@ public class UpstreamConfigTrainingTests
     [InlineData("coder_lora_small.toml")]
     [InlineData("coder_lora_30b.toml")]
     [InlineData("crafter_vlm_sft_example.toml")]
-    public async Task An_upstream_qlora_example_is_refused_by_name_before_any_upload(string name)
+    public async Task An_upstream_qlora_example_becomes_a_qlora_job(string name)
     {
-        await using var server = await TestServer.StartAsync();
         using var box = new CliSandbox();
-        box.Environment["SYNTH_API_KEY"] = server.ApiKey;
-        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        box.Environment["SYNTH_API_KEY"] = "sk-unused";
+        box.Environment["BACKEND_BASE_URL"] = "http://127.0.0.1:9";
         box.Write("configs/" + name, Fixture(name));
         box.Write("data.jsonl", Samples.Dataset(4));
-        var result = await box.RunAsync("train", "--type", "sft", "--config", "configs/" + name, "--dataset", "data.jsonl", "--model", Samples.TinyModel);
-        Assert.True(result.ExitCode == ExitCodes.Usage, result.ToString());
-        Assert.Contains("qlora is not yet supported", result.Err);
-        using var client = server.Client();
-        Assert.Empty((await client.ListFilesAsync(null, default)).Data);
+        var result = await box.RunAsync("train", "--type", "sft", "--config", "configs/" + name, "--dataset", "data.jsonl",
+            "--model", Samples.TinyModel, "--dry-run");
+        Assert.True(result.ExitCode == ExitCodes.Ok, result.ToString());
+        Assert.Contains("qlora", result.Out);
+        Assert.DoesNotContain("full_finetune", result.Out);
     }
 }
