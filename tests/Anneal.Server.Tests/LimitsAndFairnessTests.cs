@@ -98,12 +98,24 @@ public class LimitsAndFairnessTests
         using var acme = t.Client(await ApiKeys.CreateAsync(t.DataDir, "acme"));
         var tiny = await t.UploadReadyAsync(TestServer.Dataset(1), acme);
         Assert.Equal(FileStatus.Ready, tiny.Status);
-        var stillWaiting = 0;
-        foreach (var f in backlog)
-            if ((await t.Http.GetFromJsonAsync<FileObject>($"learning/files/{f.Id}", AnnealJson.Options))!.Status == FileStatus.Processing)
-                stillWaiting++;
-        Assert.True(stillWaiting >= 4, $"the tiny file waited for {8 - stillWaiting} of the other organisation's 8 files");
+        // How many backlog files were still waiting depends on how fast this machine validates
+        // (none, on a fast one); the order itself is checked below, without timing.
         foreach (var f in backlog) Assert.Equal(FileStatus.Ready, (await t.WaitFileAsync(f.Id)).Status);
+    }
+
+    [Fact]
+    public void Validation_takes_organisations_in_turn_first_come_first_served_within_one()
+    {
+        var turns = new Anneal.Server.Files.DatasetValidationWorker.FairTurns();
+        for (var i = 1; i <= 4; i++) turns.Add("big", $"big{i}");
+        Assert.Equal("big1", turns.Next());          // the worker is busy with it when the others arrive
+        turns.Add("acme", "tiny");
+        turns.Add("third", "t1");
+        turns.Add("acme", "tiny2");
+        string[] order = [.. Enumerable.Range(0, 6).Select(_ => turns.Next()!)];
+        Assert.Equal(["big2", "tiny", "t1", "big3", "tiny2", "big4"], order);
+        Assert.True(turns.IsEmpty);
+        Assert.Null(turns.Next());
     }
 
     [Fact]

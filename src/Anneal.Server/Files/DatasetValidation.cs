@@ -54,7 +54,7 @@ public sealed class DatasetValidationWorker(Db db, DatasetValidationQueue queue,
     /// Round robin over organisations, first come first served within one: a tiny file waits for at
     /// most one file of each other organisation, not for everything they uploaded before it.
     /// </summary>
-    sealed class FairTurns
+    internal sealed class FairTurns
     {
         readonly Dictionary<string, Queue<string>> _pending = new(StringComparer.Ordinal);
         readonly Queue<string> _orgs = new();

@@ -102,7 +102,8 @@ public class JobExecutionTests
         using var client = server.Client();
         var events = (await client.GetEventsAsync(id, 0, 1000, default)).Events;
         var loading = events.First(e => e.Type == EventTypes.ModelLoading);
-        var basePath = loading.Data!["model_path"]!.GetValue<string>();
+        // Events name paths inside the data folder relative to it (absolute when outside it).
+        var basePath = Path.GetFullPath(Path.Combine(server.DataDir, loading.Data!["model_path"]!.GetValue<string>()));
 
         // The adapter loads back onto the base folder (adapter_config.json pointed at it), and the merged model answers.
         var adapter = Path.Combine(box.Dir, "adapter");
