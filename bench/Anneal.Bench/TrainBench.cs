@@ -6,7 +6,6 @@
 // the CUDA context and the caching allocator's reserve). The anchor copy reports the same figure
 // as device_used_gib beside PyTorch's max_memory_allocated.
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using Anneal.Core.Training;
 using Anneal.Training.Kernels;
@@ -131,18 +130,8 @@ static class TrainBench
 }
 
 /// <summary>Device memory in use through the CUDA runtime PyTorch already loaded (NaN on CPU or if not found).</summary>
-static unsafe class DeviceMemory
+static class DeviceMemory
 {
-    public static double UsedBytes(Device device)
-    {
-        if (device.type != DeviceType.CUDA) return double.NaN;
-        foreach (var name in new[] { "libcudart.so.13", "libcudart.so.12", "libcudart.so" })
-        {
-            if (!NativeLibrary.TryLoad(name, out var lib) || !NativeLibrary.TryGetExport(lib, "cudaMemGetInfo", out var fn)) continue;
-            nuint free, total;
-            int rc = ((delegate* unmanaged<nuint*, nuint*, int>)fn)(&free, &total);
-            if (rc == 0) return (double)(total - free);
-        }
-        return double.NaN;
-    }
+    public static double UsedBytes(Device device) =>
+        device.type == DeviceType.CUDA && Anneal.Training.Memory.DeviceMemory.CudaUsedBytes() is { } used ? used : double.NaN;
 }

@@ -119,17 +119,22 @@ public static class EvalCommand
                 ctx.Error.WriteLine($"[{i + 1}/{prompts.Count}] line {prompt.Line}: {answer.CompletionTokens} tokens in {watch.ElapsedMilliseconds} ms, score {(score is { } s ? s.ToString("0.00") : "-")}");
             }
             total.Stop();
-            AtomicJsonl.Write(outputPath, traces.Select(t => t.ToJsonLine()));
-
-            var scored = traces.Where(t => t.Score is not null).ToList();
-            var tokens = traces.Sum(t => t.Usage.CompletionTokens);
-            var seconds = Math.Max(total.Elapsed.TotalSeconds, 1e-6);
-            ctx.Out.WriteLine($"Wrote {traces.Count} trace{(traces.Count == 1 ? "" : "s")} to {outputPath}");
-            ctx.Out.WriteLine(scored.Count > 0
-                ? $"Mean score: {scored.Average(t => t.Score!.Value):0.000} over {scored.Count} prompt{(scored.Count == 1 ? "" : "s")} with an expected answer ({scored.Count(t => t.Score == 1.0)} exact)"
-                : "Mean score: - (no prompt has an expected answer)");
-            ctx.Out.WriteLine($"Generated {tokens} tokens in {seconds:0.0} s ({tokens / seconds:0.0} tokens/s) on {generator.Device}");
+            WriteTraces(ctx, outputPath, traces, total.Elapsed, $"on {generator.Device}");
             return ExitCodes.Ok;
         }
+    }
+
+    /// <summary>Writes the traces (atomically) and the summary lines; shared by local and remote eval.</summary>
+    internal static void WriteTraces(CliContext ctx, string outputPath, IReadOnlyList<EvalTrace> traces, TimeSpan elapsed, string where)
+    {
+        AtomicJsonl.Write(outputPath, traces.Select(t => t.ToJsonLine()));
+        var scored = traces.Where(t => t.Score is not null).ToList();
+        var tokens = traces.Sum(t => t.Usage.CompletionTokens);
+        var seconds = Math.Max(elapsed.TotalSeconds, 1e-6);
+        ctx.Out.WriteLine($"Wrote {traces.Count} trace{(traces.Count == 1 ? "" : "s")} to {outputPath}");
+        ctx.Out.WriteLine(scored.Count > 0
+            ? $"Mean score: {scored.Average(t => t.Score!.Value):0.000} over {scored.Count} prompt{(scored.Count == 1 ? "" : "s")} with an expected answer ({scored.Count(t => t.Score == 1.0)} exact)"
+            : "Mean score: - (no prompt has an expected answer)");
+        ctx.Out.WriteLine($"Generated {tokens} tokens in {seconds:0.0} s ({tokens / seconds:0.0} tokens/s) {where}");
     }
 }

@@ -70,15 +70,7 @@ static class Remote
             return ExitCodes.Failed;
         }
         total.Stop();
-        AtomicJsonl.Write(outputPath, traces.Select(t => t.ToJsonLine()));
-        var scored = traces.Where(t => t.Score is not null).ToList();
-        var tokens = traces.Sum(t => t.Usage.CompletionTokens);
-        var seconds = Math.Max(total.Elapsed.TotalSeconds, 1e-6);
-        ctx.Out.WriteLine($"Wrote {traces.Length} trace{(traces.Length == 1 ? "" : "s")} to {outputPath}");
-        ctx.Out.WriteLine(scored.Count > 0
-            ? $"Mean score: {scored.Average(t => t.Score!.Value):0.000} over {scored.Count} prompt{(scored.Count == 1 ? "" : "s")} with an expected answer ({scored.Count(t => t.Score == 1.0)} exact)"
-            : "Mean score: - (no prompt has an expected answer)");
-        ctx.Out.WriteLine($"Generated {tokens} tokens in {seconds:0.0} s ({tokens / seconds:0.0} tokens/s) at {endpoint.BaseUrl}");
+        EvalCommand.WriteTraces(ctx, outputPath, traces, total.Elapsed, $"at {endpoint.BaseUrl}");
         return ExitCodes.Ok;
     }
 

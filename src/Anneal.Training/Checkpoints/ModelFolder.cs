@@ -112,55 +112,61 @@ public static class ModelFolder
     {
         Directory.CreateDirectory(folder);
         var weights = Lora.MergedWeights(model);
-        try
-        {
-            var dtype = weights[0].Tensor.dtype;
-            static long Bytes(Tensor t) => t.numel() * t.ElementSize;
-            var shards = new List<List<(string Name, Tensor Tensor)>> { new() };
-            long used = 0;
-            foreach (var w in weights)
-            {
-                if (used > 0 && used + Bytes(w.Tensor) > maxShardBytes) { shards.Add([]); used = 0; }
-                shards[^1].Add(w);
-                used += Bytes(w.Tensor);
-            }
-            if (shards.Count == 1)
-                SafetensorsFile.Write(Path.Combine(folder, WeightsFile), weights);
-            else
-            {
-                var map = new JsonObject();
-                for (var i = 0; i < shards.Count; i++)
-                {
-                    var file = $"model-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
-                    SafetensorsFile.Write(Path.Combine(folder, file), shards[i]);
-                    foreach (var (name, _) in shards[i]) map[name] = file;
-                }
-                var index = new JsonObject
-                {
-                    ["metadata"] = new JsonObject { ["total_size"] = weights.Sum(w => Bytes(w.Tensor)) },
-                    ["weight_map"] = map,
-                };
-                File.WriteAllText(Path.Combine(folder, WeightsFile + ".index.json"), index.ToJsonString(new() { WriteIndented = true }));
-            }
-            var sourceConfig = Path.Combine(sourceFolder, ConfigFile);
-            var config = File.Exists(sourceConfig) ? JsonNode.Parse(File.ReadAllText(sourceConfig))!.AsObject() : new JsonObject();
-            // Both spellings, so that no reader sees the source's precision: transformers reads
-            // `dtype` (newer) or `torch_dtype` (older), and a source may carry either.
-            var dtypeName = dtype switch
-            {
-                ScalarType.Float32 => "float32",
-                ScalarType.Float16 => "float16",
-                _ => "bfloat16",
-            };
-            config["torch_dtype"] = dtypeName;
-            config["dtype"] = dtypeName;
-            File.WriteAllText(Path.Combine(folder, ConfigFile), config.ToJsonString(new() { WriteIndented = true }));
-        }
+        try { WriteWeightsAndConfig(folder, weights, sourceFolder, maxShardBytes); }
         finally
         {
             foreach (var (_, t) in weights) t.Dispose();
         }
         CopySideFiles(sourceFolder, folder);
+    }
+
+    /// <summary>
+    /// The weights as save_pretrained writes them (one file, or shards above maxShardBytes with an
+    /// index) and the source's config.json (unknown keys kept) with the weights' precision.
+    /// Shared by every model family's Save.
+    /// </summary>
+    public static void WriteWeightsAndConfig(string folder, IReadOnlyList<(string Name, Tensor Tensor)> weights, string sourceFolder, long maxShardBytes)
+    {
+        static long Bytes(Tensor t) => t.numel() * t.ElementSize;
+        var shards = new List<List<(string Name, Tensor Tensor)>> { new() };
+        long used = 0;
+        foreach (var w in weights)
+        {
+            if (used > 0 && used + Bytes(w.Tensor) > maxShardBytes) { shards.Add([]); used = 0; }
+            shards[^1].Add(w);
+            used += Bytes(w.Tensor);
+        }
+        if (shards.Count == 1)
+            SafetensorsFile.Write(Path.Combine(folder, WeightsFile), weights);
+        else
+        {
+            var map = new JsonObject();
+            for (var i = 0; i < shards.Count; i++)
+            {
+                var file = $"model-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
+                SafetensorsFile.Write(Path.Combine(folder, file), shards[i]);
+                foreach (var (name, _) in shards[i]) map[name] = file;
+            }
+            var index = new JsonObject
+            {
+                ["metadata"] = new JsonObject { ["total_size"] = weights.Sum(w => Bytes(w.Tensor)) },
+                ["weight_map"] = map,
+            };
+            File.WriteAllText(Path.Combine(folder, WeightsFile + ".index.json"), index.ToJsonString(new() { WriteIndented = true }));
+        }
+        var sourceConfig = Path.Combine(sourceFolder, ConfigFile);
+        var config = File.Exists(sourceConfig) ? JsonNode.Parse(File.ReadAllText(sourceConfig))!.AsObject() : new JsonObject();
+        // Both spellings, so that no reader sees the source's precision: transformers reads
+        // `dtype` (newer) or `torch_dtype` (older), and a source may carry either.
+        var dtypeName = weights[0].Tensor.dtype switch
+        {
+            ScalarType.Float32 => "float32",
+            ScalarType.Float16 => "float16",
+            _ => "bfloat16",
+        };
+        config["torch_dtype"] = dtypeName;
+        config["dtype"] = dtypeName;
+        File.WriteAllText(Path.Combine(folder, ConfigFile), config.ToJsonString(new() { WriteIndented = true }));
     }
 
     /// <summary>Copies tokenizer files and generation_config.json (written when the source has none).</summary>

@@ -87,49 +87,13 @@ public static class VisionModelFolder
 
     /// <summary>
     /// Writes a full folder: weights (sharded above maxShardBytes, with an index, as save_pretrained
-    /// does), the source config.json with torch_dtype updated, tokenizer, processor and generation files.
+    /// does), the source config.json with the precision updated (ModelFolder.WriteWeightsAndConfig), tokenizer, processor and generation files.
     /// </summary>
     public static void Save(Qwen3VLForConditionalGeneration model, string folder, string sourceFolder, long maxShardBytes = ModelFolder.DefaultMaxShardBytes)
     {
         Directory.CreateDirectory(folder);
         var weights = MergedWeights(model);
-        try
-        {
-            static long Bytes(Tensor t) => t.numel() * t.ElementSize;
-            var shards = new List<List<(string Name, Tensor Tensor)>> { new() };
-            long used = 0;
-            foreach (var w in weights)
-            {
-                if (used > 0 && used + Bytes(w.Tensor) > maxShardBytes) { shards.Add([]); used = 0; }
-                shards[^1].Add(w);
-                used += Bytes(w.Tensor);
-            }
-            if (shards.Count == 1)
-                SafetensorsFile.Write(Path.Combine(folder, ModelFolder.WeightsFile), weights);
-            else
-            {
-                var map = new JsonObject();
-                for (var i = 0; i < shards.Count; i++)
-                {
-                    var file = $"model-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
-                    SafetensorsFile.Write(Path.Combine(folder, file), shards[i]);
-                    foreach (var (name, _) in shards[i]) map[name] = file;
-                }
-                File.WriteAllText(Path.Combine(folder, ModelFolder.WeightsFile + ".index.json"), new JsonObject
-                {
-                    ["metadata"] = new JsonObject { ["total_size"] = weights.Sum(w => Bytes(w.Tensor)) },
-                    ["weight_map"] = map,
-                }.ToJsonString(new() { WriteIndented = true }));
-            }
-            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(sourceFolder, ModelFolder.ConfigFile)))!.AsObject();
-            config["torch_dtype"] = weights[0].Tensor.dtype switch
-            {
-                ScalarType.Float32 => "float32",
-                ScalarType.Float16 => "float16",
-                _ => "bfloat16",
-            };
-            File.WriteAllText(Path.Combine(folder, ModelFolder.ConfigFile), config.ToJsonString(new() { WriteIndented = true }));
-        }
+        try { ModelFolder.WriteWeightsAndConfig(folder, weights, sourceFolder, maxShardBytes); }
         finally
         {
             foreach (var (_, t) in weights) t.Dispose();

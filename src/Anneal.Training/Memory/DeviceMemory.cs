@@ -38,14 +38,19 @@ public static class DeviceMemory
 
     delegate int MemGetInfo(out nuint free, out nuint total);
 
-    static long? CudaFreeBytes()
+    /// <summary>CUDA device memory in use (total − free: the context and caching allocator's reserve included), or null.</summary>
+    public static long? CudaUsedBytes() => CudaInfo() is { } i ? i.Total - i.Free : null;
+
+    static long? CudaFreeBytes() => CudaInfo()?.Free;
+
+    static (long Free, long Total)? CudaInfo()
     {
         foreach (var name in new[] { "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so" })
         {
             if (!NativeLibrary.TryLoad(name, out var handle)) continue;
             if (!NativeLibrary.TryGetExport(handle, "cudaMemGetInfo", out var address)) continue;
             var getInfo = Marshal.GetDelegateForFunctionPointer<MemGetInfo>(address);
-            return getInfo(out var free, out _) == 0 ? (long)free : null;
+            return getInfo(out var free, out var total) == 0 ? ((long)free, (long)total) : null;
         }
         return null;
     }
