@@ -217,7 +217,7 @@ public static class Trainer
             var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
             if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
             events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
-                new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
+                EventData.ToJson(new CheckpointSavedData(step, folder, metrics)));
             TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates, protect: resumeFrom);
             savedStep = step;
         }
@@ -279,15 +279,9 @@ public static class Trainer
 
             stepsTimed++;
             var secondsPerStep = clock.Elapsed.TotalSeconds / stepsTimed;
-            events.Emit(EventTypes.Progress, $"step {step}/{totalSteps} loss {loss:F4}", new JsonObject
-            {
-                ["step"] = step, ["total_steps"] = totalSteps,
-                ["epoch"] = Math.Round((double)step / stepsPerEpoch, 4),
-                ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = double.IsFinite(gradNorm) ? gradNorm : null,
-                ["tokens_per_second"] = Math.Round(stepTokens / Math.Max(1e-9, secondsPerStep), 1),
-                ["eta_seconds"] = Math.Round((totalSteps - step) * secondsPerStep, 1),
-                ["trained_tokens"] = trainedTokens,
-            });
+            events.Emit(EventTypes.Progress, $"step {step}/{totalSteps} loss {loss:F4}", EventData.ToJson(new ProgressData(
+                step, totalSteps, Math.Round((double)step / stepsPerEpoch, 4), loss, lr, double.IsFinite(gradNorm) ? gradNorm : null,
+                Math.Round(stepTokens / Math.Max(1e-9, secondsPerStep), 1), Math.Round((totalSteps - step) * secondsPerStep, 1), trainedTokens)));
 
             // Validation every eval_steps and at the end; remember the best model.
             var last = step == totalSteps;
@@ -296,7 +290,7 @@ public static class Trainer
                 var valLoss = Evaluate(model, r.Validation, s.PerDeviceEvalBatch, r.Tokenizer.PadTokenId, r.Device);
                 lastVal = valLoss;
                 events.Emit(EventTypes.ValidationSummary, $"step {step} val.loss {valLoss:F4}",
-                    new JsonObject { ["step"] = step, ["val_loss"] = valLoss });
+                    EventData.ToJson(new ValidationSummaryData(step, valLoss)));
                 var metric = MetricValue(s.Validation.MetricForBestModel, valLoss, loss);
                 if (bestMetric is not { } b || (s.Validation.GreaterIsBetter ? metric > b : metric < b))
                 {
@@ -318,7 +312,7 @@ public static class Trainer
         {
             events.Emit(EventTypes.BestModelRestored,
                 $"restoring the best model: step {bs} ({s.Validation.MetricForBestModel} {bestMetric:F4}) instead of the last step {step}",
-                new JsonObject { ["step"] = bs, ["metric"] = s.Validation.MetricForBestModel, ["value"] = bestMetric, ["last_step"] = step });
+                EventData.ToJson(new BestModelRestoredData(bs, s.Validation.MetricForBestModel, bestMetric, step)));
             TrainingCheckpoint.LoadWeights(model, bestDir);
             weightsStep = bs;
         }

@@ -52,14 +52,7 @@ public static class TrainerProcess
         {
             NativeLibraries.EnsureTorchLoaded();
             var result = Trainer.Run(spec, events, ct, options);
-            var data = new JsonObject
-            {
-                ["output_dir"] = result.OutputDir,
-                ["final_path"] = result.FinalPath,
-                ["trained_tokens"] = result.TrainedTokens,
-                ["weights_step"] = result.WeightsStep,
-            };
-            if (result.MergedPath != null) data["merged_path"] = result.MergedPath;
+            var data = EventData.ToJson(new CompletedData(result.OutputDir, result.FinalPath, result.MergedPath, result.TrainedTokens, result.WeightsStep));
             events.Emit(EventTypes.Completed, $"training finished: {result.FinalPath}", data);
             return ExitSucceeded;
         }

@@ -192,20 +192,15 @@ public static class VisionTrainer
                 throw TrainerUserException.Config($"training diverged at step {step}: loss {loss}, grad_norm {gradNorm} with learning_rate {s.LearningRate} (lr now {lr:G3}); lower learning_rate, raise warmup_ratio, or set max_grad_norm");
             losses.Add(loss);
             var secondsPerStep = clock.Elapsed.TotalSeconds / step;
-            events.Emit(EventTypes.Progress, $"step {step}/{totalSteps} loss {loss:F4}", new JsonObject
-            {
-                ["step"] = step, ["total_steps"] = totalSteps, ["epoch"] = Math.Round((double)step / stepsPerEpoch, 4),
-                ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = double.IsFinite(gradNorm) ? gradNorm : null,
-                ["tokens_per_second"] = Math.Round(stepTokens / Math.Max(1e-9, secondsPerStep), 1),
-                ["eta_seconds"] = Math.Round((totalSteps - step) * secondsPerStep, 1),
-                ["trained_tokens"] = trainedTokens,
-            });
+            events.Emit(EventTypes.Progress, $"step {step}/{totalSteps} loss {loss:F4}", EventData.ToJson(new ProgressData(
+                step, totalSteps, Math.Round((double)step / stepsPerEpoch, 4), loss, lr, double.IsFinite(gradNorm) ? gradNorm : null,
+                Math.Round(stepTokens / Math.Max(1e-9, secondsPerStep), 1), Math.Round((totalSteps - step) * secondsPerStep, 1), trainedTokens)));
         }
 
         if (validation != null)
         {
             var valLoss = Evaluate(model, validation, config, processor, device);
-            events.Emit(EventTypes.ValidationSummary, $"step {totalSteps} val.loss {valLoss:F4}", new JsonObject { ["step"] = totalSteps, ["val_loss"] = valLoss });
+            events.Emit(EventTypes.ValidationSummary, $"step {totalSteps} val.loss {valLoss:F4}", EventData.ToJson(new ValidationSummaryData(totalSteps, valLoss)));
         }
 
         var final = Path.Combine(spec.OutputDir, "final");

@@ -30,7 +30,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     readonly Lock _gate = new();
     Process? _process;
     volatile bool _cancelRequested, _shuttingDown, _pauseRequested;
-    JsonObject? _completed, _failed, _cancelled;
+    CompletedData? _completed;
+    JsonObject? _failed, _cancelled;
     // Stops a model download in progress on cancel or shutdown.
     readonly CancellationTokenSource _stop = new();
     string? _failedMessage;
@@ -209,26 +210,26 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         switch (e.Type)
         {
             // Final events are recorded with the final status when the process exits.
-            case EventTypes.Completed: _completed = data ?? []; return;
+            case EventTypes.Completed: _completed = EventData.Read<CompletedData>(data); return;
             case EventTypes.Failed: _failed = data ?? []; _failedMessage = e.Message; return;
             case EventTypes.Cancelled: _cancelled = data ?? []; return;
         }
         using var tx = conn.BeginTransaction();
         switch (e.Type)
         {
-            case EventTypes.Progress when data is not null:
-                RecordProgress(conn, tx, data);
+            case EventTypes.Progress when EventData.Read<ProgressData>(data) is { } progress:
+                RecordProgress(conn, tx, progress);
                 break;
-            case EventTypes.ValidationSummary when data is not null && Num(data, "val_loss") is { } valLoss:
-                MetricsApi.Record(conn, tx, _id, MetricNames.ValLoss, (long)(Num(data, "step") ?? 0), valLoss);
+            case EventTypes.ValidationSummary when EventData.Read<ValidationSummaryData>(data) is { } summary && double.IsFinite(summary.ValLoss):
+                MetricsApi.Record(conn, tx, _id, MetricNames.ValLoss, summary.Step, summary.ValLoss);
                 break;
-            case EventTypes.CheckpointSaved when data is not null && Num(data, "step") is { } step && data["path"]?.GetValue<string>() is { } path:
+            case EventTypes.CheckpointSaved when EventData.Read<CheckpointSavedData>(data) is { Path: not null } saved:
                 Db.Exec(conn, tx, """
                     INSERT OR REPLACE INTO checkpoints (id, job_id, org, step, path, metrics, created_at)
                     VALUES (@id, @job, @org, @step, @path, @metrics, @t)
                     """,
-                    ("@id", $"{FineTunedId()}:step-{(long)step}"), ("@job", _id), ("@org", job.Org), ("@step", (long)step), ("@path", path),
-                    ("@metrics", (data["metrics"] as JsonObject)?.ToJsonString(AnnealJson.Options)), ("@t", Db.Now()));
+                    ("@id", $"{FineTunedId()}:step-{saved.Step}"), ("@job", _id), ("@org", job.Org), ("@step", saved.Step), ("@path", saved.Path),
+                    ("@metrics", saved.Metrics?.ToJsonString(AnnealJson.Options)), ("@t", Db.Now()));
                 break;
         }
         JobEvents.Append(conn, tx, _id, e.Type, string.IsNullOrEmpty(e.Level) ? "info" : e.Level,
@@ -237,19 +238,16 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         signals.EventsAppended.Signal();
     }
 
-    void RecordProgress(Microsoft.Data.Sqlite.SqliteConnection conn, Microsoft.Data.Sqlite.SqliteTransaction tx, JsonObject data)
+    void RecordProgress(Microsoft.Data.Sqlite.SqliteConnection conn, Microsoft.Data.Sqlite.SqliteTransaction tx, ProgressData p)
     {
-        var step = (long)(Num(data, "step") ?? 0);
-        var progress = new JobProgress(step, (long)(Num(data, "total_steps") ?? 0), Num(data, "epoch") ?? 0,
-            Num(data, "tokens_per_second"), Num(data, "eta_seconds"));
+        var progress = new JobProgress(p.Step, p.TotalSteps, p.Epoch, Finite(p.TokensPerSecond), Finite(p.EtaSeconds));
         Db.Exec(conn, tx, "UPDATE jobs SET progress = @p, trained_tokens = COALESCE(@tt, trained_tokens) WHERE id = @id",
-            ("@p", Db.ToJson(progress)), ("@tt", Num(data, "trained_tokens") is { } tt ? (long)tt : null), ("@id", _id));
-        foreach (var (key, name) in new[] { ("loss", MetricNames.TrainLoss), ("lr", MetricNames.TrainLr), ("grad_norm", MetricNames.TrainGradNorm), ("tokens_per_second", MetricNames.TrainTokensPerSecond) })
-            if (Num(data, key) is { } v) MetricsApi.Record(conn, tx, _id, name, step, v);
+            ("@p", Db.ToJson(progress)), ("@tt", p.TrainedTokens), ("@id", _id));
+        foreach (var (value, name) in new[] { ((double?)p.Loss, MetricNames.TrainLoss), (p.Lr, MetricNames.TrainLr), (p.GradNorm, MetricNames.TrainGradNorm), (p.TokensPerSecond, MetricNames.TrainTokensPerSecond) })
+            if (Finite(value) is { } v) MetricsApi.Record(conn, tx, _id, name, p.Step, v);
     }
 
-    static double? Num(JsonObject data, string key) =>
-        data[key] is JsonValue v && v.TryGetValue<double>(out var d) && double.IsFinite(d) ? d : null;
+    static double? Finite(double? v) => v is { } d && double.IsFinite(d) ? d : null;
 
     string FineTunedId() => FineTunedId(db, job);
 
@@ -303,7 +301,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         Finish(JobStatus.Failed, EventTypes.Failed, why, new JobError(ErrorCodes.TrainerCrashed, why + "; see log_tail and GET …/logs", tail));
     }
 
-    void Succeed(JsonObject completed)
+    void Succeed(CompletedData completed)
     {
         if (RecordSucceeded(db, job, completed, null)) signals.EventsAppended.Signal();
     }
@@ -312,17 +310,16 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     /// running → succeeded with the fine-tuned model registered and sft.completed, in one transaction;
     /// false when the job was no longer running. Also used by recovery to adopt a finished final/.
     /// </summary>
-    internal static bool RecordSucceeded(Db db, JobRow job, JsonObject completed, string? note)
+    internal static bool RecordSucceeded(Db db, JobRow job, CompletedData completed, string? note)
     {
         var id = job.Wire.Id;
         var ftId = FineTunedId(db, job);
         var output = Path.Combine(db.JobsDir, id, "output");
-        var merged = completed["merged_path"]?.GetValue<string>();
-        var final = completed["final_path"]?.GetValue<string>() ?? Path.Combine(output, "final");
+        var merged = completed.MergedPath;
+        var final = completed.FinalPath ?? Path.Combine(output, "final");
         // LoRA: serve the merged full model when the trainer wrote one (spec.MergeLora).
         var path = job.Mode == TrainingModes.FullFinetune ? final : merged ?? Path.Combine(final, "merged");
-        var trained = Num(completed, "trained_tokens") is { } t ? (long?)t : null;
-        var weightsStep = Num(completed, "weights_step") is { } w ? (long?)w : null;
+        var (trained, weightsStep) = (completed.TrainedTokens, completed.WeightsStep);
         using var conn = db.Connect();
         var baseModel = JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model;
         using var tx = conn.BeginTransaction();
@@ -333,7 +330,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             INSERT OR REPLACE INTO fine_tuned_models (id, org, base_model, job_id, path, status, created_at)
             VALUES (@id, @org, @base, @job, @path, 'ready', @t)
             """, ("@id", ftId), ("@org", job.Org), ("@base", baseModel), ("@job", id), ("@path", path), ("@t", Db.Now()));
-        var data = JobOutput.Relative(completed, Path.Combine(db.JobsDir, id))!;
+        var data = JobOutput.Relative(EventData.ToJson(completed), Path.Combine(db.JobsDir, id))!;
         data["fine_tuned_model"] = ftId;
         JobEvents.Append(conn, tx, id, EventTypes.Completed, "info", $"Training completed: {ftId}{note}", data);
         tx.Commit();
