@@ -214,7 +214,8 @@ public class DatasetCheckTests
             foreach (var variant in Variations(JsonNode.Parse(record)!))
             {
                 var line = Encoding.UTF8.GetBytes(variant);
-                foreach (var vision in new[] { false, true })
+                // The scan leaves every image to the rules, so only records with images need both models.
+                foreach (var vision in variant.Contains("image") ? new[] { false, true } : [false])
                 {
                     var options = new DatasetValidationOptions(Vision: vision);
                     var expected = Reference(line, options);
@@ -227,7 +228,7 @@ public class DatasetCheckTests
                     cases++;
                 }
             }
-        Assert.True(cases > 2000, $"{cases} cases");
+        Assert.True(cases > 1500, $"{cases} cases");
         Assert.True(scanned > 100, $"only {scanned} variants accepted by the scan");
     }
 
