@@ -112,8 +112,8 @@ public static class ServerHost
         builder.Services.AddSingleton(db);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<JobSignals>();
-        builder.Services.AddSingleton<DatasetValidationQueue>();
-        builder.Services.AddHostedService<DatasetValidationWorker>();
+        builder.Services.AddSingleton<FileProcessingQueue>();
+        builder.Services.AddHostedService<FileProcessingWorker>();
         builder.Services.AddSingleton<JobScheduler>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobScheduler>());
         builder.Services.AddSingleton<InferenceSupervisor>();
