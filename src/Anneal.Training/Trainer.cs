@@ -544,8 +544,8 @@ public static class Trainer
     /// <summary>
     /// The memory model's decision for this job on this device (see Core's MemoryModel):
     /// activation_checkpointing "auto" is off when the job fits without it, optimizer_precision
-    /// "auto" is exact when it fits. Re-running a block in backward must give the same
-    /// activations, so LoRA dropout excludes checkpointing.
+    /// "auto" is exact when it fits. Checkpointing replays LoRA dropout's random draws in its
+    /// re-run (Kernels/ActivationCheckpoint.cs), so dropout does not exclude it.
     /// </summary>
     static MemoryDecision PlanMemory(TrainerJobSpec spec, TrainerOptions options, Qwen3Config config, Device device, ScalarType dtype,
         List<SftExample> train, int sequenceLength, TrainerEvents events)
@@ -555,9 +555,6 @@ public static class Trainer
             throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
         if (s.OptimizerPrecision is not (OptimizerPrecisions.Auto or OptimizerPrecisions.Exact or OptimizerPrecisions.Lean))
             throw TrainerUserException.Config($"optimizer_precision \"{s.OptimizerPrecision}\" is not known; use \"auto\", \"exact\" or \"lean\"");
-        var dropout = s.Mode is TrainingModes.Lora or TrainingModes.Qlora && s.Lora.Dropout > 0;
-        if (s.ActivationCheckpointing == "on" && dropout)
-            throw TrainerUserException.Config($"activation_checkpointing \"on\" cannot be combined with training.lora.dropout {s.Lora.Dropout}: set dropout to 0 or activation_checkpointing to \"off\"");
 
         // The largest micro-batch: per_device_batch rows of the longest example (bucketing), or of
         // full sequence_length rows when packing or filling a token budget.
@@ -568,7 +565,7 @@ public static class Trainer
             GradientAccumulationSteps = s.GradientAccumulationSteps, MicroBatchRows = s.PerDeviceBatch, RowTokens = rowTokens,
         };
         var free = options.DeviceMemoryBytes ?? DeviceMemory.FreeBytes(device);
-        var decision = MemoryModel.Decide(DeviceMemory.Shape(config), plan, dropout ? "off" : s.ActivationCheckpointing,
+        var decision = MemoryModel.Decide(DeviceMemory.Shape(config), plan, s.ActivationCheckpointing,
             s.OptimizerPrecision, free ?? long.MaxValue);
         var where = device.type.ToString().ToLowerInvariant();
         var e = decision.Estimate;
