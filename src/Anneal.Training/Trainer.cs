@@ -204,21 +204,27 @@ public static class Trainer
         // The resume point of this run is never pruned: until a newer checkpoint is known to the
         // server, it may be the only one a restart can continue from.
         var savedStep = step;
+        // Checkpoints are copied to host memory here and written in the background (one at a time);
+        // checkpoint.saved is emitted once the folder is complete (Checkpoints/CheckpointWriter.cs).
+        using var writer = new CheckpointWriter();
         void SaveCheckpoint(double? loss)
         {
             var folder = Path.Combine(checkpoints, $"step-{step}");
-            TrainingCheckpoint.Save(folder, model, optimizer, new TrainerState
+            var (savingStep, val) = (step, lastVal);
+            writer.Save(folder, model, optimizer, new TrainerState
             {
                 Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
                 StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
                 SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
                 TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
-            }, r.Spec.ModelPath, r.Spec.AdapterBaseName);
-            var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
-            if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
-            events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
-                new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
-            TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates, protect: resumeFrom);
+            }, r.Spec.ModelPath, r.Spec.AdapterBaseName, written: () =>
+            {
+                var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
+                if (val is { } v) metrics[MetricNames.ValLoss] = v;
+                events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {savingStep}",
+                    new JsonObject { ["step"] = savingStep, ["path"] = folder, ["metrics"] = metrics });
+                TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates, protect: resumeFrom);
+            });
             savedStep = step;
         }
 
@@ -229,12 +235,14 @@ public static class Trainer
         var planEpoch = -1;
         while (step < totalSteps)
         {
+            writer.Poll();   // reports a finished background write; a failed one fails the job here
             // Cancellation is honoured between optimizer steps only.
             if (ct.IsCancellationRequested)
                 throw new OperationCanceledException(ct);
             if (r.Options.CheckpointAndStop.IsCancellationRequested)
             {
                 if (step > savedStep) SaveCheckpoint(lastLoss);
+                writer.Wait();
                 throw new OperationCanceledException(r.Options.CheckpointAndStop);
             }
 
@@ -312,6 +320,7 @@ public static class Trainer
             if (s.SaveSteps is { } every2 && every2 > 0 && step % every2 == 0) SaveCheckpoint(loss);
         }
 
+        writer.Wait();
         // Final weights: the best evaluated ones when asked, else the last.
         long weightsStep = step;
         if (s.Validation.SaveBestModelAtEnd && bestStep is { } bs && bs != step && Directory.Exists(bestDir))
