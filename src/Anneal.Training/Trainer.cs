@@ -204,21 +204,27 @@ public static class Trainer
         // The resume point of this run is never pruned: until a newer checkpoint is known to the
         // server, it may be the only one a restart can continue from.
         var savedStep = step;
+        // Checkpoints are copied to host memory here and written in the background (one at a time);
+        // checkpoint.saved is emitted once the folder is complete (Checkpoints/CheckpointWriter.cs).
+        using var writer = new CheckpointWriter();
         void SaveCheckpoint(double? loss)
         {
             var folder = Path.Combine(checkpoints, $"step-{step}");
-            TrainingCheckpoint.Save(folder, model, optimizer, new TrainerState
+            var (savingStep, val) = (step, lastVal);
+            writer.Save(folder, model, optimizer, new TrainerState
             {
                 Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
                 StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
                 SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
                 TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
-            }, r.Spec.ModelPath, r.Spec.AdapterBaseName);
-            var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
-            if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
-            events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
-                EventData.ToJson(new CheckpointSavedData(step, folder, metrics)));
-            TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates, protect: resumeFrom);
+            }, r.Spec.ModelPath, r.Spec.AdapterBaseName, written: () =>
+            {
+                var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
+                if (val is { } v) metrics[MetricNames.ValLoss] = v;
+                events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {savingStep}",
+                    EventData.ToJson(new CheckpointSavedData(savingStep, folder, metrics)));
+                TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates, protect: resumeFrom);
+            });
             savedStep = step;
         }
 
@@ -229,12 +235,14 @@ public static class Trainer
         var planEpoch = -1;
         while (step < totalSteps)
         {
+            writer.Poll();   // reports a finished background write; a failed one fails the job here
             // Cancellation is honoured between optimizer steps only.
             if (ct.IsCancellationRequested)
                 throw new OperationCanceledException(ct);
             if (r.Options.CheckpointAndStop.IsCancellationRequested)
             {
                 if (step > savedStep) SaveCheckpoint(lastLoss);
+                writer.Wait();
                 throw new OperationCanceledException(r.Options.CheckpointAndStop);
             }
 
@@ -306,6 +314,7 @@ public static class Trainer
             if (s.SaveSteps is { } every2 && every2 > 0 && step % every2 == 0) SaveCheckpoint(loss);
         }
 
+        writer.Wait();
         // Final weights: the best evaluated ones when asked, else the last.
         long weightsStep = step;
         if (s.Validation.SaveBestModelAtEnd && bestStep is { } bs && bs != step && Directory.Exists(bestDir))
@@ -538,8 +547,8 @@ public static class Trainer
     /// <summary>
     /// The memory model's decision for this job on this device (see Core's MemoryModel):
     /// activation_checkpointing "auto" is off when the job fits without it, optimizer_precision
-    /// "auto" is exact when it fits. Re-running a block in backward must give the same
-    /// activations, so LoRA dropout excludes checkpointing.
+    /// "auto" is exact when it fits. Checkpointing replays LoRA dropout's random draws in its
+    /// re-run (Kernels/ActivationCheckpoint.cs), so dropout does not exclude it.
     /// </summary>
     static MemoryDecision PlanMemory(TrainerJobSpec spec, TrainerOptions options, Qwen3Config config, Device device, ScalarType dtype,
         List<SftExample> train, int sequenceLength, TrainerEvents events)
@@ -549,9 +558,6 @@ public static class Trainer
             throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
         if (s.OptimizerPrecision is not (OptimizerPrecisions.Auto or OptimizerPrecisions.Exact or OptimizerPrecisions.Lean))
             throw TrainerUserException.Config($"optimizer_precision \"{s.OptimizerPrecision}\" is not known; use \"auto\", \"exact\" or \"lean\"");
-        var dropout = s.Mode is TrainingModes.Lora or TrainingModes.Qlora && s.Lora.Dropout > 0;
-        if (s.ActivationCheckpointing == "on" && dropout)
-            throw TrainerUserException.Config($"activation_checkpointing \"on\" cannot be combined with training.lora.dropout {s.Lora.Dropout}: set dropout to 0 or activation_checkpointing to \"off\"");
 
         // The largest micro-batch: per_device_batch rows of the longest example (bucketing), or of
         // full sequence_length rows when packing or filling a token budget.
@@ -562,7 +568,7 @@ public static class Trainer
             GradientAccumulationSteps = s.GradientAccumulationSteps, MicroBatchRows = s.PerDeviceBatch, RowTokens = rowTokens,
         };
         var free = options.DeviceMemoryBytes ?? DeviceMemory.FreeBytes(device);
-        var decision = MemoryModel.Decide(DeviceMemory.Shape(config), plan, dropout ? "off" : s.ActivationCheckpointing,
+        var decision = MemoryModel.Decide(DeviceMemory.Shape(config), plan, s.ActivationCheckpointing,
             s.OptimizerPrecision, free ?? long.MaxValue);
         var where = device.type.ToString().ToLowerInvariant();
         var e = decision.Estimate;

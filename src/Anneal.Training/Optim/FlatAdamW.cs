@@ -301,14 +301,29 @@ public sealed class FlatAdamW : IDisposable
     }
 
     /// <summary>Writes the state to <paramref name="path"/> (TorchSharp tensor format, with a layout header).</summary>
-    public void Save(string path)
+    public void Save(string path) =>
+        WriteState(path, StepCount, groups.Select(g => (g.Name, g.Numel, g.ExpAvg, g.ExpAvgSq, g.Master)));
+
+    /// <summary>
+    /// A copy of the state in host memory, taken between steps, that <see cref="FlatAdamWState.Save"/>
+    /// writes in the format of <see cref="Save"/> while training goes on.
+    /// </summary>
+    public FlatAdamWState CopyToHost()
     {
+        static Tensor Host(Tensor t) => (t.device.type == DeviceType.CPU ? t.clone() : t.to(CPU)).DetachFromDisposeScope();
+        using var noGrad = no_grad();
+        return new FlatAdamWState(StepCount, groups.Select(g => (g.Name, g.Numel, Host(g.ExpAvg), Host(g.ExpAvgSq), g.Master is null ? null : Host(g.Master))).ToList());
+    }
+
+    internal static void WriteState(string path, long stepCount, IEnumerable<(string Name, long Numel, Tensor ExpAvg, Tensor ExpAvgSq, Tensor? Master)> state)
+    {
+        var list = state.ToList();
         using var stream = File.Create(path);
         using var writer = new BinaryWriter(stream);
         writer.Write(FileMagic);
-        writer.Write(StepCount);
-        writer.Write(groups.Count);
-        foreach (var g in groups)
+        writer.Write(stepCount);
+        writer.Write(list.Count);
+        foreach (var g in list)
         {
             writer.Write(g.Name);
             writer.Write(g.Numel);
@@ -421,5 +436,19 @@ public sealed class FlatGroup : IDisposable
         // Data and Grad stay alive through the parameters that view them; drop our references only.
         Data.Dispose();
         Grad.Dispose();
+    }
+}
+
+/// <summary>A host copy of a FlatAdamW's state (moments, master weights, step count), owned by the holder.</summary>
+public sealed class FlatAdamWState(long stepCount, IReadOnlyList<(string Name, long Numel, Tensor ExpAvg, Tensor ExpAvgSq, Tensor? Master)> groups) : IDisposable
+{
+    public long StepCount => stepCount;
+
+    /// <summary>Writes the file <see cref="FlatAdamW.Load"/> reads.</summary>
+    public void Save(string path) => FlatAdamW.WriteState(path, stepCount, groups);
+
+    public void Dispose()
+    {
+        foreach (var g in groups) { g.ExpAvg.Dispose(); g.ExpAvgSq.Dispose(); g.Master?.Dispose(); }
     }
 }
