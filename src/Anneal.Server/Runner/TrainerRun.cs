@@ -152,7 +152,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             ?? (job.ResumeFrom is { } r && JobOutput.IsCompleteCheckpoint(r) ? r : null);
         return (new TrainerJobSpec(_id, job.Wire.Model, modelPath, train, validation, outputDir, settings,
             ResumeFrom: resume, Device: options.Gpus.Count > 0 ? "cuda" : "cpu", MergeLora: settings.Mode != TrainingModes.FullFinetune,
-            TrainingFileName: trainName, ValidationFileName: validationName), null);
+            TrainingFileName: trainName, ValidationFileName: validationName, TokenCacheDir: Path.Combine(db.DataDir, "token-cache")), null);
     }
 
     /// <summary>
@@ -219,6 +219,11 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             case EventTypes.Progress when data is not null:
                 RecordProgress(conn, tx, data);
                 break;
+            case EventTypes.DataPrepared when data is not null:
+                // The trainer rendered and tokenized the files with the job's model: their num_tokens.
+                RecordFileTokens(conn, tx, job.Wire.TrainingFileId, Num(data, "file_tokens"));
+                RecordFileTokens(conn, tx, job.Wire.ValidationFileId, Num(data, "validation_file_tokens"));
+                break;
             case EventTypes.ValidationSummary when data is not null && Num(data, "val_loss") is { } valLoss:
                 MetricsApi.Record(conn, tx, _id, MetricNames.ValLoss, (long)(Num(data, "step") ?? 0), valLoss);
                 break;
@@ -246,6 +251,14 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             ("@p", Db.ToJson(progress)), ("@tt", Num(data, "trained_tokens") is { } tt ? (long)tt : null), ("@id", _id));
         foreach (var (key, name) in new[] { ("loss", MetricNames.TrainLoss), ("lr", MetricNames.TrainLr), ("grad_norm", MetricNames.TrainGradNorm), ("tokens_per_second", MetricNames.TrainTokensPerSecond) })
             if (Num(data, key) is { } v) MetricsApi.Record(conn, tx, _id, name, step, v);
+    }
+
+    /// <summary>A file's num_tokens, from the first job that tokenized it (Qwen3 models share one tokenizer).</summary>
+    void RecordFileTokens(Microsoft.Data.Sqlite.SqliteConnection conn, Microsoft.Data.Sqlite.SqliteTransaction tx, string? fileId, double? tokens)
+    {
+        if (fileId is null || tokens is null) return;
+        Db.Exec(conn, tx, "UPDATE files SET num_tokens = @t WHERE id = @id AND org = @org AND num_tokens IS NULL",
+            ("@t", (long)tokens.Value), ("@id", fileId), ("@org", job.Org));
     }
 
     static double? Num(JsonObject data, string key) =>
