@@ -23,13 +23,8 @@ namespace Anneal.Training;
 /// <summary>Knobs that are not (yet) job hyperparameters.</summary>
 public sealed record TrainerOptions
 {
-    /// <summary>Pack examples into full rows with a block-diagonal mask instead of length bucketing.</summary>
-    public bool Packing { get; init; }
-    /// <summary>
-    /// Length bucketing with a token budget: each micro-batch takes as many length-sorted examples as fit
-    /// in per_device_batch × sequence_length padded tokens (ignored when packing).
-    /// </summary>
-    public bool TokenBudget { get; init; }
+    /// <summary>Threads that tokenize a dataset on a cache miss (null: every core).</summary>
+    public int? TokenizeThreads { get; init; }
     /// <summary>Sequence length when the job sets none (capped by max_position_embeddings).</summary>
     public int DefaultSequenceLength { get; init; } = 2048;
     /// <summary>Run on CPU in bfloat16 instead of float32.</summary>
@@ -67,8 +62,7 @@ public static class Trainer
             return VisionTrainer.Run(spec, events, ct, options);
         var s = spec.Settings;
         CheckSettings(s);
-        // The job's `packing` hyperparameter, or the option (kept for callers that set it directly).
-        options = options with { Packing = options.Packing || s.Packing };
+        var batching = PickBatching(s, spec.ResumeFrom);
 
         // 1. Model folder, device, dtype.
         if (string.Equals(spec.Model, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase))
@@ -86,21 +80,29 @@ public static class Trainer
         // 2. Tokenizer and data.
         var tokenizer = LoadTokenizer(spec.ModelPath);
         var trainName = "training file " + (spec.TrainingFileName ?? spec.TrainingFile);
-        var (train, stats) = LoadData(spec.TrainingFile, trainName, tokenizer, sequenceLength, config.MaxPositionEmbeddings);
-        List<SftExample>? validation = null;
-        DataStats? valStats = null;
+        var dataClock = Stopwatch.StartNew();
+        var cacheDir = spec.TokenCacheDir ?? Path.Combine(spec.OutputDir, "token-cache");
+        var threads = options.TokenizeThreads ?? Environment.ProcessorCount;
+        using var trainData = LoadData(spec.TrainingFile, trainName, spec.ModelPath, tokenizer, sequenceLength, config.MaxPositionEmbeddings, cacheDir, threads, events);
+        var (train, stats) = (trainData.Examples, trainData.Stats);
+        PreparedData? validationData = null;
         // A validation file is evaluated at the end, and periodically per evaluation_strategy ("no": never).
         // Enabled is decided once, at job creation (JobSettings): on with a validation file unless
         // training.validation.enabled = false.
         if (spec.ValidationFile != null && s.Validation.Enabled && s.Validation.EvaluationStrategy != "no")
-            (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
-                tokenizer, sequenceLength, config.MaxPositionEmbeddings);
+            validationData = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
+                spec.ModelPath, tokenizer, sequenceLength, config.MaxPositionEmbeddings, cacheDir, threads, events);
+        using var validationDataScope = validationData;
+        var validation = validationData?.Examples;
+        var valStats = validationData?.Stats;
         var first = train[0];
-        // Rows of the first epoch: one per example when bucketing, fewer (each up to sequence_length) when packing.
-        var rows = SftData.PlanEpoch(train, s.Seed, 0, s.PerDeviceBatch, s.GradientAccumulationSteps, sequenceLength, options.Packing, options.TokenBudget)
-            .Sum(step => step.Sum(micro => micro.Count));
+        // The first epoch's plan: its rows (one per example unless packed) and forward passes.
+        var firstPlan = StepPlan.Epoch(train.Lengths, s.Seed, 0, batching, s.PerDeviceBatch, s.GradientAccumulationSteps, sequenceLength);
+        var rows = StepPlan.Rows(firstPlan);
         var (prepared, lossy) = DataSummary(stats, valStats, sequenceLength);
-        events.Emit(EventTypes.DataPrepared, prepared + (options.Packing ? $"; packed into {rows} rows" : ""),
+        var cacheUsed = trainData.CacheUsed && (validationData?.CacheUsed ?? true);
+        events.Emit(EventTypes.DataPrepared, prepared + (batching == BatchingModes.Packed ? $"; packed into {rows} rows" : "") +
+            $"; batching {batching}; {(cacheUsed ? "token cache used" : $"tokenized on {threads} threads and cached")} ({dataClock.Elapsed.TotalSeconds:F2} s)",
             new JsonObject
             {
                 ["examples"] = stats.Examples, ["total_examples"] = stats.TotalExamples, ["tokens"] = stats.Tokens,
@@ -112,13 +114,23 @@ public static class Trainer
                     ["examples"] = valStats.Examples, ["total_examples"] = valStats.TotalExamples, ["truncated"] = valStats.Truncated,
                     ["dropped"] = valStats.DroppedNoTrainedTokens, ["longest_example_tokens"] = valStats.LongestTokens,
                 },
-                ["packing"] = options.Packing, ["rows"] = rows,
+                ["packing"] = batching == BatchingModes.Packed, ["rows"] = rows, ["batching"] = batching,
+                ["forward_passes_per_epoch"] = firstPlan.Sum(step => step.Count), ["steps_per_epoch"] = firstPlan.Count,
+                ["file_tokens"] = stats.FileTokens, ["validation_file_tokens"] = valStats?.FileTokens,
+                ["seconds"] = Math.Round(dataClock.Elapsed.TotalSeconds, 3),
+                ["cache"] = new JsonObject
+                {
+                    ["used"] = cacheUsed, ["file"] = Path.GetFileName(trainData.Examples.Path),
+                    ["validation_file"] = validationData is null ? null : Path.GetFileName(validationData.Examples.Path),
+                    ["rebuilt_because"] = trainData.Rebuilt ?? validationData?.Rebuilt,
+                    ["tokenize_threads"] = cacheUsed ? null : threads,
+                },
                 ["example"] = new JsonObject { ["text"] = tokenizer.Decode(first.Ids), ["mask_preview"] = MaskPreview(tokenizer, first) },
             }, lossy ? "warning" : "info");
 
         // 3. Memory: choose activation checkpointing and optimizer state before any weight loads,
         //    or refuse a job that cannot fit with what would.
-        var memory = PlanMemory(spec, options, config, device, dtype, train, sequenceLength, events);
+        var memory = PlanMemory(spec, options, config, device, dtype, train.Lengths, batching, sequenceLength, events);
 
         // 4. Model (LoRA layers in place when asked, on an NF4 base for QLoRA), optimizer.
         var lora = s.Mode is TrainingModes.Lora or TrainingModes.Qlora ? s.Lora : null;
@@ -131,7 +143,7 @@ public static class Trainer
         events.Log($"model loaded in {loadClock.Elapsed.TotalSeconds:F1} s: {model.parameters().Sum(p => p.numel()) + nf4.Sum(w => w.Count):N0} parameters" +
             (nf4.Count > 0 ? $" ({nf4.Sum(w => w.Count):N0} in NF4, {nf4.Sum(w => w.Bytes) / (double)(1 << 20):F1} MiB)" : "") + ", " +
             $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}, optimizer state {memory.OptimizerPrecision}; " +
-            $"{(options.Packing ? "packing" : options.TokenBudget ? "length bucketing with a token budget" : "length bucketing")}, sequence_length {sequenceLength}");
+            $"batching {batching}, sequence_length {sequenceLength}");
         if (checkpointing)
             model.Decoder.LayerRunner = (layer, h, a) => ActivationCheckpoint.Run(
                 (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
@@ -139,11 +151,11 @@ public static class Trainer
         // After the weights are loaded: the optimizer re-points every trainable parameter into its flat buffers.
         using var optimizer = CreateOptimizer(model, s, memory.OptimizerPrecision);
 
-        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, sequenceLength, device, events);
+        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, batching, sequenceLength, device, events);
         try { return Train(run, resume, ct); }
         catch (Exception e) when (IsOutOfMemory(e))
         {
-            var longest = train.Max(x => x.Length);
+            var longest = train.Lengths.Max();
             throw new TrainerUserException(ErrorCodes.OutOfMemory,
                 $"out of memory on {device.type.ToString().ToLowerInvariant()} with per_device_batch {s.PerDeviceBatch} × sequence_length {sequenceLength} " +
                 $"(longest example {longest} tokens, mode {s.Mode}, activation_checkpointing {s.ActivationCheckpointing}): lower per_device_batch " +
@@ -162,7 +174,7 @@ public static class Trainer
 
     /// <summary>Everything the loop needs, prepared by <see cref="Run"/>.</summary>
     sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, FlatAdamW Optimizer,
-        Qwen3Tokenizer Tokenizer, List<SftExample> Train, List<SftExample>? Validation, int SequenceLength, Device Device, TrainerEvents Events);
+        Qwen3Tokenizer Tokenizer, TokenCacheFile Train, TokenCacheFile? Validation, string Batching, int SequenceLength, Device Device, TrainerEvents Events);
 
     /// <summary>The training loop.</summary>
     static TrainResult Train(TrainingRun r, string? resumeFrom, CancellationToken ct)
@@ -170,7 +182,8 @@ public static class Trainer
         var s = r.Spec.Settings;
         var (model, optimizer, events) = (r.Model, r.Optimizer, r.Events);
         int B = s.PerDeviceBatch, G = s.GradientAccumulationSteps;
-        var stepsPerEpoch = SftData.PlanEpoch(r.Train, s.Seed, 0, B, G, r.SequenceLength, r.Options.Packing, r.Options.TokenBudget).Count;
+        List<List<List<int[]>>> Plan(int epoch) => StepPlan.Epoch(r.Train.Lengths, s.Seed, epoch, r.Batching, B, G, r.SequenceLength);
+        var stepsPerEpoch = Plan(0).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
         int? evalEvery = s.Validation.EvaluationStrategy switch
@@ -192,9 +205,8 @@ public static class Trainer
         {
             var state = TrainingCheckpoint.ReadState(resumeFrom);
             if (state.PerDeviceBatch != B || state.GradientAccumulationSteps != G || state.Seed != s.Seed
-                || state.SequenceLength != r.SequenceLength || state.Packing != r.Options.Packing
-                || state.TokenBudget != r.Options.TokenBudget || state.Mode != s.Mode)
-                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}, packing {state.Packing}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}, {r.Options.Packing}");
+                || state.SequenceLength != r.SequenceLength || BatchingOf(state) != r.Batching || state.Mode != s.Mode)
+                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}, batching {BatchingOf(state)}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}, {r.Batching}");
             TrainingCheckpoint.LoadWeights(model, resumeFrom);
             TrainingCheckpoint.LoadOptimizer(resumeFrom, optimizer);   // restores the fp32 master weights too
             (step, trainedTokens, lastLoss, bestMetric, bestStep) = (state.Step, state.TrainedTokens, state.LastLoss, state.BestMetric, state.BestStep);
@@ -215,7 +227,7 @@ public static class Trainer
             {
                 Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
                 StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
-                SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
+                SequenceLength = r.SequenceLength, Packing = r.Batching == BatchingModes.Packed, Batching = r.Batching, Mode = s.Mode,
                 TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
             }, r.Spec.ModelPath, r.Spec.AdapterBaseName, written: () =>
             {
@@ -231,8 +243,18 @@ public static class Trainer
         var losses = new List<double>();
         var clock = Stopwatch.StartNew();
         var stepsTimed = 0;
+        // Batches of the coming steps are built on another thread; packing can give another epoch a
+        // step more or less than epoch 0, so the step count per epoch stays that of epoch 0 (wrapping)
+        // and step → data position stays a pure function.
         List<List<List<int[]>>>? plan = null;
         var planEpoch = -1;
+        List<List<int[]>> StepRows(int index)
+        {
+            if (index / stepsPerEpoch != planEpoch) (plan, planEpoch) = (Plan(index / stepsPerEpoch), index / stepsPerEpoch);
+            return plan![index % stepsPerEpoch % plan.Count];
+        }
+        using var prefetch = new BatchPrefetcher(StepRows, step, totalSteps, r.Train, r.Tokenizer.PadTokenId,
+            pin: r.Device.type == DeviceType.CUDA);
         while (step < totalSteps)
         {
             writer.Poll();   // reports a finished background write; a failed one fails the job here
@@ -246,38 +268,33 @@ public static class Trainer
                 throw new OperationCanceledException(r.Options.CheckpointAndStop);
             }
 
-            var epoch = step / stepsPerEpoch;
-            var stepInEpoch = step % stepsPerEpoch;
-            if (epoch != planEpoch)
-            {
-                plan = SftData.PlanEpoch(r.Train, s.Seed, epoch, B, G, r.SequenceLength, r.Options.Packing, r.Options.TokenBudget);
-                planEpoch = epoch;
-            }
-            // Packing can give another epoch a step more or less than epoch 0; the step count per
-            // epoch stays that of epoch 0 (wrapping), so step → data position stays a pure function.
-            var micro = plan![stepInEpoch % plan.Count];
+            var hostBatches = prefetch.Next();
             step++;
             torch.manual_seed(StepSeed(s.Seed, step));
             var lr = LearningRate(s, step, warmupSteps, totalSteps);
 
             // Forward/backward over the micro-batches; the step's loss is Σ token losses / N trained tokens.
+            // Loss and gradient norm stay on the device until the optimizer step is queued, then are read together.
             model.train();
-            var batches = micro.Select(rows => SftData.Collate(r.Train, rows, r.Tokenizer.PadTokenId, r.Device)).ToList();
+            var n = hostBatches.Sum(b => b.TrainedTokens);
+            var stepTokens = hostBatches.Sum(b => b.Tokens);
+            var batches = new List<SftBatch>(hostBatches.Count);
             double loss, gradNorm;
-            int stepTokens;
             try
             {
-                var n = batches.Sum(b => b.TrainedTokens);
-                stepTokens = batches.Sum(b => b.Tokens);
-                loss = AccumulateGradients(model, batches, n, optimizer);
-                using (var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
-                    gradNorm = norm.item<float>();
+                foreach (var h in hostBatches) batches.Add(h.ToDevice(r.Device));
+                using var lossSum = LossSumWithGradients(model, batches, n, optimizer);
+                using var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity);
                 optimizer.ZeroGrad();
+                using var readout = torch.stack([lossSum.to(ScalarType.Float64) / n, norm.to(ScalarType.Float64)]).cpu();
+                var values = readout.data<double>().ToArray();
+                (loss, gradNorm) = (values[0], values[1]);
                 trainedTokens += n;
             }
             finally
             {
                 foreach (var b in batches) b.Dispose();
+                foreach (var h in hostBatches.Skip(batches.Count)) h.Dispose();
             }
             if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
                 throw TrainerUserException.Config($"training diverged at step {step}: loss {loss}, grad_norm {gradNorm} with learning_rate {s.LearningRate} (lr now {lr:G3}); lower learning_rate, raise warmup_ratio, or set max_grad_norm");
@@ -349,6 +366,16 @@ public static class Trainer
     /// </summary>
     public static double AccumulateGradients(Qwen3ForCausalLM model, IReadOnlyList<SftBatch> batches, int trainedTokens, FlatAdamW? optimizer = null)
     {
+        using var total = LossSumWithGradients(model, batches, trainedTokens, optimizer);
+        return total.item<double>() / trainedTokens;
+    }
+
+    /// <summary>
+    /// <see cref="AccumulateGradients"/> without reading the result: Σ token losses of the step as a
+    /// float64 device scalar, so the host waits for the device once per optimizer step, not per micro-batch.
+    /// </summary>
+    public static Tensor LossSumWithGradients(Qwen3ForCausalLM model, IReadOnlyList<SftBatch> batches, int trainedTokens, FlatAdamW? optimizer = null)
+    {
         using var scope = NewDisposeScope();
         var total = torch.zeros(1, dtype: ScalarType.Float64, device: batches[0].Ids.device);
         foreach (var b in batches)
@@ -359,22 +386,20 @@ public static class Trainer
             optimizer?.AccumulateMicroBatch();   // bf16 gradients summed in fp32 across micro-batches
             total.add_(sum.detach().to(ScalarType.Float64));
         }
-        return total.item<double>() / trainedTokens;
+        return total.view([]).MoveToOuterDisposeScope();
     }
 
     /// <summary>
     /// Σ cross-entropy over the batch's trained tokens, in float32: () scalar. Only the rows with a
     /// target reach the output projection (prompt tokens cost no V-wide matmul), and the chunked
-    /// kernel never holds all (N, V) logits at once.
+    /// kernel never holds all (N, V) logits at once. The rows were found on the host (no sync here).
     /// </summary>
     public static Tensor TokenLossSum(Qwen3ForCausalLM model, SftBatch b)
     {
         using var scope = NewDisposeScope();
         var hidden = model.Hidden(b.Ids, b.Positions, b.Mask);                               // (B, T, D)
-        var targets = b.Targets.view(-1);                                                    // (B·T)
-        var rows = targets.ne(SftData.IgnoreIndex).nonzero().view(-1);                      // (N)
-        var h = hidden.view(-1, hidden.shape[^1]).index_select(0, rows);                     // (N, D)
-        var loss = ChunkedCrossEntropy.Sum(h, model.OutputWeight, targets.index_select(0, rows));
+        var h = hidden.view(-1, hidden.shape[^1]).index_select(0, b.TargetRows);             // (N, D)
+        var loss = ChunkedCrossEntropy.Sum(h, model.OutputWeight, b.RowTargets);
         return loss.MoveToOuterDisposeScope();
     }
 
@@ -463,29 +488,26 @@ public static class Trainer
     }
 
     /// <summary>
-    /// Loads a data file. Rule: when more than half of a file's examples have no trained token within
-    /// sequence_length (they would be dropped), the job fails with user_data_error instead of
-    /// training on a remnant; fewer drops are trained around and reported as a warning.
+    /// Loads a data file through the token cache (built on a miss, after validating the file). Rule:
+    /// when more than half of a file's examples have no trained token within sequence_length (they
+    /// would be dropped), the job fails with user_data_error instead of training on a remnant; fewer
+    /// drops are trained around and reported as a warning.
     /// </summary>
-    static (List<SftExample> Examples, DataStats Stats) LoadData(string path, string name, Qwen3Tokenizer tokenizer, int sequenceLength, int contextLength)
+    static PreparedData LoadData(string path, string name, string modelPath, Qwen3Tokenizer tokenizer, int sequenceLength, int contextLength,
+        string cacheDir, int threads, TrainerEvents events)
     {
         if (!File.Exists(path))
             throw TrainerUserException.BadData($"{name} does not exist");
-        var report = DatasetValidator.ValidateFile(path);
-        if (!report.IsValid)
-        {
-            var shown = string.Join("; ", report.Errors.Take(5).Select(e => e.ToString()));
-            throw TrainerUserException.BadData(report.NumExamples == 0 && report.TotalErrors == 0
-                ? $"{name} holds no examples"
-                : $"{name}: {report.TotalErrors} error(s): {shown}");
-        }
-        var (examples, stats) = SftData.Load(path, record =>
+        var key = new TokenCacheKey(TokenCacheKey.HashFile(path), TokenCacheKey.HashTokenizer(modelPath), TemplateId, sequenceLength);
+        var data = DataPreparation.Open(path, name, key, cacheDir, record =>
         {
             var e = Qwen3ChatTemplate.Encode(tokenizer, record);
             return (e.InputIds, e.Trained);
-        }, sequenceLength, name);
-        if (examples.Count == 0 || stats.DroppedNoTrainedTokens * 2 > stats.TotalExamples)
+        }, () => Validate(path, name), threads, events.Log);
+        var stats = data.Stats;
+        if (stats.Examples == 0 || stats.DroppedNoTrainedTokens * 2 > stats.TotalExamples)
         {
+            data.Examples.Dispose();
             var raise = stats.MinLengthToKeepAll > contextLength
                 ? $"some examples need more than the model's context length {contextLength}: shorten their prompts"
                 : $"raise [hyperparameters].sequence_length to at least {stats.MinLengthToKeepAll} " +
@@ -495,8 +517,39 @@ public static class Trainer
                 $"(the longest example has {stats.LongestTokens} tokens); {raise}. " +
                 "A job stops when more than half of a file's examples would be dropped.");
         }
-        return (examples, stats);
+        return data;
     }
+
+    static void Validate(string path, string name)
+    {
+        var report = DatasetValidator.ValidateFile(path);
+        if (report.IsValid) return;
+        var shown = string.Join("; ", report.Errors.Take(5).Select(e => e.ToString()));
+        throw TrainerUserException.BadData(report.NumExamples == 0 && report.TotalErrors == 0
+            ? $"{name} holds no examples"
+            : $"{name}: {report.TotalErrors} error(s): {shown}");
+    }
+
+    /// <summary>
+    /// The chat template of the token cache key: Qwen3's, as rendered and tokenized by this build of
+    /// the trainer (its module version id), so a build that renders or fits differently never reads an older file.
+    /// </summary>
+    static readonly string TemplateId = "qwen3-chat-template/" + typeof(Qwen3ChatTemplate).Module.ModuleVersionId.ToString("N");
+
+    /// <summary>
+    /// The job's batching. A job that names none and resumes a checkpoint continues with the
+    /// checkpoint's (a job stored before `batching` existed keeps its plan, so its data position).
+    /// </summary>
+    static string PickBatching(TrainingSettings s, string? resumeFrom)
+    {
+        if (s.Batching is not null || s.Packing || resumeFrom is null
+            || !File.Exists(Path.Combine(resumeFrom, TrainingCheckpoint.StateFile))) return BatchingModes.Of(s);
+        return BatchingOf(TrainingCheckpoint.ReadState(resumeFrom));
+    }
+
+    /// <summary>A checkpoint's batching; checkpoints from before the setting recorded packing (else bucketing).</summary>
+    static string BatchingOf(TrainerState state) =>
+        state.Batching ?? (state.Packing ? BatchingModes.Packed : state.TokenBudget ? BatchingModes.TokenBudget : BatchingModes.Bucketed);
 
     /// <summary>The sft.data.prepared message, and whether anything was dropped or truncated (then it is a warning with advice).</summary>
     internal static (string Message, bool Lossy) DataSummary(DataStats train, DataStats? validation, int sequenceLength)
@@ -551,7 +604,7 @@ public static class Trainer
     /// re-run (Kernels/ActivationCheckpoint.cs), so dropout does not exclude it.
     /// </summary>
     static MemoryDecision PlanMemory(TrainerJobSpec spec, TrainerOptions options, Qwen3Config config, Device device, ScalarType dtype,
-        List<SftExample> train, int sequenceLength, TrainerEvents events)
+        IReadOnlyList<int> lengths, string batching, int sequenceLength, TrainerEvents events)
     {
         var s = spec.Settings;
         if (s.ActivationCheckpointing is not ("auto" or "on" or "off"))
@@ -559,9 +612,9 @@ public static class Trainer
         if (s.OptimizerPrecision is not (OptimizerPrecisions.Auto or OptimizerPrecisions.Exact or OptimizerPrecisions.Lean))
             throw TrainerUserException.Config($"optimizer_precision \"{s.OptimizerPrecision}\" is not known; use \"auto\", \"exact\" or \"lean\"");
 
-        // The largest micro-batch: per_device_batch rows of the longest example (bucketing), or of
-        // full sequence_length rows when packing or filling a token budget.
-        var rowTokens = options.Packing || options.TokenBudget ? sequenceLength : Math.Min(sequenceLength, train.Max(x => x.Length));
+        // The largest micro-batch: per_device_batch rows of the longest example (padded, bucketed;
+        // token_budget fills at most that many padded tokens), or of full sequence_length rows when packed.
+        var rowTokens = batching == BatchingModes.Packed ? sequenceLength : Math.Min(sequenceLength, lengths.Max());
         var plan = new MemoryPlan
         {
             Mode = s.Mode, Lora = s.Lora, ElementBytes = (int)torch.empty(0, dtype).ElementSize,

@@ -153,7 +153,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             ?? (job.ResumeFrom is { } r && JobOutput.IsCompleteCheckpoint(r) ? r : null);
         return (new TrainerJobSpec(_id, job.Wire.Model, modelPath, train, validation, outputDir, settings,
             ResumeFrom: resume, Device: options.Gpus.Count > 0 ? "cuda" : "cpu", MergeLora: settings.Mode != TrainingModes.FullFinetune,
-            TrainingFileName: trainName, ValidationFileName: validationName), null);
+            TrainingFileName: trainName, ValidationFileName: validationName, TokenCacheDir: Path.Combine(db.DataDir, "token-cache")), null);
     }
 
     /// <summary>
@@ -220,6 +220,11 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             case EventTypes.Progress when EventData.Read<ProgressData>(data) is { } progress:
                 RecordProgress(conn, tx, progress);
                 break;
+            case EventTypes.DataPrepared when data is not null:
+                // The trainer rendered and tokenized the files with the job's model: their num_tokens.
+                RecordFileTokens(conn, tx, job.Wire.TrainingFileId, Num(data, "file_tokens"));
+                RecordFileTokens(conn, tx, job.Wire.ValidationFileId, Num(data, "validation_file_tokens"));
+                break;
             case EventTypes.ValidationSummary when EventData.Read<ValidationSummaryData>(data) is { } summary && double.IsFinite(summary.ValLoss):
                 MetricsApi.Record(conn, tx, _id, MetricNames.ValLoss, summary.Step, summary.ValLoss);
                 break;
@@ -248,6 +253,17 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     }
 
     static double? Finite(double? v) => v is { } d && double.IsFinite(d) ? d : null;
+
+    /// <summary>A file's num_tokens, from the first job that tokenized it (Qwen3 models share one tokenizer).</summary>
+    void RecordFileTokens(Microsoft.Data.Sqlite.SqliteConnection conn, Microsoft.Data.Sqlite.SqliteTransaction tx, string? fileId, double? tokens)
+    {
+        if (fileId is null || tokens is null) return;
+        Db.Exec(conn, tx, "UPDATE files SET num_tokens = @t WHERE id = @id AND org = @org AND num_tokens IS NULL",
+            ("@t", (long)tokens.Value), ("@id", fileId), ("@org", job.Org));
+    }
+
+    static double? Num(JsonObject data, string key) =>
+        data[key] is JsonValue v && v.TryGetValue<double>(out var d) && double.IsFinite(d) ? d : null;
 
     string FineTunedId() => FineTunedId(db, job);
 

@@ -26,6 +26,8 @@ public sealed record TrainerState
     [JsonPropertyName("sequence_length")] public int SequenceLength { get; init; }
     [JsonPropertyName("packing")] public bool Packing { get; init; }
     [JsonPropertyName("token_budget")] public bool TokenBudget { get; init; }
+    /// <summary>padded | bucketed | token_budget | packed; null in checkpoints written before the setting existed.</summary>
+    [JsonPropertyName("batching")] public string? Batching { get; init; }
     [JsonPropertyName("mode")] public string Mode { get; init; } = "";
     [JsonPropertyName("trained_tokens")] public long TrainedTokens { get; init; }
     [JsonPropertyName("last_loss")] public double? LastLoss { get; init; }
