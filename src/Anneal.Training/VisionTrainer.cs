@@ -305,7 +305,8 @@ public static class VisionTrainer
             VisionModelFolder.SaveAdapter(model, Path.Combine(staging, "adapter"), spec.AdapterBaseName, s.TrainVision);
         if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
         Directory.Move(staging, final);
-        return new TrainResult(spec.OutputDir, final, null, trainedTokens, losses) { WeightsStep = step };
+        // final/ is itself the merged model (LoRA folded in): what a LoRA job's fine-tuned model serves.
+        return new TrainResult(spec.OutputDir, final, model.LoraSettings != null ? final : null, trainedTokens, losses) { WeightsStep = step };
     }
 
     /// <summary>
