@@ -37,11 +37,20 @@ public static class JobChecks
             if (settings.TrainVision != VisionTrainingParts.None)
                 errors.Add(new("hyperparameters.train_vision", "training.train_vision",
                     $"\"{settings.TrainVision}\" needs a vision model (Qwen/Qwen3-VL-*); {model.Id} is text-only", ErrorCodes.UserConfigError));
-            foreach (var (key, value) in new (string, int?)[] { ("min_pixels", settings.Vision.MinPixels), ("max_pixels", settings.Vision.MaxPixels), ("max_images_per_message", settings.Vision.MaxImagesPerMessage) })
+            foreach (var (key, value) in new (string, int?)[] { ("min_pixels", settings.Vision.MinPixels), ("max_pixels", settings.Vision.MaxPixels) })
                 if (value is not null)
                     errors.Add(new($"hyperparameters.vision.{key}", $"model.{key}",
                         $"{value} needs a vision model (Qwen/Qwen3-VL-*); {model.Id} is text-only", ErrorCodes.UserConfigError));
         }
         return errors;
     }
+
+    /// <summary>
+    /// Settings that are harmless but have no effect on this model: max_images_per_message on a
+    /// text-only one (upstream's example configs carry it; a text model never sees images).
+    /// </summary>
+    public static IReadOnlyList<SettingWarning> WarningsAgainstModel(ModelInfo model, TrainingSettings settings) =>
+        !model.SupportsVision && settings.Vision.MaxImagesPerMessage is { } images
+            ? [new SettingWarning("hyperparameters.vision.max_images_per_message", $"= {images} has no effect: {model.Id} is text-only")]
+            : [];
 }

@@ -91,12 +91,17 @@ public class VisionSettingsTests
     }
 
     [Fact]
-    public void Image_settings_on_a_text_only_model_are_refused_by_name()
+    public void Image_settings_on_a_text_only_model_are_refused_by_name_or_warned_about()
     {
-        var s = new TrainingSettings { TotalSteps = 1, TrainVision = VisionTrainingParts.Tower, Vision = new VisionSettings(MaxPixels: 4096) };
-        var errors = JobChecks.CheckAgainstModel(ModelRegistry.Find(ModelRegistry.TinyModelId)!, s);
+        var s = new TrainingSettings { TotalSteps = 1, TrainVision = VisionTrainingParts.Tower, Vision = new VisionSettings(MaxPixels: 4096, MaxImagesPerMessage: 1) };
+        var text = ModelRegistry.Find(ModelRegistry.TinyModelId)!;
+        var errors = JobChecks.CheckAgainstModel(text, s);
         Assert.Equal(["training.train_vision", "model.max_pixels"], errors.Select(e => e.TomlKey));
         Assert.Equal(["hyperparameters.train_vision", "hyperparameters.vision.max_pixels"], errors.Select(e => e.Field));
         Assert.All(errors, e => Assert.Contains("needs a vision model", e.Message));
+        // Upstream's VL example configs carry max_images_per_message: on a text model it is inert, said by a warning.
+        var warning = Assert.Single(JobChecks.WarningsAgainstModel(text, s));
+        Assert.Equal("hyperparameters.vision.max_images_per_message", warning.Field);
+        Assert.Empty(JobChecks.WarningsAgainstModel(ModelRegistry.Find(ModelRegistry.TinyVisionModelId)!, s));
     }
 }
