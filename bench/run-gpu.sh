@@ -7,6 +7,8 @@
 #   ./run-gpu.sh lengths [SHAPE...]  realistic lengths, our rows        → anneal_lengths.jsonl (appends)
 #   ./run-gpu.sh anchor-lengths [SHAPE...]  realistic lengths, HF        → hf_anchor_lengths.json
 #   ./run-gpu.sh parity              logits + 20 training steps against transformers → parity.md (exit 1 on failure)
+#   ./run-gpu.sh vl-parity           Qwen3-VL: preprocessing, logits and loss of one multimodal example against
+#                                    transformers, fp32 and bf16 → vl_parity.md (exit 1 on failure; not in all; ~2 min)
 #   ./run-gpu.sh memory              the memory model's estimate beside device memory in use → memory.jsonl
 #   ./run-gpu.sh table               side-by-side tables                → table.md
 #   ./run-gpu.sh all                 everything above, in that order
@@ -82,6 +84,15 @@ if [[ $PART == parity || $PART == all ]]; then
   done
   python3 "$HERE/parity/compare_parity.py" "$OUT/parity_reference.json" "$OUT/anneal_parity_float32.json" \
     "$OUT/anneal_parity_bfloat16.json" | tee "$OUT/parity.md" || PARITY_FAILED=1
+fi
+if [[ $PART == vl-parity ]]; then
+  python3 "$HERE/parity/hf_vl_parity.py" "$OUT"
+  for dtype in float32 bfloat16; do
+    "$HERE/Anneal.Bench" vl-parity --device cuda --reference "$OUT/vl_parity_reference.json" \
+      --dtype "$dtype" --json "$OUT/anneal_vl_parity_$dtype.json" 2>>"$OUT/anneal_vl_parity.stderr" | tail -1
+  done
+  python3 "$HERE/parity/compare_vl_parity.py" "$OUT/vl_parity_reference.json" "$OUT/anneal_vl_parity_float32.json" \
+    "$OUT/anneal_vl_parity_bfloat16.json" | tee "$OUT/vl_parity.md" || PARITY_FAILED=1
 fi
 if [[ $PART == table || $PART == all ]]; then
   python3 "$HERE/compare.py" "$OUT/anneal.jsonl" "$OUT/hf_anchor.json" \

@@ -9,6 +9,7 @@
 //   ... -- fits [--seq 2048]  (FitsTable.cs: what fits on which card, from the memory model)
 //   ... -- memory --shape ... [--mode full|lora] [--micro 4] [--seq 2048] [--ckpt] [--json FILE]  (MemoryBench.cs; bench/memory-cpu.sh)
 //   ... -- parity --model-dir DIR --reference FILE [--dtype float32|bfloat16] --json OUT  (ParityBench.cs)
+//   ... -- vl-parity --reference FILE [--dtype float32|bfloat16] --json OUT | --self-check DIR  (VlParityBench.cs, Qwen3-VL)
 //   ... -- qlora-memory  (QLoRA vs LoRA vs full, CPU peak memory, ~100M parameters; QloraBench.cs)
 //   ... -- qlora-layer [--shape qwen3-8b] [--tokens 8192] [--steps 10] [--device cuda]  (QloraBench.cs)
 //   ... -- qlora-fit [--seq 2048]  (which sizes fit which card, from Core's MemoryModel; QloraBench.cs)
@@ -43,6 +44,7 @@ if (opts.What is "ce" or "all") CrossEntropyBench.Run(opts, device);
 if (opts.What is "train") TrainBench.Run(opts, device);
 if (opts.What is "lengths") LengthsBench.Run(opts, device);
 if (opts.What is "parity") ParityBench.Run(opts, device);
+if (opts.What is "vl-parity") VlParityBench.Run(opts, device);
 if (opts.What is "qlora-memory") QloraBench.Memory(opts);
 if (opts.What is "qlora-layer") QloraBench.Layer(opts, device);
 if (opts.What is "qlora-fit") QloraFit.Run(opts);
@@ -69,6 +71,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
     public int Accumulation { get; init; } = 1;
     public string? Threads { get; init; }
     public string? Phase { get; init; }
+    public string? SelfCheckDir { get; init; }
 
     public static Options Parse(string[] args)
     {
@@ -78,7 +81,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             o = args[i] switch
             {
-                "optim" or "ce" or "all" or "train" or "lengths" or "parity" or "qlora-memory" or "qlora-layer" or "qlora-fit" or "memory" or "fits" or "data" => o with { What = args[i] },
+                "optim" or "ce" or "all" or "train" or "lengths" or "parity" or "qlora-memory" or "qlora-layer" or "qlora-fit" or "memory" or "fits" or "data" or "vl-parity" => o with { What = args[i] },
                 "--accum" => o with { Accumulation = int.Parse(Value()) },
                 "--threads" => o with { Threads = Value() },
                 "--phase" => o with { Phase = Value() },
@@ -88,6 +91,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
                 "--reference" => o with { Reference = Value() },
                 "--dtype" => o with { Dtype = Value() },
                 "--make-tiny-model" => o with { MakeTinyModel = true },
+                "--self-check" => o with { SelfCheckDir = Value() },
                 "--shape" => o with { Shape = Value() },
                 "--mode" => o with { Mode = Value() },
                 "--micro" => o with { Micro = int.Parse(Value()) },
@@ -105,7 +109,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
                 "--vocab" => o with { Vocab = int.Parse(Value()) },
                 "--tokens" => o with { Tokens = int.Parse(Value()) },
                 "--steps" => o with { Steps = int.Parse(Value()) },
-                _ => throw new ArgumentException($"unknown argument {args[i]}; expected optim|ce|all|train|lengths|parity|qlora-memory|qlora-layer|qlora-fit and options listed at the top of Program.cs"),
+                _ => throw new ArgumentException($"unknown argument {args[i]}; expected optim|ce|all|train|lengths|parity|vl-parity|qlora-memory|qlora-layer|qlora-fit and options listed at the top of Program.cs"),
             };
         }
         if (o.Device is not ("cpu" or "cuda")) throw new ArgumentException($"--device {o.Device}: expected cpu or cuda");

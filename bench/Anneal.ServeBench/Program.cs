@@ -45,7 +45,7 @@ async Task<Result> Run(int maxBatch, int streams, string name)
     });
     using var http = new HttpClient { BaseAddress = new Uri(server.BaseUrl + "/v1/"), Timeout = TimeSpan.FromMinutes(10) };
     await Stream(http, 0, 2);   // warm-up: loads the model, first kernels
-    var engine = server.Catalog.LoadedEngines.Single();
+    var engine = server.Catalog.LoadedEngines.OfType<ServingEngine>().Single();
     var (steps0, rows0) = (engine.DecodeSteps, engine.DecodeRows);
     var wall = Stopwatch.StartNew();
     var results = await Task.WhenAll(Enumerable.Range(0, streams).Select(i => Stream(http, i, opts.Tokens)));

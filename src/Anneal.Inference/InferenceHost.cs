@@ -35,6 +35,8 @@ public static class InferenceHost
     public const string ModelDirHeader = "X-Anneal-Model-Dir";
     public const string AdapterDirHeader = "X-Anneal-Adapter-Dir";
     public const string BaseModelHeader = "X-Anneal-Base-Model";
+    /// <summary>"true": the adapter is a QLoRA one; load the base in NF4.</summary>
+    public const string Nf4BaseHeader = "X-Anneal-Nf4-Base";
     public const string KeyEnvironmentVariable = "ANNEAL_INFERENCE_KEY";
 
     public static async Task<RunningInference> StartAsync(InferenceOptions options, CancellationToken ct = default)
@@ -52,7 +54,7 @@ public static class InferenceHost
             var headers = http.Request.Headers;
             if (options.RouteByHeaders && headers[ModelDirHeader].ToString() is { Length: > 0 } dir)
                 return new ModelTarget(model, dir, headers[AdapterDirHeader].ToString() is { Length: > 0 } a ? a : null,
-                    headers[BaseModelHeader].ToString() is { Length: > 0 } b ? b : null);
+                    headers[BaseModelHeader].ToString() is { Length: > 0 } b ? b : null, headers[Nf4BaseHeader].ToString() == "true");
             return catalog.Find(model) ?? throw OpenAiError.ModelNotFound(model);
         }
 
@@ -92,8 +94,10 @@ public static class InferenceHost
             ["engines"] = new JsonArray(catalog.LoadedEngines.Select(e => (JsonNode)new JsonObject
             {
                 ["model_dir"] = e.ModelDir, ["device"] = e.DeviceName, ["max_batch"] = e.MaxBatch, ["max_model_len"] = e.MaxModelLength,
-                ["decode_steps"] = e.DecodeSteps, ["decode_rows"] = e.DecodeRows,
-                ["adapter_loads"] = e.AdapterLoads, ["adapters_loaded"] = new JsonArray(e.LoadedAdapters.Select(a => (JsonNode)a).ToArray()),
+                ["images"] = e.AcceptsImages, ["nf4_base"] = (e as ServingEngine)?.Nf4Base,
+                ["decode_steps"] = (e as ServingEngine)?.DecodeSteps, ["decode_rows"] = (e as ServingEngine)?.DecodeRows,
+                ["adapter_loads"] = (e as ServingEngine)?.AdapterLoads,
+                ["adapters_loaded"] = new JsonArray(((e as ServingEngine)?.LoadedAdapters ?? []).Select(a => (JsonNode)a).ToArray()),
             }).ToArray()),
         }.ToJsonString(), "application/json"));
 

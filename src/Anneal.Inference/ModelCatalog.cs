@@ -1,7 +1,8 @@
 // Which model a request's `model` field names, and the engines serving them. A model is a full
 // Hugging Face folder (a base model or a full fine-tune) or a PEFT adapter folder over a base
 // folder; every adapter on one base shares that base's engine (one copy of the weights, one
-// batch). Models come from the command line (`--model ID=DIR`), or, behind `anneal serve`, from
+// batch). A QLoRA adapter (qft:) runs on its base quantised to NF4, as it was trained, in an engine
+// of its own; a Qwen3-VL folder gets a VisionEngine (images in prompts). Models come from the command line (`--model ID=DIR`), or, behind `anneal serve`, from
 // the folders the control plane resolved for the caller's organisation (X-Anneal-Model-Dir,
 // X-Anneal-Adapter-Dir: only honoured on requests carrying the process's own key).
 using System.Collections.Concurrent;
@@ -16,33 +17,45 @@ using Anneal.Core.Models;
 namespace Anneal.Inference;
 
 /// <param name="AdapterDir">a PEFT adapter applied on BaseDir, or null for the full model in BaseDir.</param>
-/// <param name="BaseModel">the registry id of BaseDir, when known (the built-in tiny model is generated on first use).</param>
-public sealed record ModelTarget(string Id, string BaseDir, string? AdapterDir, string? BaseModel = null);
+/// <param name="BaseModel">the registry id of BaseDir, when known (the built-in tiny models are generated on first use).</param>
+/// <param name="Nf4Base">load BaseDir's decoder projections in NF4 (a QLoRA adapter's base, as trained).</param>
+public sealed record ModelTarget(string Id, string BaseDir, string? AdapterDir, string? BaseModel = null, bool Nf4Base = false);
 
 public sealed class ModelCatalog(IReadOnlyList<ModelTarget> models, EngineOptions engineOptions) : IDisposable
 {
-    readonly ConcurrentDictionary<string, Lazy<ServingEngine>> _engines = new();
+    readonly ConcurrentDictionary<string, Lazy<IGenerationEngine>> _engines = new();
 
     public IReadOnlyList<ModelTarget> Models => models;
     public EngineOptions EngineOptions => engineOptions;
-    public IEnumerable<ServingEngine> LoadedEngines => _engines.Values.Where(l => l.IsValueCreated).Select(l => l.Value);
+    public IEnumerable<IGenerationEngine> LoadedEngines => _engines.Values.Where(l => l.IsValueCreated).Select(l => l.Value);
 
     public ModelTarget? Find(string id) => models.FirstOrDefault(m => m.Id == id);
 
-    /// <summary>The engine of a base folder, loaded on first use (a failed load is retried next time).</summary>
-    public ServingEngine Engine(ModelTarget target)
+    /// <summary>The engine of a base folder (NF4 or not), loaded on first use (a failed load is retried next time).</summary>
+    public IGenerationEngine Engine(ModelTarget target)
     {
-        var key = Path.GetFullPath(target.BaseDir);
+        var folder = Path.GetFullPath(target.BaseDir);
         NativeLibraries.EnsureTorchLoaded();
         if (string.Equals(target.BaseModel, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase))
-            TinyModel.EnsureCreated(key);
-        var lazy = _engines.GetOrAdd(key, k => new Lazy<ServingEngine>(() => ServingEngine.Open(k, engineOptions)));
+            TinyModel.EnsureCreated(folder);
+        if (string.Equals(target.BaseModel, ModelRegistry.TinyVisionModelId, StringComparison.OrdinalIgnoreCase))
+            TinyVisionModel.EnsureCreated(folder);
+        var key = target.Nf4Base ? folder + "#nf4" : folder;
+        var lazy = _engines.GetOrAdd(key, _ => new Lazy<IGenerationEngine>(() => Open(folder, target)));
         try { return lazy.Value; }
         catch
         {
-            _engines.TryRemove(new KeyValuePair<string, Lazy<ServingEngine>>(key, lazy));
+            _engines.TryRemove(new KeyValuePair<string, Lazy<IGenerationEngine>>(key, lazy));
             throw;
         }
+    }
+
+    IGenerationEngine Open(string folder, ModelTarget target)
+    {
+        if (!VisionModelFolder.IsVisionFolder(folder)) return ServingEngine.Open(folder, engineOptions, target.Nf4Base);
+        if (target.AdapterDir is not null || target.Nf4Base)
+            throw TrainerUserException.Config($"{target.Id}: adapters are not served on Qwen3-VL models; serve the fine-tuned model's merged folder");
+        return VisionEngine.Open(folder, engineOptions);
     }
 
     /// <summary>

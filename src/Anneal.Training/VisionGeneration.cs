@@ -34,9 +34,34 @@ public static class VisionGeneration
         return (expanded.ToArray(), processed);
     }
 
-    /// <summary>Greedy continuation (without the stop token).</summary>
+    /// <summary>Greedy continuation (without the stop token); disposes the processed images.</summary>
     public static List<int> Greedy(Qwen3VLForConditionalGeneration model, int[] promptIds, IReadOnlyList<ProcessedImage> images, int merge,
         int maxNewTokens, ISet<int> stopIds, CancellationToken ct = default)
+    {
+        var output = new List<int>();
+        try
+        {
+            Decode(model, promptIds, images, merge, maxNewTokens, logits => (int)logits.argmax(-1).item<long>(), token =>
+            {
+                if (stopIds.Contains(token)) return false;
+                output.Add(token);
+                return true;
+            }, ct);
+        }
+        finally
+        {
+            foreach (var image in images) image.Dispose();
+        }
+        return output;
+    }
+
+    /// <summary>
+    /// Decodes up to maxNewTokens tokens: `choose` picks each token from the last position's logits
+    /// (1, 1, V); `accept` takes it and says whether to go on (false: stop token, or the caller is
+    /// done). The images are read, not disposed.
+    /// </summary>
+    public static void Decode(Qwen3VLForConditionalGeneration model, int[] promptIds, IReadOnlyList<ProcessedImage> images, int merge,
+        int maxNewTokens, Func<Tensor, int> choose, Func<int, bool> accept, CancellationToken ct = default)
     {
         model.eval();
         using var _ = no_grad();
@@ -46,8 +71,8 @@ public static class VisionGeneration
         var (prompt3d, delta) = MRope.Compute(promptIds, grids, ref nextImage, model.Config.ImageTokenId, merge);
         using var cache = new KvCache(model.Config.Text.NumHiddenLayers);
         using var features = images.Count == 0 ? null : model.ImageFeatures(torch.cat(images.Select(i => i.Patches).ToArray(), 0).to(device), grids);
-        var output = new List<int>();
         long length = promptIds.Length;
+        var last = 0;
         for (var i = 0; i < maxNewTokens && !ct.IsCancellationRequested; i++)
         {
             using var scope = NewDisposeScope();
@@ -58,17 +83,14 @@ public static class VisionGeneration
             else
             {
                 var p = length - 1 + delta;                                                        // the new token's text position
-                inputs = new VisionLanguageInputs(torch.tensor(new long[] { output[^1] }, device: device).view(1, 1),
+                inputs = new VisionLanguageInputs(torch.tensor(new long[] { last }, device: device).view(1, 1),
                     torch.full(3, 1, 1, p, dtype: ScalarType.Int64, device: device), torch.ones(1, 1, 1, length, dtype: ScalarType.Bool, device: device), null, cache);
             }
             var hidden = model.Hidden(inputs);
             var logits = model.Logits(hidden.narrow(1, hidden.shape[1] - 1, 1));
-            var token = (int)logits.argmax(-1).item<long>();
-            if (stopIds.Contains(token)) break;
-            output.Add(token);
+            last = choose(logits);
+            if (!accept(last)) break;
             length++;
         }
-        foreach (var image in images) image.Dispose();
-        return output;
     }
 }

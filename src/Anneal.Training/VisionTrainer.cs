@@ -4,6 +4,11 @@
 //   - one example per micro-batch (VisionMode), images decoded and patchified per step;
 //   - the vision tower is frozen and runs under no_grad, so none of its activations are kept; the
 //     language model is trained in full, or through LoRA adapters on its projections;
+//     train_vision = "merger" also trains the patch mergers (the trunk still runs without autograd),
+//     "tower" the whole tower (in full, also beside LoRA);
+//   - [model] min_pixels / max_pixels / max_images_per_message override the model's own values;
+//   - checkpoints (save_steps, and on SIGUSR1 before stopping) and resume as the text recipe
+//     (VisionCheckpoint: the same trainer_state.json and optimizer.bin);
 //   - the result is a Hugging Face Qwen3-VL folder (LoRA merged in), plus the PEFT adapter for LoRA.
 // Hugging Face's Qwen3-VL averages micro-batch means under gradient accumulation
 // (accepts_loss_kwargs = False); we normalise by the step's trained tokens as for text, so a long
@@ -39,11 +44,9 @@ public static class VisionTrainer
         // NF4 bases are wired into the text decoder path only: refuse rather than train another mode.
         if (s.Mode == TrainingModes.Qlora)
             throw TrainerUserException.Config("training.mode \"qlora\" is not yet supported for Qwen3-VL models; use \"lora\" or \"full_finetune\"");
+        if (s.TrainVision is not (VisionTrainingParts.None or VisionTrainingParts.Merger or VisionTrainingParts.Tower))
+            throw TrainerUserException.Config($"train_vision \"{s.TrainVision}\" is not known; use \"none\", \"merger\" or \"tower\"");
         // What the vision recipe does not do yet is said, not silently skipped.
-        if (spec.ResumeFrom != null)
-            throw TrainerUserException.Config($"resume_from {spec.ResumeFrom}: resuming is not yet supported in vision mode (Qwen3-VL); start the job again");
-        if (s.SaveSteps is > 0)
-            events.Emit(EventTypes.Log, $"save_steps {s.SaveSteps}: intermediate checkpoints are not yet written in vision mode; the final model is saved at the end", level: "warning");
         if (spec.ValidationFile != null && (s.Validation.EvaluationStrategy == "epoch" || (s.Validation.EvaluationStrategy == "steps" && s.Validation.EvalSteps is > 0)))
             events.Emit(EventTypes.Log, $"evaluation_strategy \"{s.Validation.EvaluationStrategy}\": vision mode evaluates the validation file once, at the end", level: "warning");
         if (s.ActivationCheckpointing == "on")
@@ -66,10 +69,11 @@ public static class VisionTrainer
 
         // 2. Tokenizer, image processor, data.
         var tokenizer = Trainer.LoadTokenizer(spec.ModelPath);
-        var processor = ImageProcessorConfig.Load(spec.ModelPath);
+        var processor = WithOverrides(ImageProcessorConfig.Load(spec.ModelPath), s.Vision, spec.ModelPath);
         var thinkBlocks = spec.Model.Contains("Thinking", StringComparison.OrdinalIgnoreCase);
-        // Images per message: the registry's value for the model (fine-tuned and unknown ids: 1, the Qwen3-VL default).
-        var maxImages = Math.Max(1, ModelRegistry.Find(spec.Model)?.MaxImagesPerMessage ?? 1);
+        // Images per message: [model].max_images_per_message, else the registry's value for the model
+        // (fine-tuned and unknown ids: 1, the Qwen3-VL default).
+        var maxImages = s.Vision.MaxImagesPerMessage ?? Math.Max(1, ModelRegistry.Find(spec.Model)?.MaxImagesPerMessage ?? 1);
         var (train, stats) = LoadData(spec.TrainingFile, "training file " + (spec.TrainingFileName ?? spec.TrainingFile), tokenizer, config, processor, sequenceLength, thinkBlocks, maxImages, events);
         List<VisionSftExample>? validation = null;
         DataStats? valStats = null;
@@ -82,7 +86,7 @@ public static class VisionTrainer
             ["examples"] = stats.Examples, ["total_examples"] = stats.TotalExamples, ["tokens"] = stats.Tokens,
             ["trained_tokens"] = stats.TrainedTokens, ["truncated"] = stats.Truncated, ["dropped"] = stats.DroppedNoTrainedTokens,
             ["longest_example_tokens"] = stats.LongestTokens, ["sequence_length"] = sequenceLength, ["validation_examples"] = validation?.Count,
-            ["images"] = images, ["min_pixels"] = processor.MinPixels, ["max_pixels"] = processor.MaxPixels,
+            ["images"] = images, ["min_pixels"] = processor.MinPixels, ["max_pixels"] = processor.MaxPixels, ["max_images_per_message"] = maxImages,
             ["image_tokens"] = train.Sum(e => e.Images.Sum(i => (long)i.Grid.Tokens(processor.MergeSize))),
             ["example"] = new JsonObject { ["text"] = tokenizer.Decode(train[0].Ids) },
         }, lossy ? "warning" : "info");
@@ -91,19 +95,56 @@ public static class VisionTrainer
         var lora = s.Mode == TrainingModes.Lora ? s.Lora : null;
         torch.manual_seed(s.Seed);
         using var model = VisionModelFolder.Load(spec.ModelPath, device, dtype, lora);
-        foreach (var (name, p) in model.named_parameters())
-            if (name.StartsWith(Qwen3VLForConditionalGeneration.VisualPrefix, StringComparison.Ordinal)) p.requires_grad = false;
+        var trainedParts = SelectTrainedParts(model, s.TrainVision);
         var trainable = model.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
-        events.Log($"model loaded: {model.parameters().Sum(p => p.numel()):N0} parameters, {trainable:N0} trainable (vision tower frozen; {(lora is null ? "language model in full" : "LoRA on the language model")})");
+        var towerTrainable = model.Visual.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
+        events.Emit(EventTypes.Log, $"model loaded: {model.parameters().Sum(p => p.numel()):N0} parameters, {trainable:N0} trainable ({trainedParts})", new JsonObject
+        {
+            ["train_vision"] = s.TrainVision, ["trained"] = trainedParts, ["trainable_parameters"] = trainable, ["vision_trainable_parameters"] = towerTrainable,
+        });
         using var optimizer = new FlatAdamW(model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)),
             weightDecay: s.WeightDecay, decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"));
 
-        try { return Train(spec, s, model, optimizer, config, processor, train, validation, device, events, ct); }
+        try { return Train(spec, s, options, model, optimizer, config, processor, sequenceLength, train, validation, device, events, ct); }
         catch (Exception e) when (Trainer.IsOutOfMemory(e))
         {
             throw new TrainerUserException(ErrorCodes.OutOfMemory,
                 $"out of memory on {device.type.ToString().ToLowerInvariant()} with one example of up to {train.Max(x => x.Length)} tokens (sequence_length {sequenceLength}, max_pixels {processor.MaxPixels}): " +
                 $"lower sequence_length, lower max_pixels, or use mode \"lora\". ({e.Message.Split('\n')[0].Trim()})");
+        }
+    }
+
+    /// <summary>[model].min_pixels / max_pixels over the model's preprocessor_config.json; the pair must stay ordered.</summary>
+    static ImageProcessorConfig WithOverrides(ImageProcessorConfig processor, VisionSettings v, string modelPath)
+    {
+        var result = processor with { MinPixels = v.MinPixels ?? processor.MinPixels, MaxPixels = v.MaxPixels ?? processor.MaxPixels };
+        if (result.MinPixels > result.MaxPixels)
+            throw TrainerUserException.Config(
+                $"min_pixels {result.MinPixels} {(v.MinPixels is null ? $"(from {modelPath}/preprocessor_config.json) " : "")}is larger than max_pixels {result.MaxPixels}" +
+                $"{(v.MaxPixels is null ? $" (from {modelPath}/preprocessor_config.json)" : "")}; set [model].min_pixels and max_pixels so that min ≤ max");
+        return result;
+    }
+
+    /// <summary>
+    /// Freezes the tower, or the part of it train_vision does not name; the language model keeps what
+    /// the mode gave it (every weight, or the LoRA adapters). Returns what is trained, in words.
+    /// </summary>
+    public static string SelectTrainedParts(Qwen3VLForConditionalGeneration model, string trainVision)
+    {
+        foreach (var p in model.Visual.parameters()) p.requires_grad = false;
+        var language = model.LoraSettings is null ? "language model in full" : "LoRA on the language model";
+        switch (trainVision)
+        {
+            case VisionTrainingParts.Merger:
+                foreach (var p in model.Visual.MergerParameters()) p.requires_grad = true;
+                model.Visual.TrunkWithoutGradients = true;
+                return language + ", vision mergers in full (patch embedding and blocks frozen)";
+            case VisionTrainingParts.Tower:
+                foreach (var p in model.Visual.parameters()) p.requires_grad = true;
+                model.Visual.TrunkWithoutGradients = false;
+                return language + ", vision tower in full";
+            default:
+                return language + ", vision tower frozen";
         }
     }
 
@@ -130,32 +171,75 @@ public static class VisionTrainer
     }
 
     /// <summary>The training loop: one example per micro-batch, G micro-batches per optimizer step.</summary>
-    static TrainResult Train(TrainerJobSpec spec, TrainingSettings s, Qwen3VLForConditionalGeneration model, FlatAdamW optimizer,
-        Qwen3VLConfig config, ImageProcessorConfig processor, List<VisionSftExample> train, List<VisionSftExample>? validation,
+    static TrainResult Train(TrainerJobSpec spec, TrainingSettings s, TrainerOptions options, Qwen3VLForConditionalGeneration model, FlatAdamW optimizer,
+        Qwen3VLConfig config, ImageProcessorConfig processor, int sequenceLength, List<VisionSftExample> train, List<VisionSftExample>? validation,
         Device device, TrainerEvents events, CancellationToken ct)
     {
         int G = s.GradientAccumulationSteps;
         var stepsPerEpoch = Math.Max(1, (int)Math.Ceiling(train.Count / (double)G));
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
+        var checkpoints = Path.Combine(spec.OutputDir, "checkpoints");
         Directory.CreateDirectory(spec.OutputDir);
 
-        var losses = new List<double>();
+        var step = 0;
         long trainedTokens = 0;
-        var clock = Stopwatch.StartNew();
-        int[] order = [];
-        for (var step = 1; step <= totalSteps; step++)
+        double? lastLoss = null;
+        if (spec.ResumeFrom is { } resumeFrom)
         {
-            if (ct.IsCancellationRequested) throw new OperationCanceledException(ct);
-            var epoch = (step - 1) / stepsPerEpoch;
-            var stepInEpoch = (step - 1) % stepsPerEpoch;
-            if (stepInEpoch == 0)
+            var state = TrainingCheckpoint.ReadState(resumeFrom);
+            if (state.PerDeviceBatch != 1 || state.GradientAccumulationSteps != G || state.Seed != s.Seed
+                || state.SequenceLength != sequenceLength || state.Mode != s.Mode || state.StepsPerEpoch != stepsPerEpoch)
+                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}, {state.StepsPerEpoch} steps per epoch; " +
+                    $"this job has {G}, {s.Seed}, {sequenceLength}, {s.Mode}, {stepsPerEpoch}");
+            VisionCheckpoint.LoadWeights(model, resumeFrom);
+            TrainingCheckpoint.LoadOptimizer(resumeFrom, optimizer);   // restores the fp32 master weights too
+            (step, trainedTokens, lastLoss) = (state.Step, state.TrainedTokens, state.LastLoss);
+            events.Log($"resumed from {resumeFrom} at step {step}");
+        }
+
+        // The resume point of this run is never pruned (the server may know no newer checkpoint).
+        var savedStep = step;
+        void SaveCheckpoint(double? loss)
+        {
+            var folder = Path.Combine(checkpoints, $"step-{step}");
+            VisionCheckpoint.Save(folder, model, optimizer, new TrainerState
             {
-                // A pure function of (seed, epoch), as the text recipe's plans.
+                Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
+                StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = 1, GradientAccumulationSteps = G,
+                SequenceLength = sequenceLength, Mode = s.Mode, TrainedTokens = trainedTokens, LastLoss = loss,
+            }, spec.ModelPath, spec.AdapterBaseName, s.TrainVision);
+            events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
+                EventData.ToJson(new CheckpointSavedData(step, folder, new JsonObject { [MetricNames.TrainLoss] = loss })));
+            TrainingCheckpoint.PruneOptimizerStates(checkpoints, options.KeepOptimizerStates, protect: spec.ResumeFrom);
+            savedStep = step;
+        }
+
+        var losses = new List<double>();
+        var clock = Stopwatch.StartNew();
+        var stepsTimed = 0;
+        int[] order = [];
+        var orderEpoch = -1;
+        while (step < totalSteps)
+        {
+            // Cancellation is honoured between optimizer steps only.
+            if (ct.IsCancellationRequested) throw new OperationCanceledException(ct);
+            if (options.CheckpointAndStop.IsCancellationRequested)
+            {
+                if (step > savedStep) SaveCheckpoint(lastLoss);
+                throw new OperationCanceledException(options.CheckpointAndStop);
+            }
+            var epoch = step / stepsPerEpoch;
+            var stepInEpoch = step % stepsPerEpoch;
+            if (epoch != orderEpoch)
+            {
+                // A pure function of (seed, epoch), as the text recipe's plans: a resumed run sees the same data.
                 order = Enumerable.Range(0, train.Count).ToArray();
                 new Random(unchecked(s.Seed * 1_000_003 + epoch * 7_919 + 17)).Shuffle(order);
+                orderEpoch = epoch;
             }
             var micro = order.Skip(stepInEpoch * G).Take(G).Select(i => train[i]).ToList();
+            step++;
             torch.manual_seed(s.Seed * 1000003L + step);
             var lr = Trainer.LearningRate(s, step, warmupSteps, totalSteps);
 
@@ -191,10 +275,13 @@ public static class VisionTrainer
             if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
                 throw TrainerUserException.Config($"training diverged at step {step}: loss {loss}, grad_norm {gradNorm} with learning_rate {s.LearningRate} (lr now {lr:G3}); lower learning_rate, raise warmup_ratio, or set max_grad_norm");
             losses.Add(loss);
-            var secondsPerStep = clock.Elapsed.TotalSeconds / step;
+            lastLoss = loss;
+            stepsTimed++;
+            var secondsPerStep = clock.Elapsed.TotalSeconds / stepsTimed;
             events.Emit(EventTypes.Progress, $"step {step}/{totalSteps} loss {loss:F4}", EventData.ToJson(new ProgressData(
                 step, totalSteps, Math.Round((double)step / stepsPerEpoch, 4), loss, lr, double.IsFinite(gradNorm) ? gradNorm : null,
                 Math.Round(stepTokens / Math.Max(1e-9, secondsPerStep), 1), Math.Round((totalSteps - step) * secondsPerStep, 1), trainedTokens)));
+            if (s.SaveSteps is { } every && every > 0 && step % every == 0) SaveCheckpoint(loss);
         }
 
         if (validation != null)
@@ -203,12 +290,33 @@ public static class VisionTrainer
             events.Emit(EventTypes.ValidationSummary, $"step {totalSteps} val.loss {valLoss:F4}", EventData.ToJson(new ValidationSummaryData(totalSteps, valLoss)));
         }
 
+        // Written aside and renamed: a final/ folder is complete, so a restarted server can adopt it.
         var final = Path.Combine(spec.OutputDir, "final");
-        if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
-        VisionModelFolder.Save(model, final, spec.ModelPath);
+        var staging = final + ".partial";
+        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
+        VisionModelFolder.Save(model, staging, spec.ModelPath);
+        WritePixelBounds(staging, s.Vision, processor);
         if (model.LoraSettings != null)
-            VisionModelFolder.SaveAdapter(model, Path.Combine(final, "adapter"), spec.Model);
-        return new TrainResult(spec.OutputDir, final, null, trainedTokens, losses);
+            VisionModelFolder.SaveAdapter(model, Path.Combine(staging, "adapter"), spec.AdapterBaseName, s.TrainVision);
+        if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+        Directory.Move(staging, final);
+        // final/ is itself the merged model (LoRA folded in): what a LoRA job's fine-tuned model serves.
+        return new TrainResult(spec.OutputDir, final, model.LoraSettings != null ? final : null, trainedTokens, losses) { WeightsStep = step };
+    }
+
+    /// <summary>
+    /// The result's preprocessor_config.json carries the pixel bounds it was trained with when [model]
+    /// set them, so inference (ours or transformers') resizes images the same way.
+    /// </summary>
+    static void WritePixelBounds(string folder, VisionSettings v, ImageProcessorConfig processor)
+    {
+        if (v.MinPixels is null && v.MaxPixels is null) return;
+        var path = Path.Combine(folder, VisionModelFolder.PreprocessorConfigFile);
+        var o = File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? new JsonObject() : new JsonObject();
+        o["size"] = new JsonObject { ["shortest_edge"] = processor.MinPixels, ["longest_edge"] = processor.MaxPixels };
+        if (o.ContainsKey("min_pixels")) o["min_pixels"] = processor.MinPixels;
+        if (o.ContainsKey("max_pixels")) o["max_pixels"] = processor.MaxPixels;
+        File.WriteAllText(path, o.ToJsonString(new() { WriteIndented = true }));
     }
 
     /// <summary>Σ cross-entropy over one example's trained tokens (float32); the tower runs without gradients.</summary>
@@ -216,8 +324,9 @@ public static class VisionTrainer
     {
         using var scope = NewDisposeScope();
         ImageFeatures? features = null;
+        // A frozen tower runs without autograd; a trained part keeps what its backward needs.
         if (b.Patches is not null)
-            using (no_grad())
+            using (model.Visual.parameters().Any(p => p.requires_grad) ? null : no_grad())
                 features = model.ImageFeatures(b.Patches, b.Grids);
         var hidden = model.Hidden(new VisionLanguageInputs(b.Ids, b.Positions, null, features));     // (1, T, D)
         var targets = b.Targets.view(-1);

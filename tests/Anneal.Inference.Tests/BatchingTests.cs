@@ -50,7 +50,7 @@ public sealed class BatchingTests(ServingFixture f)
         var alone = new List<string>();
         foreach (var (model, prompt) in cases) alone.Add(Content(await Post(http, "chat/completions", Chat(model, prompt))));
 
-        var engine = f.Server.Catalog.Engine(new ModelTarget("base", f.BaseDir, null));
+        var engine = (ServingEngine)f.Server.Catalog.Engine(new ModelTarget("base", f.BaseDir, null));
         var (steps, rows) = (engine.DecodeSteps, engine.DecodeRows);
         var together = await Task.WhenAll(cases.Select(c => Post(http, "chat/completions", Chat(c.Item1, c.Item2))));
         Assert.Equal(alone, together.Select(a => Content(a)).ToList());

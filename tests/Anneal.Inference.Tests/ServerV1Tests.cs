@@ -6,6 +6,7 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json.Nodes;
+using Anneal.Inference.Engine;
 using Anneal.Server;
 using Anneal.Server.Auth;
 using Anneal.Server.Storage;
@@ -64,7 +65,7 @@ public sealed class ServerV1Tests(ServingFixture f) : IAsyncLifetime
         Assert.Equal(await Direct(ServingFixture.FtId), ft.Content[0].Text);
         Assert.Equal(FtId, ft.Model);
         // The ft: model is served as its adapter on the base, not as the merged copy.
-        var stats = f.Server.Catalog.LoadedEngines.Single(e => e.ModelDir == Path.GetFullPath(Path.Combine(_dataDir, "models", "anneal", "tiny-qwen3")));
+        var stats = f.Server.Catalog.LoadedEngines.OfType<ServingEngine>().Single(e => e.ModelDir == Path.GetFullPath(Path.Combine(_dataDir, "models", "anneal", "tiny-qwen3")));
         Assert.Contains(Path.GetFullPath(f.AdapterDir), stats.LoadedAdapters);
     }
 

@@ -2,6 +2,7 @@
 //   hyperparameters = [hyperparameters] (+ [hyperparameters.parallelism] as `parallelism`)
 //                     + training_mode/use_qlora from [training] mode/use_qlora (or [algorithm] variety)
 //                     + lora from [training.lora] (or upstream's [lora]) + validation from [training.validation]
+//                     + train_vision from [training] + vision from [model] (vision models)
 //   effective_config = {compute: [compute], data: [data], training: [training]} (+ upstream's [metadata])
 // The payload is then normalised by JobSettings.Normalize, the same code the server runs at job
 // creation (upstream spellings such as batch_size or lora_rank folded in, ranges checked, warnings
@@ -27,9 +28,9 @@ public static class TrainingConfigLoader
         ["job"] = ["model", "data", "data_path", "poll_seconds"],
         ["compute"] = ["gpu_type", "gpu_count", "nodes"],
         ["data"] = ["validation_path", "topology"],
-        ["training"] = ["mode", "use_qlora", "validation", "lora"],
+        ["training"] = ["mode", "use_qlora", "validation", "lora", "train_vision"],
         ["hyperparameters"] = [.. HyperparameterParser.TopLevelKeys, .. SettingKeys.UpstreamHyperparameterKeys],
-        ["model"] = ["max_images_per_message"],
+        ["model"] = HyperparameterParser.VisionKeys,
         ["tags"] = null,
         // Spellings of upstream's example configs: [lora] is [training.lora]; [model_config] holds
         // [model]'s max_images_per_message; [metadata] effective_config repeats [compute]/[data]/[training].
@@ -181,6 +182,20 @@ public static class TrainingConfigLoader
                 }
             }
             var (hyperparameters, origins) = BuildHyperparameters(s["hyperparameters"], training, variety);
+            // [model] (and upstream's [model_config] images per message) → hyperparameters.vision.
+            // max_images_per_message was read (and checked) above, from either spelling; unknown keys were reported.
+            var visionKeys = new JsonObject((s["model"] ?? []).Where(k => k.Key is "min_pixels" or "max_pixels")
+                .Select(k => KeyValuePair.Create(k.Key, k.Value?.DeepClone())));
+            if (maxImages is { } images) visionKeys["max_images_per_message"] = images;
+            if (visionKeys.Count > 0)
+            {
+                if (hyperparameters.ContainsKey("vision")) Error("hyperparameters.vision", "is also given as [model]; give it once, in [model]");
+                else
+                {
+                    hyperparameters["vision"] = visionKeys;
+                    origins.Add(("hyperparameters.vision", "model"));
+                }
+            }
             foreach (var item in items) Error(item.Field ?? "", item.Message);
 
             var effective = new JsonObject
@@ -259,6 +274,7 @@ public static class TrainingConfigLoader
             Move("use_qlora", "use_qlora");
             Move("lora", "lora");
             Move("validation", "validation");
+            Move("train_vision", "train_vision");
             if (variety is not null && Varieties.TryGetValue(variety, out var mode))
             {
                 if (!hp.ContainsKey("training_mode"))
@@ -289,11 +305,11 @@ public static class TrainingConfigLoader
             var training = Sections["training"]!;
             var hint = Suggest.Closest(name, allowed) is { } h ? $"; did you mean '{h}'?"
                 : Suggest.Closest(name, training) is { } t ? $"; did you mean training.{t}?" : "";
-            return $"unknown key{hint} (allowed in [hyperparameters]: {string.Join(", ", allowed)}; [training] holds mode, use_qlora, [training.lora], [training.validation])";
+            return $"unknown key{hint} (allowed in [hyperparameters]: {string.Join(", ", allowed)}; [training] holds mode, use_qlora, train_vision, [training.lora], [training.validation]; [model] the image settings)";
         }
 
         static readonly IReadOnlyList<string> TomlHyperparameterKeys = HyperparameterParser.TopLevelKeys
-            .Except(["training_mode", "use_qlora", "lora", "validation", "parallelism"])
+            .Except(["training_mode", "use_qlora", "lora", "validation", "parallelism", "train_vision", "vision"])
             .Concat(SettingKeys.UpstreamHyperparameterKeys)
             .Append("[hyperparameters.parallelism]")
             .ToList();

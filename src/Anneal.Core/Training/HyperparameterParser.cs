@@ -10,7 +10,8 @@
 //     training_mode, use_qlora, batching, packing (old spelling of batching = "packed"),
 //     lora: {r, alpha, dropout, target_modules}, validation: {enabled, evaluation_strategy,
 //     eval_steps, save_best_model_at_end, metric_for_best_model, greater_is_better},
-//     parallelism: {any key: scalar} }
+//     parallelism: {any key: scalar},
+//     train_vision, vision: {min_pixels, max_pixels, max_images_per_message} }   (vision models)
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
 
@@ -28,8 +29,11 @@ public static class HyperparameterParser
         "n_epochs", "total_steps", "train_steps", "steps", "per_device_batch", "per_device_eval_batch",
         "gradient_accumulation_steps", "global_batch", "sequence_length", "learning_rate", "warmup_ratio",
         "weight_decay", "lr_scheduler", "max_grad_norm", "seed", "save_steps", "activation_checkpointing", "optimizer_precision",
-        "training_mode", "use_qlora", "batching", "packing", "lora", "validation", "parallelism",
+        "training_mode", "use_qlora", "batching", "packing", "lora", "validation", "parallelism", "train_vision", "vision",
     ];
+
+    /// <summary>Keys of `vision` (in a config file: [model]).</summary>
+    public static readonly IReadOnlyList<string> VisionKeys = ["min_pixels", "max_pixels", "max_images_per_message"];
 
     public static readonly IReadOnlyList<string> LoraKeys = ["r", "alpha", "dropout", "target_modules"];
 
@@ -124,6 +128,8 @@ public static class HyperparameterParser
 
         var lora = ParseLora(r.Object("lora"), errors);
         var validation = ParseValidation(r.Object("validation"), errors);
+        var trainVision = r.Choice("train_vision", VisionTrainingParts.All);
+        var vision = ParseVision(r.Object("vision"), errors);
         if (r.Object("parallelism") is { } parallelism)
         {
             // Free-form knobs for multi-GPU runs; only scalars make sense there.
@@ -157,6 +163,8 @@ public static class HyperparameterParser
             Batching = batching,
             Lora = lora ?? defaults.Lora,
             Validation = validation ?? defaults.Validation,
+            TrainVision = trainVision ?? defaults.TrainVision,
+            Vision = vision ?? defaults.Vision,
         }, errors);
     }
 
@@ -198,6 +206,20 @@ public static class HyperparameterParser
                 $"must be a non-empty list of module names ({string.Join(", ", LoraSettings.AllLinear)}) or \"all-linear\", got {JsonFields.Describe(node)}"));
         }
         return new LoraSettings(rank ?? d.R, alpha ?? d.Alpha, dropout ?? d.Dropout, targets);
+    }
+
+    /// <summary>Image bounds as the Qwen3-VL processor takes them: at least one 32×32 block, at most 64 Mpx, min ≤ max.</summary>
+    static VisionSettings? ParseVision(JsonObject? obj, List<ErrorItem> errors)
+    {
+        if (obj is null) return null;
+        var r = new JsonFields(obj, Prefix + ".vision", errors);
+        r.RejectUnknown(VisionKeys);
+        var min = r.Int("min_pixels", 1024, 1 << 26);
+        var max = r.Int("max_pixels", 1024, 1 << 26);
+        var images = r.Int("max_images_per_message", 1, 64);
+        if (min is { } lo && max is { } hi && lo > hi)
+            errors.Add(new ErrorItem(null, r.Path("min_pixels"), $"{lo} is larger than max_pixels {hi}; min_pixels must not exceed max_pixels"));
+        return new VisionSettings(min, max, images);
     }
 
     static ValidationSettings? ParseValidation(JsonObject? obj, List<ErrorItem> errors)

@@ -1,7 +1,7 @@
 // Checks of a job's settings against the base model it trains, shared by the server (job creation,
 // 422 before any trainer starts) and the CLI (before uploading anything): the model is trainable
-// here, the mode is offered for it, and sequence_length fits
-// the model's context length. For a fine-tuned model, pass the ModelInfo of its registry base.
+// here, the mode is offered for it, sequence_length fits the model's context length, and image
+// settings are given for vision models only. For a fine-tuned model, pass the ModelInfo of its registry base.
 // Each error names the wire field (API) and the TOML key (config file) it is about.
 using Anneal.Core.Contracts;
 using Anneal.Core.Models;
@@ -31,6 +31,26 @@ public static class JobChecks
             errors.Add(new("hyperparameters.sequence_length", "hyperparameters.sequence_length",
                 $"sequence_length {length} exceeds the context length {model.ContextLength} of {model.Id}; use at most {model.ContextLength}",
                 ErrorCodes.UserConfigError));
+        if (!model.SupportsVision)
+        {
+            // Image settings on a text-only model would be silently meaningless: refuse them by name.
+            if (settings.TrainVision != VisionTrainingParts.None)
+                errors.Add(new("hyperparameters.train_vision", "training.train_vision",
+                    $"\"{settings.TrainVision}\" needs a vision model (Qwen/Qwen3-VL-*); {model.Id} is text-only", ErrorCodes.UserConfigError));
+            foreach (var (key, value) in new (string, int?)[] { ("min_pixels", settings.Vision.MinPixels), ("max_pixels", settings.Vision.MaxPixels) })
+                if (value is not null)
+                    errors.Add(new($"hyperparameters.vision.{key}", $"model.{key}",
+                        $"{value} needs a vision model (Qwen/Qwen3-VL-*); {model.Id} is text-only", ErrorCodes.UserConfigError));
+        }
         return errors;
     }
+
+    /// <summary>
+    /// Settings that are harmless but have no effect on this model: max_images_per_message on a
+    /// text-only one (upstream's example configs carry it; a text model never sees images).
+    /// </summary>
+    public static IReadOnlyList<SettingWarning> WarningsAgainstModel(ModelInfo model, TrainingSettings settings) =>
+        !model.SupportsVision && settings.Vision.MaxImagesPerMessage is { } images
+            ? [new SettingWarning("hyperparameters.vision.max_images_per_message", $"= {images} has no effect: {model.Id} is text-only")]
+            : [];
 }

@@ -31,6 +31,24 @@ public sealed record ValidationSettings(
     string MetricForBestModel = "val.loss",
     bool GreaterIsBetter = false);
 
+/// <summary>What of a Qwen3-VL vision tower is trained (`train_vision`); the language model always is.</summary>
+public static class VisionTrainingParts
+{
+    /// <summary>The whole tower frozen (the SFT recipes' default).</summary>
+    public const string None = "none";
+    /// <summary>The 2×2 patch merger and the deepstack mergers; the patch embedding and blocks stay frozen.</summary>
+    public const string Merger = "merger";
+    /// <summary>Every tower weight.</summary>
+    public const string Tower = "tower";
+    public static readonly IReadOnlyList<string> All = [None, Merger, Tower];
+}
+
+/// <summary>
+/// Image settings of a vision model (`[model]` in a config file); null: the model's own value
+/// (preprocessor_config.json for the pixel bounds, the registry for images per message).
+/// </summary>
+public sealed record VisionSettings(int? MinPixels = null, int? MaxPixels = null, int? MaxImagesPerMessage = null);
+
 /// <summary>
 /// Everything the trainer needs to know about how to train. Either <see cref="NEpochs"/> or
 /// <see cref="TotalSteps"/> is set (the TOML/JSON aliases train_steps and steps map to TotalSteps).
@@ -67,4 +85,8 @@ public sealed record TrainingSettings
     public bool Packing { get; init; }
     /// <summary>padded | bucketed | token_budget | packed (<see cref="BatchingModes"/>); null: not given (the default).</summary>
     public string? Batching { get; init; }
+    /// <summary>Vision models: the image pixel bounds and images per message (null fields: the model's own).</summary>
+    public VisionSettings Vision { get; init; } = new();
+    /// <summary>Vision models: which part of the tower is trained besides the language model (<see cref="VisionTrainingParts"/>).</summary>
+    public string TrainVision { get; init; } = VisionTrainingParts.None;
 }

@@ -2,7 +2,8 @@
 // KV cache slot, each row with its own LoRA adapter (or none). It runs the loaded
 // Qwen3ForCausalLM's own modules and weights (same norms, rotary and projections as Qwen3.cs) and
 // differs only in where keys/values live (SlotKvCache) and in the per-row adapter term, so a
-// single greedy request gives the same tokens as Generation.Greedy.
+// single greedy request gives the same tokens as Generation.Greedy. A model loaded on an NF4 base
+// (QLoRA) runs its projections through their QloraLinear modules (dequantised as in training).
 // Shape legend: B rows, T new tokens per row, S attended length, D hidden, H/K heads, hd head_dim.
 using Anneal.Training.Model;
 using TorchSharp;
@@ -18,7 +19,7 @@ public sealed class BatchedDecoder
 {
     static readonly string[] Projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
-    sealed record Layer(RmsNorm InputNorm, RmsNorm PostNorm, RmsNorm QNorm, RmsNorm KNorm, Dictionary<string, (Tensor W, Tensor? Bias)> Proj);
+    sealed record Layer(RmsNorm InputNorm, RmsNorm PostNorm, RmsNorm QNorm, RmsNorm KNorm, Dictionary<string, Func<Tensor, Tensor>> Proj);
 
     readonly Qwen3ForCausalLM _model;
     readonly Qwen3Config _c;
@@ -40,7 +41,9 @@ public sealed class BatchedDecoder
             var proj = Projections.ToDictionary(n => n, n =>
             {
                 var key = $"{p}{Owner(n)}.{n}";
-                return (parameters[key + ".weight"], parameters.GetValueOrDefault(key + ".bias"));
+                if (modules[key] is QloraLinear nf4) return (Func<Tensor, Tensor>)nf4.call;   // W0 in NF4, no adapters of its own
+                var (w, bias) = (parameters[key + ".weight"], parameters.GetValueOrDefault(key + ".bias"));
+                return x => nn.functional.linear(x, w, bias);
             });
             return new Layer(Norm(p + "input_layernorm"), Norm(p + "post_attention_layernorm"),
                 Norm(p + "self_attn.q_norm"), Norm(p + "self_attn.k_norm"), proj);
@@ -162,8 +165,7 @@ public sealed class BatchedDecoder
     /// <summary>x (B, T, in) → W·x + b, plus (α/r)·B·A·x for the rows of each adapter targeting this projection.</summary>
     static Tensor Project(Layer layer, int index, string name, Tensor x, List<(LoraAdapter Adapter, Tensor? Rows)> groups)
     {
-        var (w, bias) = layer.Proj[name];
-        var y = nn.functional.linear(x, w, bias);
+        var y = layer.Proj[name](x);
         foreach (var (adapter, rows) in groups)
         {
             if (adapter.Get(index, name) is not { } ab) continue;

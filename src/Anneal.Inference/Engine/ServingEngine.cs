@@ -30,7 +30,9 @@ public sealed record EngineOptions
 
 /// <param name="AdapterDir">a PEFT adapter folder applied on this engine's base model, or null.</param>
 /// <param name="IgnoreEos">keep generating through stop tokens until MaxTokens (benchmarks).</param>
-public sealed record GenerationRequest(int[] PromptIds, int MaxTokens, SamplingParams Sampling, int ChoiceIndex = 0, string? AdapterDir = null, bool IgnoreEos = false);
+/// <param name="Images">Qwen3-VL: the prompt's images, processed, in the order of their pad runs in PromptIds (VisionEngine.Expand).</param>
+public sealed record GenerationRequest(int[] PromptIds, int MaxTokens, SamplingParams Sampling, int ChoiceIndex = 0, string? AdapterDir = null, bool IgnoreEos = false,
+    IReadOnlyList<Anneal.Training.Vision.ProcessedImage>? Images = null);
 
 /// <summary>A generated token, or the end of the sequence (Token -1) with its finish reason or error.</summary>
 public readonly record struct TokenEvent(int Token, string? FinishReason = null, Exception? Error = null);
@@ -40,7 +42,7 @@ public static class FinishReasons
     public const string Stop = "stop", Length = "length", Cancelled = "cancelled";
 }
 
-public sealed class ServingEngine : IDisposable
+public sealed class ServingEngine : IGenerationEngine
 {
     sealed class Sequence(GenerationRequest request, Channel<TokenEvent> output, CancellationToken ct)
     {
@@ -68,15 +70,19 @@ public sealed class ServingEngine : IDisposable
     public int MaxModelLength { get; }
     public int MaxBatch { get; }
     public string DeviceName { get; }
+    public bool AcceptsImages => false;
+    /// <summary>The decoder's projections are held in NF4 (a QLoRA base).</summary>
+    public bool Nf4Base { get; }
     /// <summary>Decode steps run and the rows they carried (rows / steps = mean batch size).</summary>
     public long DecodeSteps { get; private set; }
     public long DecodeRows { get; private set; }
     public int AdapterLoads => _adapters.Loads;
     public IReadOnlyCollection<string> LoadedAdapters => _adapters.Loaded;
 
-    ServingEngine(string modelDir, Qwen3ForCausalLM model, Qwen3Tokenizer tokenizer, EngineOptions options, string deviceName)
+    ServingEngine(string modelDir, Qwen3ForCausalLM model, Qwen3Tokenizer tokenizer, EngineOptions options, string deviceName, bool nf4Base)
     {
         ModelDir = modelDir;
+        Nf4Base = nf4Base;
         _model = model;
         Tokenizer = tokenizer;
         StopIds = Generation.StopIds(tokenizer, model.Config, modelDir);
@@ -91,23 +97,28 @@ public sealed class ServingEngine : IDisposable
         _thread.Start();
     }
 
-    /// <summary>Loads a full model folder (config.json + safetensors + tokenizer); bad folders throw TrainerUserException.</summary>
-    public static ServingEngine Open(string modelDir, EngineOptions options)
+    /// <summary>
+    /// Loads a full model folder (config.json + safetensors + tokenizer); bad folders throw
+    /// TrainerUserException. `nf4Base`: the decoder's projections quantised to NF4 as they are read,
+    /// exactly as a QLoRA job trained on them, so a qft: adapter runs on the base it was trained with.
+    /// </summary>
+    public static ServingEngine Open(string modelDir, EngineOptions options, bool nf4Base = false)
     {
         if (options.MaxBatch < 1) throw new ArgumentOutOfRangeException(nameof(options), $"max batch {options.MaxBatch} must be at least 1");
         NativeLibraries.EnsureTorchLoaded();
         var device = Trainer.PickDevice(options.Device);
         var dtype = device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32;
         var tokenizer = Trainer.LoadTokenizer(modelDir);
-        var model = ModelFolder.Load(modelDir, device, dtype);
+        var model = ModelFolder.Load(modelDir, device, dtype, nf4Base: nf4Base);
         model.eval();
-        return new ServingEngine(Path.GetFullPath(modelDir), model, tokenizer, options, device.type == DeviceType.CUDA ? "cuda" : "cpu");
+        return new ServingEngine(Path.GetFullPath(modelDir), model, tokenizer, options, device.type == DeviceType.CUDA ? "cuda" : "cpu", nf4Base);
     }
 
     /// <summary>Queues a request; tokens arrive on the returned reader, ending with a TokenEvent whose FinishReason or Error is set.</summary>
     public ChannelReader<TokenEvent> Submit(GenerationRequest request, CancellationToken ct = default)
     {
         if (request.PromptIds.Length == 0) throw new ArgumentException("the prompt has no tokens", nameof(request));
+        if (request.Images is { Count: > 0 }) throw new ArgumentException("this model takes no images", nameof(request));
         if (request.PromptIds.Length + request.MaxTokens > MaxModelLength)
             throw new ArgumentException($"prompt {request.PromptIds.Length} + max_tokens {request.MaxTokens} exceeds {MaxModelLength}", nameof(request));
         var channel = Channel.CreateUnbounded<TokenEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });

@@ -1,5 +1,6 @@
 // POST /v1/chat/completions and POST /v1/completions: a request is checked (RequestFields), its
-// prompt rendered (Qwen3 chat template with tools and enable_thinking) and tokenized, then each
+// prompt rendered (Qwen3 chat template with tools and enable_thinking; image_url parts for Qwen3-VL
+// models, decoded by ImageInputs and expanded to their image tokens) and tokenized, then each
 // of its n choices is submitted to the model's ServingEngine, which batches it with whatever else
 // is running. Answers come back whole (with usage) or as server-sent events: one
 // `chat.completion.chunk` per piece of final text, a last chunk with finish_reason, a usage chunk
@@ -16,7 +17,8 @@ namespace Anneal.Inference.OpenAi;
 public static class Completions
 {
     /// <summary>What one request asks the engine for, once checked.</summary>
-    sealed record Job(ServingEngine Engine, ModelTarget Target, CommonSettings Settings, List<int[]> Prompts, int MaxTokens, bool Tools);
+    sealed record Job(IGenerationEngine Engine, ModelTarget Target, CommonSettings Settings, List<int[]> Prompts, int MaxTokens, bool Tools,
+        IReadOnlyList<Anneal.Training.Vision.ProcessedImage>? Images = null);
 
     sealed record ChoiceResult(int Index, string Text, string FinishReason, int Tokens);
 
@@ -39,15 +41,28 @@ public static class Completions
         if (body["chat_template_kwargs"] is JsonObject kwargs)
             thinking = RequestFields.Bool(kwargs, "enable_thinking", "chat_template_kwargs.enable_thinking") ?? thinking;
 
+        var images = ImageInputs.Read(messages);
         var target = resolve(http, settings.Model);
         var engine = OpenEngine(catalog, target);
+        if (images.Count > 0 && !engine.AcceptsImages)
+            throw OpenAiError.BadRequest($"model {settings.Model} takes no images: image_url parts need a Qwen3-VL model", images[0].Field);
         var record = new JsonObject { ["messages"] = messages.DeepClone() };
         if (tools is not null) record["tools"] = tools.DeepClone();
         string text;
         try { text = Qwen3ChatTemplate.Render(record, addGenerationPrompt: true, enableThinking: thinking); }
         catch (ChatRecordException e) { throw OpenAiError.BadRequest(e.Message, e.Field); }
         var prompt = engine.Tokenizer.Encode(text);
-        await Run(http, new Job(engine, target, settings, [prompt], MaxTokens(settings, prompt.Length, engine), tools is not null), chat: true);
+        List<Anneal.Training.Vision.ProcessedImage>? processed = null;
+        if (engine is VisionEngine vision)
+        {
+            try { (prompt, processed) = vision.Expand(prompt, images.Select(i => i.Image).ToList()); }
+            catch (ArgumentException e) { throw OpenAiError.BadRequest(e.Message, "messages"); }
+        }
+        try { await Run(http, new Job(engine, target, settings, [prompt], MaxTokens(settings, prompt.Length, engine), tools is not null, processed), chat: true); }
+        finally
+        {
+            foreach (var p in processed ?? []) p.Dispose();
+        }
     }
 
     public static async Task Text(HttpContext http, Func<HttpContext, string, ModelTarget> resolve, ModelCatalog catalog)
@@ -71,14 +86,14 @@ public static class Completions
         await Run(http, new Job(engine, target, settings, ids, maxTokens, false), chat: false);
     }
 
-    static ServingEngine OpenEngine(ModelCatalog catalog, ModelTarget target)
+    static IGenerationEngine OpenEngine(ModelCatalog catalog, ModelTarget target)
     {
         try { return catalog.Engine(target); }
         catch (TrainerUserException e) { throw OpenAiError.Server($"model {target.Id} could not be loaded: {e.Message}"); }
     }
 
     /// <summary>max_tokens, or what is left of the context; a prompt that leaves no room is a 400 naming the numbers.</summary>
-    static int MaxTokens(CommonSettings s, int promptTokens, ServingEngine engine)
+    static int MaxTokens(CommonSettings s, int promptTokens, IGenerationEngine engine)
     {
         var limit = engine.MaxModelLength;
         var wanted = s.MaxTokens ?? Math.Max(1, limit - promptTokens);
@@ -110,7 +125,7 @@ public static class Completions
             for (var c = 0; c < s.N; c++)
             {
                 var index = p * s.N + c;
-                var request = new GenerationRequest(job.Prompts[p], job.MaxTokens, s.Sampling, c, job.Target.AdapterDir, s.IgnoreEos);
+                var request = new GenerationRequest(job.Prompts[p], job.MaxTokens, s.Sampling, c, job.Target.AdapterDir, s.IgnoreEos, job.Images);
                 tasks.Add(RunChoice(job, request, index, aborted.Token, stream is null ? null : async (delta, first) =>
                 {
                     JsonObject choice = chat

@@ -137,6 +137,13 @@ public static class ImageFetching
         }
     }
 
+    /// <summary>One https image within the limits (a chat request's image_url): its bytes, or why it cannot be used.</summary>
+    public static async Task<(byte[]? Bytes, string? Problem)> FetchAsync(string url, ImageFetchSettings s, CancellationToken ct)
+    {
+        using var client = Client(s);
+        return await FetchOne(client, url, s, ct);
+    }
+
     /// <summary>
     /// Fetches every https image the dataset refers to and stores them beside it. Returns the errors
     /// (then nothing is stored) and their total; no https images: nothing to do.

@@ -3,6 +3,8 @@
 //     a base model is on this machine once a job used it, or put in --models-dir);
 //   ft: (LoRA) → the job's adapter (final/) over its base model's folder, so every adapter of a base
 //     shares one copy of the base in memory; the merged folder (final/merged) when the base is gone;
+//   qft: (QLoRA) → the same, with the base quantised to NF4 when loaded, as the job trained on it;
+//   Qwen3-VL fine-tunes → their full folder (LoRA merged in: final/);
 //   fft: and checkpoint ids → the model folder (ModelPaths).
 // Another organisation's fine-tuned model is "not found", like an unknown one (DESIGN §3).
 using Anneal.Core.Models;
@@ -13,8 +15,9 @@ using Anneal.Server.Storage;
 namespace Anneal.Server.Inference;
 
 /// <param name="AdapterDir">a PEFT adapter served on ModelDir, or null.</param>
-/// <param name="BaseModel">the registry id of ModelDir when it is a base model (the tiny model is generated on first use).</param>
-public sealed record ServedModel(string Id, string ModelDir, string? AdapterDir, string? BaseModel);
+/// <param name="BaseModel">the registry id of ModelDir when it is a base model (the tiny models are generated on first use).</param>
+/// <param name="Nf4Base">the adapter is a QLoRA one: its base is loaded in NF4.</param>
+public sealed record ServedModel(string Id, string ModelDir, string? AdapterDir, string? BaseModel, bool Nf4Base = false);
 
 public static class ServedModels
 {
@@ -34,7 +37,7 @@ public static class ServedModels
             {
                 var (baseDir, _) = await ModelPaths.ResolveAsync(db, local, org, ft.Base, _ => { }, ct);
                 if (baseDir is not null && (Directory.Exists(baseDir) || IsTiny(ft.Base)))
-                    return (new ServedModel(model, baseDir, final, ft.Base), null);
+                    return (new ServedModel(model, baseDir, final, ft.Base, model.StartsWith("qft:", StringComparison.Ordinal)), null);
             }
         }
         var (path, error) = await ModelPaths.ResolveAsync(db, local, org, model, _ => { }, ct);
@@ -42,14 +45,15 @@ public static class ServedModels
         return (new ServedModel(model, path, null, JobCreation.IsFineTunedId(model) ? null : model), null);
     }
 
-    static bool IsTiny(string id) => string.Equals(id, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase);
+    static bool IsTiny(string id) => string.Equals(id, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase)
+                                     || string.Equals(id, ModelRegistry.TinyVisionModelId, StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Ids the caller can use: base models on this machine (the tiny model always) and the organisation's fine-tuned models.</summary>
     public static async Task<List<(string Id, string OwnedBy, DateTimeOffset Created)>> ListAsync(Db db, ServerOptions options, string org, CancellationToken ct)
     {
         var list = new List<(string, string, DateTimeOffset)>();
         var local = options with { AllowModelDownload = false };
-        foreach (var m in ModelRegistry.All.Where(m => m.Family == "qwen3" && m.Trainable))
+        foreach (var m in ModelRegistry.All.Where(m => m.Family is "qwen3" or "qwen3_vl" && m.Trainable))
         {
             if (IsTiny(m.Id)) { list.Add((m.Id, "anneal", DateTimeOffset.UnixEpoch)); continue; }
             var (path, _) = await ModelPaths.ResolveAsync(db, local, org, m.Id, _ => { }, ct);

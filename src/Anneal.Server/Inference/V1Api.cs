@@ -3,6 +3,9 @@
 // organisation (ServedModels), and forwarded to the inference process (InferenceSupervisor) with
 // the resolved folders; answers, server-sent events included, are streamed back as they come.
 // /v1/models is answered here. Every error has OpenAI's shape {"error": {message, type, param, code}}.
+// https image_url parts of a chat request are fetched here, through the same SSRF guards and limits
+// as dataset uploads (ImageFetching), and forwarded as data: URIs: the inference process never
+// touches the network.
 using System.Net.Http.Headers;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -15,7 +18,8 @@ namespace Anneal.Server.Inference;
 public static class V1Api
 {
     // Header names shared with Anneal.Inference's InferenceHost (the server does not reference it).
-    const string ModelDirHeader = "X-Anneal-Model-Dir", AdapterDirHeader = "X-Anneal-Adapter-Dir", BaseModelHeader = "X-Anneal-Base-Model";
+    const string ModelDirHeader = "X-Anneal-Model-Dir", AdapterDirHeader = "X-Anneal-Adapter-Dir", BaseModelHeader = "X-Anneal-Base-Model",
+        Nf4BaseHeader = "X-Anneal-Nf4-Base";
 
     static readonly HttpClient Upstream = new() { Timeout = Timeout.InfiniteTimeSpan };
 
@@ -67,6 +71,7 @@ public static class V1Api
         request.Headers.Add(ModelDirHeader, served.ModelDir);
         if (served.AdapterDir is { } adapter) request.Headers.Add(AdapterDirHeader, adapter);
         if (served.BaseModel is { } baseModel) request.Headers.Add(BaseModelHeader, baseModel);
+        if (served.Nf4Base) request.Headers.Add(Nf4BaseHeader, "true");
         return request;
     }
 
@@ -74,15 +79,40 @@ public static class V1Api
     public static Task<HttpResponseMessage> SendUpstreamAsync(HttpRequestMessage request, CancellationToken ct) =>
         Upstream.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
 
+    /// <summary>Replaces each https image_url of the messages by a data: URI of its fetched bytes; the first failure ends it.</summary>
+    static async Task<(int Fetched, string? Problem, string? Field)> FetchImagesAsync(JsonArray messages, ServerOptions options, CancellationToken ct)
+    {
+        var fetched = 0;
+        for (var i = 0; i < messages.Count; i++)
+        {
+            if (messages[i]?["content"] is not JsonArray parts) continue;
+            for (var j = 0; j < parts.Count; j++)
+            {
+                if (parts[j]?["image_url"] is not JsonObject image || image["url"] is not JsonValue u || u.GetValueKind() != JsonValueKind.String) continue;
+                var url = u.GetValue<string>();
+                if (!url.StartsWith("https://", StringComparison.OrdinalIgnoreCase)) continue;
+                var field = $"messages[{i}].content[{j}].image_url.url";
+                if (!Uri.TryCreate(url, UriKind.Absolute, out _)) return (fetched, $"\"{url}\" is not a valid URL", field);
+                var (bytes, problem) = await Files.ImageFetching.FetchAsync(url, options.ImageFetch, ct);
+                if (bytes is null) return (fetched, $"the image could not be fetched: {problem}", field);
+                image["url"] = $"data:image/{Anneal.Core.Vision.ImageDecoder.Sniff(bytes) ?? "png"};base64,{Convert.ToBase64String(bytes)}";
+                fetched++;
+            }
+        }
+        return (fetched, null, null);
+    }
+
     static async Task<IResult> Forward(HttpContext http, Db db, ServerOptions options, InferenceSupervisor supervisor, string path)
     {
         using var buffer = new MemoryStream();
         await http.Request.Body.CopyToAsync(buffer, http.RequestAborted);
         var body = buffer.ToArray();
         string? model;
+        JsonObject json;
         try
         {
             if (JsonNode.Parse(body) is not JsonObject o) return Fail(400, "The request body must be a JSON object.", "invalid_request_error");
+            json = o;
             model = o["model"] is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : null;
         }
         catch (JsonException e) { return Fail(400, $"The request body is not valid JSON: {e.Message}", "invalid_request_error"); }
@@ -91,6 +121,13 @@ public static class V1Api
         var (served, error) = await ServedModels.ResolveAsync(db, options, http.Org(), model, http.RequestAborted);
         if (served is null)
             return Fail(404, $"The model `{model}` does not exist or you do not have access to it. ({error})", "invalid_request_error", "model", "model_not_found");
+
+        if (path == "/v1/chat/completions" && json["messages"] is JsonArray messages)
+        {
+            var (fetched, problem, field) = await FetchImagesAsync(messages, options, http.RequestAborted);
+            if (problem is not null) return Fail(400, problem, "invalid_request_error", field, "invalid_image_url");
+            if (fetched > 0) body = System.Text.Encoding.UTF8.GetBytes(json.ToJsonString());
+        }
 
         InferenceEndpoint endpoint;
         try { endpoint = await supervisor.EnsureRunningAsync(http.RequestAborted); }

@@ -56,6 +56,8 @@ public static partial class JobCreation
         if (problem is not null) return problem;
         var mode = settings!.Training.Mode;
         var model = ModelRegistry.Find(request.Model!.Trim())?.Id ?? request.Model!.Trim();
+        if (RegistryBase(conn, org, model) is { } registryBase && ModelRegistry.Find(registryBase) is { } baseInfo)
+            settings = settings with { Warnings = [.. settings.Warnings, .. JobChecks.WarningsAgainstModel(baseInfo, settings.Training)] };
 
         var id = Ids.New("job");
         try

@@ -105,12 +105,28 @@ public static class VisionModelFolder
     /// Writes the language model's LoRA adapters in PEFT's layout (adapter_config.json,
     /// adapter_model.safetensors, keys `base_model.model.` + ours), loadable by peft.PeftModel.
     /// </summary>
-    public static void SaveAdapter(Qwen3VLForConditionalGeneration model, string folder, string baseModel)
+    public static void SaveAdapter(Qwen3VLForConditionalGeneration model, string folder, string baseModel, string trainVision = VisionTrainingParts.None)
     {
         var s = model.LoraSettings ?? throw new InvalidOperationException("the model has no LoRA adapters");
         Directory.CreateDirectory(folder);
+        // Tower parts trained in full beside the adapters travel as PEFT's modules_to_save (matched by
+        // name suffix: model.visual.merger, model.visual.deepstack_merger_list, or model.visual).
+        string[] modulesToSave = trainVision switch
+        {
+            VisionTrainingParts.Merger => ["merger", "deepstack_merger_list"],
+            VisionTrainingParts.Tower => ["visual"],
+            _ => [],
+        };
+        var saved = trainVision switch
+        {
+            VisionTrainingParts.Merger => (Func<string, bool>)(n => n.StartsWith(Qwen3VLForConditionalGeneration.MergerPrefix, StringComparison.Ordinal)
+                                                                    || n.StartsWith(Qwen3VLForConditionalGeneration.DeepstackMergerPrefix, StringComparison.Ordinal)),
+            VisionTrainingParts.Tower => n => n.StartsWith(Qwen3VLForConditionalGeneration.VisualPrefix, StringComparison.Ordinal),
+            _ => _ => false,
+        };
         File.WriteAllText(Path.Combine(folder, Lora.AdapterConfigFile), new JsonObject
         {
+            ["modules_to_save"] = modulesToSave.Length == 0 ? null : new JsonArray(modulesToSave.Select(m => (JsonNode)m).ToArray()),
             ["base_model_name_or_path"] = baseModel,
             ["peft_type"] = "LORA",
             ["task_type"] = "CAUSAL_LM",
@@ -123,7 +139,26 @@ public static class VisionModelFolder
             ["inference_mode"] = true,
         }.ToJsonString(new() { WriteIndented = true }));
         SafetensorsFile.Write(Path.Combine(folder, Lora.AdapterWeightsFile),
-            model.named_parameters().Where(p => Lora.IsAdapterParameter(p.name)).Select(p => ("base_model.model." + p.name, (Tensor)p.parameter)));
+            model.named_parameters().Where(p => Lora.IsAdapterParameter(p.name) || saved(p.name)).Select(p => ("base_model.model." + p.name, (Tensor)p.parameter)));
+    }
+
+    /// <summary>Copies an adapter written by <see cref="SaveAdapter"/> (LoRA matrices and any modules_to_save) back into the model.</summary>
+    public static void LoadAdapter(Qwen3VLForConditionalGeneration model, string folder)
+    {
+        var set = SafetensorsSet.OpenFolder(folder, Lora.AdapterWeightsFile);
+        var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        using var _ = no_grad();
+        foreach (var (name, p) in parameters.Where(p => Lora.IsAdapterParameter(p.Key)))
+            if (!set.Contains("base_model.model." + name))
+                throw new InvalidDataException($"{folder}/{Lora.AdapterWeightsFile}: adapter tensor base_model.model.{name} is missing");
+        foreach (var key in set.Names)
+        {
+            var name = key.StartsWith("base_model.model.", StringComparison.Ordinal) ? key["base_model.model.".Length..] : key;
+            if (!parameters.TryGetValue(name, out var p))
+                throw new InvalidDataException($"{folder}/{Lora.AdapterWeightsFile}: tensor {key} matches no parameter of the model");
+            using var t = set.Read(key, p.dtype, p.device);
+            p.copy_(t);
+        }
     }
 
     /// <summary>Tokenizer, processor and generation files (generation_config.json written when the source has none).</summary>

@@ -427,6 +427,15 @@ public sealed class Qwen3VLVisionModel : nn.Module<Tensor, IReadOnlyList<ImageGr
         return (emb.cos().MoveToOuterDisposeScope(), emb.sin().MoveToOuterDisposeScope());
     }
 
+    /// <summary>
+    /// Run the patch embedding and the blocks without autograd, the mergers with it: training the
+    /// mergers alone then keeps no activation of the frozen trunk.
+    /// </summary>
+    public bool TrunkWithoutGradients { get; set; }
+
+    /// <summary>The merger and the deepstack mergers (what train_vision = "merger" trains).</summary>
+    public IEnumerable<Parameter> MergerParameters() => merger.parameters().Concat(deepstackMergers.parameters());
+
     /// <summary>pixel patches (N, P) in the processor's order, grids per image → merged tokens and deepstack features.</summary>
     public override ImageFeatures forward(Tensor patches, IReadOnlyList<ImageGrid> grids)
     {
@@ -434,20 +443,25 @@ public sealed class Qwen3VLVisionModel : nn.Module<Tensor, IReadOnlyList<ImageGr
         var expected = grids.Sum(g => (long)g.Patches);
         if (patches.shape[0] != expected)
             throw new ArgumentException($"{patches.shape[0]} patches for grids that hold {expected}");
-        var x = patchEmbed.call(patches) + PositionEmbeddings(grids, patches.device);                 // (N, C)
-        var (cos, sin) = RotaryCosSin(grids, patches.device);
-        var images = new List<(long, long)>();
-        long start = 0;
-        foreach (var g in grids)
-            for (var f = 0; f < g.T; f++) { images.Add((start, (long)g.H * g.W)); start += (long)g.H * g.W; }
-        var inputs = new VisionInputs(cos, sin, images);
-        var deepstack = new List<Tensor>();
-        for (var i = 0; i < blocks.Count; i++)
+        var taps = new List<(int Merger, Tensor X)>();
+        Tensor x;
+        using (TrunkWithoutGradients ? no_grad() : null)
         {
-            x = blocks[i].call(x, inputs);
-            var tap = Array.IndexOf(config.DeepstackVisualIndexes, i);
-            if (tap >= 0) deepstack.Add(deepstackMergers[tap].call(x).MoveToOuterDisposeScope());      // (M, D)
+            x = patchEmbed.call(patches) + PositionEmbeddings(grids, patches.device);                 // (N, C)
+            var (cos, sin) = RotaryCosSin(grids, patches.device);
+            var images = new List<(long, long)>();
+            long start = 0;
+            foreach (var g in grids)
+                for (var f = 0; f < g.T; f++) { images.Add((start, (long)g.H * g.W)); start += (long)g.H * g.W; }
+            var inputs = new VisionInputs(cos, sin, images);
+            for (var i = 0; i < blocks.Count; i++)
+            {
+                x = blocks[i].call(x, inputs);
+                var tap = Array.IndexOf(config.DeepstackVisualIndexes, i);
+                if (tap >= 0) taps.Add((tap, x));
+            }
         }
+        var deepstack = taps.Select(t => deepstackMergers[t.Merger].call(t.X).MoveToOuterDisposeScope()).ToList();   // (M, D) each
         return new ImageFeatures(merger.call(x).MoveToOuterDisposeScope(), deepstack);
     }
 }
@@ -616,6 +630,7 @@ public sealed class Qwen3VLForConditionalGeneration : nn.Module<VisionLanguageIn
 
     public const string VisualPrefix = "model.visual.";
     public const string MergerPrefix = "model.visual.merger.";
+    public const string DeepstackMergerPrefix = "model.visual.deepstack_merger_list.";
 
     public Qwen3VLForConditionalGeneration(Qwen3VLConfig config, Device? device = null, ScalarType dtype = ScalarType.Float32, LoraSettings? lora = null)
         : base(nameof(Qwen3VLForConditionalGeneration))

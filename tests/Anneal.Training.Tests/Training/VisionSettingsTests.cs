@@ -1,0 +1,195 @@
+// The vision recipe's settings and checkpoints on the tiny Qwen3-VL model, on CPU:
+// [model].max_pixels bounds the image tokens the trainer sees (and is written into the result's
+// preprocessor_config.json); train_vision trains exactly the parts it names, the others stay
+// bit-identical; save_steps checkpoints resume onto the same loss curve; a checkpoint-and-stop
+// request (SIGUSR1) saves the step it stops at.
+using System.Text.Json.Nodes;
+using Anneal.Core.Contracts;
+using Anneal.Core.Models;
+using Anneal.Core.Training;
+using Anneal.Training.Checkpoints;
+using Anneal.Training.Model;
+using SkiaSharp;
+using TorchSharp;
+using Xunit.Abstractions;
+
+namespace Anneal.Training.Tests.Training;
+
+public sealed class VisionSettingsTests(ITestOutputHelper output) : IDisposable
+{
+    readonly string dir = Directory.CreateTempSubdirectory("anneal-vision-settings-").FullName;
+    public void Dispose() => Directory.Delete(dir, recursive: true);
+
+    TrainerJobSpec Spec(string data, TrainingSettings settings, string outName = "out", string? resumeFrom = null) =>
+        new("job_vision", ModelRegistry.TinyVisionModelId, TinyFixture.VisionModelDir, data, null, Path.Combine(dir, outName), settings, resumeFrom, "cpu", false);
+
+    /// <summary>Four records, each with one 128×128 image (16 image tokens at the tiny model's default max_pixels 128²).</summary>
+    string SquareSet()
+    {
+        var path = Path.Combine(dir, "squares.jsonl");
+        File.WriteAllLines(path, VisionTrainingTests.Colours.Select(c => new JsonObject
+        {
+            ["messages"] = new JsonArray(
+                new JsonObject
+                {
+                    ["role"] = "user", ["content"] = new JsonArray(
+                        new JsonObject { ["type"] = "image_url", ["image_url"] = new JsonObject { ["url"] = "data:image/png;base64," + Convert.ToBase64String(VisionTrainingTests.Png(c.Color, 128, 128)) } },
+                        new JsonObject { ["type"] = "text", ["text"] = "Colour?" }),
+                },
+                new JsonObject { ["role"] = "assistant", ["content"] = $"It is {c.Name}." }),
+        }.ToJsonString()));
+        return path;
+    }
+
+    static JsonObject Prepared(List<TrainerEvent> events) => Assert.Single(events, e => e.Type == EventTypes.DataPrepared).Data!;
+
+    [Fact]
+    public void A_smaller_max_pixels_gives_fewer_image_tokens_and_is_kept_with_the_result()
+    {
+        var data = SquareSet();
+        var settings = new TrainingSettings { TotalSteps = 1, LearningRate = 1e-3, SequenceLength = 128 };
+        var (exit, events, err) = TinyFixture.Run(Spec(data, settings, "default"));
+        Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+        Assert.Equal(4 * 16, Prepared(events)["image_tokens"]!.GetValue<long>());
+        Assert.Equal(TinyVisionModel.MaxPixels, Prepared(events)["max_pixels"]!.GetValue<long>());
+
+        var smaller = settings with { Vision = new VisionSettings(MinPixels: 1024, MaxPixels: 64 * 64, MaxImagesPerMessage: 1) };
+        (exit, events, err) = TinyFixture.Run(Spec(data, smaller, "smaller"));
+        Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+        var prepared = Prepared(events);
+        output.WriteLine(prepared.ToJsonString());
+        Assert.Equal(4 * 4, prepared["image_tokens"]!.GetValue<long>());               // 64×64 → 4×4 patches → 2×2 tokens
+        Assert.Equal(1024, prepared["min_pixels"]!.GetValue<long>());
+        Assert.Equal(64 * 64, prepared["max_pixels"]!.GetValue<long>());
+        Assert.Equal(1, prepared["max_images_per_message"]!.GetValue<int>());
+        var processor = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "smaller", "final", VisionModelFolder.PreprocessorConfigFile)))!;
+        Assert.Equal(1024, processor["size"]!["shortest_edge"]!.GetValue<long>());
+        Assert.Equal(64 * 64, processor["size"]!["longest_edge"]!.GetValue<long>());
+    }
+
+    [Fact]
+    public void Max_pixels_below_the_models_min_pixels_is_a_config_error_naming_both()
+    {
+        var (exit, events, _) = TinyFixture.Run(Spec(SquareSet(), new TrainingSettings { TotalSteps = 1, Vision = new VisionSettings(MaxPixels: 2048) }));
+        Assert.Equal(TrainerProcess.ExitUserError, exit);
+        var failed = Assert.Single(events, e => e.Type == EventTypes.Failed);
+        Assert.Contains("min_pixels 4096 (from", failed.Message);
+        Assert.Contains("is larger than max_pixels 2048", failed.Message);
+    }
+
+    [Theory]
+    [InlineData(TrainingModes.FullFinetune, VisionTrainingParts.None)]
+    [InlineData(TrainingModes.FullFinetune, VisionTrainingParts.Merger)]
+    [InlineData(TrainingModes.FullFinetune, VisionTrainingParts.Tower)]
+    [InlineData(TrainingModes.Lora, VisionTrainingParts.Merger)]
+    public void Train_vision_trains_exactly_the_parts_it_names(string mode, string part)
+    {
+        var settings = new TrainingSettings
+        {
+            Mode = mode, TotalSteps = 2, LearningRate = 1e-2, SequenceLength = 128, TrainVision = part, Seed = 5,
+            Lora = new LoraSettings(4, 8, 0.0, ["q_proj", "v_proj"]),
+        };
+        var (exit, events, err) = TinyFixture.Run(Spec(SquareSet(), settings));
+        Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+        var loaded = Assert.Single(events, e => e.Data?["train_vision"] is not null).Data!;
+        Assert.Equal(part, loaded["train_vision"]!.GetValue<string>());
+        Assert.Equal(part == VisionTrainingParts.None, loaded["vision_trainable_parameters"]!.GetValue<long>() == 0);
+
+        using var trained = VisionModelFolder.Load(Path.Combine(dir, "out", "final"), torch.CPU, torch.ScalarType.Float32);
+        using var original = VisionModelFolder.Load(TinyFixture.VisionModelDir, torch.CPU, torch.ScalarType.Float32);
+        var before = original.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        var changed = trained.named_parameters().Where(p => !TestTensors.Same(before[p.name], p.parameter)).Select(p => p.name).ToHashSet();
+        output.WriteLine(string.Join("\n", changed.Order()));
+        bool Merger(string n) => n.StartsWith(Qwen3VLForConditionalGeneration.MergerPrefix) || n.StartsWith(Qwen3VLForConditionalGeneration.DeepstackMergerPrefix);
+        var visual = before.Keys.Where(n => n.StartsWith(Qwen3VLForConditionalGeneration.VisualPrefix)).ToList();
+        foreach (var name in visual)
+        {
+            var shouldTrain = part == VisionTrainingParts.Tower || (part == VisionTrainingParts.Merger && Merger(name));
+            // Weights and biases of trained parts all receive gradient; frozen ones must be bit-identical.
+            if (shouldTrain) Assert.True(changed.Contains(name), $"{name} did not train with train_vision {part}");
+            else Assert.False(changed.Contains(name), $"{name} changed although train_vision is {part}");
+        }
+        Assert.Contains(changed, n => n.Contains("language_model.layers.0.self_attn.q_proj"));
+
+        if (mode == TrainingModes.Lora)
+        {
+            // The mergers trained in full beside the adapters travel as PEFT's modules_to_save.
+            var adapterDir = Path.Combine(dir, "out", "final", "adapter");
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(adapterDir, Lora.AdapterConfigFile)))!;
+            Assert.Equal(["merger", "deepstack_merger_list"], config["modules_to_save"]!.AsArray().Select(n => n!.GetValue<string>()));
+            var keys = SafetensorsFile.Open(Path.Combine(adapterDir, Lora.AdapterWeightsFile)).Entries.Keys.ToList();
+            Assert.Contains("base_model.model.model.visual.merger.linear_fc1.weight", keys);
+            Assert.DoesNotContain(keys, k => k.Contains("visual.blocks."));
+        }
+    }
+
+    [Theory]
+    [InlineData(TrainingModes.FullFinetune, VisionTrainingParts.None)]
+    [InlineData(TrainingModes.Lora, VisionTrainingParts.Merger)]
+    public void A_resumed_vision_run_continues_the_same_loss_curve(string mode, string part)
+    {
+        var data = SquareSet();
+        var settings = new TrainingSettings
+        {
+            Mode = mode, TotalSteps = 4, PerDeviceBatch = 1, GradientAccumulationSteps = 2, LearningRate = 5e-3, WarmupRatio = 0.25,
+            LrScheduler = "cosine", WeightDecay = 0.01, SaveSteps = 2, Seed = 7, SequenceLength = 128, TrainVision = part,
+            Lora = new LoraSettings(4, 8, 0.0),
+        };
+        var (exit, events, err) = TinyFixture.Run(Spec(data, settings, "straight"));
+        Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+        var full = TinyFixture.Losses(events);
+        Assert.Equal([2, 4], events.Where(e => e.Type == EventTypes.CheckpointSaved).Select(e => e.Data!["step"]!.GetValue<int>()));
+
+        var checkpoint = Path.Combine(dir, "straight", "checkpoints", "step-2");
+        Assert.True(File.Exists(Path.Combine(checkpoint, TrainingCheckpoint.OptimizerFile)));
+        Assert.True(File.Exists(Path.Combine(checkpoint, mode == TrainingModes.Lora ? Lora.AdapterWeightsFile : ModelFolder.WeightsFile)));
+        Assert.True(File.Exists(Path.Combine(checkpoint, VisionModelFolder.PreprocessorConfigFile)));
+        (exit, events, err) = TinyFixture.Run(Spec(data, settings, "resumed", resumeFrom: checkpoint));
+        Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+        var resumed = TinyFixture.Losses(events);
+        output.WriteLine($"{string.Join(" ", full)}\n{string.Join(" ", resumed)}");
+        Assert.Equal([3, 4], events.Where(e => e.Type == EventTypes.Progress).Select(e => e.Data!["step"]!.GetValue<int>()));
+        for (var i = 0; i < 2; i++) Assert.Equal(full[2 + i], resumed[i], 1e-6);
+    }
+
+    [Fact]
+    public void A_resume_with_another_accumulation_is_a_config_error()
+    {
+        var data = SquareSet();
+        var settings = new TrainingSettings { TotalSteps = 1, GradientAccumulationSteps = 2, SaveSteps = 1, LearningRate = 1e-3, SequenceLength = 128 };
+        Assert.Equal(0, TinyFixture.Run(Spec(data, settings)).Exit);
+        var (exit, events, _) = TinyFixture.Run(Spec(data, settings with { GradientAccumulationSteps = 1, TotalSteps = 2 }, "again",
+            resumeFrom: Path.Combine(dir, "out", "checkpoints", "step-1")));
+        Assert.Equal(TrainerProcess.ExitUserError, exit);
+        Assert.Contains("the checkpoint was trained with gradient_accumulation_steps 2", events[^1].Message);
+    }
+
+    [Fact]
+    public async Task Checkpoint_and_stop_saves_the_step_it_stops_at()
+    {
+        var settings = new TrainingSettings { TotalSteps = 40, LearningRate = 1e-3, SequenceLength = 128 };   // no save_steps
+        using var stop = new CancellationTokenSource();
+        var stdout = new StopAfterStep(2, stop);
+        var exit = await TrainerProcess.RunAsync(Spec(SquareSet(), settings), stdout, new StringWriter(), CancellationToken.None,
+            new TrainerOptions { CheckpointAndStop = stop.Token });
+        Assert.Equal(TrainerProcess.ExitCancelled, exit);
+        var events = stdout.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => System.Text.Json.JsonSerializer.Deserialize<TrainerEvent>(l, AnnealJson.Options)!).ToList();
+        var saved = Assert.Single(events, e => e.Type == EventTypes.CheckpointSaved);
+        Assert.Equal(2, saved.Data!["step"]!.GetValue<int>());
+        Assert.Equal(EventTypes.Cancelled, events[^1].Type);
+        Assert.Equal(2, TrainingCheckpoint.ReadState(Path.Combine(dir, "out", "checkpoints", "step-2")).Step);
+        Assert.False(Directory.Exists(Path.Combine(dir, "out", "final")));
+    }
+
+    /// <summary>Captures events and asks for a checkpoint-and-stop once progress reaches a step.</summary>
+    sealed class StopAfterStep(int step, CancellationTokenSource stop) : StringWriter
+    {
+        public override void WriteLine(string? value)
+        {
+            base.WriteLine(value);
+            if (value is not null && value.Contains($"\"step\":{step},", StringComparison.Ordinal) && value.Contains(EventTypes.Progress, StringComparison.Ordinal))
+                stop.Cancel();
+        }
+    }
+}
