@@ -10,6 +10,7 @@ using Anneal.Core.Models;
 using Anneal.Core.Training;
 using Anneal.Training.Checkpoints;
 using Anneal.Training.Data;
+using Anneal.Training.Distributed;
 using Anneal.Training.Kernels;
 using Anneal.Training.Memory;
 using Anneal.Training.Model;
@@ -64,7 +65,10 @@ public static class Trainer
         options ??= new TrainerOptions();
         // Vision mode is switched on by the model alone (the registry; a Qwen3-VL folder for others).
         if (ModelRegistry.IsVision(spec.Model) || VisionModelFolder.IsVisionFolder(spec.ModelPath))
+        {
+            DataParallel.RequireSingleRank("vision mode (Qwen3-VL)");   // multi-rank: Distributed/
             return VisionTrainer.Run(spec, events, ct, options);
+        }
         var s = spec.Settings;
         CheckSettings(s);
         // The job's `packing` hyperparameter, or the option (kept for callers that set it directly).
@@ -75,6 +79,9 @@ public static class Trainer
             TinyModel.EnsureCreated(spec.ModelPath);
         var config = ModelFolder.LoadConfig(spec.ModelPath);
         var device = PickDevice(spec.Device);
+        // Multi-rank launch (Distributed/DataParallel.cs): a world of one otherwise.
+        using var world = DataParallel.Join(spec, device, events.Log);
+        device = world.Place(device);
         var dtype = device.type == DeviceType.CUDA || options.CpuBf16 ? ScalarType.BFloat16 : ScalarType.Float32;
         events.Emit(EventTypes.ModelLoading, $"Loading {spec.Model} on {device.type.ToString().ToLowerInvariant()} ({dtype})",
             new JsonObject { ["model"] = spec.Model, ["model_path"] = spec.ModelPath, ["device"] = device.ToString(), ["dtype"] = dtype.ToString() });
@@ -118,7 +125,7 @@ public static class Trainer
 
         // 3. Memory: choose activation checkpointing and optimizer state before any weight loads,
         //    or refuse a job that cannot fit with what would.
-        var memory = PlanMemory(spec, options, config, device, dtype, train, sequenceLength, events);
+        var memory = PlanMemory(spec, options, config, device, dtype, train, sequenceLength, events, world);
 
         // 4. Model (LoRA layers in place when asked, on an NF4 base for QLoRA), optimizer.
         var lora = s.Mode is TrainingModes.Lora or TrainingModes.Qlora ? s.Lora : null;
@@ -137,9 +144,9 @@ public static class Trainer
                 (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
                 h, a.Mask is null ? [a.Cos, a.Sin] : [a.Cos, a.Sin, a.Mask], layer.parameters());
         // After the weights are loaded: the optimizer re-points every trainable parameter into its flat buffers.
-        using var optimizer = CreateOptimizer(model, s, memory.OptimizerPrecision);
+        using var optimizer = CreateOptimizer(model, s, memory.OptimizerPrecision, world);
 
-        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, sequenceLength, device, events);
+        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, sequenceLength, device, events) { World = world };
         try { return Train(run, resume, ct); }
         catch (Exception e) when (IsOutOfMemory(e))
         {
@@ -162,7 +169,10 @@ public static class Trainer
 
     /// <summary>Everything the loop needs, prepared by <see cref="Run"/>.</summary>
     sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, FlatAdamW Optimizer,
-        Qwen3Tokenizer Tokenizer, List<SftExample> Train, List<SftExample>? Validation, int SequenceLength, Device Device, TrainerEvents Events);
+        Qwen3Tokenizer Tokenizer, List<SftExample> Train, List<SftExample>? Validation, int SequenceLength, Device Device, TrainerEvents Events)
+    {
+        public DataParallel World { get; init; } = DataParallel.Single;
+    }
 
     /// <summary>The training loop.</summary>
     static TrainResult Train(TrainingRun r, string? resumeFrom, CancellationToken ct)
@@ -170,7 +180,8 @@ public static class Trainer
         var s = r.Spec.Settings;
         var (model, optimizer, events) = (r.Model, r.Optimizer, r.Events);
         int B = s.PerDeviceBatch, G = s.GradientAccumulationSteps;
-        var stepsPerEpoch = SftData.PlanEpoch(r.Train, s.Seed, 0, B, G, r.SequenceLength, r.Options.Packing, r.Options.TokenBudget).Count;
+        var world = r.World;   // N ranks: steps are planned for the global batch of G × N micro-batches
+        var stepsPerEpoch = SftData.PlanEpoch(r.Train, s.Seed, 0, B, G * world.Size, r.SequenceLength, r.Options.Packing, r.Options.TokenBudget).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
         int? evalEvery = s.Validation.EvaluationStrategy switch
@@ -191,6 +202,8 @@ public static class Trainer
         if (resumeFrom != null)
         {
             var state = TrainingCheckpoint.ReadState(resumeFrom);
+            if (state.WorldSize != world.Size)
+                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained on {state.WorldSize} rank(s) and this job runs on {world.Size}; the global batch and each rank's data would change: run it with [compute] gpu_count = {state.WorldSize}");
             if (state.PerDeviceBatch != B || state.GradientAccumulationSteps != G || state.Seed != s.Seed
                 || state.SequenceLength != r.SequenceLength || state.Packing != r.Options.Packing
                 || state.TokenBudget != r.Options.TokenBudget || state.Mode != s.Mode)
@@ -206,13 +219,19 @@ public static class Trainer
         var savedStep = step;
         void SaveCheckpoint(double? loss)
         {
+            if (!world.IsRoot)
+            {
+                optimizer.ContributeToSave();   // ZeRO-1: rank 0 gathers the optimizer state
+                savedStep = step;
+                return;
+            }
             var folder = Path.Combine(checkpoints, $"step-{step}");
             TrainingCheckpoint.Save(folder, model, optimizer, new TrainerState
             {
                 Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
                 StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
                 SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
-                TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
+                WorldSize = world.Size, TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
             }, r.Spec.ModelPath, r.Spec.AdapterBaseName);
             var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
             if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
@@ -229,10 +248,11 @@ public static class Trainer
         var planEpoch = -1;
         while (step < totalSteps)
         {
-            // Cancellation is honoured between optimizer steps only.
-            if (ct.IsCancellationRequested)
+            // Cancellation is honoured between optimizer steps only (with several ranks, when any rank has it).
+            var (cancel, stop) = world.Any(ct.IsCancellationRequested, r.Options.CheckpointAndStop.IsCancellationRequested, r.Device);
+            if (cancel)
                 throw new OperationCanceledException(ct);
-            if (r.Options.CheckpointAndStop.IsCancellationRequested)
+            if (stop)
             {
                 if (step > savedStep) SaveCheckpoint(lastLoss);
                 throw new OperationCanceledException(r.Options.CheckpointAndStop);
@@ -242,12 +262,12 @@ public static class Trainer
             var stepInEpoch = step % stepsPerEpoch;
             if (epoch != planEpoch)
             {
-                plan = SftData.PlanEpoch(r.Train, s.Seed, epoch, B, G, r.SequenceLength, r.Options.Packing, r.Options.TokenBudget);
+                plan = SftData.PlanEpoch(r.Train, s.Seed, epoch, B, G * world.Size, r.SequenceLength, r.Options.Packing, r.Options.TokenBudget);
                 planEpoch = epoch;
             }
             // Packing can give another epoch a step more or less than epoch 0; the step count per
             // epoch stays that of epoch 0 (wrapping), so step → data position stays a pure function.
-            var micro = plan![stepInEpoch % plan.Count];
+            var micro = world.Shard(plan![stepInEpoch % plan.Count]);   // this rank's micro-batches
             step++;
             torch.manual_seed(StepSeed(s.Seed, step));
             var lr = LearningRate(s, step, warmupSteps, totalSteps);
@@ -259,9 +279,10 @@ public static class Trainer
             int stepTokens;
             try
             {
-                var n = batches.Sum(b => b.TrainedTokens);
-                stepTokens = batches.Sum(b => b.Tokens);
-                loss = AccumulateGradients(model, batches, n, optimizer);
+                // Normalised by the step's trained tokens on all ranks; the loss summed over ranks.
+                var n = (int)world.Sum(batches.Sum(b => b.TrainedTokens), r.Device);
+                stepTokens = (int)world.Sum(batches.Sum(b => b.Tokens), r.Device);
+                loss = world.Sum(batches.Count == 0 ? 0 : AccumulateGradients(model, batches, n, optimizer), r.Device);
                 using (var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
                     gradNorm = norm.item<float>();
                 optimizer.ZeroGrad();
@@ -301,7 +322,7 @@ public static class Trainer
                 if (bestMetric is not { } b || (s.Validation.GreaterIsBetter ? metric > b : metric < b))
                 {
                     (bestMetric, bestStep) = (metric, step);
-                    if (s.Validation.SaveBestModelAtEnd && !last)
+                    if (s.Validation.SaveBestModelAtEnd && !last && world.IsRoot)
                     {
                         if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
                         TrainingCheckpoint.SaveWeights(model, bestDir, r.Spec.ModelPath, r.Spec.AdapterBaseName);
@@ -312,8 +333,10 @@ public static class Trainer
             if (s.SaveSteps is { } every2 && every2 > 0 && step % every2 == 0) SaveCheckpoint(loss);
         }
 
-        // Final weights: the best evaluated ones when asked, else the last.
+        // Final weights (rank 0 writes them): the best evaluated ones when asked, else the last.
         long weightsStep = step;
+        if (!world.IsRoot)
+            return new TrainResult(r.Spec.OutputDir, Path.Combine(r.Spec.OutputDir, "final"), null, trainedTokens, losses) { WeightsStep = step };
         if (s.Validation.SaveBestModelAtEnd && bestStep is { } bs && bs != step && Directory.Exists(bestDir))
         {
             events.Emit(EventTypes.BestModelRestored,
@@ -533,13 +556,14 @@ public static class Trainer
     /// AdamW (β 0.9/0.999, ε 1e-8) over flat buffers of the trainable parameters; no weight decay on
     /// norms and biases. With gradient accumulation, bf16 gradients are summed in fp32.
     /// </summary>
-    static FlatAdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s, string precision) =>
+    static FlatAdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s, string precision, DataParallel world) =>
         new(model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)),
             weightDecay: s.WeightDecay,
             precision: precision == OptimizerPrecisions.Lean ? OptimizerPrecision.Lean : OptimizerPrecision.Exact,
             fp32GradAccumulation: precision != OptimizerPrecisions.Lean && s.GradientAccumulationSteps > 1,
             seed: (ulong)s.Seed,
-            decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"));
+            decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"),
+            collectives: world.Comm, shardState: world.Zero1);
 
     /// <summary>
     /// The memory model's decision for this job on this device (see Core's MemoryModel):
@@ -548,7 +572,7 @@ public static class Trainer
     /// activations, so LoRA dropout excludes checkpointing.
     /// </summary>
     static MemoryDecision PlanMemory(TrainerJobSpec spec, TrainerOptions options, Qwen3Config config, Device device, ScalarType dtype,
-        List<SftExample> train, int sequenceLength, TrainerEvents events)
+        List<SftExample> train, int sequenceLength, TrainerEvents events, DataParallel world)
     {
         var s = spec.Settings;
         if (s.ActivationCheckpointing is not ("auto" or "on" or "off"))
@@ -566,6 +590,7 @@ public static class Trainer
         {
             Mode = s.Mode, Lora = s.Lora, ElementBytes = (int)torch.empty(0, dtype).ElementSize,
             GradientAccumulationSteps = s.GradientAccumulationSteps, MicroBatchRows = s.PerDeviceBatch, RowTokens = rowTokens,
+            Ranks = world.Size, ShardOptimizerState = world.Zero1,
         };
         var free = options.DeviceMemoryBytes ?? DeviceMemory.FreeBytes(device);
         var decision = MemoryModel.Decide(DeviceMemory.Shape(config), plan, dropout ? "off" : s.ActivationCheckpointing,

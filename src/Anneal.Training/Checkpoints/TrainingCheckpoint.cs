@@ -27,6 +27,8 @@ public sealed record TrainerState
     [JsonPropertyName("packing")] public bool Packing { get; init; }
     [JsonPropertyName("token_budget")] public bool TokenBudget { get; init; }
     [JsonPropertyName("mode")] public string Mode { get; init; } = "";
+    /// <summary>Ranks that trained it (the global batch and each rank's data depend on it); 1 in older checkpoints.</summary>
+    [JsonPropertyName("world_size")] public int WorldSize { get; init; } = 1;
     [JsonPropertyName("trained_tokens")] public long TrainedTokens { get; init; }
     [JsonPropertyName("last_loss")] public double? LastLoss { get; init; }
     [JsonPropertyName("best_metric")] public double? BestMetric { get; init; }
