@@ -26,12 +26,14 @@ public static class RankLaunch
     /// mpirun and its options for <paramref name="ranks"/> ranks on this host, before the trainer's
     /// command: more ranks than cores allowed (CPU ranks in CI), no core binding (libtorch has its
     /// own threads), shared-memory transport without the cross-memory-attach copy that containers
-    /// forbid, and --allow-run-as-root where the service runs as root (CI does).
+    /// forbid, ranks that yield the core while they wait in a collective (Open MPI busy-polls by
+    /// default, which halved the speed of CPU ranks sharing two cores with each other), and
+    /// --allow-run-as-root where the service runs as root (CI does).
     /// </summary>
     public static IReadOnlyList<string> MpirunPrefix(int ranks, bool runningAsRoot)
     {
         var args = new List<string> { "mpirun", "-np", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture), "--oversubscribe", "--bind-to", "none",
-            "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none" };
+            "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none", "--mca", "mpi_yield_when_idle", "1" };
         if (runningAsRoot) args.Add("--allow-run-as-root");
         return args;
     }
