@@ -223,6 +223,7 @@ public static class Trainer
             {
                 optimizer.ContributeToSave();   // ZeRO-1: rank 0 gathers the optimizer state
                 savedStep = step;
+                world.Barrier();                // until rank 0 has written it all (a rank stopping now must not end it early)
                 return;
             }
             var folder = Path.Combine(checkpoints, $"step-{step}");
@@ -239,6 +240,7 @@ public static class Trainer
                 new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
             TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates, protect: resumeFrom);
             savedStep = step;
+            world.Barrier();
         }
 
         var losses = new List<double>();

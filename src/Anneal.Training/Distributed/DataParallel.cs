@@ -82,6 +82,9 @@ public sealed class DataParallel : IDisposable
     public List<T> Shard<T>(IReadOnlyList<T> stepMicroBatches) =>
         Size == 1 ? [.. stepMicroBatches] : stepMicroBatches.Where((_, i) => i % Size == Rank).ToList();
 
+    /// <summary>Returns when every rank has reached it (no-op in a world of one).</summary>
+    public void Barrier() => Comm?.Barrier();
+
     /// <summary>Σ over ranks of a count.</summary>
     public long Sum(long value, Device device)
     {

@@ -70,6 +70,21 @@ public sealed partial class DataParallelTests(ITestOutputHelper output) : IDispo
         // The checkpoint records the world size; resuming it on another one is refused, by name.
         var checkpoint = Path.Combine(dir, "ranks", "out", "checkpoints", "step-2");
         Assert.Equal(ranks, TrainingCheckpoint.ReadState(checkpoint).WorldSize);
+        if (zero1 == "on" && mode == TrainingModes.FullFinetune)
+        {
+            // Resumed on the same ranks, the sharded optimizer state (gathered into one file, split again
+            // on load) continues the same curve to the same weights.
+            var again = MpiRanks.Run(ranks, TinyFixture.Spec(Path.Combine(dir, "again"), data, Settings(mode, 1), resumeFrom: checkpoint));
+            Assert.True(again.Exit == 0, again.Stderr);
+            Assert.Equal(losses[2], Assert.Single(TinyFixture.Losses(again.Events)), 1e-6);
+            var c = SafetensorsSet.OpenFolder(Path.Combine(dir, "again", "out", "final"), file);
+            Assert.Equal(0f, b.Names.Max(n =>
+            {
+                using var x = b.Read(n, ScalarType.Float32);
+                using var y = c.Read(n, ScalarType.Float32);
+                return (x - y).abs().max().item<float>();
+            }));
+        }
         var resumed = TinyFixture.Run(TinyFixture.Spec(Path.Combine(dir, "resumed"), data, Settings(mode, 1), resumeFrom: checkpoint));
         Assert.Equal(TrainerProcess.ExitUserError, resumed.Exit);
         Assert.Contains($"trained on {ranks} rank(s) and this job runs on 1", resumed.Events.Single(e => e.Type == EventTypes.Failed).Message);
