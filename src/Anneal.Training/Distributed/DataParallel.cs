@@ -36,14 +36,17 @@ public sealed class DataParallel : IDisposable
 
     /// <summary>
     /// Joins the world this process was launched into (RankLaunch); a world of one without the
-    /// variables. Collectives: NCCL on CUDA, Open MPI on CPU, or ANNEAL_COLLECTIVES.
+    /// variables. Collectives: NCCL on CUDA, Open MPI on CPU, or ANNEAL_COLLECTIVES (which also puts
+    /// a single rank through them).
     /// </summary>
     public static DataParallel Join(TrainerJobSpec spec, Device device, Action<string> log)
     {
         var (rank, size, localRank) = RankLaunch.FromEnvironment();
-        if (size == 1) return Single;
-        var backend = Environment.GetEnvironmentVariable(RankLaunch.CollectivesVariable) is { Length: > 0 } b ? b
-            : device.type == DeviceType.CUDA ? "nccl" : "mpi";
+        var forced = Environment.GetEnvironmentVariable(RankLaunch.CollectivesVariable) is { Length: > 0 } b ? b : null;
+        // One rank takes the collective path only when asked (ANNEAL_COLLECTIVES): the check that
+        // NCCL on one GPU trains like the plain run.
+        if (size == 1 && forced is null) return Single;
+        var backend = forced ?? (device.type == DeviceType.CUDA ? "nccl" : "mpi");
         var timeout = int.TryParse(Environment.GetEnvironmentVariable(RankLaunch.TimeoutVariable), out var seconds) && seconds > 0
             ? TimeSpan.FromSeconds(seconds) : Watchdog.DefaultTimeout;
         DistributedLibraries.Install();

@@ -91,7 +91,7 @@ public sealed class FlatAdamW : IDisposable
         OptimizerPrecision precision = OptimizerPrecision.Exact, bool fp32GradAccumulation = false,
         long sliceElements = DefaultSliceElements, ulong seed = 0, ICollectives? collectives = null, bool shardState = false)
     {
-        comm = collectives is { Size: > 1 } ? collectives : null;
+        comm = collectives;
         sharded = comm is not null && shardState;
         if (beta1 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(beta1), beta1, "expected 0 ≤ beta1 < 1");
         if (beta2 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(beta2), beta2, "expected 0 ≤ beta2 < 1");
