@@ -28,12 +28,14 @@ public static class RankLaunch
     /// own threads), shared-memory transport without the cross-memory-attach copy that containers
     /// forbid, ranks that yield the core while they wait in a collective (Open MPI busy-polls by
     /// default, which halved the speed of CPU ranks sharing two cores with each other), and
-    /// --allow-run-as-root where the service runs as root (CI does).
+    /// --allow-run-as-root where the service runs as root (CI does). mpirun hands each rank's stdout
+    /// over a pseudo-terminal, and .NET writes the terminal's keypad-mode escape to it when the console
+    /// starts, which landed in front of the first event line: TERM=dumb has no such escape.
     /// </summary>
     public static IReadOnlyList<string> MpirunPrefix(int ranks, bool runningAsRoot)
     {
         var args = new List<string> { "mpirun", "-np", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture), "--oversubscribe", "--bind-to", "none",
-            "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none", "--mca", "mpi_yield_when_idle", "1" };
+            "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none", "--mca", "mpi_yield_when_idle", "1", "-x", "TERM=dumb" };
         if (runningAsRoot) args.Add("--allow-run-as-root");
         return args;
     }
