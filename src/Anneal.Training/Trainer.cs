@@ -10,6 +10,7 @@ using Anneal.Core.Models;
 using Anneal.Core.Training;
 using Anneal.Training.Checkpoints;
 using Anneal.Training.Data;
+using Anneal.Training.Distributed;
 using Anneal.Training.Kernels;
 using Anneal.Training.Memory;
 using Anneal.Training.Model;
@@ -59,7 +60,10 @@ public static class Trainer
         options ??= new TrainerOptions();
         // Vision mode is switched on by the model alone (the registry; a Qwen3-VL folder for others).
         if (ModelRegistry.IsVision(spec.Model) || VisionModelFolder.IsVisionFolder(spec.ModelPath))
+        {
+            DataParallel.RequireSingleRank("vision mode (Qwen3-VL)");   // multi-rank: Distributed/
             return VisionTrainer.Run(spec, events, ct, options);
+        }
         var s = spec.Settings;
         CheckSettings(s);
         var batching = PickBatching(s, spec.ResumeFrom);
@@ -69,6 +73,9 @@ public static class Trainer
             TinyModel.EnsureCreated(spec.ModelPath);
         var config = ModelFolder.LoadConfig(spec.ModelPath);
         var device = PickDevice(spec.Device);
+        // Multi-rank launch (Distributed/DataParallel.cs): a world of one otherwise.
+        using var world = DataParallel.Join(spec, device, events.Log);
+        device = world.Place(device);
         var dtype = device.type == DeviceType.CUDA || options.CpuBf16 ? ScalarType.BFloat16 : ScalarType.Float32;
         events.Emit(EventTypes.ModelLoading, $"Loading {spec.Model} on {device.type.ToString().ToLowerInvariant()} ({dtype})",
             new JsonObject { ["model"] = spec.Model, ["model_path"] = spec.ModelPath, ["device"] = device.ToString(), ["dtype"] = dtype.ToString() });
@@ -130,7 +137,7 @@ public static class Trainer
 
         // 3. Memory: choose activation checkpointing and optimizer state before any weight loads,
         //    or refuse a job that cannot fit with what would.
-        var memory = PlanMemory(spec, options, config, device, dtype, train.Lengths, batching, sequenceLength, events);
+        var memory = PlanMemory(spec, options, config, device, dtype, train.Lengths, batching, sequenceLength, events, world);
 
         // 4. Model (LoRA layers in place when asked, on an NF4 base for QLoRA), optimizer.
         var lora = s.Mode is TrainingModes.Lora or TrainingModes.Qlora ? s.Lora : null;
@@ -149,9 +156,9 @@ public static class Trainer
                 (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
                 h, a.Mask is null ? [a.Cos, a.Sin] : [a.Cos, a.Sin, a.Mask], layer.parameters());
         // After the weights are loaded: the optimizer re-points every trainable parameter into its flat buffers.
-        using var optimizer = CreateOptimizer(model, s, memory.OptimizerPrecision);
+        using var optimizer = CreateOptimizer(model, s, memory.OptimizerPrecision, world);
 
-        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, batching, sequenceLength, device, events);
+        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, batching, sequenceLength, device, events) { World = world };
         try { return Train(run, resume, ct); }
         catch (Exception e) when (IsOutOfMemory(e))
         {
@@ -174,7 +181,10 @@ public static class Trainer
 
     /// <summary>Everything the loop needs, prepared by <see cref="Run"/>.</summary>
     sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, FlatAdamW Optimizer,
-        Qwen3Tokenizer Tokenizer, TokenCacheFile Train, TokenCacheFile? Validation, string Batching, int SequenceLength, Device Device, TrainerEvents Events);
+        Qwen3Tokenizer Tokenizer, TokenCacheFile Train, TokenCacheFile? Validation, string Batching, int SequenceLength, Device Device, TrainerEvents Events)
+    {
+        public DataParallel World { get; init; } = DataParallel.Single;
+    }
 
     /// <summary>The training loop.</summary>
     static TrainResult Train(TrainingRun r, string? resumeFrom, CancellationToken ct)
@@ -182,7 +192,8 @@ public static class Trainer
         var s = r.Spec.Settings;
         var (model, optimizer, events) = (r.Model, r.Optimizer, r.Events);
         int B = s.PerDeviceBatch, G = s.GradientAccumulationSteps;
-        List<List<List<int[]>>> Plan(int epoch) => StepPlan.Epoch(r.Train.Lengths, s.Seed, epoch, r.Batching, B, G, r.SequenceLength);
+        var world = r.World;   // N ranks: steps are planned for the global batch of G × N micro-batches
+        List<List<List<int[]>>> Plan(int epoch) => StepPlan.Epoch(r.Train.Lengths, s.Seed, epoch, r.Batching, B, G * world.Size, r.SequenceLength);
         var stepsPerEpoch = Plan(0).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
@@ -204,6 +215,8 @@ public static class Trainer
         if (resumeFrom != null)
         {
             var state = TrainingCheckpoint.ReadState(resumeFrom);
+            if (state.WorldSize != world.Size)
+                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained on {state.WorldSize} rank(s) and this job runs on {world.Size}; the global batch and each rank's data would change: run it with [compute] gpu_count = {state.WorldSize}");
             if (state.PerDeviceBatch != B || state.GradientAccumulationSteps != G || state.Seed != s.Seed
                 || state.SequenceLength != r.SequenceLength || BatchingOf(state) != r.Batching || state.Mode != s.Mode)
                 throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}, batching {BatchingOf(state)}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}, {r.Batching}");
@@ -221,6 +234,12 @@ public static class Trainer
         using var writer = new CheckpointWriter();
         void SaveCheckpoint(double? loss)
         {
+            if (!world.IsRoot)
+            {
+                optimizer.ContributeToSave();   // ZeRO-1: rank 0 gathers the optimizer state into its host copy
+                savedStep = step;
+                return;
+            }
             var folder = Path.Combine(checkpoints, $"step-{step}");
             var (savingStep, val) = (step, lastVal);
             writer.Save(folder, model, optimizer, new TrainerState
@@ -228,7 +247,7 @@ public static class Trainer
                 Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
                 StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
                 SequenceLength = r.SequenceLength, Packing = r.Batching == BatchingModes.Packed, Batching = r.Batching, Mode = s.Mode,
-                TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
+                WorldSize = world.Size, TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
             }, r.Spec.ModelPath, r.Spec.AdapterBaseName, written: () =>
             {
                 var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
@@ -251,20 +270,22 @@ public static class Trainer
         List<List<int[]>> StepRows(int index)
         {
             if (index / stepsPerEpoch != planEpoch) (plan, planEpoch) = (Plan(index / stepsPerEpoch), index / stepsPerEpoch);
-            return plan![index % stepsPerEpoch % plan.Count];
+            return world.Shard(plan![index % stepsPerEpoch % plan.Count]);   // this rank's micro-batches
         }
         using var prefetch = new BatchPrefetcher(StepRows, step, totalSteps, r.Train, r.Tokenizer.PadTokenId,
             pin: r.Device.type == DeviceType.CUDA);
         while (step < totalSteps)
         {
             writer.Poll();   // reports a finished background write; a failed one fails the job here
-            // Cancellation is honoured between optimizer steps only.
-            if (ct.IsCancellationRequested)
+            // Cancellation is honoured between optimizer steps only (with several ranks, when any rank has it).
+            var (cancel, stop) = world.Any(ct.IsCancellationRequested, r.Options.CheckpointAndStop.IsCancellationRequested, r.Device);
+            if (cancel)
                 throw new OperationCanceledException(ct);
-            if (r.Options.CheckpointAndStop.IsCancellationRequested)
+            if (stop)
             {
                 if (step > savedStep) SaveCheckpoint(lastLoss);
                 writer.Wait();
+                world.Barrier();   // until rank 0 has written it all (a rank stopping now must not end it early)
                 throw new OperationCanceledException(r.Options.CheckpointAndStop);
             }
 
@@ -276,19 +297,20 @@ public static class Trainer
             // Forward/backward over the micro-batches; the step's loss is Σ token losses / N trained tokens.
             // Loss and gradient norm stay on the device until the optimizer step is queued, then are read together.
             model.train();
-            var n = hostBatches.Sum(b => b.TrainedTokens);
-            var stepTokens = hostBatches.Sum(b => b.Tokens);
+            // Normalised by the step's trained tokens on all ranks; the loss is summed over ranks.
+            var n = (int)world.Sum(hostBatches.Sum(b => b.TrainedTokens), r.Device);
+            var stepTokens = (int)world.Sum(hostBatches.Sum(b => b.Tokens), r.Device);
             var batches = new List<SftBatch>(hostBatches.Count);
             double loss, gradNorm;
             try
             {
                 foreach (var h in hostBatches) batches.Add(h.ToDevice(r.Device));
-                using var lossSum = LossSumWithGradients(model, batches, n, optimizer);
+                using var lossSum = batches.Count == 0 ? torch.zeros([], ScalarType.Float64, r.Device) : LossSumWithGradients(model, batches, n, optimizer);
                 using var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity);
                 optimizer.ZeroGrad();
                 using var readout = torch.stack([lossSum.to(ScalarType.Float64) / n, norm.to(ScalarType.Float64)]).cpu();
                 var values = readout.data<double>().ToArray();
-                (loss, gradNorm) = (values[0], values[1]);
+                (loss, gradNorm) = (world.Sum(values[0], r.Device), values[1]);
                 trainedTokens += n;
             }
             finally
@@ -320,7 +342,7 @@ public static class Trainer
                 if (bestMetric is not { } b || (s.Validation.GreaterIsBetter ? metric > b : metric < b))
                 {
                     (bestMetric, bestStep) = (metric, step);
-                    if (s.Validation.SaveBestModelAtEnd && !last)
+                    if (s.Validation.SaveBestModelAtEnd && !last && world.IsRoot)
                     {
                         if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
                         TrainingCheckpoint.SaveWeights(model, bestDir, r.Spec.ModelPath, r.Spec.AdapterBaseName);
@@ -332,8 +354,10 @@ public static class Trainer
         }
 
         writer.Wait();
-        // Final weights: the best evaluated ones when asked, else the last.
+        // Final weights (rank 0 writes them): the best evaluated ones when asked, else the last.
         long weightsStep = step;
+        if (!world.IsRoot)
+            return new TrainResult(r.Spec.OutputDir, Path.Combine(r.Spec.OutputDir, "final"), null, trainedTokens, losses) { WeightsStep = step };
         if (s.Validation.SaveBestModelAtEnd && bestStep is { } bs && bs != step && Directory.Exists(bestDir))
         {
             events.Emit(EventTypes.BestModelRestored,
@@ -589,13 +613,14 @@ public static class Trainer
     /// AdamW (β 0.9/0.999, ε 1e-8) over flat buffers of the trainable parameters; no weight decay on
     /// norms and biases. With gradient accumulation, bf16 gradients are summed in fp32.
     /// </summary>
-    static FlatAdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s, string precision) =>
+    static FlatAdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s, string precision, DataParallel world) =>
         new(model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)),
             weightDecay: s.WeightDecay,
             precision: precision == OptimizerPrecisions.Lean ? OptimizerPrecision.Lean : OptimizerPrecision.Exact,
             fp32GradAccumulation: precision != OptimizerPrecisions.Lean && s.GradientAccumulationSteps > 1,
             seed: (ulong)s.Seed,
-            decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"));
+            decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"),
+            collectives: world.Comm, shardState: world.Zero1);
 
     /// <summary>
     /// The memory model's decision for this job on this device (see Core's MemoryModel):
@@ -604,7 +629,7 @@ public static class Trainer
     /// re-run (Kernels/ActivationCheckpoint.cs), so dropout does not exclude it.
     /// </summary>
     static MemoryDecision PlanMemory(TrainerJobSpec spec, TrainerOptions options, Qwen3Config config, Device device, ScalarType dtype,
-        IReadOnlyList<int> lengths, string batching, int sequenceLength, TrainerEvents events)
+        IReadOnlyList<int> lengths, string batching, int sequenceLength, TrainerEvents events, DataParallel world)
     {
         var s = spec.Settings;
         if (s.ActivationCheckpointing is not ("auto" or "on" or "off"))
@@ -619,6 +644,7 @@ public static class Trainer
         {
             Mode = s.Mode, Lora = s.Lora, ElementBytes = (int)torch.empty(0, dtype).ElementSize,
             GradientAccumulationSteps = s.GradientAccumulationSteps, MicroBatchRows = s.PerDeviceBatch, RowTokens = rowTokens,
+            Ranks = world.Size, ShardOptimizerState = world.Zero1,
         };
         var free = options.DeviceMemoryBytes ?? DeviceMemory.FreeBytes(device);
         var decision = MemoryModel.Decide(DeviceMemory.Shape(config), plan, s.ActivationCheckpointing,

@@ -41,7 +41,14 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     public async Task RunAsync()
     {
         Directory.CreateDirectory(_jobDir);
-        WarnAboutRequestedCompute();
+        // [compute].gpu_count → ranks (RankPlacement.cs); a request this server cannot meet is refused here.
+        var placement = RankPlacement.Decide(RankPlacement.RequestedGpus(job), options, RankPlacement.MpirunFound());
+        if (placement.Refusal is { } refusal)
+        {
+            Finish(JobStatus.Failed, EventTypes.Failed, refusal, new JobError(ErrorCodes.UserConfigError, refusal));
+            return;
+        }
+        WarnAboutRequestedCompute(placement);
         var (spec, error) = await BuildSpecAsync();
         if (spec is null)
         {
@@ -64,7 +71,11 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         await File.WriteAllTextAsync(tmp, JsonSerializer.Serialize(spec, AnnealJson.Indented));
         File.Move(tmp, specPath, overwrite: true);
 
-        var psi = new ProcessStartInfo(options.TrainerCommand[0])
+        // Several ranks: mpirun starts them all and ends them all when one dies (RankLaunch.cs).
+        var command = placement.Ranks > 1
+            ? [.. RankLaunch.MpirunPrefix(placement.Ranks, Environment.UserName == "root"), .. options.TrainerCommand]
+            : options.TrainerCommand;
+        var psi = new ProcessStartInfo(command[0])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -73,7 +84,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             UseShellExecute = false,
             WorkingDirectory = _jobDir,
         };
-        foreach (var a in options.TrainerCommand.Skip(1)) psi.ArgumentList.Add(a);
+        foreach (var a in command.Skip(1)) psi.ArgumentList.Add(a);
+        if (placement.Ranks > 1) psi.Environment[RankLaunch.RunIdVariable] = Guid.NewGuid().ToString("N");
         foreach (var a in new[] { "trainer", "run", "--spec", specPath }) psi.ArgumentList.Add(a);
         psi.Environment["CUDA_VISIBLE_DEVICES"] = gpu ?? "";
         // The trainer stops (after a checkpoint) when this process is gone: see Anneal.Training.ServerWatch.
@@ -85,7 +97,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         try { process.Start(); }
         catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
         {
-            var message = $"could not start the trainer '{string.Join(' ', options.TrainerCommand)}': {e.Message}";
+            var message = $"could not start the trainer '{string.Join(' ', command)}': {e.Message}";
             Finish(JobStatus.Failed, EventTypes.Failed, message, new JobError(ErrorCodes.Internal, message));
             return;
         }
@@ -158,21 +170,32 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     /// <summary>
     /// The TOML's [compute] section arrives as metadata.effective_config.compute = {gpu_type?, gpu_count?, nodes?}.
-    /// This server does not schedule by it (one job per assigned GPU, or the CPU), so say so as a
-    /// warning instead of ignoring it silently: "requested 4 × H100 on 1 node; this server runs the job on cpu".
+    /// A job placed as asked gets an info event naming its ranks; one that runs otherwise (a CPU-only
+    /// server without --cpu-ranks) a warning: "requested 4 × H100 on 1 node; … runs the job on cpu as one process".
     /// </summary>
-    void WarnAboutRequestedCompute()
+    void WarnAboutRequestedCompute(Placement placement)
     {
         if (job.Wire.Metadata?["effective_config"]?["compute"] is not JsonObject compute || compute.Count == 0) return;
+        if (placement.Ranks > 1)
+        {
+            using var c = db.Connect();
+            JobEvents.Append(c, null, _id, EventTypes.Log, "info",
+                $"[compute] asks for {placement.Requested} devices: the job runs as {placement.Ranks} data-parallel ranks on " +
+                (placement.OnGpus ? $"GPUs {gpu} (one per rank)" : "CPU ranks (--cpu-ranks)") + ".",
+                new JsonObject { ["requested"] = compute.DeepClone(), ["ranks"] = placement.Ranks, ["device"] = placement.OnGpus ? "cuda" : "cpu", ["gpu"] = gpu });
+            signals.EventsAppended.Signal();
+            return;
+        }
         static string? Text(JsonNode? n) => n is JsonValue v ? v.ToString() : null;
         var gpuType = Text(compute["gpu_type"]) ?? "GPU";
         var gpuCount = Text(compute["gpu_count"]) ?? "1";
         var nodes = Text(compute["nodes"]) ?? "1";
         var requested = $"{gpuCount} × {gpuType} on {nodes} node{(nodes == "1" ? "" : "s")}";
-        var actual = gpu is null ? "cpu" : $"GPU {gpu} (1 × cuda device, CUDA_VISIBLE_DEVICES={gpu}) on this machine";
+        if (placement.OnGpus) return;   // one GPU, as asked
+        var actual = "cpu as one process (anneal serve --cpu-ranks runs one CPU rank per requested device)";
         using var conn = db.Connect();
         JobEvents.Append(conn, null, _id, EventTypes.Log, "warning",
-            $"[compute] requested {requested}; this server does not schedule by [compute] and runs the job on {actual}.",
+            $"[compute] requested {requested}; this server has no GPUs to place it on and runs the job on {actual}.",
             new JsonObject { ["requested"] = compute.DeepClone(), ["device"] = gpu is null ? "cpu" : "cuda", ["gpu"] = gpu });
         signals.EventsAppended.Signal();
     }

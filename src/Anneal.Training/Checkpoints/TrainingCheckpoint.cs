@@ -29,6 +29,8 @@ public sealed record TrainerState
     /// <summary>padded | bucketed | token_budget | packed; null in checkpoints written before the setting existed.</summary>
     [JsonPropertyName("batching")] public string? Batching { get; init; }
     [JsonPropertyName("mode")] public string Mode { get; init; } = "";
+    /// <summary>Ranks that trained it (the global batch and each rank's data depend on it); 1 in older checkpoints.</summary>
+    [JsonPropertyName("world_size")] public int WorldSize { get; init; } = 1;
     [JsonPropertyName("trained_tokens")] public long TrainedTokens { get; init; }
     [JsonPropertyName("last_loss")] public double? LastLoss { get; init; }
     [JsonPropertyName("best_metric")] public double? BestMetric { get; init; }

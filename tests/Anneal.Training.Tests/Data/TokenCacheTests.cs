@@ -178,6 +178,7 @@ public sealed class TokenCacheTests(ITestOutputHelper output) : IDisposable
         // 120 MiB of tokens written straight into a cache file (tokenizing that much text would take
         // minutes here), then read as training does: plan, prefetch, collate, hand to the device.
         const long bound = 40L << 20;
+        Anneal.Training.Native.NativeLibraries.EnsureTorchLoaded();   // batches reach torch tensors
         var key = new TokenCacheKey("synthetic", "synthetic", "synthetic", 512);
         var path = Path.Combine(dir, key.FileName);
         var rng = new Random(7);
