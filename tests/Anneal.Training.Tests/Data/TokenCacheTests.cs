@@ -171,6 +171,17 @@ public sealed class TokenCacheTests(ITestOutputHelper output) : IDisposable
         Assert.StartsWith("train.jsonl: Line 451: ", e.Message);
         Assert.Empty(Directory.GetFiles(Path.Combine(dir, "cache")));
     }
+}
+
+/// <summary>
+/// Memory is measured for the whole process, so this runs alone, after the parallel tests: another
+/// test's allocations must not count against the data path's bound.
+/// </summary>
+[Collection(TorchRandomCollection.Name)]
+public sealed class TokenCacheMemoryTests(ITestOutputHelper output) : IDisposable
+{
+    readonly string dir = Directory.CreateTempSubdirectory("anneal-cache-").FullName;
+    public void Dispose() => Directory.Delete(dir, recursive: true);
 
     [Fact]
     public void Reading_a_file_many_times_a_memory_bound_through_the_data_path_stays_under_the_bound()
