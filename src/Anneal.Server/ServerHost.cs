@@ -55,6 +55,10 @@ public sealed record ServerOptions
     public int InferenceMaxBatch { get; init; } = 8;
     /// <summary>Limits and address rules for https images fetched while an upload is validated.</summary>
     public Files.ImageFetchSettings ImageFetch { get; init; } = new();
+    /// <summary>A postgres://user@host:port/db URL: a store several servers share (with one shared data folder). Null: SQLite in the data folder.</summary>
+    public string? Database { get; init; }
+    /// <summary>How long a running job stays this server's without a heartbeat; then another server re-queues it (shared store).</summary>
+    public TimeSpan LeaseDuration { get; init; } = TimeSpan.FromSeconds(30);
 }
 
 public static class ServerHost
@@ -66,18 +70,29 @@ public static class ServerHost
     /// </summary>
     public static async Task<RunningServer> StartAsync(ServerOptions options, CancellationToken ct = default)
     {
-        var dataLock = DataDirLock.Acquire(options.DataDir);
+        // One server per data folder protects the SQLite store; servers sharing a PostgreSQL
+        // database share the folder too and coordinate through job leases instead.
+        IDisposable? dataLock = options.Database is null ? DataDirLock.Acquire(options.DataDir) : null;
         try { return await StartLockedAsync(options, dataLock, ct); }
         catch
         {
-            dataLock.Dispose();
+            dataLock?.Dispose();
             throw;
         }
     }
 
-    static async Task<RunningServer> StartLockedAsync(ServerOptions options, DataDirLock dataLock, CancellationToken ct)
+    static async Task<RunningServer> StartLockedAsync(ServerOptions options, IDisposable? dataLock, CancellationToken ct)
     {
-        var db = Db.Open(options.DataDir);
+        if (options.Database is null && DatabaseUrl.Recorded(options.DataDir) is { } recorded)
+            throw new ServerStartException(
+                $"data folder {Path.GetFullPath(options.DataDir)} belongs to the database {DatabaseUrl.Redact(recorded)} ({DatabaseUrl.RecordPath(options.DataDir)}); start with --database, or remove that file to give the folder its own SQLite store");
+        Db db;
+        try { db = Db.Open(options.DataDir, options.Database); }
+        catch (Exception e) when (options.Database is not null && e is System.Data.Common.DbException or ArgumentException or System.Net.Sockets.SocketException or TimeoutException)
+        {
+            throw new ServerStartException($"database {DatabaseUrl.Redact(options.Database)}: {e.Message}", e);
+        }
+        if (options.Database is not null) DatabaseUrl.Record(options.DataDir, options.Database);
         StartupSweep.Run(db);
         var firstKey = ApiKeys.EnsureFirstKey(db);
         Recovery.RequeueInterrupted(db, options);
@@ -156,7 +171,8 @@ public static class ServerHost
         {
             await app.StopAsync();
             await app.DisposeAsync();
-            dataLock.Dispose();
+            db.Dispose();
+            dataLock?.Dispose();
         });
         return new RunningServer
         {

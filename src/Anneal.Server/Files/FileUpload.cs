@@ -2,6 +2,7 @@
 // while hashing, then renamed to files/<sha256> and committed. Memory use is one 80 KiB buffer
 // whatever the upload size. Ordering for durability: file fsynced → renamed → directory fsynced
 // → row committed; a crash in between leaves at worst an orphan temp file, never a row without bytes.
+using System.Data.Common;
 using System.Security.Cryptography;
 using System.Text;
 using Anneal.Core.Contracts;
@@ -149,7 +150,7 @@ public static class FileUpload
     {
         using var conn = db.Connect();
         // IMMEDIATE transaction: serialises with DELETE, which removes a blob only when no row uses it.
-        using var tx = conn.BeginTransaction();
+        using var tx = Db.Begin(conn);
         var existing = Db.Query(conn, tx, $"SELECT {FileRows.Columns} FROM files WHERE org = @org AND sha256 = @sha",
             FileRows.Map, ("@org", org), ("@sha", stored.Sha256)).FirstOrDefault();
         if (existing is not null)
