@@ -6,6 +6,7 @@ using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
 using Anneal.Server.Deployments;
 using Anneal.Server.WebConsole;
+using Anneal.Server.Workers;
 using Anneal.Server.Events;
 using Anneal.Server.Export;
 using Anneal.Server.Files;
@@ -59,6 +60,8 @@ public sealed record ServerOptions
     public string? Database { get; init; }
     /// <summary>How long a running job stays this server's without a heartbeat; then another server re-queues it (shared store).</summary>
     public TimeSpan LeaseDuration { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>The bearer token `anneal worker` hosts present on /api/workers; null: no workers (the endpoints answer 404).</summary>
+    public string? WorkerToken { get; init; }
 }
 
 public static class ServerHost
@@ -151,6 +154,7 @@ public static class ServerHost
             api.MapModelExportApi();
             api.MapKeysApi();
         }
+        app.MapWorkersApi();
         app.MapV1Api();
         app.MapConsole();
 

@@ -32,8 +32,8 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
         if (!runsJobs)
         {
             log.LogWarning("No trainer command configured: jobs are accepted and queued but not run.");
-            // A server of a shared store without trainers still recovers jobs whose server died.
-            if (!db.Shared) return;
+            // Without trainers of its own a server still recovers the jobs of servers and workers that died.
+            if (!db.Shared && options.WorkerToken is null) return;
         }
         while (!ct.IsCancellationRequested)
         {
@@ -81,7 +81,9 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
             foreach (var run in _runs.Values)
                 if (!JobLeases.Renew(conn, run.JobId, run.Lease, options.LeaseDuration))
                     run.LoseLease();
-        if (db.Shared && _recovery.IsCompleted)
+        // Jobs of other servers (shared store) and of workers whose lease lapsed; this server's own
+        // runs were renewed just above.
+        if ((db.Shared || options.WorkerToken is not null) && _recovery.IsCompleted)
             _recovery = Task.Run(() =>
             {
                 try

@@ -269,6 +269,20 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         return $"{prefix}:{JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model}:{job.Wire.Id}";
     }
 
+    /// <summary>
+    /// A run on a worker host (Workers/WorkersApi): its trainer's stdout lines arrive over HTTP
+    /// and go through the same recording as a local trainer's, under the worker's lease.
+    /// </summary>
+    internal void RecordRemoteLine(string line) => OnStdout(line);
+
+    /// <summary>The worker's trainer exited: its stderr tail and exit code decide the final status, as for a local trainer.</summary>
+    internal void RecordRemoteExit(int exitCode, IEnumerable<string> logTail)
+    {
+        lock (_tail)
+            foreach (var line in logTail.TakeLast(LogTailLines)) _tail.Enqueue(line);
+        OnExit(exitCode);
+    }
+
     void OnExit(int exitCode)
     {
         if (_shuttingDown && !_cancelRequested && !_pauseRequested)
