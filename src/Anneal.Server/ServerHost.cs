@@ -16,6 +16,7 @@ using Anneal.Server.Http;
 using Anneal.Server.Jobs;
 using Anneal.Server.Metrics;
 using Anneal.Server.Models;
+using Anneal.Server.Operations;
 using Anneal.Server.Runner;
 using Anneal.Server.Storage;
 using Microsoft.AspNetCore.Connections;
@@ -133,6 +134,7 @@ public static class ServerHost
         builder.Services.AddSingleton<DatasetValidationQueue>();
         builder.Services.AddHostedService<DatasetValidationWorker>();
         builder.Services.AddSingleton<JobScheduler>();
+        builder.Services.AddSingleton<OperationsCounters>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobScheduler>());
         builder.Services.AddSingleton<InferenceSupervisor>();
 
@@ -155,6 +157,7 @@ public static class ServerHost
             api.MapKeysApi();
         }
         app.MapWorkersApi();
+        app.MapOperationsApi();
         app.MapV1Api();
         app.MapConsole();
 

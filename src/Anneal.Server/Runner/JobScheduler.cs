@@ -19,6 +19,8 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
     readonly ConcurrentQueue<string> _freeGpus = new(options.Gpus);
     // Held across claim + registration, so a cancel never sees a job `running` without its run.
     readonly Lock _claimGate = new();
+    /// <summary>Trainer processes this server runs now.</summary>
+    public int RunningCount => _runs.Count;
     /// <summary>This server's name in job leases.</summary>
     public string Owner { get; } = JobLeases.NewOwner();
     DateTime _nextHeartbeat = DateTime.MinValue;

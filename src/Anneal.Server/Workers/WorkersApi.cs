@@ -136,7 +136,7 @@ public static partial class WorkersApi
     }
 
     /// <summary>Receives a tar of checkpoints/step-N or final into the job's output folder (aside, then renamed), after its sha256 matches.</summary>
-    static async Task<Results<Ok, ProblemHttpResult>> Upload(string id, string path, string? owner, long? attempt, HttpContext http, Db db)
+    static async Task<Results<Ok, ProblemHttpResult>> Upload(string id, string path, string? owner, long? attempt, HttpContext http, Db db, Operations.OperationsCounters counters)
     {
         if (!ArtifactPath().IsMatch(path)) return Problems.BadRequest($"artifact path '{path}': expected checkpoints/step-N or final");
         var expected = http.Request.Headers[WorkerProtocol.Sha256Header].ToString().ToLowerInvariant();
@@ -155,6 +155,7 @@ public static partial class WorkersApi
                 while ((n = await http.Request.Body.ReadAsync(buffer, http.RequestAborted)) > 0)
                 {
                     sha.AppendData(buffer, 0, n);
+                    counters.AddArtifactBytes(n);
                     await file.WriteAsync(buffer.AsMemory(0, n), http.RequestAborted);
                 }
                 var actual = Convert.ToHexStringLower(sha.GetHashAndReset());
