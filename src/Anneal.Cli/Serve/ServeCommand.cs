@@ -21,10 +21,16 @@ public static class ServeCommand
             Description = "Store jobs and files' records in this PostgreSQL database, which several servers sharing one data folder can use (default: ANNEAL_DATABASE, else SQLite in the data folder)",
             DefaultValueFactory = _ => Environment.GetEnvironmentVariable("ANNEAL_DATABASE") is { Length: > 0 } env ? env : null,
         };
+        var workerToken = new Option<string?>("--worker-token")
+        {
+            HelpName = "TOKEN",
+            Description = "Let `anneal worker` hosts presenting this token run queued jobs (default: ANNEAL_WORKER_TOKEN; none: no workers)",
+            DefaultValueFactory = _ => Environment.GetEnvironmentVariable("ANNEAL_WORKER_TOKEN") is { Length: > 0 } env ? env : null,
+        };
         var offline = new Option<bool>("--offline") { Description = "Never download base models from the Hugging Face Hub; use local folders only" };
         var command = new Command("serve", "Run the Anneal server (HTTP API, storage, job runner) until Ctrl+C")
         {
-            urls, shared.DataDir, maxUpload, maxJobs, modelsDir, gpus, offline, inferenceGpu, database,
+            urls, shared.DataDir, maxUpload, maxJobs, modelsDir, gpus, offline, inferenceGpu, database, workerToken,
         };
         command.SetAction(async (p, ct) =>
         {
@@ -39,6 +45,7 @@ public static class ServeCommand
                 AllowModelDownload = !p.GetValue(offline),
                 InferenceGpu = p.GetValue(inferenceGpu),
                 Database = p.GetValue(database),
+                WorkerToken = p.GetValue(workerToken),
             };
             if (p.GetValue(shared.DataDir) is { } d) options = options with { DataDir = ctx.FullPath(d) };
             if (Validate(options) is { } error)
@@ -59,6 +66,8 @@ public static class ServeCommand
             if (!Uri.TryCreate(url, UriKind.Absolute, out var u) || u.Scheme is not ("http" or "https"))
                 return $"--urls {url}: expected an http:// or https:// address such as http://127.0.0.1:8000";
         if (o.ModelsDir is { } m && !Directory.Exists(m)) return $"--models-dir {m}: folder not found";
+        if (o.WorkerToken is { Length: < 16 } token)
+            return $"--worker-token: {token.Length} characters is too short to guard every organisation's jobs; use at least 16 (e.g. `openssl rand -hex 16`)";
         if (o.Database is { } db)
         {
             try { Anneal.Server.Storage.DatabaseUrl.ToConnectionString(db); }
