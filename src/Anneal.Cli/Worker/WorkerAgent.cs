@@ -21,7 +21,7 @@ using Anneal.Server.Workers;
 
 namespace Anneal.Cli.Worker;
 
-public sealed record WorkerSettings(Uri Server, string Token, string Name, IReadOnlyList<string?> Slots, string WorkDir, string? ModelsDir,
+public sealed record WorkerSettings(Uri Server, string Token, string Name, IReadOnlyList<string?> Slots, string? GpuType, string WorkDir, string? ModelsDir,
     bool AllowModelDownload, bool ExitWhenIdle, TimeSpan Poll);
 
 public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisposable
@@ -74,7 +74,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
 
     async Task<WorkerClaim?> ClaimAsync(string? gpu, CancellationToken ct)
     {
-        using var response = await _http.PostAsJsonAsync("claim", new WorkerClaimRequest(settings.Name, gpu is null ? [] : [gpu]), AnnealJson.Options, ct);
+        using var response = await _http.PostAsJsonAsync("claim", new WorkerClaimRequest(settings.Name, gpu is null ? [] : [gpu], gpu is null ? null : settings.GpuType), AnnealJson.Options, ct);
         if (response.StatusCode == HttpStatusCode.NoContent) return null;
         await EnsureAsync(response, "claim", ct);
         return await response.Content.ReadFromJsonAsync<WorkerClaim>(AnnealJson.Options, ct);

@@ -34,6 +34,37 @@ public static class JobLeases
     }
 
     /// <summary>
+    /// Like <see cref="Claim"/>, but takes the oldest queued job that <paramref name="fits"/> (given
+    /// its metadata) among the first <paramref name="window"/> not being claimed by others; the
+    /// jobs passed over are returned too, so the caller can say why they wait.
+    /// </summary>
+    public static ((string JobId, JobLease Lease)? Claimed, List<(string Id, string? Metadata)> PassedOver) ClaimFitting(
+        DbConnection conn, DbTransaction tx, string owner, TimeSpan duration, Func<string?, bool> fits, int window = 32)
+    {
+        var dialect = SqlDialect.Of(conn);
+        var candidates = Db.Query(conn, tx, $"""
+            SELECT id, metadata FROM jobs WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT @n {dialect.SkipLocked}
+            """, r => (Id: r.GetString(0), Metadata: Db.Str(r, "metadata")), ("@n", window));
+        var passed = new List<(string, string?)>();
+        foreach (var (id, metadata) in candidates)
+        {
+            if (!fits(metadata))
+            {
+                passed.Add((id, metadata));
+                continue;
+            }
+            var attempt = Db.Scalar<long?>(conn, tx, $"""
+                UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, @t),
+                                lease_owner = @owner, lease_until = {dialect.NowMs} + @ms, attempt = attempt + 1
+                WHERE id = @id AND status = 'queued'
+                RETURNING attempt
+                """, ("@t", Db.Now()), ("@owner", owner), ("@ms", (long)duration.TotalMilliseconds), ("@id", id));
+            if (attempt is { } a) return ((id, new JobLease(owner, a)), passed);
+        }
+        return (null, passed);
+    }
+
+    /// <summary>
     /// True while <paramref name="lease"/> still owns the running job; inside a transaction it also
     /// locks the job's row (PostgreSQL), so the writes that follow cannot race a recovery.
     /// </summary>

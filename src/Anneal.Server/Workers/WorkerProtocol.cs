@@ -15,7 +15,8 @@ public static class WorkerProtocol
     public const string LeaseLost = "lease_lost";
 }
 
-public sealed record WorkerClaimRequest(string Worker, IReadOnlyList<string>? Gpus = null);
+/// <summary>A slot asking for a job: its GPUs (none: the CPU) and their type, matched against jobs' [compute].</summary>
+public sealed record WorkerClaimRequest(string Worker, IReadOnlyList<string>? Gpus = null, string? GpuType = null);
 
 public sealed record WorkerFile(string Id, string Name, string Sha256, long Bytes);
 

@@ -66,7 +66,17 @@ public static partial class WorkersApi
         JobLease lease;
         using (var tx = Db.BeginRowLocked(conn))
         {
-            if (JobLeases.Claim(conn, tx, owner, options.LeaseDuration) is not { } claim) return TypedResults.NoContent();
+            var gpus = request.Gpus?.Count ?? 0;
+            var (claimed, passedOver) = JobLeases.ClaimFitting(conn, tx, owner, options.LeaseDuration,
+                metadata => Placement.Check(ComputeRequest.Of(metadata), request.GpuType, gpus).Fits);
+            foreach (var (passedId, metadata) in passedOver)
+                SayWaiting(conn, tx, passedId, Placement.Check(ComputeRequest.Of(metadata), request.GpuType, gpus).Why!, request.Worker.Trim());
+            if (claimed is not { } claim)
+            {
+                tx.Commit();
+                if (passedOver.Count > 0) signals.EventsAppended.Signal();
+                return TypedResults.NoContent();
+            }
             lease = claim.Lease;
             JobEvents.Append(conn, tx, claim.JobId, EventTypes.Running, "info", $"Trainer process starting on worker {request.Worker.Trim()}.",
                 new System.Text.Json.Nodes.JsonObject { ["attempt"] = lease.Attempt, ["worker"] = request.Worker.Trim() });
@@ -97,6 +107,17 @@ public static partial class WorkersApi
         return TypedResults.Ok(new WorkerClaim(job.Wire.Id, lease.Owner, lease.Attempt, options.LeaseDuration.TotalSeconds,
             job.Wire.Model, settings!.Training, settings.Training.Mode != TrainingModes.FullFinetune,
             Describe(train!), validation is null ? null : Describe(validation), resume));
+    }
+
+    /// <summary>One sft.placement.waiting event per job and reason (not one per poll).</summary>
+    static void SayWaiting(System.Data.Common.DbConnection conn, System.Data.Common.DbTransaction tx, string jobId, string why, string worker)
+    {
+        var message = $"Waiting for a worker that fits: {why}.";
+        var last = Db.Scalar<string>(conn, tx, "SELECT message FROM job_events WHERE job_id = @job AND type = @type ORDER BY seq DESC LIMIT 1",
+            ("@job", jobId), ("@type", Placement.WaitingEvent));
+        if (last == message) return;
+        JobEvents.Append(conn, tx, jobId, Placement.WaitingEvent, "info", message,
+            new System.Text.Json.Nodes.JsonObject { ["reason"] = why, ["worker"] = worker });
     }
 
     static Results<Ok, ProblemHttpResult> Heartbeat(string id, WorkerLease? lease, Db db, ServerOptions options)

@@ -142,6 +142,37 @@ public class WorkersApiTests
     }
 
     [Fact]
+    public async Task A_job_asking_for_a_gpu_type_waits_for_a_worker_of_that_type_and_says_why()
+    {
+        await using var t = await Start();
+        using var worker = Worker(t);
+        var file = await t.UploadReadyAsync();
+        var body = (JsonObject)TestServer.JobBody(file.Id);
+        body["metadata"] = new JsonObject { ["effective_config"] = new JsonObject { ["compute"] = new JsonObject { ["gpu_type"] = "H100", ["gpu_count"] = 1 } } };
+        var created = await t.Http.PostAsync("learning/jobs", TestServer.Json(body));
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        var h100Job = (await created.Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options))!;
+        await t.StartJobAsync(h100Job.Id);
+
+        // A CPU slot and an L4 slot pass it over; the job says why, once per reason.
+        Assert.Equal(HttpStatusCode.NoContent, (await worker.PostAsJsonAsync("claim", new WorkerClaimRequest("cpu-host"), AnnealJson.Options)).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await worker.PostAsJsonAsync("claim", new WorkerClaimRequest("l4-host", ["0"], "L4"), AnnealJson.Options)).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await worker.PostAsJsonAsync("claim", new WorkerClaimRequest("l4-host", ["0"], "L4"), AnnealJson.Options)).StatusCode);
+        var waiting = (await t.EventsAsync(h100Job.Id)).Where(e => e.Type == Placement.WaitingEvent).Select(e => e.Message).ToList();
+        Assert.Equal(["Waiting for a worker that fits: requested 1 × H100; this worker offers GPUs of no declared type.",
+                      "Waiting for a worker that fits: requested 1 × H100; this worker offers L4."], waiting);
+        Assert.Equal(JobStatus.Queued, (await t.GetJobAsync(h100Job.Id)).Status);
+
+        // A job without [compute] queued after it still goes to the L4 slot; the H100 slot gets the H100 job.
+        var anyJob = await t.CreateJobAsync(file.Id);
+        await t.StartJobAsync(anyJob.Id);
+        var l4 = await worker.PostAsJsonAsync("claim", new WorkerClaimRequest("l4-host", ["0"], "l4"), AnnealJson.Options);
+        Assert.Equal(anyJob.Id, (await l4.Content.ReadFromJsonAsync<WorkerClaim>(AnnealJson.Options))!.JobId);
+        var h100 = await worker.PostAsJsonAsync("claim", new WorkerClaimRequest("h100-host", ["3"], "h100"), AnnealJson.Options);
+        Assert.Equal(h100Job.Id, (await h100.Content.ReadFromJsonAsync<WorkerClaim>(AnnealJson.Options))!.JobId);
+    }
+
+    [Fact]
     public async Task Bad_tokens_paths_checksums_and_bodies_are_refused_with_the_reason()
     {
         await using (var plain = await TestServer.StartAsync())
