@@ -24,4 +24,14 @@ if ! command -v mpirun >/dev/null 2>&1 || [ ! -e /usr/lib/x86_64-linux-gnu/libmp
     exit 1
   fi
 fi
+# The server tests run a second time on PostgreSQL (a throw-away cluster each run starts and
+# stops itself): install the Debian package when no initdb is found.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  if ! ($sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql) >/tmp/anneal-postgresql-install.log 2>&1; then
+    echo "test.sh: installing postgresql failed; see /tmp/anneal-postgresql-install.log" >&2
+    exit 1
+  fi
+fi
 dotnet test Anneal.slnx -c Release "$@"
+ANNEAL_TEST_DATABASE=postgres dotnet test tests/Anneal.Server.Tests -c Release --no-build "$@"

@@ -44,6 +44,7 @@ public static class AnnealApp
             FilterCommand.Create(ctx),
             InferenceCommand.Create(ctx),
             DeployCommand.Create(ctx, shared),
+            Anneal.Cli.Worker.WorkerCommand.Create(ctx),
         };
         return root;
     }

@@ -6,6 +6,7 @@ using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
 using Anneal.Server.Deployments;
 using Anneal.Server.WebConsole;
+using Anneal.Server.Workers;
 using Anneal.Server.Events;
 using Anneal.Server.Export;
 using Anneal.Server.Files;
@@ -15,6 +16,7 @@ using Anneal.Server.Http;
 using Anneal.Server.Jobs;
 using Anneal.Server.Metrics;
 using Anneal.Server.Models;
+using Anneal.Server.Operations;
 using Anneal.Server.Runner;
 using Anneal.Server.Storage;
 using Microsoft.AspNetCore.Connections;
@@ -57,6 +59,12 @@ public sealed record ServerOptions
     public int InferenceMaxBatch { get; init; } = 8;
     /// <summary>Limits and address rules for https images fetched while an upload is validated.</summary>
     public Files.ImageFetchSettings ImageFetch { get; init; } = new();
+    /// <summary>A postgres://user@host:port/db URL: a store several servers share (with one shared data folder). Null: SQLite in the data folder.</summary>
+    public string? Database { get; init; }
+    /// <summary>How long a running job stays this server's without a heartbeat; then another server re-queues it (shared store).</summary>
+    public TimeSpan LeaseDuration { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>The bearer token `anneal worker` hosts present on /api/workers; null: no workers (the endpoints answer 404).</summary>
+    public string? WorkerToken { get; init; }
 }
 
 public static class ServerHost
@@ -68,18 +76,29 @@ public static class ServerHost
     /// </summary>
     public static async Task<RunningServer> StartAsync(ServerOptions options, CancellationToken ct = default)
     {
-        var dataLock = DataDirLock.Acquire(options.DataDir);
+        // One server per data folder protects the SQLite store; servers sharing a PostgreSQL
+        // database share the folder too and coordinate through job leases instead.
+        IDisposable? dataLock = options.Database is null ? DataDirLock.Acquire(options.DataDir) : null;
         try { return await StartLockedAsync(options, dataLock, ct); }
         catch
         {
-            dataLock.Dispose();
+            dataLock?.Dispose();
             throw;
         }
     }
 
-    static async Task<RunningServer> StartLockedAsync(ServerOptions options, DataDirLock dataLock, CancellationToken ct)
+    static async Task<RunningServer> StartLockedAsync(ServerOptions options, IDisposable? dataLock, CancellationToken ct)
     {
-        var db = Db.Open(options.DataDir);
+        if (options.Database is null && DatabaseUrl.Recorded(options.DataDir) is { } recorded)
+            throw new ServerStartException(
+                $"data folder {Path.GetFullPath(options.DataDir)} belongs to the database {DatabaseUrl.Redact(recorded)} ({DatabaseUrl.RecordPath(options.DataDir)}); start with --database, or remove that file to give the folder its own SQLite store");
+        Db db;
+        try { db = Db.Open(options.DataDir, options.Database); }
+        catch (Exception e) when (options.Database is not null && e is System.Data.Common.DbException or ArgumentException or System.Net.Sockets.SocketException or TimeoutException)
+        {
+            throw new ServerStartException($"database {DatabaseUrl.Redact(options.Database)}: {e.Message}", e);
+        }
+        if (options.Database is not null) DatabaseUrl.Record(options.DataDir, options.Database);
         StartupSweep.Run(db);
         var firstKey = ApiKeys.EnsureFirstKey(db);
         Recovery.RequeueInterrupted(db, options);
@@ -117,6 +136,7 @@ public static class ServerHost
         builder.Services.AddSingleton<FileProcessingQueue>();
         builder.Services.AddHostedService<FileProcessingWorker>();
         builder.Services.AddSingleton<JobScheduler>();
+        builder.Services.AddSingleton<OperationsCounters>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobScheduler>());
         builder.Services.AddSingleton<InferenceSupervisor>();
 
@@ -138,6 +158,8 @@ public static class ServerHost
             api.MapModelExportApi();
             api.MapKeysApi();
         }
+        app.MapWorkersApi();
+        app.MapOperationsApi();
         app.MapV1Api();
         app.MapConsole();
 
@@ -158,7 +180,8 @@ public static class ServerHost
         {
             await app.StopAsync();
             await app.DisposeAsync();
-            dataLock.Dispose();
+            db.Dispose();
+            dataLock?.Dispose();
         });
         return new RunningServer
         {

@@ -5,12 +5,13 @@
 using System.Net.Http.Json;
 using System.Security.Cryptography;
 using Anneal.Core.Contracts;
+using Anneal.Server.Tests.Stores;
 
 namespace Anneal.Server.Tests;
 
 public class DurabilityTests
 {
-    [Fact]
+    [SqliteFact]
     public async Task A_copy_of_the_data_dir_taken_without_shutdown_holds_every_acknowledged_upload_and_job()
     {
         await using var t = await TestServer.StartAsync();
@@ -43,7 +44,7 @@ public class DurabilityTests
                 (await client.GetFromJsonAsync<JobObject>($"learning/jobs/{j.Id}", AnnealJson.Options))!.Status);
     }
 
-    [Fact]
+    [SqliteFact]
     public async Task Migrations_are_recorded_in_schema_version_and_not_reapplied_on_restart()
     {
         await using var t = await TestServer.StartAsync();
@@ -52,9 +53,10 @@ public class DurabilityTests
         conn.Open();
         using var cmd = conn.CreateCommand();
         cmd.CommandText = "SELECT group_concat(version) FROM (SELECT version FROM schema_version ORDER BY version)";
-        // Every embedded migration script, in order (NNNN_name.sql).
+        // Every embedded migration script that SQLite runs, in order (NNNN_name.sql, not NNNN_name.postgres.sql).
         var expected = string.Join(",", typeof(ServerHost).Assembly.GetManifestResourceNames()
             .Where(n => n.StartsWith("Migrations/", StringComparison.Ordinal) && n.EndsWith(".sql", StringComparison.Ordinal))
+            .Where(n => !n.EndsWith(".postgres.sql", StringComparison.Ordinal))
             .Select(n => int.Parse(n["Migrations/".Length..].Split('_')[0], System.Globalization.CultureInfo.InvariantCulture))
             .Order());
         Assert.StartsWith("1,2,3", expected);
@@ -76,13 +78,7 @@ public class DurabilityTests
         var command = ScriptTrainer.Write(ScriptTrainer.IgnoresTerm);
         var psi = new System.Diagnostics.ProcessStartInfo(command[0]) { ArgumentList = { command[1], "trainer", "run", "--spec", spec } };
         using var orphan = System.Diagnostics.Process.Start(psi)!;
-        using (var conn = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(t.DataDir, "anneal.db")};Pooling=false"))
-        {
-            conn.Open();
-            using var cmd = conn.CreateCommand();
-            cmd.CommandText = $"UPDATE jobs SET status = 'running', trainer_pid = {orphan.Id} WHERE id = '{job.Id}'";
-            Assert.Equal(1, cmd.ExecuteNonQuery());
-        }
+        Assert.Equal(1, t.Sql($"UPDATE jobs SET status = 'running', trainer_pid = {orphan.Id} WHERE id = '{job.Id}'"));
         Assert.False(orphan.HasExited);
 
         await t.RestartAsync();

@@ -244,13 +244,7 @@ public class FilesTests
         var file = await t.UploadReadyAsync();
         await t.Server.DisposeAsync();
         // Put the row back to `processing`, as a stop between upload and validation leaves it.
-        using (var conn = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(t.DataDir, "anneal.db")};Pooling=false"))
-        {
-            conn.Open();
-            using var cmd = conn.CreateCommand();
-            cmd.CommandText = "UPDATE files SET status = 'processing', num_examples = NULL, errors = NULL, total_errors = NULL";
-            Assert.Equal(1, cmd.ExecuteNonQuery());
-        }
+        Assert.Equal(1, t.Sql("UPDATE files SET status = 'processing', num_examples = NULL, errors = NULL, total_errors = NULL"));
         await t.RestartAsync();
         var again = await t.WaitFileAsync(file.Id);
         Assert.Equal(FileStatus.Ready, again.Status);

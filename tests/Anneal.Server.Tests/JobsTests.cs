@@ -161,13 +161,7 @@ public class JobsTests
         Assert.Contains("failed validation", failed["detail"]!.GetValue<string>());
 
         // Make the good file look unvalidated (as right after upload).
-        using (var conn = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(t.DataDir, "anneal.db")};Pooling=false"))
-        {
-            conn.Open();
-            using var cmd = conn.CreateCommand();
-            cmd.CommandText = $"UPDATE files SET status = 'processing' WHERE id = '{good.Id}'";
-            cmd.ExecuteNonQuery();
-        }
+        t.Sql($"UPDATE files SET status = 'processing' WHERE id = '{good.Id}'");
         var notReady = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(good.Id))), HttpStatusCode.Conflict);
         Assert.Equal(ErrorCodes.FileNotReady, notReady["code"]!.GetValue<string>());
     }

@@ -5,7 +5,6 @@
 // its server's pid so it can stop when the server dies.
 using System.Net.Http.Json;
 using Anneal.Core.Contracts;
-using Microsoft.Data.Sqlite;
 
 namespace Anneal.Server.Tests;
 
@@ -13,14 +12,7 @@ public class RecoveryTests
 {
     static string JobDir(TestServer t, string id) => Path.Combine(t.DataDir, "jobs", id);
 
-    static void Sql(TestServer t, string sql)
-    {
-        using var conn = new SqliteConnection($"Data Source={Path.Combine(t.DataDir, "anneal.db")};Pooling=false");
-        conn.Open();
-        using var cmd = conn.CreateCommand();
-        cmd.CommandText = sql;
-        cmd.ExecuteNonQuery();
-    }
+    static void Sql(TestServer t, string sql) => t.Sql(sql);
 
     static string Checkpoint(string output, int step, bool optimizer = true)
     {

@@ -6,6 +6,7 @@ using System.Net.Sockets;
 using Anneal.Core.Contracts;
 using Anneal.Server.Runner;
 using Anneal.Server.Storage;
+using Anneal.Server.Tests.Stores;
 
 namespace Anneal.Server.Tests;
 
@@ -29,7 +30,7 @@ public class StartupTests
         return job;
     }
 
-    [Fact]
+    [SqliteFact]
     public async Task A_second_server_on_the_same_data_folder_is_refused_and_the_running_job_keeps_running()
     {
         await using var t = await TestServer.StartAsync(o => o with { TrainerCommand = ScriptTrainer.Write(ScriptTrainer.CheckpointThenWaits) });
@@ -79,7 +80,7 @@ public class StartupTests
         try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
     }
 
-    [Fact]
+    [SqliteFact] // on a shared store a live server's job keeps its lease: SharedStoreTests
     public async Task Recovery_never_records_requeued_for_a_job_that_ended_meanwhile()
     {
         // Recovery run against a live server's job (what a second server did before the lock):
@@ -88,7 +89,7 @@ public class StartupTests
         var job = await StartRunningJob(t);
         for (var i = 0; i < 100 && (await t.EventsAsync(job.Id)).All(e => e.Type != EventTypes.CheckpointSaved); i++) await Task.Delay(50);
 
-        Recovery.RequeueInterrupted(new Db(t.DataDir), t.Options);
+        Recovery.RequeueInterrupted(new Db(t.DataDir, t.Options.Database), t.Options);
 
         // Let the live server record the trainer's exit (a re-queued job may be claimed again at
         // once, so wait for the events rather than for a status), then check they agree.

@@ -9,7 +9,8 @@ using System.Text;
 using System.Net.Http.Json;
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
-using Microsoft.Data.Sqlite;
+using Anneal.Server.Storage;
+using Anneal.Server.Tests.Stores;
 
 namespace Anneal.Server.Tests;
 
@@ -60,6 +61,8 @@ public class StorageSafetyTests
         await File.WriteAllTextAsync(stray, "half an upload");
         var orphan = Path.Combine(t.DataDir, "files", Convert.ToHexStringLower(SHA256.HashData("deleted"u8)));
         await File.WriteAllTextAsync(orphan, "deleted");
+        // Old enough for a shared store too, where younger files may be another server's upload in progress.
+        foreach (var path in new[] { stray, orphan }) File.SetLastWriteTimeUtc(path, DateTime.UtcNow - StartupSweep.SharedGrace - TimeSpan.FromHours(1));
 
         await t.RestartAsync();
         Assert.False(File.Exists(stray));
@@ -74,16 +77,10 @@ public class StorageSafetyTests
         await using var t = await TestServer.StartAsync();
         var file = await t.UploadReadyAsync();
         // A deferred foreign key makes the DELETE statement succeed and its COMMIT fail.
-        using (var conn = new SqliteConnection($"Data Source={Path.Combine(t.DataDir, "anneal.db")};Pooling=false"))
-        {
-            conn.Open();
-            using var cmd = conn.CreateCommand();
-            cmd.CommandText = $"""
+        t.Sql($"""
                 CREATE TABLE test_pin (file_id TEXT REFERENCES files(id) DEFERRABLE INITIALLY DEFERRED);
                 INSERT INTO test_pin VALUES ('{file.Id}');
-                """;
-            cmd.ExecuteNonQuery();
-        }
+                """);
         var response = await t.Http.DeleteAsync($"learning/files/{file.Id}");
         Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
         Assert.Equal(FileStatus.Ready, (await t.WaitFileAsync(file.Id)).Status);
@@ -128,7 +125,7 @@ public class StorageSafetyTests
         Assert.Equal(bytes, await File.ReadAllBytesAsync(blob));
     }
 
-    [Fact]
+    [SqliteFact]
     public async Task The_data_folder_database_and_blobs_are_readable_by_their_owner_only()
     {
         if (OperatingSystem.IsWindows()) return;

@@ -1,5 +1,5 @@
 // A real server for one test: Kestrel on 127.0.0.1 port 0, a fresh data dir with its own SQLite
-// file, and an HttpClient carrying the first API key. Restart() stops it and starts a new server
+// file (or its own PostgreSQL database: Stores/TestStore), and an HttpClient carrying the first API key. Restart() stops it and starts a new server
 // on the same data dir.
 using System.Net;
 using System.Net.Http.Headers;
@@ -30,7 +30,7 @@ public sealed class TestServer : IAsyncDisposable
     public static async Task<TestServer> StartAsync(Func<ServerOptions, ServerOptions>? configure = null, string? dataDir = null)
     {
         var dir = dataDir ?? Path.Combine(Path.GetTempPath(), "anneal-server-tests", Guid.NewGuid().ToString("n"));
-        var options = new ServerOptions { Urls = "http://127.0.0.1:0", DataDir = dir, CancelGracePeriod = TimeSpan.FromSeconds(5) };
+        var options = new ServerOptions { Urls = "http://127.0.0.1:0", DataDir = dir, CancelGracePeriod = TimeSpan.FromSeconds(5), Database = Stores.TestStore.NewDatabase() };
         var t = new TestServer(configure?.Invoke(options) ?? options);
         await t.StartServerAsync();
         return t;
@@ -56,6 +56,14 @@ public sealed class TestServer : IAsyncDisposable
         Http.Dispose();
         if (configure is not null) Options = configure(Options);
         await StartServerAsync();
+    }
+
+    /// <summary>Runs SQL on the server's store directly (SQLite file or PostgreSQL database), as a crash or another process would leave it; returns the rows changed.</summary>
+    public int Sql(string sql)
+    {
+        using var db = new Storage.Db(DataDir, Options.Database);
+        using var conn = db.Connect();
+        return Storage.Db.Exec(conn, null, sql);
     }
 
     public async ValueTask DisposeAsync()

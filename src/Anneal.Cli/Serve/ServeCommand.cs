@@ -16,10 +16,22 @@ public static class ServeCommand
         var gpus = new Option<string?>("--gpus") { HelpName = "0,1,...", Description = "GPU indices for training, one per rank of a job ([compute].gpu_count ranks, default 1; default: train on CPU)" };
         var inferenceGpu = new Option<string?>("--inference-gpu") { HelpName = "N", Description = "GPU index for the inference process behind /v1 (never handed to training; default: inference on CPU)" };
         var cpuRanks = new Option<bool>("--cpu-ranks") { Description = "Without --gpus, run a job's [compute].gpu_count > 1 as that many CPU ranks under mpirun (default: one CPU process)" };
+        var database = new Option<string?>("--database")
+        {
+            HelpName = "postgres://user@host:port/db",
+            Description = "Store jobs and files' records in this PostgreSQL database, which several servers sharing one data folder can use (default: ANNEAL_DATABASE, else SQLite in the data folder)",
+            DefaultValueFactory = _ => Environment.GetEnvironmentVariable("ANNEAL_DATABASE") is { Length: > 0 } env ? env : null,
+        };
+        var workerToken = new Option<string?>("--worker-token")
+        {
+            HelpName = "TOKEN",
+            Description = "Let `anneal worker` hosts presenting this token run queued jobs (default: ANNEAL_WORKER_TOKEN; none: no workers)",
+            DefaultValueFactory = _ => Environment.GetEnvironmentVariable("ANNEAL_WORKER_TOKEN") is { Length: > 0 } env ? env : null,
+        };
         var offline = new Option<bool>("--offline") { Description = "Never download base models from the Hugging Face Hub; use local folders only" };
         var command = new Command("serve", "Run the Anneal server (HTTP API, storage, job runner) until Ctrl+C")
         {
-            urls, shared.DataDir, maxUpload, maxJobs, modelsDir, gpus, cpuRanks, offline, inferenceGpu,
+            urls, shared.DataDir, maxUpload, maxJobs, modelsDir, gpus, cpuRanks, offline, inferenceGpu, database, workerToken,
         };
         command.SetAction(async (p, ct) =>
         {
@@ -34,6 +46,8 @@ public static class ServeCommand
                 CpuRanks = p.GetValue(cpuRanks),
                 AllowModelDownload = !p.GetValue(offline),
                 InferenceGpu = p.GetValue(inferenceGpu),
+                Database = p.GetValue(database),
+                WorkerToken = p.GetValue(workerToken),
             };
             if (p.GetValue(shared.DataDir) is { } d) options = options with { DataDir = ctx.FullPath(d) };
             if (Validate(options) is { } error)
@@ -54,6 +68,13 @@ public static class ServeCommand
             if (!Uri.TryCreate(url, UriKind.Absolute, out var u) || u.Scheme is not ("http" or "https"))
                 return $"--urls {url}: expected an http:// or https:// address such as http://127.0.0.1:8000";
         if (o.ModelsDir is { } m && !Directory.Exists(m)) return $"--models-dir {m}: folder not found";
+        if (o.WorkerToken is { Length: < 16 } token)
+            return $"--worker-token: {token.Length} characters is too short to guard every organisation's jobs; use at least 16 (e.g. `openssl rand -hex 16`)";
+        if (o.Database is { } db)
+        {
+            try { Anneal.Server.Storage.DatabaseUrl.ToConnectionString(db); }
+            catch (ArgumentException e) { return $"--database: {e.Message}"; }
+        }
         if (o.Gpus.FirstOrDefault(g => !int.TryParse(g, out var i) || i < 0) is { } bad) return $"--gpus: '{bad}' is not a GPU index (expected e.g. 0,1)";
         if (o.InferenceGpu is { } ig && (!int.TryParse(ig, out var n) || n < 0)) return $"--inference-gpu: '{ig}' is not a GPU index (expected e.g. 1)";
         if (o.InferenceGpu is { } shared && o.Gpus.Contains(shared))
@@ -75,7 +96,8 @@ public static class ServeCommand
             return ExitCodes.Usage;
         }
         await using var _ = server;
-        ctx.Out.WriteLine($"Anneal is listening on {server.BaseUrl} (API: {server.BaseUrl}/api; data: {options.DataDir}).");
+        var store = options.Database is { } url ? $"; database: {Anneal.Server.Storage.DatabaseUrl.Redact(url)}" : "";
+        ctx.Out.WriteLine($"Anneal is listening on {server.BaseUrl} (API: {server.BaseUrl}/api; data: {options.DataDir}{store}).");
         ctx.Out.WriteLine($"Web console: {server.BaseUrl}/ (sign in with an API key)");
         if (server.FirstApiKey is { } key)
         {

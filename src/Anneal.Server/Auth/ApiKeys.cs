@@ -1,6 +1,7 @@
 // API keys: "ank_" + 256 random bits (base64url). Only the sha256 of a key is stored; a key
 // belongs to one organisation and every resource is scoped to it. Usable without a running
 // server (`anneal keys create --org NAME --data-dir DIR`).
+using System.Data.Common;
 using System.Security.Cryptography;
 using System.Text;
 using Anneal.Server.Http;
@@ -17,7 +18,7 @@ public static class ApiKeys
     public static Task<string> CreateAsync(string dataDir, string org)
     {
         if (string.IsNullOrWhiteSpace(org)) throw new ArgumentException("organisation name must not be empty", nameof(org));
-        return Task.FromResult(Create(Db.Open(dataDir), org.Trim()));
+        return Task.FromResult(Create(Db.OpenDataDir(dataDir), org.Trim()));
     }
 
     internal static string Create(Db db, string org, bool admin = true) => CreateWithId(db, org, admin).Key;
@@ -33,7 +34,7 @@ public static class ApiKeys
     }
 
     /// <summary>The keys of one organisation (or of all), oldest first; never the key itself.</summary>
-    public static List<ApiKeyInfo> List(string dataDir, string? org) => List(Db.Open(dataDir), org);
+    public static List<ApiKeyInfo> List(string dataDir, string? org) => List(Db.OpenDataDir(dataDir), org);
 
     internal static List<ApiKeyInfo> List(Db db, string? org)
     {
@@ -46,7 +47,7 @@ public static class ApiKeys
     /// Revokes a key by id (of <paramref name="org"/> when given); false when there is none. Takes
     /// effect at once: every request looks its key up, nothing caches it.
     /// </summary>
-    public static bool Revoke(string dataDir, string id, string? org = null) => Revoke(Db.Open(dataDir), id, org);
+    public static bool Revoke(string dataDir, string id, string? org = null) => Revoke(Db.OpenDataDir(dataDir), id, org);
 
     internal static bool Revoke(Db db, string id, string? org)
     {
@@ -58,7 +59,7 @@ public static class ApiKeys
     internal static string? EnsureFirstKey(Db db)
     {
         using var conn = db.Connect();
-        using var tx = conn.BeginTransaction();
+        using var tx = Db.Begin(conn);
         if (Db.Scalar<long>(conn, tx, "SELECT COUNT(*) FROM api_keys") > 0) return null;
         var key = NewKey();
         Db.Exec(conn, tx, "INSERT INTO api_keys (id, org, key_hash, created_at) VALUES (@id, @org, @h, @t)",

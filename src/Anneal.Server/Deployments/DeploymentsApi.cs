@@ -6,6 +6,7 @@
 // Devices: one inference process per server, on the CPU or on the GPU given by
 // `anneal serve --inference-gpu N`, which serve refuses to hand to training too (--gpus), so a
 // deployment never shares a device with a training job.
+using System.Data.Common;
 using System.Text;
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
@@ -115,13 +116,13 @@ public static class DeploymentsApi
     }
 
     /// <summary>By id, or the active (loading/ready) deployment of a model.</summary>
-    static DeploymentObject? Find(Microsoft.Data.Sqlite.SqliteConnection conn, string org, string? id, string? model) =>
+    static DeploymentObject? Find(DbConnection conn, string org, string? id, string? model) =>
         Db.Query(conn, null, id is not null
                 ? "SELECT * FROM deployments WHERE org = @org AND id = @id"
                 : "SELECT * FROM deployments WHERE org = @org AND model = @model AND status IN ('loading', 'ready') ORDER BY rowid DESC LIMIT 1",
             r => Read(r, ""), ("@org", org), ("@id", id), ("@model", model)).FirstOrDefault();
 
-    static DeploymentObject Read(Microsoft.Data.Sqlite.SqliteDataReader r, string endpoint) => new(
+    static DeploymentObject Read(DbDataReader r, string endpoint) => new(
         Db.Str(r, "id")!, "deployment", Db.Str(r, "model")!, Db.Str(r, "status")!, Db.Str(r, "device")!, endpoint,
         Db.Str(r, "error") is { } e ? new ErrorItem(null, "model", e) : null,
         Db.ParseTime(Db.Str(r, "created_at")!), Db.ParseTime(Db.Str(r, "updated_at")!), Db.Str(r, "model_dir"), Db.Str(r, "adapter_dir"));

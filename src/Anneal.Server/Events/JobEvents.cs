@@ -1,25 +1,37 @@
 // Appending and reading job events. seq is per job, strictly increasing, assigned inside the
-// INSERT (MAX+1) so concurrent writers cannot reuse a number: SQLite serialises writers, and the
-// (job_id, seq) primary key would reject a duplicate anyway.
+// INSERT (MAX+1). Writers of one job take turns: SQLite serialises all writers, and on PostgreSQL
+// the append first locks the job's row (SqlDialect.LockJobRow), so servers sharing the database
+// cannot read the same MAX; the (job_id, seq) primary key would reject a duplicate anyway.
+using System.Data.Common;
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
 using Anneal.Server.Storage;
-using Microsoft.Data.Sqlite;
 
 namespace Anneal.Server.Events;
 
 public static class JobEvents
 {
-    public static long Append(SqliteConnection conn, SqliteTransaction? tx, string jobId, string type, string level, string message, JsonObject? data = null) =>
-        Db.Scalar<long>(conn, tx, """
+    public static long Append(DbConnection conn, DbTransaction? tx, string jobId, string type, string level, string message, JsonObject? data = null)
+    {
+        var dialect = SqlDialect.Of(conn);
+        if (tx is null && dialect.LockJobRow is not null)
+        {
+            using var own = Db.BeginRowLocked(conn);
+            var seq = Append(conn, own, jobId, type, level, message, data);
+            own.Commit();
+            return seq;
+        }
+        if (dialect.LockJobRow is { } lockRow) Db.Exec(conn, tx, lockRow, ("@job", jobId));
+        return Db.Scalar<long>(conn, tx, """
             INSERT INTO job_events (job_id, seq, type, level, message, data, created_at)
             SELECT @job, COALESCE(MAX(seq), 0) + 1, @type, @level, @message, @data, @t FROM job_events WHERE job_id = @job
             RETURNING seq
             """,
             ("@job", jobId), ("@type", type), ("@level", level), ("@message", message),
             ("@data", data?.ToJsonString(AnnealJson.Options)), ("@t", Db.Now()));
+    }
 
-    public static List<JobEvent> Read(SqliteConnection conn, string jobId, long sinceSeq, int limit) =>
+    public static List<JobEvent> Read(DbConnection conn, string jobId, long sinceSeq, int limit) =>
         Db.Query(conn, null, """
             SELECT seq, job_id, type, level, message, data, created_at FROM job_events
             WHERE job_id = @job AND seq > @since ORDER BY seq LIMIT @limit

@@ -1,7 +1,7 @@
 // Reading `files` rows into the wire FileObject, shared by the files API and job validation.
 using Anneal.Core.Contracts;
 using Anneal.Server.Storage;
-using Microsoft.Data.Sqlite;
+using System.Data.Common;
 
 namespace Anneal.Server.Files;
 
@@ -9,7 +9,7 @@ public static class FileRows
 {
     public const string Columns = "rowid, id, org, filename, bytes, sha256, purpose, status, created_at, num_examples, num_tokens, errors, total_errors";
 
-    public static FileObject Map(SqliteDataReader r) => new(
+    public static FileObject Map(DbDataReader r) => new(
         Id: r.GetString(r.GetOrdinal("id")),
         Object: "file",
         Filename: r.GetString(r.GetOrdinal("filename")),
@@ -24,7 +24,7 @@ public static class FileRows
         TotalErrors: (int?)Db.Long(r, "total_errors"));
 
     /// <summary>The org's file, or null (another organisation's file is treated as absent).</summary>
-    public static FileObject? Find(SqliteConnection conn, SqliteTransaction? tx, string org, string id) =>
+    public static FileObject? Find(DbConnection conn, DbTransaction? tx, string org, string id) =>
         Db.Query(conn, tx, $"SELECT {Columns} FROM files WHERE id = @id AND org = @org", Map, ("@id", id), ("@org", org))
             .FirstOrDefault();
 

@@ -6,6 +6,7 @@
 // The verdict is the answer: an invalid dataset is a 422 carrying its line-numbered errors (the
 // first 20 and the total) and nothing is kept; a valid text dataset is `ready` in the 201 itself;
 // one with images is `processing` until FileProcessing has fetched them.
+using System.Data.Common;
 using System.Security.Cryptography;
 using System.Text;
 using Anneal.Core.Contracts;
@@ -173,7 +174,7 @@ public static class FileUpload
     {
         using var conn = db.Connect();
         // IMMEDIATE transaction: serialises with DELETE, which removes a blob only when no row uses it.
-        using var tx = conn.BeginTransaction();
+        using var tx = Db.Begin(conn);
         var existing = Db.Query(conn, tx, $"SELECT {FileRows.Columns} FROM files WHERE org = @org AND sha256 = @sha",
             FileRows.Map, ("@org", org), ("@sha", stored.Sha256)).FirstOrDefault();
         if (existing is not null)

@@ -1,4 +1,5 @@
 // Files resource (DESIGN §3 "Files"): upload, get, list, delete. Aliases /api/files for upload and get.
+using System.Data.Common;
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
 using Anneal.Server.Http;
@@ -56,7 +57,7 @@ public static class FilesApi
     {
         var org = http.Org();
         using var conn = db.Connect();
-        using var tx = conn.BeginTransaction();
+        using var tx = Db.Begin(conn);
         var file = FileRows.Find(conn, tx, org, id);
         if (file is null) return Problems.NotFound("file", id);
         var activeJob = Db.Scalar<string>(conn, tx, """
@@ -72,7 +73,7 @@ public static class FilesApi
         // swept on start, never a row without bytes). The blob is shared by every row with the same
         // sha256 (any org): removed with the last one, checked in a write transaction so an upload
         // of the same bytes cannot commit its row in between.
-        using (var blobTx = conn.BeginTransaction())
+        using (var blobTx = Db.Begin(conn))
         {
             if (Db.Scalar<long>(conn, blobTx, "SELECT COUNT(*) FROM files WHERE sha256 = @sha", ("@sha", file.Sha256)) == 0)
                 File.Delete(FileRows.BlobPath(db, file.Sha256));

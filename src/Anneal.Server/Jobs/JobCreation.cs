@@ -17,7 +17,7 @@ using Anneal.Server.Files;
 using Anneal.Server.Http;
 using Anneal.Server.Storage;
 using Microsoft.AspNetCore.Http.HttpResults;
-using Microsoft.Data.Sqlite;
+using System.Data.Common;
 
 namespace Anneal.Server.Jobs;
 
@@ -62,7 +62,7 @@ public static partial class JobCreation
         var id = Ids.New("job");
         try
         {
-            using var tx = conn.BeginTransaction();
+            using var tx = Db.Begin(conn);
             // Checked again in the write transaction that inserts the job: a DELETE of the file
             // (which refuses files of unfinished jobs in its own write transaction) either
             // committed before, and the job is refused, or runs after and sees the job.
@@ -85,7 +85,7 @@ public static partial class JobCreation
                     new JsonObject { ["field"] = w.Field, ["message"] = w.Message });
             tx.Commit();
         }
-        catch (SqliteException e) when (e.SqliteErrorCode == 19 && idempotencyKey.Length > 0)
+        catch (DbException e) when (Db.IsUniqueViolation(e) && idempotencyKey.Length > 0)
         {
             // A concurrent request with the same Idempotency-Key won the insert.
             if (Replay(conn, org, idempotencyKey, requestHash) is { } winner) return winner;
@@ -95,7 +95,7 @@ public static partial class JobCreation
         return TypedResults.Created($"/api/learning/jobs/{id}", job.Wire);
     }
 
-    static ProblemHttpResult? FileGone(SqliteConnection conn, SqliteTransaction tx, string org, CreateJobRequest request)
+    static ProblemHttpResult? FileGone(DbConnection conn, DbTransaction tx, string org, CreateJobRequest request)
     {
         foreach (var (field, id) in new[] { ("training_file_id", request.TrainingFileId), ("validation_file_id", request.ValidationFileId) })
             if (id is not null && FileRows.Find(conn, tx, org, id) is not { Status: FileStatus.Ready })
@@ -169,7 +169,7 @@ public static partial class JobCreation
     private static partial Regex UnmappedProperty();
 
     /// <summary>The job created earlier with this key (200), a 422 when the key was used for another body, or null.</summary>
-    static Results<Created<JobObject>, Ok<JobObject>, ProblemHttpResult>? Replay(SqliteConnection conn, string org, string key, string requestHash)
+    static Results<Created<JobObject>, Ok<JobObject>, ProblemHttpResult>? Replay(DbConnection conn, string org, string key, string requestHash)
     {
         var existing = Db.Query(conn, null, $"SELECT {JobRows.Columns} FROM jobs WHERE org = @org AND idempotency_key = @key",
             JobRows.Map, ("@org", org), ("@key", key)).FirstOrDefault();
@@ -184,7 +184,7 @@ public static partial class JobCreation
     sealed record Issue(ErrorItem Item, string Code, int Status = 422);
 
     /// <summary>Checks every field; returns the normalised settings, or a problem naming every issue found.</summary>
-    static (JobSettings? Settings, ProblemHttpResult? Problem) Validate(SqliteConnection conn, string org, CreateJobRequest request)
+    static (JobSettings? Settings, ProblemHttpResult? Problem) Validate(DbConnection conn, string org, CreateJobRequest request)
     {
         var issues = new List<Issue>();
         void Add(string? field, string message, string code = ErrorCodes.ValidationFailed, int status = 422) =>
@@ -222,7 +222,7 @@ public static partial class JobCreation
         return (null, Problems.Validation(detail, items, code));
     }
 
-    static void ValidateModel(SqliteConnection conn, string org, string model, TrainingSettings? settings, Action<string?, string, string, int> add)
+    static void ValidateModel(DbConnection conn, string org, string model, TrainingSettings? settings, Action<string?, string, string, int> add)
     {
         var baseId = model;
         if (IsFineTunedId(model))
@@ -261,7 +261,7 @@ public static partial class JobCreation
     /// The registry model under a model id of this org: itself for a registry id, the stored base of a
     /// fine-tuned model, or the base of the job a checkpoint belongs to; null when the org has no such model.
     /// </summary>
-    public static string? RegistryBase(SqliteConnection conn, string org, string model)
+    public static string? RegistryBase(DbConnection conn, string org, string model)
     {
         if (!IsFineTunedId(model)) return model;
         return Db.Scalar<string>(conn, null, "SELECT base_model FROM fine_tuned_models WHERE id = @id AND org = @org", ("@id", model), ("@org", org))
@@ -271,7 +271,7 @@ public static partial class JobCreation
                 : null);
     }
 
-    static void CheckFile(SqliteConnection conn, string org, string field, string id, bool vision, string? model, Action<string?, string, string, int> add)
+    static void CheckFile(DbConnection conn, string org, string field, string id, bool vision, string? model, Action<string?, string, string, int> add)
     {
         var file = FileRows.Find(conn, null, org, id);
         // A validation error on the field, not a not-found problem: the same words whether the id is

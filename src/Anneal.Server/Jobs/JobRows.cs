@@ -4,7 +4,7 @@ using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
 using Anneal.Core.Training;
 using Anneal.Server.Storage;
-using Microsoft.Data.Sqlite;
+using System.Data.Common;
 
 namespace Anneal.Server.Jobs;
 
@@ -28,7 +28,7 @@ public static class JobRows
         (SELECT MAX(e.created_at) FROM job_events e WHERE e.job_id = jobs.id) AS updated_at
         """;
 
-    public static JobRow Map(SqliteDataReader r)
+    public static JobRow Map(DbDataReader r)
     {
         var id = r.GetString(r.GetOrdinal("id"));
         var wire = new JobObject(
@@ -58,17 +58,17 @@ public static class JobRows
     }
 
     /// <summary>The org's job, or null (another organisation's job is treated as absent).</summary>
-    public static JobRow? Find(SqliteConnection conn, SqliteTransaction? tx, string org, string id) =>
+    public static JobRow? Find(DbConnection conn, DbTransaction? tx, string org, string id) =>
         Db.Query(conn, tx, $"SELECT {Columns} FROM jobs WHERE id = @id AND org = @org", Map, ("@id", id), ("@org", org)).FirstOrDefault();
 
-    public static JobRow? FindAny(SqliteConnection conn, SqliteTransaction? tx, string id) =>
+    public static JobRow? FindAny(DbConnection conn, DbTransaction? tx, string id) =>
         Db.Query(conn, tx, $"SELECT {Columns} FROM jobs WHERE id = @id", Map, ("@id", id)).FirstOrDefault();
 
     /// <summary>
     /// Moves a job from one of <paramref name="from"/> to <paramref name="to"/> and stamps the matching
     /// time column; false when the job is in another status (the caller reports the current one).
     /// </summary>
-    public static bool Transition(SqliteConnection conn, SqliteTransaction? tx, string id, string[] from, string to)
+    public static bool Transition(DbConnection conn, DbTransaction? tx, string id, string[] from, string to)
     {
         var stamp = to switch
         {

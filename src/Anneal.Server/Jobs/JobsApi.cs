@@ -1,5 +1,6 @@
 // Jobs resource (DESIGN §3 "Jobs"): create, start, cancel, pause/resume, get, list, logs, and the
 // views Synth's status commands read (status, config, timeline; runs, empty for SFT).
+using System.Data.Common;
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
 using Anneal.Server.Events;
@@ -89,7 +90,7 @@ public static class JobsApi
     {
         var org = http.Org();
         using var conn = db.Connect();
-        using var tx = conn.BeginTransaction();
+        using var tx = Db.Begin(conn);
         var job = JobRows.Find(conn, tx, org, id);
         if (job is null) return Problems.NotFound("job", id);
         if (!JobRows.Transition(conn, tx, id, [JobStatus.Created], JobStatus.Queued))
@@ -116,7 +117,7 @@ public static class JobsApi
             await Task.WhenAny(finished, Task.Delay(options.CancelGracePeriod + TimeSpan.FromSeconds(10)));
             return TypedResults.Ok(JobRows.Find(conn, null, org, id)!.Wire);
         }
-        using (var tx = conn.BeginTransaction())
+        using (var tx = Db.Begin(conn))
         {
             // `running` here means no trainer of this server holds the job (none configured): nothing to stop.
             string[] from = job.Wire.Status == JobStatus.Running ? [JobStatus.Running] : [JobStatus.Created, JobStatus.Queued, JobStatus.Paused];
@@ -166,7 +167,7 @@ public static class JobsApi
     {
         var org = http.Org();
         using var conn = db.Connect();
-        using var tx = conn.BeginTransaction();
+        using var tx = Db.Begin(conn);
         var job = JobRows.Find(conn, tx, org, id);
         if (job is null) return Problems.NotFound("job", id);
         if (!JobRows.Transition(conn, tx, id, [JobStatus.Paused], JobStatus.Queued))

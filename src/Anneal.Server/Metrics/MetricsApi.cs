@@ -5,7 +5,7 @@ using Anneal.Server.Http;
 using Anneal.Server.Jobs;
 using Anneal.Server.Storage;
 using Microsoft.AspNetCore.Http.HttpResults;
-using Microsoft.Data.Sqlite;
+using System.Data.Common;
 
 namespace Anneal.Server.Metrics;
 
@@ -38,7 +38,7 @@ public static class MetricsApi
         return TypedResults.Ok(new MetricList(points));
     }
 
-    public static void Record(SqliteConnection conn, SqliteTransaction? tx, string jobId, string name, long step, double value) =>
+    public static void Record(DbConnection conn, DbTransaction? tx, string jobId, string name, long step, double value) =>
         Db.Exec(conn, tx, "INSERT INTO metrics (job_id, name, step, value, created_at) VALUES (@j, @n, @s, @v, @t)",
             ("@j", jobId), ("@n", name), ("@s", step), ("@v", value), ("@t", Db.Now()));
 }

@@ -1,7 +1,10 @@
 // Claims queued jobs and runs each in its own trainer process, at most MaxConcurrentJobs at once
-// (and at most one per configured GPU). The claim is one atomic UPDATE … WHERE status = 'queued';
-// on PostgreSQL the inner SELECT becomes `… FOR UPDATE SKIP LOCKED` so several worker hosts can
-// claim from the same table without taking the same job.
+// (and at most one per configured GPU). The claim is one atomic UPDATE … WHERE status = 'queued'
+// that also takes a lease (JobLeases); on PostgreSQL the inner SELECT is `… FOR UPDATE SKIP LOCKED`
+// so several servers claim from the same table without taking the same job. While trainers run,
+// their leases are renewed every third of LeaseDuration; on a shared store this loop also recovers
+// jobs whose lease lapsed (their server died), and a graceful stop hands its leases back.
+using System.Data.Common;
 using System.Collections.Concurrent;
 using Anneal.Core.Contracts;
 using Anneal.Server.Events;
@@ -16,25 +19,43 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
     readonly ConcurrentQueue<string> _freeGpus = new(options.Gpus);
     // Held across claim + registration, so a cancel never sees a job `running` without its run.
     readonly Lock _claimGate = new();
+    /// <summary>Trainer processes this server runs now.</summary>
+    public int RunningCount => _runs.Count;
+    /// <summary>This server's name in job leases.</summary>
+    public string Owner { get; } = JobLeases.NewOwner();
+    DateTime _nextHeartbeat = DateTime.MinValue;
+    Task _recovery = Task.CompletedTask;
 
     int Slots => options.Gpus.Count > 0 ? Math.Min(options.MaxConcurrentJobs, options.Gpus.Count) : options.MaxConcurrentJobs;
 
     protected override async Task ExecuteAsync(CancellationToken ct)
     {
-        if (options.TrainerCommand.Count == 0)
+        var runsJobs = options.TrainerCommand.Count > 0;
+        if (!runsJobs)
         {
             log.LogWarning("No trainer command configured: jobs are accepted and queued but not run.");
-            return;
+            // Without trainers of its own a server still recovers the jobs of servers and workers that died.
+            if (!db.Shared && options.WorkerToken is null) return;
         }
         while (!ct.IsCancellationRequested)
         {
-            while (_runs.Count < Slots)
+            while (runsJobs && _runs.Count < Slots)
             {
                 lock (_claimGate)
                 {
                     if (!EnoughFreeGpusForNext()) break;   // a multi-GPU job waits at the head of the queue
-                    if (Claim() is not { } job) break;
-                    Launch(job);
+                    if (Claim() is not { } claim) break;
+                    Launch(claim.Job, claim.Lease);
+                }
+            }
+            if (DateTime.UtcNow >= _nextHeartbeat)
+            {
+                _nextHeartbeat = DateTime.UtcNow + options.LeaseDuration / 3;
+                try { Heartbeat(); }
+                catch (Exception e) when (e is System.Data.Common.DbException or InvalidOperationException or TimeoutException)
+                {
+                    // The database is unreachable for now: the leases last LeaseDuration; try again soon.
+                    log.LogWarning(e, "Renewing job leases failed");
                 }
             }
             try { await signals.WorkAvailable.WaitAsync(TimeSpan.FromSeconds(1), ct); }
@@ -42,22 +63,38 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
         }
     }
 
-    /// <summary>Atomically moves the oldest queued job to running (with its sft.running event), or null.</summary>
-    JobRow? Claim()
+    /// <summary>Atomically moves the oldest queued job to running under a lease (with its sft.running event), or null.</summary>
+    (JobRow Job, JobLease Lease)? Claim()
     {
         using var conn = db.Connect();
-        using var tx = conn.BeginTransaction();
-        var id = Db.Scalar<string>(conn, tx, """
-            UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, @t)
-            WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1) AND status = 'queued'
-            RETURNING id
-            """, ("@t", Db.Now()));
-        if (id is null) return null;
-        JobEvents.Append(conn, tx, id, EventTypes.Running, "info", "Trainer process starting.");
-        var job = JobRows.FindAny(conn, tx, id)!;
+        using var tx = Db.BeginRowLocked(conn);
+        if (JobLeases.Claim(conn, tx, Owner, options.LeaseDuration) is not { } claim) return null;
+        JobEvents.Append(conn, tx, claim.JobId, EventTypes.Running, "info", "Trainer process starting.",
+            new System.Text.Json.Nodes.JsonObject { ["attempt"] = claim.Lease.Attempt });
+        var job = JobRows.FindAny(conn, tx, claim.JobId)!;
         tx.Commit();
         signals.EventsAppended.Signal();
-        return job;
+        return (job, claim.Lease);
+    }
+
+    /// <summary>Renews the lease of every run (a run whose lease is gone stops); on a shared store, recovers lapsed jobs in the background.</summary>
+    void Heartbeat()
+    {
+        using (var conn = db.Connect())
+            foreach (var run in _runs.Values)
+                if (!JobLeases.Renew(conn, run.JobId, run.Lease, options.LeaseDuration))
+                    run.LoseLease();
+        // Jobs of other servers (shared store) and of workers whose lease lapsed; this server's own
+        // runs were renewed just above.
+        if ((db.Shared || options.WorkerToken is not null) && _recovery.IsCompleted)
+            _recovery = Task.Run(() =>
+            {
+                try
+                {
+                    if (Recovery.RequeueLapsed(db, options, Owner) > 0) signals.WorkAvailable.Signal();
+                }
+                catch (Exception e) { log.LogError(e, "Recovering jobs with lapsed leases failed"); }
+            });
     }
 
     /// <summary>Whether the oldest queued job's GPUs ([compute].gpu_count, one per rank; see RankPlacement) are free.</summary>
@@ -70,14 +107,14 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
         return RankPlacement.GpusToTake(RankPlacement.RequestedGpus(next), options) <= _freeGpus.Count;
     }
 
-    void Launch(JobRow job)
+    void Launch(JobRow job, JobLease lease)
     {
         // One GPU per rank, handed over as one CUDA_VISIBLE_DEVICES list ("0,1,2,3").
         var taken = new List<string>();
         for (var i = RankPlacement.GpusToTake(RankPlacement.RequestedGpus(job), options); i > 0; i--)
             taken.Add(_freeGpus.TryDequeue(out var g) ? g : throw new InvalidOperationException("claimed a job with no free GPU")); // checked before the claim
         var gpu = taken.Count > 0 ? string.Join(',', taken) : null;
-        var run = new TrainerRun(db, options, signals, log, job, gpu);
+        var run = new TrainerRun(db, options, signals, log, job, gpu, lease);
         _runs[job.Wire.Id] = run;
         run.Completion = Task.Run(async () =>
         {
@@ -123,5 +160,14 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
         var runs = _runs.Values.ToList();
         foreach (var run in runs) run.Shutdown();
         await Task.WhenAll(runs.Select(r => r.Completion));
+        await _recovery;
+        if (!db.Shared) return;
+        // Another server recovers these jobs at once instead of after the lease lapses.
+        try
+        {
+            using var conn = db.Connect();
+            foreach (var run in runs) JobLeases.Release(conn, run.JobId, run.Lease);
+        }
+        catch (System.Data.Common.DbException e) { log.LogWarning(e, "Handing back job leases failed; they lapse by themselves"); }
     }
 }

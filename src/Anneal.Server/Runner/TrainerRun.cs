@@ -4,6 +4,7 @@
 // keeps its stderr in jobs/<id>/trainer.log, and on exit records the final status together with
 // the final event in one transaction (succeeded → fine-tuned model registered; failed → error
 // {code, message, log_tail}; cancelled). Exit is noticed at once through WaitForExitAsync.
+using System.Data.Common;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -18,7 +19,7 @@ using Anneal.Server.Storage;
 
 namespace Anneal.Server.Runner;
 
-public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals, ILogger log, JobRow job, string? gpu)
+public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals, ILogger log, JobRow job, string? gpu, JobLease lease)
 {
     const int LogTailLines = 20;
     /// <summary>The message of every sft.failed event; clients show it with data.error: "Training failed (code: message)".</summary>
@@ -29,7 +30,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     readonly Queue<string> _tail = new();
     readonly Lock _gate = new();
     Process? _process;
-    volatile bool _cancelRequested, _shuttingDown, _pauseRequested;
+    volatile bool _cancelRequested, _shuttingDown, _pauseRequested, _leaseLost;
     CompletedData? _completed;
     JsonObject? _failed, _cancelled;
     // Stops a model download in progress on cancel or shutdown.
@@ -37,6 +38,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     string? _failedMessage;
 
     public Task Completion { get; set; } = Task.CompletedTask;
+    public string JobId => _id;
 
     public async Task RunAsync()
     {
@@ -103,7 +105,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         }
         lock (_gate) _process = process;
         using (var conn = db.Connect())
-            Db.Exec(conn, null, "UPDATE jobs SET trainer_pid = @pid WHERE id = @id", ("@pid", process.Id), ("@id", _id));
+            Db.Exec(conn, null, "UPDATE jobs SET trainer_pid = @pid WHERE id = @id AND lease_owner = @owner AND attempt = @attempt",
+                ("@pid", process.Id), ("@id", _id), ("@owner", lease.Owner), ("@attempt", lease.Attempt));
         log.LogInformation("Job {JobId}: trainer pid {Pid} started", _id, process.Id);
         if (_cancelRequested || _shuttingDown || _pauseRequested) Signal();
 
@@ -221,23 +224,26 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         TrainerEvent? e = null;
         try { e = JsonSerializer.Deserialize<TrainerEvent>(line, AnnealJson.Options); }
         catch (JsonException) { }
+        switch (e?.Type)
+        {
+            // Final events are recorded with the final status when the process exits.
+            case EventTypes.Completed: _completed = EventData.Read<CompletedData>(e.Data); return;
+            case EventTypes.Failed: _failed = e.Data ?? []; _failedMessage = e.Message; return;
+            case EventTypes.Cancelled: _cancelled = e.Data ?? []; return;
+        }
         using var conn = db.Connect();
+        // Only this job's row is locked, so trainers on several servers write side by side.
+        using var tx = Db.BeginRowLocked(conn);
+        if (!JobLeases.Holds(conn, tx, _id, lease)) return; // the job is no longer this run's: write nothing
         if (e is null || string.IsNullOrEmpty(e.Type))
         {
             // Not a protocol line: keep it visible rather than drop it.
-            JobEvents.Append(conn, null, _id, EventTypes.Log, "info", JobOutput.Relative(line.Length > 2000 ? line[..2000] : line, _jobDir));
+            JobEvents.Append(conn, tx, _id, EventTypes.Log, "info", JobOutput.Relative(line.Length > 2000 ? line[..2000] : line, _jobDir));
+            tx.Commit();
             signals.EventsAppended.Signal();
             return;
         }
         var data = e.Data;
-        switch (e.Type)
-        {
-            // Final events are recorded with the final status when the process exits.
-            case EventTypes.Completed: _completed = EventData.Read<CompletedData>(data); return;
-            case EventTypes.Failed: _failed = data ?? []; _failedMessage = e.Message; return;
-            case EventTypes.Cancelled: _cancelled = data ?? []; return;
-        }
-        using var tx = conn.BeginTransaction();
         switch (e.Type)
         {
             case EventTypes.Progress when EventData.Read<ProgressData>(data) is { } progress:
@@ -253,8 +259,10 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
                 break;
             case EventTypes.CheckpointSaved when EventData.Read<CheckpointSavedData>(data) is { Path: not null } saved:
                 Db.Exec(conn, tx, """
-                    INSERT OR REPLACE INTO checkpoints (id, job_id, org, step, path, metrics, created_at)
+                    INSERT INTO checkpoints (id, job_id, org, step, path, metrics, created_at)
                     VALUES (@id, @job, @org, @step, @path, @metrics, @t)
+                    ON CONFLICT (id) DO UPDATE SET job_id = excluded.job_id, org = excluded.org, step = excluded.step,
+                        path = excluded.path, metrics = excluded.metrics, created_at = excluded.created_at
                     """,
                     ("@id", $"{FineTunedId()}:step-{saved.Step}"), ("@job", _id), ("@org", job.Org), ("@step", saved.Step), ("@path", saved.Path),
                     ("@metrics", saved.Metrics?.ToJsonString(AnnealJson.Options)), ("@t", Db.Now()));
@@ -266,7 +274,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         signals.EventsAppended.Signal();
     }
 
-    void RecordProgress(Microsoft.Data.Sqlite.SqliteConnection conn, Microsoft.Data.Sqlite.SqliteTransaction tx, ProgressData p)
+    void RecordProgress(DbConnection conn, DbTransaction tx, ProgressData p)
     {
         var progress = new JobProgress(p.Step, p.TotalSteps, p.Epoch, Finite(p.TokensPerSecond), Finite(p.EtaSeconds));
         Db.Exec(conn, tx, "UPDATE jobs SET progress = @p, trained_tokens = COALESCE(@tt, trained_tokens) WHERE id = @id",
@@ -278,7 +286,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     static double? Finite(double? v) => v is { } d && double.IsFinite(d) ? d : null;
 
     /// <summary>A file's num_tokens, from the first job that tokenized it (Qwen3 models share one tokenizer).</summary>
-    void RecordFileTokens(Microsoft.Data.Sqlite.SqliteConnection conn, Microsoft.Data.Sqlite.SqliteTransaction tx, string? fileId, double? tokens)
+    void RecordFileTokens(DbConnection conn, DbTransaction tx, string? fileId, double? tokens)
     {
         if (fileId is null || tokens is null) return;
         Db.Exec(conn, tx, "UPDATE files SET num_tokens = @t WHERE id = @id AND org = @org AND num_tokens IS NULL",
@@ -296,6 +304,20 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         var prefix = job.Mode switch { TrainingModes.Lora => "ft", TrainingModes.Qlora => "qft", _ => "fft" };
         using var conn = db.Connect();
         return $"{prefix}:{JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model}:{job.Wire.Id}";
+    }
+
+    /// <summary>
+    /// A run on a worker host (Workers/WorkersApi): its trainer's stdout lines arrive over HTTP
+    /// and go through the same recording as a local trainer's, under the worker's lease.
+    /// </summary>
+    internal void RecordRemoteLine(string line) => OnStdout(line);
+
+    /// <summary>The worker's trainer exited: its stderr tail and exit code decide the final status, as for a local trainer.</summary>
+    internal void RecordRemoteExit(int exitCode, IEnumerable<string> logTail)
+    {
+        lock (_tail)
+            foreach (var line in logTail.TakeLast(LogTailLines)) _tail.Enqueue(line);
+        OnExit(exitCode);
     }
 
     void OnExit(int exitCode)
@@ -342,14 +364,15 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     void Succeed(CompletedData completed)
     {
-        if (RecordSucceeded(db, job, completed, null)) signals.EventsAppended.Signal();
+        if (RecordSucceeded(db, job, completed, null, lease)) signals.EventsAppended.Signal();
     }
 
     /// <summary>
     /// running → succeeded with the fine-tuned model registered and sft.completed, in one transaction;
-    /// false when the job was no longer running. Also used by recovery to adopt a finished final/.
+    /// false when the job was no longer running (or no longer <paramref name="lease"/>'s). Also used
+    /// by recovery, which holds the job already, to adopt a finished final/.
     /// </summary>
-    internal static bool RecordSucceeded(Db db, JobRow job, CompletedData completed, string? note)
+    internal static bool RecordSucceeded(Db db, JobRow job, CompletedData completed, string? note, JobLease? lease)
     {
         var id = job.Wire.Id;
         var ftId = FineTunedId(db, job);
@@ -361,13 +384,16 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         var (trained, weightsStep) = (completed.TrainedTokens, completed.WeightsStep);
         using var conn = db.Connect();
         var baseModel = JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model;
-        using var tx = conn.BeginTransaction();
+        using var tx = Db.Begin(conn);
+        if (lease is not null && !JobLeases.Holds(conn, tx, id, lease)) return false;
         if (!JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Succeeded)) return false;
         Db.Exec(conn, tx, "UPDATE jobs SET fine_tuned_model = @ft, trained_tokens = COALESCE(@tt, trained_tokens), weights_step = @ws WHERE id = @id",
             ("@ft", ftId), ("@tt", trained), ("@ws", weightsStep), ("@id", id));
         Db.Exec(conn, tx, """
-            INSERT OR REPLACE INTO fine_tuned_models (id, org, base_model, job_id, path, status, created_at)
+            INSERT INTO fine_tuned_models (id, org, base_model, job_id, path, status, created_at)
             VALUES (@id, @org, @base, @job, @path, 'ready', @t)
+            ON CONFLICT (id) DO UPDATE SET org = excluded.org, base_model = excluded.base_model, job_id = excluded.job_id,
+                path = excluded.path, status = excluded.status, created_at = excluded.created_at
             """, ("@id", ftId), ("@org", job.Org), ("@base", baseModel), ("@job", id), ("@path", path), ("@t", Db.Now()));
         var data = JobOutput.Relative(EventData.ToJson(completed), Path.Combine(db.JobsDir, id))!;
         data["fine_tuned_model"] = ftId;
@@ -386,7 +412,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             error = error with { LogTail = [.. (error.LogTail ?? []).Append(line).TakeLast(LogTailLines)] };
         }
         using var conn = db.Connect();
-        using var tx = conn.BeginTransaction();
+        using var tx = Db.Begin(conn);
+        if (!JobLeases.Holds(conn, tx, _id, lease)) return;
         if (!JobRows.Transition(conn, tx, _id, [JobStatus.Running], status)) return;
         if (error is not null) Db.Exec(conn, tx, "UPDATE jobs SET error = @e WHERE id = @id", ("@e", Db.ToJson(error)), ("@id", _id));
         var eventData = data is null ? [] : (JsonObject)data.DeepClone();
@@ -416,10 +443,11 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     void Paused()
     {
         using var conn = db.Connect();
-        using var tx = conn.BeginTransaction();
+        using var tx = Db.Begin(conn);
         var checkpoint = Db.Query(conn, tx, "SELECT step, path FROM checkpoints WHERE job_id = @id ORDER BY step DESC",
                 r => (Step: r.GetInt64(0), Path: r.GetString(1)), ("@id", _id))
             .FirstOrDefault(c => Directory.Exists(c.Path));
+        if (!JobLeases.Holds(conn, tx, _id, lease)) return;
         if (!JobRows.Transition(conn, tx, _id, [JobStatus.Running], JobStatus.Paused)) return;
         Db.Exec(conn, tx, "UPDATE jobs SET resume_from = COALESCE(@r, resume_from), trainer_pid = NULL WHERE id = @id", ("@r", checkpoint.Path), ("@id", _id));
         var from = checkpoint.Path is null ? "its previous starting point" : $"its checkpoint at step {checkpoint.Step}";
@@ -440,6 +468,20 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     public void Pause() { _pauseRequested = true; _stop.Cancel(); Signal(); }
 
     public void Shutdown() { _shuttingDown = true; _stop.Cancel(); Signal(); }
+
+    /// <summary>
+    /// The job is no longer this run's (recovered by another server after this one stalled, or
+    /// cancelled through another server): stop the trainer as for a cancel; every write is fenced.
+    /// </summary>
+    public void LoseLease()
+    {
+        if (_leaseLost) return;
+        _leaseLost = true;
+        log.LogWarning("Job {JobId}: lease lost (attempt {Attempt}); stopping its trainer without recording anything", _id, lease.Attempt);
+        Cancel();
+    }
+
+    public JobLease Lease => lease;
 
     /// <summary>
     /// SIGTERM to cancel, or SIGUSR1 to checkpoint and stop (pause, shutdown), honoured at the next

@@ -1,85 +1,98 @@
-// The embedded store: one SQLite file (<data-dir>/anneal.db) in WAL mode, opened per operation.
-// Writes use BEGIN IMMEDIATE transactions (Microsoft.Data.Sqlite's default) so concurrent writers
-// wait on the busy timeout instead of failing on a read→write lock upgrade.
-// A PostgreSQL store would keep the same schema and SQL shapes (see Runner/JobScheduler claim).
+// The store: SQLite (<data-dir>/anneal.db in WAL mode, the embedded default) or PostgreSQL
+// (`--database postgres://…`, shared by several servers). Connections are opened per operation;
+// SqlDialect holds the few differences. Files, job folders and models stay in the data folder,
+// which servers sharing one PostgreSQL database also share.
+using System.Data.Common;
 using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Anneal.Core.Contracts;
-using Microsoft.Data.Sqlite;
 
 namespace Anneal.Server.Storage;
 
-public sealed class Db
+public sealed class Db : IDisposable
 {
-    const int BusyTimeoutMs = 30_000;
-    readonly string _connectionString;
-
     public string DataDir { get; }
     public string FilesDir => Path.Combine(DataDir, "files");
     public string JobsDir => Path.Combine(DataDir, "jobs");
     public string TmpDir => Path.Combine(DataDir, "tmp");
+    public SqlDialect Dialect { get; }
+    /// <summary>Several servers may share this store (PostgreSQL): no server owns every running job.</summary>
+    public bool Shared => Dialect is SqlDialect.Postgres;
 
-    public Db(string dataDir)
+    /// <summary>A store on the data folder's SQLite file, or on <paramref name="database"/> (a postgres:// URL) when given.</summary>
+    public Db(string dataDir, string? database = null)
     {
         DataDir = Path.GetFullPath(dataDir);
-        _connectionString = new SqliteConnectionStringBuilder
-        {
-            DataSource = Path.Combine(DataDir, "anneal.db"),
-            Mode = SqliteOpenMode.ReadWriteCreate,
-            Cache = SqliteCacheMode.Private,
-            DefaultTimeout = BusyTimeoutMs / 1000,
-            Pooling = true,
-        }.ToString();
+        Dialect = database is null
+            ? new SqlDialect.Sqlite(Path.Combine(DataDir, "anneal.db"))
+            : new SqlDialect.Postgres(DatabaseUrl.ToConnectionString(database));
     }
 
     /// <summary>Creates the folders and the database, and applies pending migrations.</summary>
-    public static Db Open(string dataDir)
+    public static Db Open(string dataDir, string? database = null)
     {
-        var db = new Db(dataDir);
+        var db = new Db(dataDir, database);
         DataDirPermissions.CreateFolder(db.DataDir);
         DataDirPermissions.CreateFolder(db.FilesDir);
         DataDirPermissions.CreateFolder(db.JobsDir);
         DataDirPermissions.CreateFolder(db.TmpDir);
-        DataDirPermissions.CreateFile(Path.Combine(db.DataDir, "anneal.db"));
-        using var conn = db.Connect();
-        using (var wal = conn.CreateCommand())
+        if (!db.Shared) DataDirPermissions.CreateFile(Path.Combine(db.DataDir, "anneal.db"));
+        try
         {
-            wal.CommandText = "PRAGMA journal_mode=WAL;";
-            wal.ExecuteNonQuery();
+            using var conn = db.Connect();
+            if (!db.Shared) Exec(conn, null, "PRAGMA journal_mode=WAL;");
+            Migrate(conn, db.Dialect);
         }
-        Migrate(conn);
+        catch
+        {
+            db.Dispose();
+            throw;
+        }
         return db;
     }
 
-    public SqliteConnection Connect()
-    {
-        var conn = new SqliteConnection(_connectionString);
-        conn.Open();
-        using var cmd = conn.CreateCommand();
-        // synchronous=FULL: an acknowledged commit is on disk even if the machine loses power.
-        cmd.CommandText = $"PRAGMA busy_timeout={BusyTimeoutMs}; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;";
-        cmd.ExecuteNonQuery();
-        return conn;
-    }
+    /// <summary>The store of an existing data folder: the PostgreSQL database it records (database.url), else its SQLite file.</summary>
+    public static Db OpenDataDir(string dataDir) => Open(dataDir, DatabaseUrl.Recorded(dataDir));
 
-    /// <summary>Applies embedded Migrations/NNNN_name.sql scripts above the stored schema_version, each in its own transaction.</summary>
-    static void Migrate(SqliteConnection conn)
+    public DbConnection Connect() => Dialect.Open();
+
+    public void Dispose() => Dialect.Dispose();
+
+    /// <summary>A write transaction, serialised with every other Begin() on the store (see SqlDialect).</summary>
+    public static DbTransaction Begin(DbConnection conn) => SqlDialect.Of(conn).BeginWrite(conn);
+
+    /// <summary>A write transaction for work on one job that locks the job's row instead (see SqlDialect).</summary>
+    public static DbTransaction BeginRowLocked(DbConnection conn) => SqlDialect.Of(conn).BeginRowLocked(conn);
+
+    public static bool IsUniqueViolation(DbException e) => SqlDialect.Postgres.Instance.IsUniqueViolation(e) || SqlDialect.Sqlite.Instance.IsUniqueViolation(e);
+
+    /// <summary>
+    /// Applies the embedded Migrations/NNNN_name.sql scripts not yet in schema_version, each in its
+    /// own transaction; NNNN_name.sqlite.sql / NNNN_name.postgres.sql run on that database only.
+    /// </summary>
+    static void Migrate(DbConnection conn, SqlDialect dialect)
     {
-        Exec(conn, null, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)");
+        using var migrationLock = dialect.MigrationLock(conn);
+        Exec(conn, null, dialect.TranslateDdl("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)"));
         var asm = Assembly.GetExecutingAssembly();
+        var otherSuffixes = new SqlDialect[] { SqlDialect.Sqlite.Instance, SqlDialect.Postgres.Instance }
+            .Where(d => d.Name != dialect.Name).Select(d => d.MigrationSuffix).ToList();
         var scripts = asm.GetManifestResourceNames()
             .Where(n => n.StartsWith("Migrations/", StringComparison.Ordinal) && n.EndsWith(".sql", StringComparison.Ordinal))
+            .Where(n => !otherSuffixes.Any(s => n.EndsWith(s, StringComparison.Ordinal)))
             .Select(n => (Name: n, Version: int.Parse(n["Migrations/".Length..].Split('_')[0], CultureInfo.InvariantCulture)))
             .OrderBy(s => s.Version)
             .ToList();
         foreach (var (name, version) in scripts)
         {
             using var tx = conn.BeginTransaction();
-            var current = Scalar<long?>(conn, tx, "SELECT MAX(version) FROM schema_version") ?? 0;
-            if (version <= current) { tx.Rollback(); continue; }
+            // Any version not applied yet (not only those above the highest): branches merged in
+            // any order each bring their own numbers.
+            if (Scalar<long>(conn, tx, "SELECT COUNT(*) FROM schema_version WHERE version = @v", ("@v", version)) > 0) { tx.Rollback(); continue; }
             using var reader = new StreamReader(asm.GetManifestResourceStream(name)!);
-            Exec(conn, tx, reader.ReadToEnd());
+            Exec(conn, tx, dialect.TranslateDdl(reader.ReadToEnd()));
             Exec(conn, tx, "INSERT INTO schema_version (version, applied_at) VALUES (@v, @t)", ("@v", version), ("@t", Now()));
             tx.Commit();
         }
@@ -91,22 +104,37 @@ public sealed class Db
 
     public static DateTimeOffset ParseTime(string s) => DateTimeOffset.Parse(s, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal);
 
-    public static SqliteCommand Command(SqliteConnection conn, SqliteTransaction? tx, string sql, params (string Name, object? Value)[] args)
+    public static DbCommand Command(DbConnection conn, DbTransaction? tx, string sql, params (string Name, object? Value)[] args)
     {
         var cmd = conn.CreateCommand();
         cmd.Transaction = tx;
+        var postgres = conn is Npgsql.NpgsqlConnection;
+        foreach (var (n, v) in args)
+        {
+            // PostgreSQL fixes an untyped parameter's type at its first use, so `@p IS NULL OR col = @p`
+            // fails with a NULL; a NULL is written into the statement instead (it has no type to fix).
+            if (postgres && v is null)
+            {
+                sql = Regex.Replace(sql, Regex.Escape(n) + "(?![A-Za-z0-9_])", "NULL");
+                continue;
+            }
+            var p = cmd.CreateParameter();
+            p.ParameterName = n;
+            // Flags are stored as 0/1 integers on both databases.
+            p.Value = v switch { null => DBNull.Value, bool b => b ? 1L : 0L, _ => v };
+            cmd.Parameters.Add(p);
+        }
         cmd.CommandText = sql;
-        foreach (var (n, v) in args) cmd.Parameters.AddWithValue(n, v ?? DBNull.Value);
         return cmd;
     }
 
-    public static int Exec(SqliteConnection conn, SqliteTransaction? tx, string sql, params (string, object?)[] args)
+    public static int Exec(DbConnection conn, DbTransaction? tx, string sql, params (string, object?)[] args)
     {
         using var cmd = Command(conn, tx, sql, args);
         return cmd.ExecuteNonQuery();
     }
 
-    public static T? Scalar<T>(SqliteConnection conn, SqliteTransaction? tx, string sql, params (string, object?)[] args)
+    public static T? Scalar<T>(DbConnection conn, DbTransaction? tx, string sql, params (string, object?)[] args)
     {
         using var cmd = Command(conn, tx, sql, args);
         var v = cmd.ExecuteScalar();
@@ -115,7 +143,7 @@ public sealed class Db
         return (T)Convert.ChangeType(v, target, CultureInfo.InvariantCulture);
     }
 
-    public static List<T> Query<T>(SqliteConnection conn, SqliteTransaction? tx, string sql, Func<SqliteDataReader, T> map, params (string, object?)[] args)
+    public static List<T> Query<T>(DbConnection conn, DbTransaction? tx, string sql, Func<DbDataReader, T> map, params (string, object?)[] args)
     {
         using var cmd = Command(conn, tx, sql, args);
         using var r = cmd.ExecuteReader();
@@ -124,8 +152,8 @@ public sealed class Db
         return list;
     }
 
-    public static string? Str(SqliteDataReader r, string col) { var i = r.GetOrdinal(col); return r.IsDBNull(i) ? null : r.GetString(i); }
-    public static long? Long(SqliteDataReader r, string col) { var i = r.GetOrdinal(col); return r.IsDBNull(i) ? null : r.GetInt64(i); }
+    public static string? Str(DbDataReader r, string col) { var i = r.GetOrdinal(col); return r.IsDBNull(i) ? null : r.GetString(i); }
+    public static long? Long(DbDataReader r, string col) { var i = r.GetOrdinal(col); return r.IsDBNull(i) ? null : r.GetInt64(i); }
 
     public static string? ToJson<T>(T? value) => value is null ? null : JsonSerializer.Serialize(value, AnnealJson.Options);
     public static T? FromJson<T>(string? json) => json is null ? default : JsonSerializer.Deserialize<T>(json, AnnealJson.Options);

@@ -3,6 +3,9 @@
 //   tmp/      every file: uploads in progress died with the previous process;
 //   files/    blobs no row refers to: DELETE commits the row first and removes the bytes after,
 //             so a crash in between leaves an orphan blob, never a row without its bytes.
+// On a shared store (PostgreSQL) other servers use the same folder and may be mid-upload: only
+// what is older than SharedGrace is swept (an upload's temp file, or a blob renamed into files/
+// whose row is not committed yet, is young).
 using System.Text.RegularExpressions;
 
 namespace Anneal.Server.Storage;
@@ -11,11 +14,16 @@ public static partial class StartupSweep
 {
     public sealed record Result(int TempFiles, int OrphanBlobs);
 
+    public static readonly TimeSpan SharedGrace = TimeSpan.FromHours(6);
+
     public static Result Run(Db db)
     {
+        var cutoff = db.Shared ? DateTime.UtcNow - SharedGrace : DateTime.MaxValue;
+        bool Old(string path) => File.GetLastWriteTimeUtc(path) < cutoff;
         var temp = 0;
         foreach (var path in Directory.EnumerateFileSystemEntries(db.TmpDir).ToList())
         {
+            if (!Old(path)) continue;
             if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
             else File.Delete(path);
             temp++;
@@ -26,7 +34,7 @@ public static partial class StartupSweep
         foreach (var blob in Directory.EnumerateFiles(db.FilesDir).ToList())
         {
             var name = Path.GetFileName(blob);
-            if (!Sha256Name().IsMatch(name) || known.Contains(name)) continue;
+            if (!Sha256Name().IsMatch(name) || known.Contains(name) || !Old(blob)) continue;
             File.Delete(blob);
             orphans++;
         }

@@ -1,0 +1,280 @@
+// `anneal worker`: runs jobs of a server on this host. One loop per GPU (or one on the CPU) claims a
+// job over /api/workers, fetches its dataset (kept by sha256 in the work folder's cache), finds the
+// base model (models folder, Hugging Face cache, else the Hub), downloads the checkpoint to resume
+// from when the server has one, then runs the same trainer process `anneal serve` runs. Trainer
+// stdout lines go to the server as they come; a saved checkpoint is uploaded (tar, sha256-checked)
+// before its line is sent, the final model before the exit. A heartbeat renews the lease; when the
+// server answers 409 lease_lost (the job was recovered elsewhere, or cancelled) the trainer is
+// stopped and nothing more is sent. A worker that dies simply stops renewing: the server re-queues
+// the job from its last uploaded checkpoint.
+using System.Diagnostics;
+using System.Formats.Tar;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Security.Cryptography;
+using System.Text.Json;
+using Anneal.Core.Contracts;
+using Anneal.Core.Models;
+using Anneal.Core.Training;
+using Anneal.Server.Workers;
+
+namespace Anneal.Cli.Worker;
+
+public sealed record WorkerSettings(Uri Server, string Token, string Name, IReadOnlyList<string?> Slots, string? GpuType, string WorkDir, string? ModelsDir,
+    bool AllowModelDownload, bool ExitWhenIdle, TimeSpan Poll);
+
+public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisposable
+{
+    const int LogTailLines = 20;
+    readonly HttpClient _http = Client(settings);
+
+    static HttpClient Client(WorkerSettings s)
+    {
+        var http = new HttpClient { BaseAddress = new Uri(s.Server, "api/workers/"), Timeout = TimeSpan.FromMinutes(30) };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", s.Token);
+        return http;
+    }
+
+    public void Dispose() => _http.Dispose();
+
+    /// <summary>Runs every slot until cancelled (or, with ExitWhenIdle, until no job is queued); returns how many jobs ran.</summary>
+    public async Task<int> RunAsync(CancellationToken ct)
+    {
+        var counts = await Task.WhenAll(settings.Slots.Select(gpu => Task.Run(() => SlotAsync(gpu, ct), ct)));
+        return counts.Sum();
+    }
+
+    async Task<int> SlotAsync(string? gpu, CancellationToken ct)
+    {
+        var ran = 0;
+        while (!ct.IsCancellationRequested)
+        {
+            WorkerClaim? claim;
+            try { claim = await ClaimAsync(gpu, ct); }
+            catch (HttpRequestException e)
+            {
+                ctx.Error.WriteLine($"worker: the server at {settings.Server} did not answer ({e.Message}); retrying");
+                await Task.Delay(settings.Poll, ct);
+                continue;
+            }
+            if (claim is null)
+            {
+                if (settings.ExitWhenIdle) break;
+                await Task.Delay(settings.Poll, ct);
+                continue;
+            }
+            ctx.Out.WriteLine($"worker: job {claim.JobId} attempt {claim.Attempt} on {(gpu is null ? "cpu" : $"GPU {gpu}")}");
+            var outcome = await RunJobAsync(claim, gpu, ct);
+            ctx.Out.WriteLine($"worker: job {claim.JobId} attempt {claim.Attempt}: {outcome}");
+            ran++;
+        }
+        return ran;
+    }
+
+    async Task<WorkerClaim?> ClaimAsync(string? gpu, CancellationToken ct)
+    {
+        using var response = await _http.PostAsJsonAsync("claim", new WorkerClaimRequest(settings.Name, gpu is null ? [] : [gpu], gpu is null ? null : settings.GpuType), AnnealJson.Options, ct);
+        if (response.StatusCode == HttpStatusCode.NoContent) return null;
+        await EnsureAsync(response, "claim", ct);
+        return await response.Content.ReadFromJsonAsync<WorkerClaim>(AnnealJson.Options, ct);
+    }
+
+    /// <summary>One attempt of one job; returns what happened, for the log.</summary>
+    async Task<string> RunJobAsync(WorkerClaim claim, string? gpu, CancellationToken ct)
+    {
+        var lease = new WorkerLease(claim.Owner, claim.Attempt);
+        var jobDir = Path.Combine(settings.WorkDir, "jobs", claim.JobId, $"attempt-{claim.Attempt}");
+        var output = Path.Combine(jobDir, "output");
+        Directory.CreateDirectory(output);
+        using var lost = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        using var heartbeat = new CancellationTokenSource();
+        var beats = HeartbeatAsync(claim, lost, heartbeat.Token);
+        try
+        {
+            TrainerJobSpec spec;
+            try { spec = await PrepareAsync(claim, gpu, jobDir, output, lost.Token); }
+            catch (Exception e) when (e is ModelDownloadException or IOException or HttpRequestException or InvalidDataException)
+            {
+                var failed = Line(EventTypes.Failed, "error", e.Message, new() { ["error"] = new System.Text.Json.Nodes.JsonObject { ["code"] = ErrorCodes.UserConfigError, ["message"] = e.Message } });
+                await ExitAsync(claim, 2, [failed], [], ct);
+                return $"failed before training: {e.Message}";
+            }
+            return await TrainAsync(claim, lease, spec, gpu, jobDir, output, lost);
+        }
+        catch (LeaseLostException) { return "lease lost: stopped, nothing more sent"; }
+        finally
+        {
+            await heartbeat.CancelAsync();
+            try { await beats; } catch (OperationCanceledException) { }
+        }
+    }
+
+    async Task<TrainerJobSpec> PrepareAsync(WorkerClaim claim, string? gpu, string jobDir, string output, CancellationToken ct)
+    {
+        var train = await FetchFileAsync(claim.TrainingFile, ct);
+        var validation = claim.ValidationFile is { } v ? await FetchFileAsync(v, ct) : null;
+        string? resume = null;
+        if (claim.ResumeFrom is { } from)
+        {
+            resume = Path.Combine(output, from);
+            if (Directory.Exists(resume)) Directory.Delete(resume, recursive: true);
+            Directory.CreateDirectory(resume);
+            await using var tar = await _http.GetStreamAsync($"jobs/{claim.JobId}/artifacts/{from}", ct);
+            await TarFile.ExtractToDirectoryAsync(tar, resume, overwriteFiles: true, ct);
+        }
+        var models = settings.ModelsDir ?? Path.Combine(settings.WorkDir, "models");
+        var modelPath = await ModelResolver.ResolveAsync(claim.Model, ModelSources.FromEnvironment(models, settings.AllowModelDownload), ct: ct);
+        var spec = new TrainerJobSpec(claim.JobId, claim.Model, modelPath, train, validation, output, claim.Settings,
+            ResumeFrom: resume, Device: gpu is null ? "cpu" : "cuda", MergeLora: claim.MergeLora,
+            TrainingFileName: $"{claim.TrainingFile.Name} ({claim.TrainingFile.Id})",
+            ValidationFileName: claim.ValidationFile is { } vf ? $"{vf.Name} ({vf.Id})" : null);
+        await File.WriteAllTextAsync(Path.Combine(jobDir, "spec.json"), JsonSerializer.Serialize(spec, AnnealJson.Indented), ct);
+        return spec;
+    }
+
+    /// <summary>The dataset from the cache (files/&lt;sha256&gt;, checked) or the server.</summary>
+    async Task<string> FetchFileAsync(WorkerFile file, CancellationToken ct)
+    {
+        var cache = Path.Combine(settings.WorkDir, "files");
+        Directory.CreateDirectory(cache);
+        var path = Path.Combine(cache, file.Sha256);
+        if (File.Exists(path) && await Sha256Async(path, ct) == file.Sha256) return path;
+        var tmp = path + ".partial";
+        await using (var body = await _http.GetStreamAsync($"files/{file.Id}", ct))
+        await using (var stream = File.Create(tmp))
+            await body.CopyToAsync(stream, ct);
+        var actual = await Sha256Async(tmp, ct);
+        if (actual != file.Sha256)
+            throw new InvalidDataException($"file {file.Id}: downloaded bytes have sha256 {actual}, the server said {file.Sha256}");
+        File.Move(tmp, path, overwrite: true);
+        return path;
+    }
+
+    async Task<string> TrainAsync(WorkerClaim claim, WorkerLease lease, TrainerJobSpec spec, string? gpu, string jobDir, string output, CancellationTokenSource lost)
+    {
+        var psi = new ProcessStartInfo(ctx.SelfCommand[0])
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false, WorkingDirectory = jobDir,
+        };
+        foreach (var a in ctx.SelfCommand.Skip(1).Concat(["trainer", "run", "--spec", Path.Combine(jobDir, "spec.json")])) psi.ArgumentList.Add(a);
+        psi.Environment["CUDA_VISIBLE_DEVICES"] = gpu ?? "";
+        // The trainer stops (after a checkpoint) when this worker is gone, as it does for a server.
+        psi.Environment[TrainerProtocol.ServerPidVariable] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        using var process = Process.Start(psi)!;
+        await using var stop = lost.Token.Register(() =>
+        {
+            try { if (!process.HasExited) process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+        });
+        var tail = new Queue<string>();
+        var stderr = Task.Run(async () =>
+        {
+            while (await process.StandardError.ReadLineAsync() is { } line)
+                lock (tail)
+                {
+                    tail.Enqueue(line);
+                    if (tail.Count > LogTailLines) tail.Dequeue();
+                }
+        });
+        var finals = new List<string>();
+        var outputJson = JsonEncodedText.Encode(output).ToString();
+        string Portable(string line) => line.Replace(outputJson, WorkerProtocol.OutputPlaceholder, StringComparison.Ordinal);
+        while (await process.StandardOutput.ReadLineAsync() is { } line)
+        {
+            if (lost.IsCancellationRequested) throw new LeaseLostException();
+            TrainerEvent? e = null;
+            try { e = JsonSerializer.Deserialize<TrainerEvent>(line, AnnealJson.Options); } catch (JsonException) { }
+            if (e?.Type is EventTypes.Completed or EventTypes.Failed or EventTypes.Cancelled)
+            {
+                finals.Add(Portable(line));
+                continue;
+            }
+            // The checkpoint is on the server before the line that names it.
+            if (e?.Type == EventTypes.CheckpointSaved && e.Data?["path"]?.GetValue<string>() is { } saved)
+            {
+                var relative = Path.GetRelativePath(output, saved).Replace('\\', '/');
+                if (!relative.StartsWith("..", StringComparison.Ordinal)) await UploadAsync(claim, lease, saved, relative, lost.Token);
+            }
+            await PostAsync($"jobs/{claim.JobId}/lines", new WorkerLines(lease.Owner, lease.Attempt, [Portable(line)]), lost.Token);
+        }
+        await process.WaitForExitAsync(lost.Token);
+        await Task.WhenAny(stderr, Task.Delay(TimeSpan.FromSeconds(5)));
+        if (lost.IsCancellationRequested) throw new LeaseLostException();
+        if (process.ExitCode == 0 && Directory.Exists(Path.Combine(output, "final")))
+            await UploadAsync(claim, lease, Path.Combine(output, "final"), "final", lost.Token);
+        List<string> logTail;
+        lock (tail) logTail = [.. tail];
+        var job = await ExitAsync(claim, process.ExitCode, finals, logTail, lost.Token);
+        return $"exit {process.ExitCode}; the job is {job?.Status ?? "?"}";
+    }
+
+    async Task HeartbeatAsync(WorkerClaim claim, CancellationTokenSource lost, CancellationToken stop)
+    {
+        var every = TimeSpan.FromSeconds(Math.Max(0.2, claim.LeaseSeconds / 3));
+        while (!stop.IsCancellationRequested)
+        {
+            await Task.Delay(every, stop);
+            try
+            {
+                using var response = await _http.PostAsJsonAsync($"jobs/{claim.JobId}/heartbeat", new WorkerLease(claim.Owner, claim.Attempt), AnnealJson.Options, stop);
+                if (response.StatusCode == HttpStatusCode.Conflict)
+                {
+                    ctx.Error.WriteLine($"worker: job {claim.JobId} attempt {claim.Attempt}: lease lost; stopping its trainer");
+                    await lost.CancelAsync();
+                    return;
+                }
+            }
+            catch (HttpRequestException e) { ctx.Error.WriteLine($"worker: heartbeat failed ({e.Message}); the lease lasts {claim.LeaseSeconds:0} s"); }
+        }
+    }
+
+    /// <summary>Tars <paramref name="folder"/> and uploads it as the job's output/<paramref name="relative"/> with its sha256.</summary>
+    async Task UploadAsync(WorkerClaim claim, WorkerLease lease, string folder, string relative, CancellationToken ct)
+    {
+        var tmp = Path.Combine(settings.WorkDir, $"upload-{Guid.NewGuid():n}.tar");
+        try
+        {
+            await TarFile.CreateFromDirectoryAsync(folder, tmp, includeBaseDirectory: false, ct);
+            var sha = await Sha256Async(tmp, ct);
+            await using var body = File.OpenRead(tmp);
+            using var content = new StreamContent(body);
+            content.Headers.Add(WorkerProtocol.Sha256Header, sha);
+            var query = $"owner={Uri.EscapeDataString(lease.Owner)}&attempt={lease.Attempt}";
+            using var response = await _http.PutAsync($"jobs/{claim.JobId}/artifacts/{relative}?{query}", content, ct);
+            await EnsureAsync(response, $"upload of {relative}", ct);
+        }
+        finally { File.Delete(tmp); }
+    }
+
+    async Task<JobObject?> ExitAsync(WorkerClaim claim, int exitCode, IReadOnlyList<string> lines, IReadOnlyList<string> logTail, CancellationToken ct)
+    {
+        using var response = await _http.PostAsJsonAsync($"jobs/{claim.JobId}/exit", new WorkerExit(claim.Owner, claim.Attempt, exitCode, lines, logTail), AnnealJson.Options, ct);
+        await EnsureAsync(response, "exit", ct);
+        return await response.Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options, ct);
+    }
+
+    async Task PostAsync<T>(string path, T body, CancellationToken ct)
+    {
+        using var response = await _http.PostAsJsonAsync(path, body, AnnealJson.Options, ct);
+        await EnsureAsync(response, path, ct);
+    }
+
+    static async Task EnsureAsync(HttpResponseMessage response, string what, CancellationToken ct)
+    {
+        if (response.IsSuccessStatusCode) return;
+        if (response.StatusCode == HttpStatusCode.Conflict) throw new LeaseLostException();
+        var text = await response.Content.ReadAsStringAsync(ct);
+        throw new HttpRequestException($"{what}: {(int)response.StatusCode} {text}");
+    }
+
+    static string Line(string type, string level, string message, System.Text.Json.Nodes.JsonObject? data = null) =>
+        JsonSerializer.Serialize(new TrainerEvent(type, level, message, data), AnnealJson.Options);
+
+    static async Task<string> Sha256Async(string path, CancellationToken ct)
+    {
+        await using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(await SHA256.HashDataAsync(stream, ct));
+    }
+
+    sealed class LeaseLostException : Exception;
+}

@@ -1,0 +1,35 @@
+// What `anneal worker` and the server say to each other over /api/workers (WorkersApi). A worker
+// claims a job under a lease (owner + attempt: the fencing token), sends every call with it, and
+// gets 409 lease_lost once the job is no longer its own (lapsed and recovered, or cancelled).
+// Trainer stdout lines travel as the trainer wrote them, with the worker's output folder written
+// as OutputPlaceholder; the server puts its own copy of the job's output folder in its place.
+using Anneal.Core.Training;
+
+namespace Anneal.Server.Workers;
+
+public static class WorkerProtocol
+{
+    public const string OutputPlaceholder = "${ANNEAL_OUTPUT}";
+    /// <summary>Header of an artifact upload: the hex sha256 of the tar body.</summary>
+    public const string Sha256Header = "X-Content-SHA256";
+    public const string LeaseLost = "lease_lost";
+}
+
+/// <summary>A slot asking for a job: its GPUs (none: the CPU) and their type, matched against jobs' [compute].</summary>
+public sealed record WorkerClaimRequest(string Worker, IReadOnlyList<string>? Gpus = null, string? GpuType = null);
+
+public sealed record WorkerFile(string Id, string Name, string Sha256, long Bytes);
+
+/// <summary>A claimed job: everything a worker needs to write the trainer's spec, plus its lease.</summary>
+public sealed record WorkerClaim(
+    string JobId, string Owner, long Attempt, double LeaseSeconds,
+    string Model, TrainingSettings Settings, bool MergeLora,
+    WorkerFile TrainingFile, WorkerFile? ValidationFile,
+    /// <summary>Relative to the job's output folder (e.g. checkpoints/step-3): download it and resume from it.</summary>
+    string? ResumeFrom);
+
+public sealed record WorkerLease(string Owner, long Attempt);
+
+public sealed record WorkerLines(string Owner, long Attempt, IReadOnlyList<string> Lines);
+
+public sealed record WorkerExit(string Owner, long Attempt, int ExitCode, IReadOnlyList<string> Lines, IReadOnlyList<string>? LogTail = null);

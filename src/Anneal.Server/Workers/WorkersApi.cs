@@ -1,0 +1,230 @@
+// /api/workers: trainers on other hosts (`anneal worker`). Authenticated by the server's worker
+// token (`anneal serve --worker-token`, ANNEAL_WORKER_TOKEN), not by an organisation's API key,
+// since a worker runs every organisation's jobs. Absent token: the endpoints answer 404.
+//   POST claim                          → 200 WorkerClaim | 204 nothing queued
+//   POST jobs/{id}/heartbeat            → renews the lease (409 lease_lost: stop the trainer)
+//   POST jobs/{id}/lines                → trainer stdout lines, recorded as a local trainer's
+//   POST jobs/{id}/exit                 → the exit code, last lines and stderr tail: final status
+//   GET  files/{id}                     → a dataset's bytes (X-Content-SHA256)
+//   PUT  jobs/{id}/artifacts/{path}     → a tar of checkpoints/step-N or final (sha256-checked)
+//   GET  jobs/{id}/artifacts/{path}     → a tar of a checkpoint to resume from
+// Every call that writes carries the lease and is refused (409) when it no longer holds the job.
+using System.Formats.Tar;
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Anneal.Core.Contracts;
+using Anneal.Core.Training;
+using Anneal.Server.Events;
+using Anneal.Server.Files;
+using Anneal.Server.Http;
+using Anneal.Server.Jobs;
+using Anneal.Server.Runner;
+using Anneal.Server.Storage;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Anneal.Server.Workers;
+
+public static partial class WorkersApi
+{
+    public static IEndpointRouteBuilder MapWorkersApi(this IEndpointRouteBuilder app)
+    {
+        var g = app.MapGroup("/api/workers").AddEndpointFilter(RequireToken);
+        g.MapPost("/claim", Claim);
+        g.MapPost("/jobs/{id}/heartbeat", Heartbeat);
+        g.MapPost("/jobs/{id}/lines", Lines);
+        g.MapPost("/jobs/{id}/exit", Exit);
+        g.MapGet("/files/{id}", FileBytes);
+        g.MapPut("/jobs/{id}/artifacts/{*path}", Upload);
+        g.MapGet("/jobs/{id}/artifacts/{*path}", Download);
+        return app;
+    }
+
+    static async ValueTask<object?> RequireToken(EndpointFilterInvocationContext ctx, EndpointFilterDelegate next)
+    {
+        var http = ctx.HttpContext;
+        var token = http.RequestServices.GetRequiredService<ServerOptions>().WorkerToken;
+        if (token is null) return Problems.NotFound("endpoint", http.Request.Path);
+        var header = http.Request.Headers.Authorization.ToString();
+        var given = header.StartsWith("Bearer ", StringComparison.Ordinal) ? header[7..].Trim() : "";
+        if (!CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(given), System.Text.Encoding.UTF8.GetBytes(token)))
+            return Problems.Unauthorized("Invalid worker token.");
+        return await next(ctx);
+    }
+
+    static ProblemHttpResult Lost(string id) =>
+        Problems.Make(409, WorkerProtocol.LeaseLost, "Lease lost", $"Job '{id}' is no longer this worker's (its lease lapsed and the job was recovered, or it was cancelled); stop its trainer and discard its results.");
+
+    static Results<Ok<WorkerClaim>, NoContent, ProblemHttpResult> Claim(WorkerClaimRequest? request, Db db, ServerOptions options, JobSignals signals)
+    {
+        if (request is null || string.IsNullOrWhiteSpace(request.Worker))
+            return Problems.BadRequest("The request body must be a JSON object like {\"worker\": \"gpu-host-1\", \"gpus\": [\"0\"]}.");
+        var owner = $"worker:{request.Worker.Trim()}:{Guid.NewGuid().ToString("n")[..8]}";
+        using var conn = db.Connect();
+        JobRow job;
+        JobLease lease;
+        using (var tx = Db.BeginRowLocked(conn))
+        {
+            var gpus = request.Gpus?.Count ?? 0;
+            var (claimed, passedOver) = JobLeases.ClaimFitting(conn, tx, owner, options.LeaseDuration,
+                metadata => Placement.Check(ComputeRequest.Of(metadata), request.GpuType, gpus).Fits);
+            foreach (var (passedId, metadata) in passedOver)
+                SayWaiting(conn, tx, passedId, Placement.Check(ComputeRequest.Of(metadata), request.GpuType, gpus).Why!, request.Worker.Trim());
+            if (claimed is not { } claim)
+            {
+                tx.Commit();
+                if (passedOver.Count > 0) signals.EventsAppended.Signal();
+                return TypedResults.NoContent();
+            }
+            lease = claim.Lease;
+            JobEvents.Append(conn, tx, claim.JobId, EventTypes.Running, "info", $"Trainer process starting on worker {request.Worker.Trim()}.",
+                new System.Text.Json.Nodes.JsonObject { ["attempt"] = lease.Attempt, ["worker"] = request.Worker.Trim() });
+            job = JobRows.FindAny(conn, tx, claim.JobId)!;
+            tx.Commit();
+        }
+        signals.EventsAppended.Signal();
+        var run = new TrainerRun(db, options, signals, NullLogger.Instance, job, null, lease);
+        var (settings, errors) = job.EffectiveSettings();
+        var train = job.Wire.TrainingFileId is { } t ? FileRows.Find(conn, null, job.Org, t) : null;
+        var validation = job.Wire.ValidationFileId is { } v ? FileRows.Find(conn, null, job.Org, v) : null;
+        string? problem = settings is null ? "hyperparameters are no longer valid: " + string.Join("; ", errors)
+            : train is null ? $"training file '{job.Wire.TrainingFileId}' was deleted before the job ran"
+            : job.Wire.ValidationFileId is not null && validation is null ? $"validation file '{job.Wire.ValidationFileId}' was deleted before the job ran"
+            : null;
+        if (problem is not null)
+        {
+            var failed = JsonSerializer.Serialize(new TrainerEvent(EventTypes.Failed, "error", problem,
+                new System.Text.Json.Nodes.JsonObject { ["error"] = new System.Text.Json.Nodes.JsonObject { ["code"] = ErrorCodes.UserDataError, ["message"] = problem } }), AnnealJson.Options);
+            run.RecordRemoteLine(failed);
+            run.RecordRemoteExit(2, []);
+            return TypedResults.NoContent();
+        }
+        var output = Path.Combine(db.JobsDir, job.Wire.Id, "output");
+        JobOutput.RemovePartials(output);
+        var resume = JobOutput.NewestCompleteCheckpoint(output) is { } c ? Path.GetRelativePath(output, c.Path) : null;
+        static WorkerFile Describe(FileObject f) => new(f.Id, f.Filename, f.Sha256, f.Bytes);
+        return TypedResults.Ok(new WorkerClaim(job.Wire.Id, lease.Owner, lease.Attempt, options.LeaseDuration.TotalSeconds,
+            job.Wire.Model, settings!.Training, settings.Training.Mode != TrainingModes.FullFinetune,
+            Describe(train!), validation is null ? null : Describe(validation), resume));
+    }
+
+    /// <summary>One sft.placement.waiting event per job and reason (not one per poll).</summary>
+    static void SayWaiting(System.Data.Common.DbConnection conn, System.Data.Common.DbTransaction tx, string jobId, string why, string worker)
+    {
+        var message = $"Waiting for a worker that fits: {why}.";
+        var last = Db.Scalar<string>(conn, tx, "SELECT message FROM job_events WHERE job_id = @job AND type = @type ORDER BY seq DESC LIMIT 1",
+            ("@job", jobId), ("@type", Placement.WaitingEvent));
+        if (last == message) return;
+        JobEvents.Append(conn, tx, jobId, Placement.WaitingEvent, "info", message,
+            new System.Text.Json.Nodes.JsonObject { ["reason"] = why, ["worker"] = worker });
+    }
+
+    static Results<Ok, ProblemHttpResult> Heartbeat(string id, WorkerLease? lease, Db db, ServerOptions options)
+    {
+        if (lease is null) return Problems.BadRequest("The request body must be {\"owner\": …, \"attempt\": …} as the claim returned.");
+        using var conn = db.Connect();
+        return JobLeases.Renew(conn, id, new JobLease(lease.Owner, lease.Attempt), options.LeaseDuration) ? TypedResults.Ok() : Lost(id);
+    }
+
+    static Results<Ok, ProblemHttpResult> Lines(string id, WorkerLines? body, Db db, ServerOptions options, JobSignals signals)
+    {
+        if (body?.Lines is null) return Problems.BadRequest("The request body must be {\"owner\", \"attempt\", \"lines\": [...]}.");
+        if (RunOf(id, body.Owner, body.Attempt, db, options, signals) is not { } run) return Lost(id);
+        var output = Path.Combine(db.JobsDir, id, "output");
+        foreach (var line in body.Lines) run.RecordRemoteLine(Localise(line, output));
+        return RunOf(id, body.Owner, body.Attempt, db, options, signals) is null ? Lost(id) : TypedResults.Ok();
+    }
+
+    static Results<Ok<JobObject>, ProblemHttpResult> Exit(string id, WorkerExit? body, Db db, ServerOptions options, JobSignals signals)
+    {
+        if (body?.Lines is null) return Problems.BadRequest("The request body must be {\"owner\", \"attempt\", \"exit_code\", \"lines\": [...]}.");
+        if (RunOf(id, body.Owner, body.Attempt, db, options, signals) is not { } run) return Lost(id);
+        var output = Path.Combine(db.JobsDir, id, "output");
+        foreach (var line in body.Lines) run.RecordRemoteLine(Localise(line, output));
+        run.RecordRemoteExit(body.ExitCode, body.LogTail ?? []);
+        using var conn = db.Connect();
+        return TypedResults.Ok(JobRows.FindAny(conn, null, id)!.Wire);
+    }
+
+    static Results<FileStreamHttpResult, ProblemHttpResult> FileBytes(string id, HttpContext http, Db db)
+    {
+        using var conn = db.Connect();
+        var sha = Db.Scalar<string>(conn, null, "SELECT sha256 FROM files WHERE id = @id AND status = @s", ("@id", id), ("@s", FileStatus.Ready));
+        if (sha is null) return Problems.NotFound("file", id);
+        http.Response.Headers[WorkerProtocol.Sha256Header] = sha;
+        return TypedResults.File(new FileStream(FileRows.BlobPath(db, sha), FileMode.Open, FileAccess.Read, FileShare.Read), "application/octet-stream");
+    }
+
+    /// <summary>Receives a tar of checkpoints/step-N or final into the job's output folder (aside, then renamed), after its sha256 matches.</summary>
+    static async Task<Results<Ok, ProblemHttpResult>> Upload(string id, string path, string? owner, long? attempt, HttpContext http, Db db, Operations.OperationsCounters counters)
+    {
+        if (!ArtifactPath().IsMatch(path)) return Problems.BadRequest($"artifact path '{path}': expected checkpoints/step-N or final");
+        var expected = http.Request.Headers[WorkerProtocol.Sha256Header].ToString().ToLowerInvariant();
+        if (expected.Length != 64) return Problems.BadRequest($"header {WorkerProtocol.Sha256Header}: expected the hex sha256 of the body");
+        var lease = new JobLease(owner ?? "", attempt ?? -1);
+        using (var conn = db.Connect())
+            if (!JobLeases.Holds(conn, null, id, lease)) return Lost(id);
+        var tmp = Path.Combine(db.TmpDir, $"artifact-{Guid.NewGuid():n}.tar");
+        try
+        {
+            await using (var file = new FileStream(tmp, DataDirPermissions.NewFile(FileMode.CreateNew, FileAccess.Write, FileOptions.None)))
+            using (var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
+            {
+                var buffer = new byte[81920];
+                int n;
+                while ((n = await http.Request.Body.ReadAsync(buffer, http.RequestAborted)) > 0)
+                {
+                    sha.AppendData(buffer, 0, n);
+                    counters.AddArtifactBytes(n);
+                    await file.WriteAsync(buffer.AsMemory(0, n), http.RequestAborted);
+                }
+                var actual = Convert.ToHexStringLower(sha.GetHashAndReset());
+                if (actual != expected) return Problems.BadRequest($"artifact {path}: the body's sha256 is {actual}, the header said {expected}; send it again");
+            }
+            var target = Path.Combine(db.JobsDir, id, "output", path);
+            var aside = target + ".partial";
+            if (Directory.Exists(aside)) Directory.Delete(aside, recursive: true);
+            Directory.CreateDirectory(aside);
+            await TarFile.ExtractToDirectoryAsync(tmp, aside, overwriteFiles: false, http.RequestAborted);
+            using (var conn = db.Connect())
+                if (!JobLeases.Holds(conn, null, id, lease))
+                {
+                    Directory.Delete(aside, recursive: true);
+                    return Lost(id);
+                }
+            if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
+            Directory.Move(aside, target);
+            return TypedResults.Ok();
+        }
+        finally { File.Delete(tmp); }
+    }
+
+    static Results<PushStreamHttpResult, ProblemHttpResult> Download(string id, string path, Db db)
+    {
+        if (!ArtifactPath().IsMatch(path)) return Problems.BadRequest($"artifact path '{path}': expected checkpoints/step-N or final");
+        var dir = Path.Combine(db.JobsDir, id, "output", path);
+        if (!Directory.Exists(dir)) return Problems.NotFound("artifact", $"{id}/{path}");
+        return TypedResults.Stream(async body =>
+        {
+            // TarWriter needs a synchronous-capable stream position only for seeking; the response is written straight through.
+            await TarFile.CreateFromDirectoryAsync(dir, body, includeBaseDirectory: false);
+        }, "application/x-tar");
+    }
+
+    /// <summary>This worker's run of the job if its lease still holds it, else null.</summary>
+    static TrainerRun? RunOf(string id, string owner, long attempt, Db db, ServerOptions options, JobSignals signals)
+    {
+        var lease = new JobLease(owner, attempt);
+        using var conn = db.Connect();
+        if (!JobLeases.Holds(conn, null, id, lease)) return null;
+        var job = JobRows.FindAny(conn, null, id);
+        return job is null ? null : new TrainerRun(db, options, signals, NullLogger.Instance, job, null, lease);
+    }
+
+    static string Localise(string line, string output) =>
+        line.Replace(WorkerProtocol.OutputPlaceholder, JsonEncodedText.Encode(output).ToString(), StringComparison.Ordinal);
+
+    [GeneratedRegex(@"^(checkpoints/step-[0-9]+|final)$")]
+    private static partial Regex ArtifactPath();
+}

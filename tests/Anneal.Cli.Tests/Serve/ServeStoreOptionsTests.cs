@@ -1,0 +1,40 @@
+// `anneal serve --database` and `--worker-token`: bad values are one line naming the option and
+// what was expected; a data folder that belongs to a PostgreSQL database is not opened as SQLite.
+namespace Anneal.Cli.Tests.Serve;
+
+public class ServeStoreOptionsTests
+{
+    [Theory]
+    [InlineData("--database", "mysql://u@h/db", "--database: database 'mysql://u@h/db' is not a postgres://user@host:port/dbname URL")]
+    [InlineData("--database", "postgres://u@h:5432/", "names no database")]
+    [InlineData("--worker-token", "short", "--worker-token: 5 characters is too short")]
+    public async Task A_bad_store_option_is_one_line_naming_it_and_exit_2(string option, string value, string expected)
+    {
+        using var box = new CliSandbox();
+        var result = await box.RunAsync("serve", "--urls", "http://127.0.0.1:0", "--data-dir", "data", option, value);
+        Assert.True(result.ExitCode == 2, result.ToString());
+        var lines = result.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 1, result.ToString());
+        Assert.Contains(expected, lines[0]);
+    }
+
+    [Fact]
+    public async Task A_data_folder_that_belongs_to_a_database_is_refused_without_it_and_an_unreachable_database_is_one_line()
+    {
+        using var box = new CliSandbox();
+        Directory.CreateDirectory(Path.Combine(box.Dir, "data"));
+        File.WriteAllText(Path.Combine(box.Dir, "data", "database.url"), "postgres://anneal:secret@127.0.0.1:1/anneal\n");
+        var refused = await box.RunAsync("serve", "--urls", "http://127.0.0.1:0", "--data-dir", "data");
+        Assert.True(refused.ExitCode == 2, refused.ToString());
+        Assert.Contains("belongs to the database postgres://anneal:***@127.0.0.1:1/anneal", refused.Err);
+        Assert.Contains("--database", refused.Err);
+        Assert.DoesNotContain("secret", refused.Err);
+        Assert.False(File.Exists(Path.Combine(box.Dir, "data", "anneal.db")));
+
+        var unreachable = await box.RunAsync("serve", "--urls", "http://127.0.0.1:0", "--data-dir", "data", "--database", "postgres://anneal:secret@127.0.0.1:1/anneal");
+        Assert.True(unreachable.ExitCode == 2, unreachable.ToString());
+        Assert.StartsWith("error: database postgres://anneal:***@127.0.0.1:1/anneal: ", unreachable.Err);
+        Assert.DoesNotContain("secret", unreachable.Err);
+        Assert.DoesNotContain("   at ", unreachable.Out + unreachable.Err);
+    }
+}

@@ -1,0 +1,70 @@
+// `anneal worker` end to end with the real trainer: a server that runs no trainer itself (as on a
+// host without GPUs), `anneal train --no-poll` submits a job, and a worker in its own folder (no
+// shared disk) claims it, downloads the dataset, runs `anneal trainer run` on the tiny model,
+// uploads its checkpoint and final model, and the job succeeds on the server with the model there.
+using Anneal.Cli.Tests.EndToEnd;
+using Anneal.Core.Contracts;
+using Anneal.Server;
+
+namespace Anneal.Cli.Tests.Worker;
+
+[Collection("trainer")]
+public class WorkerEndToEndTests
+{
+    const string Token = "test-worker-token";
+
+    [Fact]
+    public async Task A_worker_on_its_own_folder_runs_the_job_and_the_server_gets_its_checkpoint_and_final_model()
+    {
+        var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
+        await using var server = await ServerHost.StartAsync(new ServerOptions
+        {
+            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false,
+        });
+        using var box = new CliSandbox();
+        box.Environment["SYNTH_API_KEY"] = server.FirstApiKey!;
+        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        box.Write("train.toml", $"""
+            [job]
+            model = "{Samples.TinyModel}"
+
+            [hyperparameters]
+            total_steps = 4
+            save_steps = 2
+            per_device_batch = 1
+            learning_rate = 1e-3
+            sequence_length = 32
+            """);
+        box.Write("data.jsonl", Samples.Dataset(6));
+        var submitted = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--dataset", "data.jsonl", "--no-poll");
+        Assert.True(submitted.ExitCode == 0, submitted.ToString());
+        var jobId = submitted.Out.Split('\n').First(l => l.StartsWith("job_id: ", StringComparison.Ordinal))["job_id: ".Length..].Trim();
+
+        var workDir = Path.Combine(box.Dir, "worker");
+        var worker = await box.RunAsync("worker", "--server", server.BaseUrl, "--token", Token, "--work-dir", workDir, "--offline", "--exit-when-idle", "--name", "gpu-host-1");
+        Assert.True(worker.ExitCode == 0, worker.ToString());
+        Assert.Contains($"worker: job {jobId} attempt 1: exit 0; the job is succeeded", worker.Out);
+
+        using var client = new Anneal.Cli.Http.AnnealClient(server.BaseUrl + "/api", server.FirstApiKey!);
+        var job = await client.GetJobAsync(jobId, default);
+        Assert.Equal(JobStatus.Succeeded, job.Status);
+        Assert.Equal($"fft:{Samples.TinyModel}:{jobId}", job.FineTunedModel);
+        var events = (await client.GetEventsAsync(jobId, 0, 1000, default)).Events;
+        Assert.Contains(events, e => e.Type == EventTypes.Running && e.Message.Contains("on worker gpu-host-1"));
+        Assert.Contains(events, e => e.Type == EventTypes.Progress && e.Data?["step"]?.GetValue<long>() == 4);
+        var output = Path.Combine(dataDir, "jobs", jobId, "output");
+        Assert.True(File.Exists(Path.Combine(output, "final", "config.json")), "the final model was not uploaded");
+        Assert.True(Directory.Exists(Path.Combine(output, "checkpoints", "step-2")), "the checkpoint was not uploaded");
+        // The dataset was fetched into the worker's own cache, by its sha256.
+        Assert.Single(Directory.GetFiles(Path.Combine(workDir, "files")));
+        var models = await box.RunAsync("models", "--fine-tuned");
+        Assert.Contains($"fft:{Samples.TinyModel}:{jobId}", models.Out);
+
+        // Bad input: no token, a server that is not a URL.
+        var noToken = await box.RunAsync("worker", "--server", server.BaseUrl);
+        Assert.Equal(2, noToken.ExitCode);
+        Assert.Contains("--token", noToken.Err);
+        var badServer = await box.RunAsync("worker", "--server", "gpu-host:8000", "--token", Token);
+        Assert.Contains("expected an http:// or https:// address", badServer.Err);
+    }
+}
