@@ -83,28 +83,31 @@ public class LimitsAndFairnessTests
     }
 
     [Fact]
-    public async Task A_tiny_file_of_one_organisation_is_validated_before_a_backlog_of_another_organisations_uploads()
+    public async Task A_tiny_file_of_one_organisation_is_processed_before_a_backlog_of_another_organisations_uploads()
     {
         await using var t = await TestServer.StartAsync();
-        var big = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat(TestServer.GoodLine + "\n", 40_000)));
+        // Files with images are the ones that wait for the worker (text files are ready in the 201).
+        const string imageLine = """{"messages":[{"role":"user","content":[{"type":"text","text":"What is 2+2?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}]},{"role":"assistant","content":"4"}]}""";
+        var big = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat(imageLine + "\n", 8_000)));
         // The backlog arrives at once (on a fast machine, files uploaded one after another are each
-        // validated before the next arrives, and there is no backlog to jump).
+        // processed before the next arrives, and there is no backlog to jump).
         var backlog = (await Task.WhenAll(Enumerable.Range(0, 8).Select(async i =>
         {
-            var bytes = big.Concat(Encoding.UTF8.GetBytes(TestServer.GoodLine.Replace("2+2", $"{i}+{i}") + "\n")).ToArray();
+            var bytes = big.Concat(Encoding.UTF8.GetBytes(imageLine.Replace("2+2", $"{i}+{i}") + "\n")).ToArray();
             var response = await t.UploadAsync(bytes);
             return (await response.Content.ReadFromJsonAsync<FileObject>(AnnealJson.Options))!;
         }))).ToList();
+        Assert.All(backlog, f => Assert.Equal(FileStatus.Processing, f.Status));
         using var acme = t.Client(await ApiKeys.CreateAsync(t.DataDir, "acme"));
-        var tiny = await t.UploadReadyAsync(TestServer.Dataset(1), acme);
+        var tiny = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(imageLine + "\n"), acme);
         Assert.Equal(FileStatus.Ready, tiny.Status);
-        // How many backlog files were still waiting depends on how fast this machine validates
+        // How many backlog files were still waiting depends on how fast this machine processes
         // (none, on a fast one); the order itself is checked below, without timing.
         foreach (var f in backlog) Assert.Equal(FileStatus.Ready, (await t.WaitFileAsync(f.Id)).Status);
     }
 
     [Fact]
-    public void Validation_takes_organisations_in_turn_first_come_first_served_within_one()
+    public void Processing_takes_organisations_in_turn_first_come_first_served_within_one()
     {
         var turns = new Anneal.Server.Files.FileProcessingWorker.FairTurns();
         for (var i = 1; i <= 4; i++) turns.Add("big", $"big{i}");
