@@ -83,14 +83,14 @@ public static class Trainer
         var dataClock = Stopwatch.StartNew();
         var cacheDir = spec.TokenCacheDir ?? Path.Combine(spec.OutputDir, "token-cache");
         var threads = options.TokenizeThreads ?? Environment.ProcessorCount;
-        using var trainData = LoadData(spec.TrainingFile, trainName, spec.ModelPath, tokenizer, sequenceLength, config.MaxPositionEmbeddings, cacheDir, threads, events);
+        using var trainData = LoadData(spec.TrainingFile, spec.TrainingFileSha256, trainName, spec.ModelPath, tokenizer, sequenceLength, config.MaxPositionEmbeddings, cacheDir, threads, events);
         var (train, stats) = (trainData.Examples, trainData.Stats);
         PreparedData? validationData = null;
         // A validation file is evaluated at the end, and periodically per evaluation_strategy ("no": never).
         // Enabled is decided once, at job creation (JobSettings): on with a validation file unless
         // training.validation.enabled = false.
         if (spec.ValidationFile != null && s.Validation.Enabled && s.Validation.EvaluationStrategy != "no")
-            validationData = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
+            validationData = LoadData(spec.ValidationFile, spec.ValidationFileSha256, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
                 spec.ModelPath, tokenizer, sequenceLength, config.MaxPositionEmbeddings, cacheDir, threads, events);
         using var validationDataScope = validationData;
         var validation = validationData?.Examples;
@@ -151,7 +151,7 @@ public static class Trainer
         // After the weights are loaded: the optimizer re-points every trainable parameter into its flat buffers.
         using var optimizer = CreateOptimizer(model, s, memory.OptimizerPrecision);
 
-        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, batching, sequenceLength, device, events);
+        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, batching, firstPlan, sequenceLength, device, events);
         try { return Train(run, resume, ct); }
         catch (Exception e) when (IsOutOfMemory(e))
         {
@@ -174,7 +174,8 @@ public static class Trainer
 
     /// <summary>Everything the loop needs, prepared by <see cref="Run"/>.</summary>
     sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, FlatAdamW Optimizer,
-        Qwen3Tokenizer Tokenizer, TokenCacheFile Train, TokenCacheFile? Validation, string Batching, int SequenceLength, Device Device, TrainerEvents Events);
+        Qwen3Tokenizer Tokenizer, TokenCacheFile Train, TokenCacheFile? Validation, string Batching, List<List<List<int[]>>> FirstEpoch,
+        int SequenceLength, Device Device, TrainerEvents Events);
 
     /// <summary>The training loop.</summary>
     static TrainResult Train(TrainingRun r, string? resumeFrom, CancellationToken ct)
@@ -182,7 +183,7 @@ public static class Trainer
         var s = r.Spec.Settings;
         var (model, optimizer, events) = (r.Model, r.Optimizer, r.Events);
         int B = s.PerDeviceBatch, G = s.GradientAccumulationSteps;
-        List<List<List<int[]>>> Plan(int epoch) => StepPlan.Epoch(r.Train.Lengths, s.Seed, epoch, r.Batching, B, G, r.SequenceLength);
+        List<List<List<int[]>>> Plan(int epoch) => epoch == 0 ? r.FirstEpoch : StepPlan.Epoch(r.Train.Lengths, s.Seed, epoch, r.Batching, B, G, r.SequenceLength);
         var stepsPerEpoch = Plan(0).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
@@ -278,9 +279,12 @@ public static class Trainer
                 using var lossSum = LossSumWithGradients(model, batches, n, optimizer);
                 using var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity);
                 optimizer.ZeroGrad();
-                using var readout = torch.stack([lossSum.to(ScalarType.Float64) / n, norm.to(ScalarType.Float64)]).cpu();
-                var values = readout.data<double>().ToArray();
-                (loss, gradNorm) = (values[0], values[1]);
+                using (NewDisposeScope())
+                {
+                    var values = torch.cat([(lossSum.to(ScalarType.Float64) / n).reshape(1), norm.to(ScalarType.Float64).reshape(1)])
+                        .cpu().data<double>().ToArray();
+                    (loss, gradNorm) = (values[0], values[1]);
+                }
                 trainedTokens += n;
             }
             finally
@@ -490,12 +494,13 @@ public static class Trainer
     /// would be dropped), the job fails with user_data_error instead of training on a remnant; fewer
     /// drops are trained around and reported as a warning.
     /// </summary>
-    static PreparedData LoadData(string path, string name, string modelPath, Qwen3Tokenizer tokenizer, int sequenceLength, int contextLength,
+    static PreparedData LoadData(string path, string? sha256, string name, string modelPath, Qwen3Tokenizer tokenizer, int sequenceLength, int contextLength,
         string cacheDir, int threads, TrainerEvents events)
     {
         if (!File.Exists(path))
             throw TrainerUserException.BadData($"{name} does not exist");
-        var key = new TokenCacheKey(TokenCacheKey.HashFile(path), TokenCacheKey.HashTokenizer(modelPath), TemplateId, sequenceLength);
+        // A server's upload is stored under its SHA-256 and never changes: the spec passes it on.
+        var key = new TokenCacheKey(sha256 ?? TokenCacheKey.HashFile(path), TokenCacheKey.HashTokenizer(modelPath), TemplateId, sequenceLength);
         var data = DataPreparation.Open(path, name, key, cacheDir, record =>
         {
             var e = Qwen3ChatTemplate.Encode(tokenizer, record);
