@@ -5,6 +5,7 @@
 // every token id in managed arrays) beside the memory-mapped cache file. Each measurement runs in a
 // child process of its own, so one cannot inherit another's heap or page cache accounting.
 //   data [--examples 200000] [--model-dir DIR] [--json FILE]
+//   data --phase tokenize|today|trainer|warm-parts [--threads N]   one measurement (what the driver runs)
 // DIR: a Qwen3 tokenizer (tokenizer.json, tokenizer_config.json); default: the npm fixture that
 // ./test.sh installs. A small random Qwen3 (vocab 151,936, hidden 64, 2 layers) is written beside
 // it so the trainer can take real steps on CPU in seconds.
@@ -24,7 +25,7 @@ using Anneal.Training.Tokenization;
 
 static class DataBench
 {
-    const int TokenizeSlice = 20_000;
+    const int TokenizeSlice = 10_000;
 
     public static void Run(Options o)
     {
@@ -40,6 +41,7 @@ static class DataBench
                 "tokenize" => Tokenize(slice, model, int.Parse(o.Threads ?? "1")),
                 "today" => Today(data, model),
                 "trainer" => FirstStep(data, model, work),
+                "warm-parts" => WarmParts(data, model, work),
                 _ => throw new ArgumentException($"--phase {phase}: expected tokenize, today or trainer"),
             };
             Console.WriteLine(JsonSerializer.Serialize(row));
@@ -61,6 +63,7 @@ static class DataBench
         if (Directory.Exists(cache)) Directory.Delete(cache, recursive: true);
         rows.Add(Child(o, "trainer"));   // cold: builds the cache
         rows.Add(Child(o, "trainer"));   // warm: reads it
+        rows.Add(Child(o, "warm-parts"));   // where a cache hit's time goes (and what hashing costs a local run)
         foreach (var row in rows)
         {
             Console.WriteLine(row.ToJsonString());
@@ -85,7 +88,7 @@ static class DataBench
 
     /// <summary>
     /// Chat records whose lengths vary like real SFT data: a short system prompt on a third of them,
-    /// a question of 8–80 words, an answer of lognormal length (median 220 words, clipped to 8–2000),
+    /// a question of 8–80 words, an answer of lognormal length (median 170 words, clipped to 8–2000),
     /// words drawn from a fixed list by Random(0). About 1.6 KB a record, like the 332 MB / 200k file of issue 17.
     /// </summary>
     static void Generate(string path, int n)
@@ -112,7 +115,7 @@ static class DataBench
                 var messages = new JsonArray();
                 if (i % 3 == 0) messages.Add(new JsonObject { ["role"] = "system", ["content"] = "You are a helpful assistant. " + Words(10) });
                 messages.Add(new JsonObject { ["role"] = "user", ["content"] = Words(rng.Next(8, 81)) });
-                var answer = (int)Math.Clamp(Math.Exp(Math.Log(220) + 0.8 * Gauss()), 8, 2000);
+                var answer = (int)Math.Clamp(Math.Exp(Math.Log(170) + 0.8 * Gauss()), 8, 2000);
                 messages.Add(new JsonObject { ["role"] = "assistant", ["content"] = Words(answer) });
                 w.WriteLine(new JsonObject { ["messages"] = messages }.ToJsonString());
             }
@@ -142,6 +145,9 @@ static class DataBench
         var cfg = ModelFolder.LoadConfig(source);
         TorchSharp.torch.manual_seed(0);
         using var m = new Qwen3ForCausalLM(cfg, TorchSharp.torch.CPU, TorchSharp.torch.ScalarType.Float32, null);
+        // Hugging Face's initialisation (normal, std 0.02, for matrices), so the loss starts near ln(vocab).
+        using (TorchSharp.torch.no_grad())
+            foreach (var p in m.parameters().Where(p => p.dim() >= 2)) p.normal_(0, 0.02);
         ModelFolder.Save(m, folder, source);
     }
 
@@ -154,7 +160,9 @@ static class DataBench
     static Dictionary<string, object?> Tokenize(string slice, string model, int threads)
     {
         var encode = Encoder(model);
-        DataPreparation.Tokenize(slice, "slice", encode, 4096, threads, _ => { });   // warm the tokenizer's piece cache and the JIT
+        var warmUp = slice + ".warm-up";
+        if (!File.Exists(warmUp)) File.WriteAllLines(warmUp, File.ReadLines(slice).Take(1000));
+        DataPreparation.Tokenize(warmUp, "warm-up", encode, 4096, threads, _ => { });   // the JIT and the tokenizer's piece cache
         var clock = Stopwatch.StartNew();
         var stats = DataPreparation.Tokenize(slice, "slice", encode, 4096, threads, _ => { });
         var seconds = clock.Elapsed.TotalSeconds;
@@ -193,12 +201,14 @@ static class DataBench
         NativeLibraries.EnsureTorchLoaded();
         var settings = new TrainingSettings
         {
-            TotalSteps = 3, PerDeviceBatch = 4, GradientAccumulationSteps = 1, SequenceLength = 2048, LearningRate = 1e-4,
+            TotalSteps = 3, PerDeviceBatch = 1, GradientAccumulationSteps = 1, SequenceLength = 2048, LearningRate = 1e-4,
             Batching = BatchingModes.TokenBudget,
         };
         var output = Path.Combine(work, "out-" + Guid.NewGuid().ToString("N")[..8]);
+        // As `anneal serve` runs a job: the upload's SHA-256 is known (it is stored under it), the cache folder shared.
+        var sha = TokenCacheKey.HashFile(data);
         var spec = new TrainerJobSpec("job_bench", "bench/small-qwen3", model, data, null, output, settings, Device: "cpu",
-            TokenCacheDir: Path.Combine(work, "token-cache"));
+            TokenCacheDir: Path.Combine(work, "token-cache"), TrainingFileSha256: sha);
         GC.Collect();
         var before = Status("RssAnon:");
         var events = new TimedWriter();
@@ -217,6 +227,30 @@ static class DataBench
             ["anon_growth_mib"] = Math.Round(anonAfter / (double)(1 << 20), 1),
             ["peak_rss_mib"] = Math.Round(Status("VmHWM:") / (double)(1 << 20), 1),
             ["failed"] = events.First(EventTypes.Failed)?.Message,
+        };
+    }
+
+    /// <summary>What a cache hit spends its time on: hashing the dataset and the tokenizer, checking and mapping the file.</summary>
+    static Dictionary<string, object?> WarmParts(string data, string model, string work)
+    {
+        var clock = Stopwatch.StartNew();
+        var datasetSha = TokenCacheKey.HashFile(data);
+        var hashData = clock.Elapsed.TotalSeconds;
+        clock.Restart();
+        var tokenizerSha = TokenCacheKey.HashTokenizer(model);
+        var hashTokenizer = clock.Elapsed.TotalSeconds;
+        var cacheDir = Path.Combine(work, "token-cache");
+        var file = Directory.GetFiles(cacheDir, "*.tokens").Single();
+        var header = new byte[TokenCache.HeaderBytes];
+        using (var f = File.OpenRead(file)) f.ReadExactly(header);
+        clock.Restart();
+        using var opened = TokenCache.TryOpen(file, header[16..48], out var whyNot) ?? throw new InvalidOperationException(whyNot);
+        var open = clock.Elapsed.TotalSeconds;
+        return new()
+        {
+            ["bench"] = "data.warm_parts", ["dataset_mb"] = Math.Round(new FileInfo(data).Length / 1e6), ["cache_mb"] = Math.Round(new FileInfo(file).Length / 1e6),
+            ["hash_dataset_s"] = Math.Round(hashData, 3), ["hash_tokenizer_s"] = Math.Round(hashTokenizer, 3), ["check_and_map_s"] = Math.Round(open, 3),
+            ["examples"] = opened.Count, ["sha"] = datasetSha[..8] + "/" + tokenizerSha[..8],
         };
     }
 

@@ -90,21 +90,22 @@ public static class Trainer
         var dataClock = Stopwatch.StartNew();
         var cacheDir = spec.TokenCacheDir ?? Path.Combine(spec.OutputDir, "token-cache");
         var threads = options.TokenizeThreads ?? Environment.ProcessorCount;
-        using var trainData = LoadData(spec.TrainingFile, trainName, spec.ModelPath, tokenizer, sequenceLength, config.MaxPositionEmbeddings, cacheDir, threads, events);
+        using var trainData = LoadData(spec.TrainingFile, spec.TrainingFileSha256, trainName, spec.ModelPath, tokenizer, sequenceLength, config.MaxPositionEmbeddings, cacheDir, threads, events);
         var (train, stats) = (trainData.Examples, trainData.Stats);
         PreparedData? validationData = null;
         // A validation file is evaluated at the end, and periodically per evaluation_strategy ("no": never).
         // Enabled is decided once, at job creation (JobSettings): on with a validation file unless
         // training.validation.enabled = false.
         if (spec.ValidationFile != null && s.Validation.Enabled && s.Validation.EvaluationStrategy != "no")
-            validationData = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
+            validationData = LoadData(spec.ValidationFile, spec.ValidationFileSha256, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
                 spec.ModelPath, tokenizer, sequenceLength, config.MaxPositionEmbeddings, cacheDir, threads, events);
         using var validationDataScope = validationData;
         var validation = validationData?.Examples;
         var valStats = validationData?.Stats;
         var first = train[0];
-        // The first epoch's plan: its rows (one per example unless packed) and forward passes.
-        var firstPlan = StepPlan.Epoch(train.Lengths, s.Seed, 0, batching, s.PerDeviceBatch, s.GradientAccumulationSteps, sequenceLength);
+        // The first epoch's plan: its rows (one per example unless packed) and forward passes
+        // (with N ranks, for the global batch of G × N micro-batches).
+        var firstPlan = StepPlan.Epoch(train.Lengths, s.Seed, 0, batching, s.PerDeviceBatch, s.GradientAccumulationSteps * world.Size, sequenceLength);
         var rows = StepPlan.Rows(firstPlan);
         var (prepared, lossy) = DataSummary(stats, valStats, sequenceLength);
         var cacheUsed = trainData.CacheUsed && (validationData?.CacheUsed ?? true);
@@ -158,7 +159,7 @@ public static class Trainer
         // After the weights are loaded: the optimizer re-points every trainable parameter into its flat buffers.
         using var optimizer = CreateOptimizer(model, s, memory.OptimizerPrecision, world);
 
-        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, batching, sequenceLength, device, events) { World = world };
+        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, batching, firstPlan, sequenceLength, device, events) { World = world };
         try { return Train(run, resume, ct); }
         catch (Exception e) when (IsOutOfMemory(e))
         {
@@ -181,7 +182,8 @@ public static class Trainer
 
     /// <summary>Everything the loop needs, prepared by <see cref="Run"/>.</summary>
     sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, FlatAdamW Optimizer,
-        Qwen3Tokenizer Tokenizer, TokenCacheFile Train, TokenCacheFile? Validation, string Batching, int SequenceLength, Device Device, TrainerEvents Events)
+        Qwen3Tokenizer Tokenizer, TokenCacheFile Train, TokenCacheFile? Validation, string Batching, List<List<List<int[]>>> FirstEpoch,
+        int SequenceLength, Device Device, TrainerEvents Events)
     {
         public DataParallel World { get; init; } = DataParallel.Single;
     }
@@ -193,7 +195,7 @@ public static class Trainer
         var (model, optimizer, events) = (r.Model, r.Optimizer, r.Events);
         int B = s.PerDeviceBatch, G = s.GradientAccumulationSteps;
         var world = r.World;   // N ranks: steps are planned for the global batch of G × N micro-batches
-        List<List<List<int[]>>> Plan(int epoch) => StepPlan.Epoch(r.Train.Lengths, s.Seed, epoch, r.Batching, B, G * world.Size, r.SequenceLength);
+        List<List<List<int[]>>> Plan(int epoch) => epoch == 0 ? r.FirstEpoch : StepPlan.Epoch(r.Train.Lengths, s.Seed, epoch, r.Batching, B, G * world.Size, r.SequenceLength);
         var stepsPerEpoch = Plan(0).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
@@ -308,9 +310,12 @@ public static class Trainer
                 using var lossSum = batches.Count == 0 ? torch.zeros([], ScalarType.Float64, r.Device) : LossSumWithGradients(model, batches, n, optimizer);
                 using var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity);
                 optimizer.ZeroGrad();
-                using var readout = torch.stack([lossSum.to(ScalarType.Float64) / n, norm.to(ScalarType.Float64)]).cpu();
-                var values = readout.data<double>().ToArray();
-                (loss, gradNorm) = (world.Sum(values[0], r.Device), values[1]);
+                using (NewDisposeScope())
+                {
+                    var values = torch.cat([(lossSum.to(ScalarType.Float64) / n).reshape(1), norm.to(ScalarType.Float64).reshape(1)])
+                        .cpu().data<double>().ToArray();
+                    (loss, gradNorm) = (world.Sum(values[0], r.Device), values[1]);
+                }
                 trainedTokens += n;
             }
             finally
@@ -517,12 +522,13 @@ public static class Trainer
     /// would be dropped), the job fails with user_data_error instead of training on a remnant; fewer
     /// drops are trained around and reported as a warning.
     /// </summary>
-    static PreparedData LoadData(string path, string name, string modelPath, Qwen3Tokenizer tokenizer, int sequenceLength, int contextLength,
+    static PreparedData LoadData(string path, string? sha256, string name, string modelPath, Qwen3Tokenizer tokenizer, int sequenceLength, int contextLength,
         string cacheDir, int threads, TrainerEvents events)
     {
         if (!File.Exists(path))
             throw TrainerUserException.BadData($"{name} does not exist");
-        var key = new TokenCacheKey(TokenCacheKey.HashFile(path), TokenCacheKey.HashTokenizer(modelPath), TemplateId, sequenceLength);
+        // A server's upload is stored under its SHA-256 and never changes: the spec passes it on.
+        var key = new TokenCacheKey(sha256 ?? TokenCacheKey.HashFile(path), TokenCacheKey.HashTokenizer(modelPath), TemplateId, sequenceLength);
         var data = DataPreparation.Open(path, name, key, cacheDir, record =>
         {
             var e = Qwen3ChatTemplate.Encode(tokenizer, record);

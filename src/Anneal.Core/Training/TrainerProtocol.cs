@@ -32,7 +32,11 @@ public sealed record TrainerJobSpec(
     /// A local run (train-local) names the folder it trained on, which is where the base really is.</summary>
     string? BaseModelName = null,
     /// <summary>Folder of token cache files (shared by jobs; the server's `<data-dir>/token-cache`). Null: `token-cache` in OutputDir (the user's data folder is never written to).</summary>
-    string? TokenCacheDir = null)
+    string? TokenCacheDir = null,
+    /// <summary>SHA-256 of the training file when the caller knows it (a server upload is stored under it); null: the trainer hashes the file.</summary>
+    string? TrainingFileSha256 = null,
+    /// <summary>Same for the validation file.</summary>
+    string? ValidationFileSha256 = null)
 {
     [System.Text.Json.Serialization.JsonIgnore]
     public string AdapterBaseName => BaseModelName ?? Model;

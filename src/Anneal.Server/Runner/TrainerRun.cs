@@ -146,18 +146,18 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             return (null, new JobError(ErrorCodes.Internal, "stopped while downloading the model"));
         }
         if (modelPath is null) return (null, new JobError(ErrorCodes.UserConfigError, modelError!));
-        // (blob path, "name.jsonl (file_…)"): the trainer names the user's upload in its messages, never the blob path.
-        (string? Path, string? Name) FileOf(string? fileId)
+        // (blob path, "name.jsonl (file_…)", sha256): the trainer names the user's upload in its messages, never the blob path.
+        (string? Path, string? Name, string? Sha256) FileOf(string? fileId)
         {
-            if (fileId is null) return (null, null);
+            if (fileId is null) return (null, null, null);
             using var conn = db.Connect();
             var file = FileRows.Find(conn, null, job.Org, fileId);
-            return file is null ? (null, null) : (FileRows.BlobPath(db, file.Sha256), $"{file.Filename} ({file.Id})");
+            return file is null ? (null, null, null) : (FileRows.BlobPath(db, file.Sha256), $"{file.Filename} ({file.Id})", file.Sha256);
         }
-        var (train, trainName) = FileOf(job.Wire.TrainingFileId);
+        var (train, trainName, trainSha) = FileOf(job.Wire.TrainingFileId);
         if (train is null || !File.Exists(train))
             return (null, new JobError(ErrorCodes.UserDataError, $"training file '{job.Wire.TrainingFileId}' was deleted before the job ran"));
-        var (validation, validationName) = FileOf(job.Wire.ValidationFileId);
+        var (validation, validationName, validationSha) = FileOf(job.Wire.ValidationFileId);
         if (job.Wire.ValidationFileId is not null && (validation is null || !File.Exists(validation)))
             return (null, new JobError(ErrorCodes.UserDataError, $"validation file '{job.Wire.ValidationFileId}' was deleted before the job ran"));
         // The newest complete checkpoint on disk: the previous trainer may have saved some the
@@ -168,7 +168,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             ?? (job.ResumeFrom is { } r && JobOutput.IsCompleteCheckpoint(r) ? r : null);
         return (new TrainerJobSpec(_id, job.Wire.Model, modelPath, train, validation, outputDir, settings,
             ResumeFrom: resume, Device: options.Gpus.Count > 0 ? "cuda" : "cpu", MergeLora: settings.Mode != TrainingModes.FullFinetune,
-            TrainingFileName: trainName, ValidationFileName: validationName, TokenCacheDir: Path.Combine(db.DataDir, "token-cache")), null);
+            TrainingFileName: trainName, ValidationFileName: validationName, TokenCacheDir: Path.Combine(db.DataDir, "token-cache"),
+            TrainingFileSha256: trainSha, ValidationFileSha256: validationSha), null);
     }
 
     /// <summary>

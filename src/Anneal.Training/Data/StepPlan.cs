@@ -36,10 +36,10 @@ public static class StepPlan
         if (batching is BatchingModes.Padded or BatchingModes.TokenBudget)
         {
             long budget = (long)perDeviceBatch * MaxLength(lengths);
-            var plan = new List<List<List<int[]>>>();
+            var plan = new List<List<List<int[]>>>((order.Length + rowsPerStep - 1) / rowsPerStep);
             for (var s = 0; s < order.Length; s += rowsPerStep)
             {
-                var step = order.AsSpan(s, Math.Min(rowsPerStep, order.Length - s)).ToArray();
+                var step = order.AsSpan(s, Math.Min(rowsPerStep, order.Length - s));
                 plan.Add(batching == BatchingModes.Padded ? Consecutive(step, perDeviceBatch) : WithinBudget(step, lengths, budget));
             }
             return plan;
@@ -87,19 +87,26 @@ public static class StepPlan
     }
 
     /// <summary>Rows of one example each, <paramref name="perDeviceBatch"/> a micro-batch, in the given order.</summary>
-    static List<List<int[]>> Consecutive(int[] step, int perDeviceBatch)
+    static List<List<int[]>> Consecutive(ReadOnlySpan<int> step, int perDeviceBatch)
     {
-        var micros = new List<List<int[]>>();
+        var micros = new List<List<int[]>>((step.Length + perDeviceBatch - 1) / perDeviceBatch);
         for (var b = 0; b < step.Length; b += perDeviceBatch)
-            micros.Add(step.Skip(b).Take(perDeviceBatch).Select(i => new[] { i }).ToList());
+        {
+            var micro = new List<int[]>(Math.Min(perDeviceBatch, step.Length - b));
+            for (var k = b; k < step.Length && k < b + perDeviceBatch; k++) micro.Add([step[k]]);
+            micros.Add(micro);
+        }
         return micros;
     }
 
     /// <summary>Rows sorted longest first (ties by index), cut where the next row would exceed the padded-token budget.</summary>
-    static List<List<int[]>> WithinBudget(int[] step, IReadOnlyList<int> lengths, long budget)
+    static List<List<int[]>> WithinBudget(ReadOnlySpan<int> step, IReadOnlyList<int> lengths, long budget)
     {
+        var sorted = step.ToArray();
+        if (sorted.Length > 1)
+            Array.Sort(sorted, (a, b) => lengths[a] != lengths[b] ? lengths[b].CompareTo(lengths[a]) : a.CompareTo(b));
         var micros = new List<List<int[]>>();
-        foreach (var i in step.OrderByDescending(i => lengths[i]).ThenBy(i => i))
+        foreach (var i in sorted)
         {
             // Sorted longest first, so a micro-batch's padded size is its first row's length × rows.
             if (micros.Count == 0 || (long)(micros[^1].Count + 1) * lengths[micros[^1][0][0]] > budget)

@@ -93,4 +93,65 @@ public sealed class ServerWithTrainerTests : IDisposable
         Assert.Equal("Training failed", failed.Message);
         Assert.Equal(error.Message, failed.Data!["error"]!["message"]!.GetValue<string>());
     }
+
+    [Fact]
+    public async Task Jobs_on_the_same_upload_share_one_token_cache_and_the_file_learns_its_num_tokens()
+    {
+        await using var server = await ServerHost.StartAsync(new ServerOptions
+        {
+            Urls = "http://127.0.0.1:0",
+            DataDir = Path.Combine(dir, "data"),
+            TrainerCommand = TrainerEntryPoint.Command(),
+            AllowModelDownload = false,
+            CancelGracePeriod = TimeSpan.FromSeconds(10),
+        });
+        using var http = new HttpClient { BaseAddress = new Uri(server.BaseUrl + "/api/"), Timeout = TimeSpan.FromSeconds(60) };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", server.FirstApiKey);
+
+        var form = new MultipartFormDataContent();
+        var content = new ByteArrayContent(Encoding.UTF8.GetBytes(string.Join("\n", TinyFixture.Facts.Select(f => Record(f.Question, f.Answer))) + "\n"));
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/jsonl");
+        form.Add(content, "file", "facts.jsonl");
+        form.Add(new StringContent("fine-tune"), "purpose");
+        var upload = await http.PostAsync("learning/files", form);
+        Assert.True(upload.IsSuccessStatusCode, await upload.Content.ReadAsStringAsync());
+        var file = (await upload.Content.ReadFromJsonAsync<FileObject>(AnnealJson.Options))!;
+        for (var i = 0; i < 200 && file.Status == FileStatus.Processing; i++)
+        {
+            await Task.Delay(50);
+            file = (await http.GetFromJsonAsync<FileObject>($"learning/files/{file.Id}", AnnealJson.Options))!;
+        }
+        Assert.Equal(FileStatus.Ready, file.Status);
+
+        async Task<JsonObject> Train(int seed)
+        {
+            var create = await http.PostAsync("learning/jobs", JsonContent.Create(new JsonObject
+            {
+                ["model"] = "anneal/tiny-qwen3",
+                ["training_file_id"] = file.Id,
+                ["hyperparameters"] = new JsonObject { ["total_steps"] = 1, ["sequence_length"] = 128, ["seed"] = seed },
+            }));
+            Assert.True(create.IsSuccessStatusCode, await create.Content.ReadAsStringAsync());
+            var job = (await create.Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options))!;
+            Assert.True((await http.PostAsync($"learning/jobs/{job.Id}/start", null)).IsSuccessStatusCode);
+            var deadline = DateTime.UtcNow.AddSeconds(120);
+            while (!JobStatus.IsTerminal(job.Status) && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(200);
+                job = (await http.GetFromJsonAsync<JobObject>($"learning/jobs/{job.Id}", AnnealJson.Options))!;
+            }
+            Assert.True(job.Status == JobStatus.Succeeded, job.Error?.Message);
+            var events = (await http.GetFromJsonAsync<EventList>($"learning/jobs/{job.Id}/events?limit=100", AnnealJson.Options))!.Events;
+            return Assert.Single(events, e => e.Type == EventTypes.DataPrepared).Data!;
+        }
+
+        var first = await Train(1);
+        var second = await Train(2);
+        Assert.False(first["cache"]!["used"]!.GetValue<bool>());
+        Assert.True(second["cache"]!["used"]!.GetValue<bool>());
+        Assert.Single(Directory.GetFiles(Path.Combine(dir, "data", "token-cache")));
+        file = (await http.GetFromJsonAsync<FileObject>($"learning/files/{file.Id}", AnnealJson.Options))!;
+        Assert.Equal(first["file_tokens"]!.GetValue<long>(), file.NumTokens);
+        Assert.True(file.NumTokens > 8 * 10, $"num_tokens {file.NumTokens}");
+    }
 }
