@@ -4,7 +4,8 @@
 // run forward and backward on random input; rounds alternate between the two variants. Reported per
 // variant: median step time, and (CPU) the peak resident set above the one before the step — the
 // activations kept for backward plus backward's transients (weight gradients are the same in both).
-// Run with MALLOC_MMAP_THRESHOLD_=65536 so that freed tensors leave the resident set at once.
+// --dtype bfloat16 (default, as training on a GPU) or float32. Run with MALLOC_MMAP_THRESHOLD_=65536
+// so that freed tensors leave the resident set at once.
 using TorchSharp;
 using Anneal.Training.Kernels;
 using static TorchSharp.torch;
@@ -19,7 +20,12 @@ static class KernelsBench
     public static void Run(Options o, Device device)
     {
         var c = TrainBench.Shape(o.Shape);
-        var dtype = device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32;
+        var dtype = o.Dtype switch
+        {
+            "float32" => ScalarType.Float32,
+            "bfloat16" => ScalarType.BFloat16,
+            _ => throw new ArgumentException($"--dtype {o.Dtype}: expected float32 or bfloat16"),
+        };
         int D = c.HiddenSize, H = c.NumAttentionHeads, K = c.NumKeyValueHeads, hd = c.HeadDim, I = c.IntermediateSize, L = c.NumHiddenLayers;
         manual_seed(0);
         Tensor W(long rows, long cols) => (randn(rows, cols, dtype: dtype, device: device) / Math.Sqrt(cols)).requires_grad_();

@@ -11,7 +11,7 @@
 //   ... -- qlora-memory  (QLoRA vs LoRA vs full, CPU peak memory, ~100M parameters; QloraBench.cs)
 //   ... -- qlora-layer [--shape qwen3-8b] [--tokens 8192] [--steps 10] [--device cuda]  (QloraBench.cs)
 //   ... -- qlora-fit [--seq 2048]  (which sizes fit which card, from Core's MemoryModel; QloraBench.cs)
-//   ... -- kernels [--shape small] [--micro 4] [--seq 256] [--steps 10]  (custom RMSNorm/rotary/SwiGLU nodes vs composed ops; KernelsBench.cs)
+//   ... -- kernels [--shape small] [--micro 4] [--seq 256] [--steps 10] [--dtype bfloat16|float32]  (custom RMSNorm/rotary/SwiGLU nodes vs composed ops; KernelsBench.cs)
 //   ... -- device-check [--device cuda] [--steps 4] [--json FILE]  (the CUDA smoke test: tiny model on the device vs CPU fp32; exit 1 on failure)
 // CPU peak memory is the process's peak resident set (VmHWM, reset through /proc/self/clear_refs)
 // above the resident set before the measurement.
