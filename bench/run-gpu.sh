@@ -2,6 +2,7 @@
 # Runs Anneal's training benchmarks and the Hugging Face anchors side by side on a GPU machine
 # (no .NET needed: the bundle is self-contained), checks parity with transformers, and prints the
 # tables. Usage, in the unpacked bundle (results in $OUT, default ./results):
+#   ./run-gpu.sh device-check        CUDA smoke test: tiny model on the GPU vs CPU fp32 losses → device-check.md (exit 1 on failure)
 #   ./run-gpu.sh anneal              fixed-shape steps, our rows        → anneal.jsonl
 #   ./run-gpu.sh anchor              fixed-shape steps, Hugging Face    → hf_anchor.json
 #   ./run-gpu.sh lengths [SHAPE...]  realistic lengths, our rows        → anneal_lengths.jsonl (appends)
@@ -30,6 +31,11 @@ export LD_LIBRARY_PATH=$TL:${LD_LIBRARY_PATH:-}
 export ANNEAL_LIBTORCH_DIR=$TL
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
+if [[ $PART == device-check || $PART == all ]]; then
+  # First, and in seconds: a device that does not train like the CPU makes every later figure moot.
+  "$HERE/Anneal.Bench" device-check --device cuda --json "$OUT/device-check.json" 2>>"$OUT/device-check.stderr" \
+    | tee "$OUT/device-check.md" || DEVICE_CHECK_FAILED=1
+fi
 if [[ $PART == anneal || $PART == all ]]; then
   rm -f "$OUT/anneal.jsonl"
   bench() { "$HERE/Anneal.Bench" train --device cuda --steps 6 --json "$OUT/anneal.jsonl" "$@" 2>>"$OUT/anneal.stderr" | tail -1; }
@@ -108,4 +114,6 @@ if [[ $PART == qlora ]]; then
         --json "$OUT/qlora_steps.jsonl" | tail -1
     done; } 2>>"$OUT/qlora.stderr" | tee "$OUT/qlora.md"
 fi
-[[ -z ${PARITY_FAILED:-} ]] || { echo "parity checks FAILED (see $OUT/parity.md)" >&2; exit 1; }
+[[ -z ${DEVICE_CHECK_FAILED:-} ]] || echo "device check FAILED (see $OUT/device-check.md)" >&2
+[[ -z ${PARITY_FAILED:-} ]] || echo "parity checks FAILED (see $OUT/parity.md)" >&2
+[[ -z ${DEVICE_CHECK_FAILED:-}${PARITY_FAILED:-} ]] || exit 1

@@ -13,6 +13,8 @@
 //   ... -- qlora-memory  (QLoRA vs LoRA vs full, CPU peak memory, ~100M parameters; QloraBench.cs)
 //   ... -- qlora-layer [--shape qwen3-8b] [--tokens 8192] [--steps 10] [--device cuda]  (QloraBench.cs)
 //   ... -- qlora-fit [--seq 2048]  (which sizes fit which card, from Core's MemoryModel; QloraBench.cs)
+//   ... -- kernels [--shape small] [--micro 4] [--seq 256] [--steps 10] [--dtype bfloat16|float32]  (custom RMSNorm/rotary/SwiGLU nodes vs composed ops; KernelsBench.cs)
+//   ... -- device-check [--device cuda] [--steps 4] [--json FILE]  (the CUDA smoke test: tiny model on the device vs CPU fp32; exit 1 on failure)
 // CPU peak memory is the process's peak resident set (VmHWM, reset through /proc/self/clear_refs)
 // above the resident set before the measurement.
 using System.Diagnostics;
@@ -49,6 +51,8 @@ if (opts.What is "qlora-memory") QloraBench.Memory(opts);
 if (opts.What is "qlora-layer") QloraBench.Layer(opts, device);
 if (opts.What is "qlora-fit") QloraFit.Run(opts);
 if (opts.What is "memory") MemoryBench.Run(opts, device);
+if (opts.What is "kernels") KernelsBench.Run(opts, device);
+if (opts.What is "device-check") Environment.ExitCode = DeviceCheckBench.Run(opts);
 
 sealed record Options(string What, string Device, int Hidden, int Intermediate, int Layers, int Vocab, int Tokens, int Steps)
 {
@@ -81,7 +85,7 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             o = args[i] switch
             {
-                "optim" or "ce" or "all" or "train" or "lengths" or "parity" or "qlora-memory" or "qlora-layer" or "qlora-fit" or "memory" or "fits" or "data" or "vl-parity" => o with { What = args[i] },
+                "optim" or "ce" or "all" or "train" or "lengths" or "parity" or "qlora-memory" or "qlora-layer" or "qlora-fit" or "memory" or "fits" or "data" or "vl-parity" or "device-check" or "kernels" => o with { What = args[i] },
                 "--accum" => o with { Accumulation = int.Parse(Value()) },
                 "--threads" => o with { Threads = Value() },
                 "--phase" => o with { Phase = Value() },

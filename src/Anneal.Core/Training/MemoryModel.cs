@@ -8,14 +8,17 @@
 //                  + 4·Pt fp32 gradient sum across micro-batches (Exact with bf16 weights)
 //                  + FlatAdamW's reused fp32 slice scratch
 //                  (ZeRO-1 over N ranks: moments and master weights ÷ N per rank)
-//   activations    what autograd saves per token per decoder layer (counted from Qwen3.cs, bytes,
-//                  e = element size, f = 4 for the fp32 copies RMSNorm keeps):
-//                    RMSNorm ×2 ........ f·D + 2·e·D each (fp32 input copy, normalised, output)
-//                    q: proj + q_norm + rotary ....... f·H·hd + 4·e·H·hd
-//                    k: proj + k_norm + rotary ....... f·K·hd + 3·e·K·hd, + e·H·hd repeated to H heads
+//   activations    what autograd saves per token per decoder layer (counted from Qwen3.cs and its
+//                  custom nodes in Kernels/, bytes, e = element size, f = 4 for fp32 row scales):
+//                    RMSNorm ×2 (input_layernorm, post_attention_layernorm) ... e·D + f each
+//                      (the node keeps its input and one fp32 rstd per row; Kernels/RmsNormKernel.cs)
+//                    normalised input of q/k/v and of gate/up (kept by the projections) ... 2·e·D
+//                    q: projection (kept by q_norm) + q_norm rstd + rotated q (SDPA) .. 2·e·H·hd + f·H
+//                      (rotary keeps nothing per call; Kernels/RotaryKernel.cs)
+//                    k: projection + k_norm rstd + rotated k repeated to H heads ... e·K·hd + f·K + e·H·hd
 //                    v repeated to H heads, SDPA output, its contiguous copy for o_proj ... 3·e·H·hd
 //                    SDPA log-sum-exp ................ f·H
-//                    SwiGLU: gate, silu(gate), up, product ......... 4·e·I
+//                    SwiGLU: gate and up (its node; Kernels/SwiGluKernel.cs), product for down_proj ... 3·e·I
 //                  with checkpointing only each layer's input (e·D) is kept, plus one layer's
 //                  activations while it is recomputed in backward.
 //   loss           chunked cross-entropy: fp32 chunk logits and their gradient (~3·4·C·V), and
@@ -163,17 +166,18 @@ public static class MemoryModel
 
         long tokens = (long)p.MicroBatchRows * p.RowTokens;
         long perLayerToken =
-            2 * (f * D + 2 * e * D)
-            + f * H * hd + 4 * e * H * hd
-            + f * K * hd + 3 * e * K * hd + e * H * hd
+            2 * (e * D + f)
+            + 2 * e * D
+            + 2 * e * H * hd + f * H
+            + e * K * hd + f * K + e * H * hd
             + 3 * e * H * hd
             + f * H
-            + 4 * e * I;
+            + 3 * e * I;
         long layerActivations = perLayerToken * tokens;
         long activations = p.ActivationCheckpointing
             ? L * e * D * tokens + layerActivations
             : L * layerActivations;
-        activations += (f * D + 3 * e * D) * tokens;   // embeddings out, final norm, rows gathered for the loss
+        activations += (2 * e * D + f) * tokens;       // final norm (input, rstd), rows gathered for the loss
 
         long chunk = Math.Min(tokens, p.LossChunkRows > 0 ? p.LossChunkRows : Math.Max(1, (256L << 20) / (4 * V)));
         // A trainable output weight: its fp32 gradient sum, plus (bf16) a per-chunk product and the final cast.

@@ -52,9 +52,10 @@ public static class RotaryKernel
     {
         if (x.dim() != 4 || x.shape[^1] % 2 != 0)
             throw new ArgumentException($"rotary input must be [batch, heads, tokens, head_dim] with an even head_dim; got [{string.Join(", ", x.shape)}].", nameof(x));
-        long[] expected = [x.shape[0], x.shape[2], x.shape[3]];
-        if (!cos.shape.SequenceEqual(expected) || !sin.shape.SequenceEqual(expected))
-            throw new ArgumentException($"rotary cos and sin must be [{string.Join(", ", expected)}] for input [{string.Join(", ", x.shape)}]; got [{string.Join(", ", cos.shape)}] and [{string.Join(", ", sin.shape)}].");
+        // One (B, T, hd) table per row, or (1, T, hd) shared by every row.
+        bool Fits(Tensor t) => t.dim() == 3 && (t.shape[0] == x.shape[0] || t.shape[0] == 1) && t.shape[1] == x.shape[2] && t.shape[2] == x.shape[3];
+        if (!Fits(cos) || !Fits(sin) || !cos.shape.SequenceEqual(sin.shape))
+            throw new ArgumentException($"rotary cos and sin must be [{x.shape[0]} or 1, {x.shape[2]}, {x.shape[3]}] for input [{string.Join(", ", x.shape)}]; got [{string.Join(", ", cos.shape)}] and [{string.Join(", ", sin.shape)}].");
     }
 }
 

@@ -2,10 +2,9 @@
 //
 // Composed from tensor ops, autograd keeps g, silu(g) and u for the product and silu's backward
 // (and the product itself for down_proj, which the caller's linear keeps anyway): 3·e·I per token
-// here. This node keeps g and u (2·e·I) and recomputes the sigmoid in backward:
-//   σ = sigmoid(g),  silu = g·σ
-//   du = dy·silu
-//   dg = dy·u·σ·(1 + g·(1 − σ))
+// here. This node keeps g and u (2·e·I) and recomputes silu in backward:
+//   du = dy·silu(g)
+//   dg = silu'(g)·(dy·u)        silu'(g) = σ(g)·(1 + g·(1 − σ(g))), libtorch's silu_backward
 using static TorchSharp.torch;
 
 namespace Anneal.Training.Kernels;
@@ -64,13 +63,14 @@ sealed class SwiGluFunction : autograd.SingleTensorFunction<SwiGluFunction>
             var saved = ctx.get_saved_variables();
             var (gate, up) = (saved[0], saved[1]);
             var (needGate, needUp) = ((bool, bool))ctx.get_data("needs");
-            var sigma = gate.sigmoid();
-            if (needUp) gradUp = (gate * sigma).mul_(gradOutput).MoveToOuterDisposeScope();
-            if (needGate)
+            // silu is recomputed under autograd so that its gradient is libtorch's one fused
+            // silu_backward kernel (computed in fp32 for bf16) rather than a chain of element-wise ops.
+            using (enable_grad())
             {
-                // σ·(1 + g·(1 − σ)) = σ + silu·(1 − σ)
-                var dsilu = (1 - sigma).mul_(gate).add_(1).mul_(sigma);
-                gradGate = dsilu.mul_(up).mul_(gradOutput).MoveToOuterDisposeScope();
+                var g = gate.detach().requires_grad_(true);
+                var silu = nn.functional.silu(g);
+                if (needUp) gradUp = (silu.detach() * gradOutput).MoveToOuterDisposeScope();
+                if (needGate) gradGate = autograd.grad([silu], [g], [gradOutput * up])[0].MoveToOuterDisposeScope();
             }
         }
         gradOutput.Dispose();

@@ -68,7 +68,9 @@ public class MemoryModelTests
     {
         var off = MemoryModel.Estimate(Qwen3_4B, SpecJob);
         var on = MemoryModel.Estimate(Qwen3_4B, SpecJob with { ActivationCheckpointing = true });
-        Assert.True(off.Activations > 15 * on.Activations, $"off {off.Activations}, on {on.Activations}");
+        // Qwen3-4B keeps ~25 e·D per token and layer without checkpointing (custom RMSNorm, rotary and
+        // SwiGLU nodes), e·D with: 36 layers give ~14.5× less.
+        Assert.True(off.Activations > 12 * on.Activations, $"off {off.Activations}, on {on.Activations}");
         Assert.Equal(off.Weights + off.Gradients + off.Optimizer + off.Loss, on.Weights + on.Gradients + on.Optimizer + on.Loss);
     }
 

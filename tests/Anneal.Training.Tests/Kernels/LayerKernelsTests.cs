@@ -85,6 +85,15 @@ public class LayerKernelsTests
     }
 
     [Fact]
+    public void Rotary_accepts_one_table_shared_by_every_row()
+    {
+        var g = new Generator(23);
+        var x = Rand([3, 2, 5, 8], ScalarType.Float64, g);
+        var angles = Rand([1, 5, 8], ScalarType.Float64, g, grad: false);
+        AssertClose(t => RotaryKernel.Apply(t[0], t[1], t[2]), t => RotaryKernel.Reference(t[0], t[1], t[2]), [x, angles.cos(), angles.sin()], 1e-12, "rotary shared table");
+    }
+
+    [Fact]
     public void Rotary_forward_is_bit_identical_to_rotate_half()
     {
         var g = new Generator(22);
@@ -176,7 +185,7 @@ public class LayerKernelsTests
         var x = zeros(2, 3, 4, 8);
         Assert.Contains("RMSNorm weight must be [8]", Assert.Throws<ArgumentException>(() => RmsNormKernel.Apply(x, ones(6), 1e-6)).Message);
         Assert.Contains("same dtype", Assert.Throws<ArgumentException>(() => RmsNormKernel.Apply(x, ones(8, dtype: ScalarType.Float64), 1e-6)).Message);
-        Assert.Contains("cos and sin must be [2, 4, 8]", Assert.Throws<ArgumentException>(() => RotaryKernel.Apply(x, zeros(2, 3, 8), zeros(2, 3, 8))).Message);
+        Assert.Contains("cos and sin must be [2 or 1, 4, 8]", Assert.Throws<ArgumentException>(() => RotaryKernel.Apply(x, zeros(2, 3, 8), zeros(2, 3, 8))).Message);
         Assert.Contains("even head_dim", Assert.Throws<ArgumentException>(() => RotaryKernel.Apply(zeros(1, 1, 2, 3), zeros(1, 2, 3), zeros(1, 2, 3))).Message);
         Assert.Contains("one shape and dtype", Assert.Throws<ArgumentException>(() => SwiGluKernel.Apply(zeros(2, 3), zeros(3, 2))).Message);
     }
