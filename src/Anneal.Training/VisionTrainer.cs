@@ -47,8 +47,8 @@ public static class VisionTrainer
         if (s.TrainVision is not (VisionTrainingParts.None or VisionTrainingParts.Merger or VisionTrainingParts.Tower))
             throw TrainerUserException.Config($"train_vision \"{s.TrainVision}\" is not known; use \"none\", \"merger\" or \"tower\"");
         // What the vision recipe does not do yet is said, not silently skipped.
-        if (spec.ValidationFile != null && (s.Validation.EvaluationStrategy == "epoch" || (s.Validation.EvaluationStrategy == "steps" && s.Validation.EvalSteps is > 0)))
-            events.Emit(EventTypes.Log, $"evaluation_strategy \"{s.Validation.EvaluationStrategy}\": vision mode evaluates the validation file once, at the end", level: "warning");
+        if (spec.ValidationFile != null && s.Validation.Enabled && s.Validation.SaveBestModelAtEnd)
+            events.Emit(EventTypes.Log, "save_best_model_at_end: not yet applied in vision mode; the final model is the last step's", level: "warning");
         if (s.ActivationCheckpointing == "on")
             events.Emit(EventTypes.Log, "activation_checkpointing \"on\": not yet applied in vision mode (the frozen tower keeps no activations; the decoder keeps its own)", level: "warning");
         foreach (var note in adjustments)
@@ -77,7 +77,7 @@ public static class VisionTrainer
         var (train, stats) = LoadData(spec.TrainingFile, "training file " + (spec.TrainingFileName ?? spec.TrainingFile), tokenizer, config, processor, sequenceLength, thinkBlocks, maxImages, events);
         List<VisionSftExample>? validation = null;
         DataStats? valStats = null;
-        if (spec.ValidationFile != null && s.Validation.EvaluationStrategy != "no")
+        if (spec.ValidationFile != null && s.Validation.Enabled && s.Validation.EvaluationStrategy != "no")
             (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile), tokenizer, config, processor, sequenceLength, thinkBlocks, maxImages, events);
         var (prepared, lossy) = Trainer.DataSummary(stats, valStats, sequenceLength);
         var images = train.Sum(e => e.Images.Count);
@@ -102,8 +102,13 @@ public static class VisionTrainer
         {
             ["train_vision"] = s.TrainVision, ["trained"] = trainedParts, ["trainable_parameters"] = trainable, ["vision_trainable_parameters"] = towerTrainable,
         });
+        // Exact state (fp32 moments and master weights, bf16 gradients summed in fp32 across the
+        // micro-batches) unless optimizer_precision = "lean"; "auto" is exact here (no memory plan in vision mode yet).
+        var lean = s.OptimizerPrecision == OptimizerPrecisions.Lean;
         using var optimizer = new FlatAdamW(model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)),
-            weightDecay: s.WeightDecay, decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"));
+            weightDecay: s.WeightDecay, precision: lean ? OptimizerPrecision.Lean : OptimizerPrecision.Exact,
+            fp32GradAccumulation: !lean && s.GradientAccumulationSteps > 1, seed: (ulong)s.Seed,
+            decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"));
 
         try { return Train(spec, s, options, model, optimizer, config, processor, sequenceLength, train, validation, device, events, ct); }
         catch (Exception e) when (Trainer.IsOutOfMemory(e))
@@ -179,6 +184,14 @@ public static class VisionTrainer
         var stepsPerEpoch = Math.Max(1, (int)Math.Ceiling(train.Count / (double)G));
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
+        // Validation every epoch or eval_steps (as the text recipe), and always after the last step.
+        int? evalEvery = s.Validation.EvaluationStrategy switch
+        {
+            "epoch" => stepsPerEpoch,
+            "steps" when s.Validation.EvalSteps is > 0 => s.Validation.EvalSteps,
+            _ => null,
+        };
+        double? lastVal = null;
         var checkpoints = Path.Combine(spec.OutputDir, "checkpoints");
         Directory.CreateDirectory(spec.OutputDir);
 
@@ -209,8 +222,9 @@ public static class VisionTrainer
                 StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = 1, GradientAccumulationSteps = G,
                 SequenceLength = sequenceLength, Mode = s.Mode, TrainedTokens = trainedTokens, LastLoss = loss,
             }, spec.ModelPath, spec.AdapterBaseName, s.TrainVision);
-            events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
-                new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = new JsonObject { [MetricNames.TrainLoss] = loss } });
+            var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
+            if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
+            events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}", new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
             TrainingCheckpoint.PruneOptimizerStates(checkpoints, options.KeepOptimizerStates, protect: spec.ResumeFrom);
             savedStep = step;
         }
@@ -251,18 +265,7 @@ public static class VisionTrainer
             {
                 var n = batches.Sum(b => b.TrainedTokens);
                 stepTokens = batches.Sum(b => b.Tokens);
-                using (var scope = NewDisposeScope())
-                {
-                    var total = 0.0;
-                    foreach (var b in batches)
-                    {
-                        using var inner = NewDisposeScope();
-                        var sum = TokenLossSum(model, b);
-                        (sum / n).backward();
-                        total += sum.item<float>();
-                    }
-                    loss = total / n;
-                }
+                loss = GradientAccumulation.Step(batches, n, b => TokenLossSum(model, b), device, optimizer);
                 using (var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
                     gradNorm = norm.item<float>();
                 optimizer.ZeroGrad();
@@ -272,39 +275,29 @@ public static class VisionTrainer
             {
                 foreach (var b in batches) b.Dispose();
             }
-            if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
-                throw TrainerUserException.Config($"training diverged at step {step}: loss {loss}, grad_norm {gradNorm} with learning_rate {s.LearningRate} (lr now {lr:G3}); lower learning_rate, raise warmup_ratio, or set max_grad_norm");
+            StepReport.ThrowIfDiverged(step, loss, gradNorm, s, lr);
             losses.Add(loss);
             lastLoss = loss;
             stepsTimed++;
             var secondsPerStep = clock.Elapsed.TotalSeconds / stepsTimed;
-            events.Emit(EventTypes.Progress, $"step {step}/{totalSteps} loss {loss:F4}", new JsonObject
+            events.Emit(EventTypes.Progress, $"step {step}/{totalSteps} loss {loss:F4}",
+                StepReport.Progress(step, totalSteps, stepsPerEpoch, loss, lr, gradNorm, stepTokens, secondsPerStep, trainedTokens));
+            if (validation != null && ((evalEvery is { } e && step % e == 0) || step == totalSteps))
             {
-                ["step"] = step, ["total_steps"] = totalSteps, ["epoch"] = Math.Round((double)step / stepsPerEpoch, 4),
-                ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = double.IsFinite(gradNorm) ? gradNorm : null,
-                ["tokens_per_second"] = Math.Round(stepTokens / Math.Max(1e-9, secondsPerStep), 1),
-                ["eta_seconds"] = Math.Round((totalSteps - step) * secondsPerStep, 1),
-                ["trained_tokens"] = trainedTokens,
-            });
+                var valLoss = Evaluate(model, validation, config, processor, device);
+                lastVal = valLoss;
+                events.Emit(EventTypes.ValidationSummary, $"step {step} val.loss {valLoss:F4}", new JsonObject { ["step"] = step, ["val_loss"] = valLoss });
+            }
             if (s.SaveSteps is { } every && every > 0 && step % every == 0) SaveCheckpoint(loss);
         }
 
-        if (validation != null)
+        var final = FinalFolder.Write(spec.OutputDir, staging =>
         {
-            var valLoss = Evaluate(model, validation, config, processor, device);
-            events.Emit(EventTypes.ValidationSummary, $"step {totalSteps} val.loss {valLoss:F4}", new JsonObject { ["step"] = totalSteps, ["val_loss"] = valLoss });
-        }
-
-        // Written aside and renamed: a final/ folder is complete, so a restarted server can adopt it.
-        var final = Path.Combine(spec.OutputDir, "final");
-        var staging = final + ".partial";
-        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
-        VisionModelFolder.Save(model, staging, spec.ModelPath);
-        WritePixelBounds(staging, s.Vision, processor);
-        if (model.LoraSettings != null)
-            VisionModelFolder.SaveAdapter(model, Path.Combine(staging, "adapter"), spec.AdapterBaseName, s.TrainVision);
-        if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
-        Directory.Move(staging, final);
+            VisionModelFolder.Save(model, staging, spec.ModelPath);
+            WritePixelBounds(staging, s.Vision, processor);
+            if (model.LoraSettings != null)
+                VisionModelFolder.SaveAdapter(model, Path.Combine(staging, "adapter"), spec.AdapterBaseName, s.TrainVision);
+        });
         // final/ is itself the merged model (LoRA folded in): what a LoRA job's fine-tuned model serves.
         return new TrainResult(spec.OutputDir, final, model.LoraSettings != null ? final : null, trainedTokens, losses) { WeightsStep = step };
     }

@@ -2,7 +2,7 @@
 // [model].max_pixels bounds the image tokens the trainer sees (and is written into the result's
 // preprocessor_config.json); train_vision trains exactly the parts it names, the others stay
 // bit-identical; save_steps checkpoints resume onto the same loss curve; a checkpoint-and-stop
-// request (SIGUSR1) saves the step it stops at.
+// request (SIGUSR1) saves the step it stops at; the validation file is evaluated every eval_steps.
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
 using Anneal.Core.Models;
@@ -20,8 +20,8 @@ public sealed class VisionSettingsTests(ITestOutputHelper output) : IDisposable
     readonly string dir = Directory.CreateTempSubdirectory("anneal-vision-settings-").FullName;
     public void Dispose() => Directory.Delete(dir, recursive: true);
 
-    TrainerJobSpec Spec(string data, TrainingSettings settings, string outName = "out", string? resumeFrom = null) =>
-        new("job_vision", ModelRegistry.TinyVisionModelId, TinyFixture.VisionModelDir, data, null, Path.Combine(dir, outName), settings, resumeFrom, "cpu", false);
+    TrainerJobSpec Spec(string data, TrainingSettings settings, string outName = "out", string? resumeFrom = null, string? validation = null) =>
+        new("job_vision", ModelRegistry.TinyVisionModelId, TinyFixture.VisionModelDir, data, validation, Path.Combine(dir, outName), settings, resumeFrom, "cpu", false);
 
     /// <summary>Four records, each with one 128×128 image (16 image tokens at the tiny model's default max_pixels 128²).</summary>
     string SquareSet()
@@ -180,6 +180,24 @@ public sealed class VisionSettingsTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(EventTypes.Cancelled, events[^1].Type);
         Assert.Equal(2, TrainingCheckpoint.ReadState(Path.Combine(dir, "out", "checkpoints", "step-2")).Step);
         Assert.False(Directory.Exists(Path.Combine(dir, "out", "final")));
+    }
+
+    [Fact]
+    public void The_validation_file_is_evaluated_every_eval_steps_and_its_loss_kept_with_checkpoints()
+    {
+        var data = SquareSet();
+        var settings = new TrainingSettings
+        {
+            TotalSteps = 4, LearningRate = 3e-3, SequenceLength = 128, SaveSteps = 2,
+            Validation = new ValidationSettings(Enabled: true, EvaluationStrategy: "steps", EvalSteps: 2),
+        };
+        var (exit, events, err) = TinyFixture.Run(Spec(data, settings, validation: data));
+        Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+        var evaluated = events.Where(e => e.Type == EventTypes.ValidationSummary).ToList();
+        Assert.Equal([2, 4], evaluated.Select(e => e.Data!["step"]!.GetValue<int>()));
+        Assert.True(evaluated[1].Data!["val_loss"]!.GetValue<double>() < evaluated[0].Data!["val_loss"]!.GetValue<double>(), "val.loss did not fall on the training data");
+        var saved = events.Where(e => e.Type == EventTypes.CheckpointSaved).ToList();
+        Assert.All(saved, e => Assert.NotNull(e.Data!["metrics"]![MetricNames.ValLoss]));
     }
 
     /// <summary>Captures events and asks for a checkpoint-and-stop once progress reaches a step.</summary>
