@@ -2,7 +2,8 @@
 // a multimodal JSONL (data: URIs in OpenAI image_url parts, a legacy top-level `images` record, a
 // turn with two images), the server validates it and runs a real trainer process in vision mode to
 // `succeeded` (with [model] image settings and train_vision = "merger", which the job records and
-// the trainer applies), and `anneal generate --image` answers from the fine-tuned folder.
+// the trainer applies), and `anneal generate --image` answers from the fine-tuned folder, and the
+// same through the server's /v1 with the fine_tuned_model id.
 using System.Text.Json.Nodes;
 using SkiaSharp;
 
@@ -136,5 +137,11 @@ public class VisionJobTests
         Assert.True(answer.ExitCode == 0, answer.ToString());
         // (What four steps teach a random 1M-parameter model varies; VisionTrainingTests checks the answer's words.)
         Assert.DoesNotContain("error", answer.Err);
+
+        // The fine_tuned_model id answers the same through the server's /v1 (the image sent as a data: URI).
+        var ftId = result.Out.Split('\n').First(l => l.StartsWith("fine_tuned_model: ", StringComparison.Ordinal))["fine_tuned_model: ".Length..].Trim();
+        var remote = await box.RunAsync("generate", "--model", ftId, "--image", "blue.png", "--prompt", "What colour is this?", "--max-new-tokens", "6");
+        Assert.True(remote.ExitCode == 0, remote.ToString());
+        Assert.Equal(answer.Out, remote.Out);
     }
 }
