@@ -49,8 +49,11 @@ public static class VisionTrainer
         // What the vision recipe does not do yet is said, not silently skipped.
         if (spec.ValidationFile != null && s.Validation.Enabled && s.Validation.SaveBestModelAtEnd)
             events.Emit(EventTypes.Log, "save_best_model_at_end: not yet applied in vision mode; the final model is the last step's", level: "warning");
-        if (s.ActivationCheckpointing == "on")
-            events.Emit(EventTypes.Log, "activation_checkpointing \"on\": not yet applied in vision mode (the frozen tower keeps no activations; the decoder keeps its own)", level: "warning");
+        if (s.ActivationCheckpointing is not ("auto" or "on" or "off"))
+            throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
+        // Recomputing a layer in backward must give the same activations: LoRA dropout excludes it (as for text).
+        if (s.ActivationCheckpointing == "on" && s.Mode == TrainingModes.Lora && s.Lora.Dropout > 0)
+            throw TrainerUserException.Config($"activation_checkpointing \"on\" cannot be combined with training.lora.dropout {s.Lora.Dropout}: set dropout to 0 or activation_checkpointing to \"off\"");
         foreach (var note in adjustments)
             events.Emit(EventTypes.Log, note, new JsonObject { ["vision_mode"] = true, ["per_device_batch"] = s.PerDeviceBatch, ["gradient_accumulation_steps"] = s.GradientAccumulationSteps });
 
@@ -96,11 +99,18 @@ public static class VisionTrainer
         torch.manual_seed(s.Seed);
         using var model = VisionModelFolder.Load(spec.ModelPath, device, dtype, lora);
         var trainedParts = SelectTrainedParts(model, s.TrainVision);
+        // "on": each decoder layer recomputed in backward ("auto" is off: vision mode has no memory plan yet).
+        var checkpointing = s.ActivationCheckpointing == "on";
+        if (checkpointing)
+            model.Decoder.LayerRunner = (layer, h, a) => ActivationCheckpoint.Run(
+                (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
+                h, a.Mask is null ? [a.Cos, a.Sin] : [a.Cos, a.Sin, a.Mask], layer.parameters());
         var trainable = model.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
         var towerTrainable = model.Visual.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
-        events.Emit(EventTypes.Log, $"model loaded: {model.parameters().Sum(p => p.numel()):N0} parameters, {trainable:N0} trainable ({trainedParts})", new JsonObject
+        events.Emit(EventTypes.Log, $"model loaded: {model.parameters().Sum(p => p.numel()):N0} parameters, {trainable:N0} trainable ({trainedParts}); activation checkpointing {(checkpointing ? "on" : "off")}", new JsonObject
         {
             ["train_vision"] = s.TrainVision, ["trained"] = trainedParts, ["trainable_parameters"] = trainable, ["vision_trainable_parameters"] = towerTrainable,
+            ["activation_checkpointing"] = checkpointing,
         });
         // Exact state (fp32 moments and master weights, bf16 gradients summed in fp32 across the
         // micro-batches) unless optimizer_precision = "lean"; "auto" is exact here (no memory plan in vision mode yet).

@@ -200,6 +200,24 @@ public sealed class VisionSettingsTests(ITestOutputHelper output) : IDisposable
         Assert.All(saved, e => Assert.NotNull(e.Data!["metrics"]![MetricNames.ValLoss]));
     }
 
+    [Fact]
+    public void Activation_checkpointing_on_gives_the_same_losses()
+    {
+        var data = SquareSet();
+        var settings = new TrainingSettings { TotalSteps = 3, GradientAccumulationSteps = 2, LearningRate = 3e-3, SequenceLength = 128, Seed = 9, TrainVision = VisionTrainingParts.Merger };
+        List<double> Losses(string mode, string outName)
+        {
+            var (exit, events, err) = TinyFixture.Run(Spec(data, settings with { ActivationCheckpointing = mode }, outName));
+            Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+            Assert.Equal(mode == "on", Assert.Single(events, e => e.Data?["activation_checkpointing"] is not null).Data!["activation_checkpointing"]!.GetValue<bool>());
+            return TinyFixture.Losses(events);
+        }
+        var plain = Losses("off", "plain");
+        var recomputed = Losses("on", "recomputed");
+        output.WriteLine($"{string.Join(" ", plain)}\n{string.Join(" ", recomputed)}");
+        for (var i = 0; i < plain.Count; i++) Assert.Equal(plain[i], recomputed[i], 1e-5);
+    }
+
     /// <summary>Captures events and asks for a checkpoint-and-stop once progress reaches a step.</summary>
     sealed class StopAfterStep(int step, CancellationTokenSource stop) : StringWriter
     {
