@@ -47,8 +47,6 @@ public static class VisionTrainer
         if (s.TrainVision is not (VisionTrainingParts.None or VisionTrainingParts.Merger or VisionTrainingParts.Tower))
             throw TrainerUserException.Config($"train_vision \"{s.TrainVision}\" is not known; use \"none\", \"merger\" or \"tower\"");
         // What the vision recipe does not do yet is said, not silently skipped.
-        if (spec.ValidationFile != null && s.Validation.Enabled && s.Validation.SaveBestModelAtEnd)
-            events.Emit(EventTypes.Log, "save_best_model_at_end: not yet applied in vision mode; the final model is the last step's", level: "warning");
         if (s.ActivationCheckpointing is not ("auto" or "on" or "off"))
             throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
         // Recomputing a layer in backward must give the same activations: LoRA dropout excludes it (as for text).
@@ -201,7 +199,9 @@ public static class VisionTrainer
             "steps" when s.Validation.EvalSteps is > 0 => s.Validation.EvalSteps,
             _ => null,
         };
-        double? lastVal = null;
+        double? lastVal = null, bestMetric = null;
+        int? bestStep = null;
+        var bestDir = Path.Combine(spec.OutputDir, "best");
         var checkpoints = Path.Combine(spec.OutputDir, "checkpoints");
         Directory.CreateDirectory(spec.OutputDir);
 
@@ -217,7 +217,7 @@ public static class VisionTrainer
                     $"this job has {G}, {s.Seed}, {sequenceLength}, {s.Mode}, {stepsPerEpoch}");
             VisionCheckpoint.LoadWeights(model, resumeFrom);
             TrainingCheckpoint.LoadOptimizer(resumeFrom, optimizer);   // restores the fp32 master weights too
-            (step, trainedTokens, lastLoss) = (state.Step, state.TrainedTokens, state.LastLoss);
+            (step, trainedTokens, lastLoss, bestMetric, bestStep) = (state.Step, state.TrainedTokens, state.LastLoss, state.BestMetric, state.BestStep);
             events.Log($"resumed from {resumeFrom} at step {step}");
         }
 
@@ -230,7 +230,7 @@ public static class VisionTrainer
             {
                 Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
                 StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = 1, GradientAccumulationSteps = G,
-                SequenceLength = sequenceLength, Mode = s.Mode, TrainedTokens = trainedTokens, LastLoss = loss,
+                SequenceLength = sequenceLength, Mode = s.Mode, TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
             }, spec.ModelPath, spec.AdapterBaseName, s.TrainVision);
             var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
             if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
@@ -297,10 +297,29 @@ public static class VisionTrainer
                 var valLoss = Evaluate(model, validation, config, processor, device);
                 lastVal = valLoss;
                 events.Emit(EventTypes.ValidationSummary, $"step {step} val.loss {valLoss:F4}", new JsonObject { ["step"] = step, ["val_loss"] = valLoss });
+                // The best evaluated weights, kept aside when they are to be the result (the metric is val.loss).
+                if (bestMetric is not { } b || (s.Validation.GreaterIsBetter ? valLoss > b : valLoss < b))
+                {
+                    (bestMetric, bestStep) = (valLoss, step);
+                    if (s.Validation.SaveBestModelAtEnd && step != totalSteps)
+                    {
+                        if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
+                        VisionCheckpoint.SaveWeights(model, bestDir, spec.ModelPath, spec.AdapterBaseName, s.TrainVision);
+                    }
+                }
             }
             if (s.SaveSteps is { } every && every > 0 && step % every == 0) SaveCheckpoint(loss);
         }
 
+        long weightsStep = step;
+        if (s.Validation.SaveBestModelAtEnd && bestStep is { } bs && bs != step && Directory.Exists(bestDir))
+        {
+            events.Emit(EventTypes.BestModelRestored,
+                $"restoring the best model: step {bs} ({s.Validation.MetricForBestModel} {bestMetric:F4}) instead of the last step {step}",
+                new JsonObject { ["step"] = bs, ["metric"] = s.Validation.MetricForBestModel, ["value"] = bestMetric, ["last_step"] = step });
+            VisionCheckpoint.LoadWeights(model, bestDir);
+            weightsStep = bs;
+        }
         var final = FinalFolder.Write(spec.OutputDir, staging =>
         {
             VisionModelFolder.Save(model, staging, spec.ModelPath);
@@ -309,7 +328,8 @@ public static class VisionTrainer
                 VisionModelFolder.SaveAdapter(model, Path.Combine(staging, "adapter"), spec.AdapterBaseName, s.TrainVision);
         });
         // final/ is itself the merged model (LoRA folded in): what a LoRA job's fine-tuned model serves.
-        return new TrainResult(spec.OutputDir, final, model.LoraSettings != null ? final : null, trainedTokens, losses) { WeightsStep = step };
+        if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
+        return new TrainResult(spec.OutputDir, final, model.LoraSettings != null ? final : null, trainedTokens, losses) { WeightsStep = weightsStep };
     }
 
     /// <summary>

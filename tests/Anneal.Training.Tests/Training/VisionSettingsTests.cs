@@ -201,6 +201,33 @@ public sealed class VisionSettingsTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void Save_best_model_at_end_restores_the_best_evaluated_weights()
+    {
+        // A learning rate high enough that the last steps overshoot: the best val.loss comes earlier.
+        var data = SquareSet();
+        var settings = new TrainingSettings
+        {
+            TotalSteps = 6, LearningRate = 0.3, LrScheduler = "constant", MaxGradNorm = 0, SequenceLength = 128, Seed = 4,
+            Validation = new ValidationSettings(Enabled: true, EvaluationStrategy: "steps", EvalSteps: 1, SaveBestModelAtEnd: true),
+        };
+        var (exit, events, err) = TinyFixture.Run(Spec(data, settings, validation: data));
+        Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+        var val = events.Where(e => e.Type == EventTypes.ValidationSummary).Select(e => e.Data!["val_loss"]!.GetValue<double>()).ToList();
+        output.WriteLine(string.Join(" ", val));
+        var best = val.IndexOf(val.Min()) + 1;
+        var restored = events.Where(e => e.Type == EventTypes.BestModelRestored).ToList();
+        Assert.True(best < 6, $"the last step was the best ({string.Join(", ", val)}): nothing to restore, the test would show nothing");
+        Assert.Equal(best, Assert.Single(restored).Data!["step"]!.GetValue<int>());
+        // The result's val.loss is the best one, recomputed from the saved folder.
+        using var model = VisionModelFolder.Load(Path.Combine(dir, "out", "final"), torch.CPU, torch.ScalarType.Float32);
+        var tokenizer = Trainer.LoadTokenizer(TinyFixture.VisionModelDir);
+        var processor = Anneal.Training.Vision.ImageProcessorConfig.Load(TinyFixture.VisionModelDir);
+        var (examples, _) = Anneal.Training.Data.VisionSftData.Load(data, "data", tokenizer, model.Config, processor, 128, false);
+        Assert.Equal(val.Min(), VisionTrainer.Evaluate(model, examples, model.Config, processor, torch.CPU), 1e-4);
+        Assert.False(Directory.Exists(Path.Combine(dir, "out", "best")));
+    }
+
+    [Fact]
     public void Activation_checkpointing_on_gives_the_same_losses()
     {
         var data = SquareSet();
