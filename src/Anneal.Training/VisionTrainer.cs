@@ -8,7 +8,9 @@
 //     "tower" the whole tower (in full, also beside LoRA);
 //   - [model] min_pixels / max_pixels / max_images_per_message override the model's own values;
 //   - checkpoints (save_steps, and on SIGUSR1 before stopping) and resume as the text recipe
-//     (VisionCheckpoint: the same trainer_state.json and optimizer.bin);
+//     (VisionCheckpoint: the same trainer_state.json and optimizer.bin); validation every eval_steps,
+//     the best evaluated weights restored when asked; activation checkpointing when "on" (no memory
+//     plan yet, so "auto" is off);
 //   - the result is a Hugging Face Qwen3-VL folder (LoRA merged in), plus the PEFT adapter for LoRA.
 // Hugging Face's Qwen3-VL averages micro-batch means under gradient accumulation
 // (accepts_loss_kwargs = False); we normalise by the step's trained tokens as for text, so a long
@@ -46,7 +48,6 @@ public static class VisionTrainer
             throw TrainerUserException.Config("training.mode \"qlora\" is not yet supported for Qwen3-VL models; use \"lora\" or \"full_finetune\"");
         if (s.TrainVision is not (VisionTrainingParts.None or VisionTrainingParts.Merger or VisionTrainingParts.Tower))
             throw TrainerUserException.Config($"train_vision \"{s.TrainVision}\" is not known; use \"none\", \"merger\" or \"tower\"");
-        // What the vision recipe does not do yet is said, not silently skipped.
         if (s.ActivationCheckpointing is not ("auto" or "on" or "off"))
             throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
         // Recomputing a layer in backward must give the same activations: LoRA dropout excludes it (as for text).
@@ -123,7 +124,7 @@ public static class VisionTrainer
         {
             throw new TrainerUserException(ErrorCodes.OutOfMemory,
                 $"out of memory on {device.type.ToString().ToLowerInvariant()} with one example of up to {train.Max(x => x.Length)} tokens (sequence_length {sequenceLength}, max_pixels {processor.MaxPixels}): " +
-                $"lower sequence_length, lower max_pixels, or use mode \"lora\". ({e.Message.Split('\n')[0].Trim()})");
+                $"lower sequence_length, lower max_pixels, set activation_checkpointing = \"on\", or use mode \"lora\". ({e.Message.Split('\n')[0].Trim()})");
         }
     }
 
