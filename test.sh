@@ -15,4 +15,13 @@ if ! command -v chromium >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# The multi-rank training tests run CPU ranks under Open MPI's mpirun (Debian's packages; the
+# trainer calls libmpi.so.40): install them when missing.
+if ! command -v mpirun >/dev/null 2>&1 || [ ! -e /usr/lib/x86_64-linux-gnu/libmpi.so.40 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  if ! ($sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openmpi-bin libopenmpi-dev) >/tmp/anneal-openmpi-install.log 2>&1; then
+    echo "test.sh: installing Open MPI failed; see /tmp/anneal-openmpi-install.log" >&2
+    exit 1
+  fi
+fi
 dotnet test Anneal.slnx -c Release "$@"

@@ -4,11 +4,12 @@
 // lengths), the first 30% of each example prompt (no loss), full fine-tune, one warm-up epoch, then
 // the same epoch timed. Reported: non-padding tokens per second (the anchor's trained_tokens_per_s),
 // padding share, device memory in use after the timed epoch (CUDA) or peak resident set (CPU).
-//   --batching order     rows of one example in dataset order, --micro per step (the anchor's default collator)
-//   --batching bucketed  SftData.PlanEpoch without packing: the trainer's length bucketing
-//   --batching packed    SftData.PlanEpoch with packing: rows of up to --seq tokens, block-diagonal mask
-//   --batching budget    SftData.PlanEpoch with a token budget: length-sorted rows, as many per micro-batch
-//                        as fit in --micro × --seq padded tokens (plain causal attention)
+//   --batching order         rows of one example in dataset order, --micro per step (the anchor's default collator)
+//   --batching padded        StepPlan: shuffled, --micro rows a micro-batch, --accum micro-batches a step
+//   --batching bucketed      StepPlan: the trainer's length bucketing
+//   --batching token_budget  StepPlan: padded's steps, each cut into length-sorted micro-batches of at most
+//                            --micro × the longest example padded tokens (plain causal attention); "budget" too
+//   --batching packed        StepPlan: rows of up to --seq tokens, block-diagonal mask
 // Steps go through Trainer.AccumulateGradients (chunked loss over trained rows only) and FlatAdamW.
 using System.Diagnostics;
 using System.Text.Json;
@@ -23,8 +24,9 @@ static class LengthsBench
 {
     public static void Run(Options o, Device device)
     {
-        if (o.Batching is not ("order" or "bucketed" or "packed" or "budget"))
-            throw new ArgumentException($"--batching {o.Batching}: expected order, bucketed, packed or budget");
+        var batching = o.Batching == "budget" ? Anneal.Core.Training.BatchingModes.TokenBudget : o.Batching;
+        if (batching != "order" && !Anneal.Core.Training.BatchingModes.All.Contains(batching))
+            throw new ArgumentException($"--batching {o.Batching}: expected order, {string.Join(", ", Anneal.Core.Training.BatchingModes.All)}");
         var cfg = TrainBench.Shape(o.Shape);
         var dtype = device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32;
         var lengths = AnchorLengths(o.Examples, seed: 0, maxLength: o.Seq);
@@ -43,8 +45,7 @@ static class LengthsBench
             "order" => Enumerable.Range(0, (examples.Count + o.Micro - 1) / o.Micro)
                 .Select(s => new List<List<int[]>> { Enumerable.Range(s * o.Micro, Math.Min(o.Micro, examples.Count - s * o.Micro)).Select(i => new[] { i }).ToList() })
                 .ToList(),
-            _ => SftData.PlanEpoch(examples, seed: 0, epoch: 0, o.Micro, accumulation: 1, o.Seq,
-                packing: o.Batching == "packed", tokenBudget: o.Batching == "budget"),
+            _ => StepPlan.Epoch(lengths, seed: 0, epoch: 0, batching, o.Micro, o.Accumulation, o.Seq),
         };
 
         torch.manual_seed(0);
@@ -104,8 +105,8 @@ static class LengthsBench
         var row = new Dictionary<string, object?>
         {
             ["engine"] = "anneal", ["bench"] = "lengths", ["model"] = o.Shape, ["device"] = device.type.ToString().ToLowerInvariant(),
-            ["dtype"] = dtype.ToString(), ["batching"] = o.Batching, ["micro"] = o.Micro, ["seq"] = o.Seq,
-            ["examples"] = examples.Count, ["rows"] = rowsTotal, ["steps"] = plan.Count, ["params_b"] = Math.Round(nparams / 1e9, 4),
+            ["dtype"] = dtype.ToString(), ["batching"] = batching, ["micro"] = o.Micro, ["accum"] = o.Accumulation, ["seq"] = o.Seq,
+            ["examples"] = examples.Count, ["rows"] = rowsTotal, ["steps"] = plan.Count, ["forward_passes"] = plan.Sum(s => s.Count), ["params_b"] = Math.Round(nparams / 1e9, 4),
             ["real_tokens"] = timed.Real, ["padded_tokens"] = timed.Padded, ["loss_tokens"] = timed.Trained,
             ["pad_fraction"] = timed.Padded > 0 ? Math.Round(1 - (double)timed.Real / timed.Padded, 3) : null,
             ["seconds"] = Finite(seconds, 2), ["trained_tokens_per_s"] = Finite(timed.Real / seconds, 0),

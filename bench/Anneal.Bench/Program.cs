@@ -4,7 +4,8 @@
 //     [--hidden 256] [--intermediate 768] [--layers 28] [--vocab 151936] [--tokens 1024] [--steps 10]
 //   ... -- train --shape qwen3-0.6b|qwen3-1.7b|qwen3-4b|tiny [--mode full|lora|qlora] [--micro 4] [--seq 2048]
 //     [--ckpt] [--no-master] [--lean] [--optimizer flat|torch] [--loss chunked|plain] [--device cuda] [--json FILE]  (see TrainBench.cs)
-//   ... -- lengths --shape ... [--batching order|bucketed|packed] [--micro 4] [--seq 2048] [--examples 512] [--json FILE]  (LengthsBench.cs)
+//   ... -- lengths --shape ... [--batching order|padded|bucketed|token_budget|packed] [--micro 4] [--accum 1] [--seq 2048] [--examples 512] [--json FILE]  (LengthsBench.cs)
+//   ... -- data [--examples 200000] [--model-dir DIR] [--threads 1,2,N] [--json FILE]  (DataBench.cs: token cache, tokenization, time to first step, host memory)
 //   ... -- fits [--seq 2048]  (FitsTable.cs: what fits on which card, from the memory model)
 //   ... -- memory --shape ... [--mode full|lora] [--micro 4] [--seq 2048] [--ckpt] [--json FILE]  (MemoryBench.cs; bench/memory-cpu.sh)
 //   ... -- parity --model-dir DIR --reference FILE [--dtype float32|bfloat16] --json OUT  (ParityBench.cs)
@@ -23,6 +24,11 @@ using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 var opts = Options.Parse(args);
+if (opts.What is "data")
+{
+    DataBench.Run(opts);   // spawns its own trainer runs
+    return;
+}
 if (opts.What is "fits")
 {
     FitsTable.Run(opts);   // the memory model alone: no libtorch needed
@@ -62,6 +68,9 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
     public string? Reference { get; init; }
     public string Dtype { get; init; } = "bfloat16";
     public bool MakeTinyModel { get; init; }
+    public int Accumulation { get; init; } = 1;
+    public string? Threads { get; init; }
+    public string? Phase { get; init; }
     public string? SelfCheckDir { get; init; }
 
     public static Options Parse(string[] args)
@@ -72,7 +81,10 @@ sealed record Options(string What, string Device, int Hidden, int Intermediate, 
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             o = args[i] switch
             {
-                "optim" or "ce" or "all" or "train" or "lengths" or "parity" or "vl-parity" or "qlora-memory" or "qlora-layer" or "qlora-fit" or "memory" or "fits" => o with { What = args[i] },
+                "optim" or "ce" or "all" or "train" or "lengths" or "parity" or "qlora-memory" or "qlora-layer" or "qlora-fit" or "memory" or "fits" or "data" or "vl-parity" => o with { What = args[i] },
+                "--accum" => o with { Accumulation = int.Parse(Value()) },
+                "--threads" => o with { Threads = Value() },
+                "--phase" => o with { Phase = Value() },
                 "--batching" => o with { Batching = Value() },
                 "--examples" => o with { Examples = int.Parse(Value()) },
                 "--model-dir" => o with { ModelDir = Value() },

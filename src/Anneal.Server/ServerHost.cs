@@ -37,6 +37,8 @@ public sealed record ServerOptions
     public string? ModelsDir { get; init; }
     /// <summary>GPU indices handed out one per running job via CUDA_VISIBLE_DEVICES; empty = CPU (CUDA_VISIBLE_DEVICES="").</summary>
     public IReadOnlyList<string> Gpus { get; init; } = [];
+    /// <summary>Without GPUs, a job's [compute].gpu_count > 1 runs as that many CPU ranks (mpirun) instead of one process (tests, development).</summary>
+    public bool CpuRanks { get; init; }
     /// <summary>How long a trainer has after SIGTERM (cancel, shutdown) before it is killed.</summary>
     public TimeSpan CancelGracePeriod { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>A job found `running` after a restart is re-queued at most this many times, then failed (server_restarted).</summary>
@@ -112,8 +114,8 @@ public static class ServerHost
         builder.Services.AddSingleton(db);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<JobSignals>();
-        builder.Services.AddSingleton<DatasetValidationQueue>();
-        builder.Services.AddHostedService<DatasetValidationWorker>();
+        builder.Services.AddSingleton<FileProcessingQueue>();
+        builder.Services.AddHostedService<FileProcessingWorker>();
         builder.Services.AddSingleton<JobScheduler>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobScheduler>());
         builder.Services.AddSingleton<InferenceSupervisor>();

@@ -31,7 +31,7 @@ public sealed class DivergenceWatch
         _warned = true;
         events.Emit(EventTypes.Diverging,
             $"training loss is diverging: {loss:F4} at step {step}, up from {_lowest:F4} at step {_lowestStep}; learning_rate {learningRate:G3} is likely too high (lower it, or raise warmup_ratio)",
-            new JsonObject { ["step"] = step, ["loss"] = loss, ["lowest_loss"] = _lowest, ["lowest_step"] = _lowestStep, ["learning_rate"] = learningRate },
+            EventData.ToJson(new DivergingData(step, loss, _lowest, _lowestStep, learningRate)),
             level: "warning");
     }
 }

@@ -2,22 +2,18 @@
 // (Trainer) and the vision recipe (VisionTrainer): the sft.progress event's fields, and the stop
 // with advice when the loss or the gradient norm is no longer finite.
 using System.Text.Json.Nodes;
+using Anneal.Core.Contracts;
 using Anneal.Core.Training;
 
 namespace Anneal.Training;
 
 public static class StepReport
 {
-    /// <summary>The data of an sft.progress event (the message is "step N/T loss L").</summary>
+    /// <summary>The data of an sft.progress event (the message is "step N/T loss L"): epoch, throughput and time left from the step's numbers.</summary>
     public static JsonObject Progress(int step, int totalSteps, int stepsPerEpoch, double loss, double lr, double gradNorm,
-        int stepTokens, double secondsPerStep, long trainedTokens) => new()
-    {
-        ["step"] = step, ["total_steps"] = totalSteps, ["epoch"] = Math.Round((double)step / stepsPerEpoch, 4),
-        ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = double.IsFinite(gradNorm) ? gradNorm : null,
-        ["tokens_per_second"] = Math.Round(stepTokens / Math.Max(1e-9, secondsPerStep), 1),
-        ["eta_seconds"] = Math.Round((totalSteps - step) * secondsPerStep, 1),
-        ["trained_tokens"] = trainedTokens,
-    };
+        int stepTokens, double secondsPerStep, long trainedTokens) =>
+        EventData.ToJson(new ProgressData(step, totalSteps, Math.Round((double)step / stepsPerEpoch, 4), loss, lr, double.IsFinite(gradNorm) ? gradNorm : null,
+            Math.Round(stepTokens / Math.Max(1e-9, secondsPerStep), 1), Math.Round((totalSteps - step) * secondsPerStep, 1), trainedTokens));
 
     /// <summary>Ends the job as a configuration problem when the step's loss or gradient norm is NaN or infinite.</summary>
     public static void ThrowIfDiverged(int step, double loss, double gradNorm, TrainingSettings s, double lr)

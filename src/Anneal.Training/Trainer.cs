@@ -10,6 +10,7 @@ using Anneal.Core.Models;
 using Anneal.Core.Training;
 using Anneal.Training.Checkpoints;
 using Anneal.Training.Data;
+using Anneal.Training.Distributed;
 using Anneal.Training.Kernels;
 using Anneal.Training.Memory;
 using Anneal.Training.Model;
@@ -23,13 +24,8 @@ namespace Anneal.Training;
 /// <summary>Knobs that are not (yet) job hyperparameters.</summary>
 public sealed record TrainerOptions
 {
-    /// <summary>Pack examples into full rows with a block-diagonal mask instead of length bucketing.</summary>
-    public bool Packing { get; init; }
-    /// <summary>
-    /// Length bucketing with a token budget: each micro-batch takes as many length-sorted examples as fit
-    /// in per_device_batch × sequence_length padded tokens (ignored when packing).
-    /// </summary>
-    public bool TokenBudget { get; init; }
+    /// <summary>Threads that tokenize a dataset on a cache miss (null: every core).</summary>
+    public int? TokenizeThreads { get; init; }
     /// <summary>Sequence length when the job sets none (capped by max_position_embeddings).</summary>
     public int DefaultSequenceLength { get; init; } = 2048;
     /// <summary>Run on CPU in bfloat16 instead of float32.</summary>
@@ -64,17 +60,22 @@ public static class Trainer
         options ??= new TrainerOptions();
         // Vision mode is switched on by the model alone (the registry; a Qwen3-VL folder for others).
         if (ModelRegistry.IsVision(spec.Model) || VisionModelFolder.IsVisionFolder(spec.ModelPath))
+        {
+            DataParallel.RequireSingleRank("vision mode (Qwen3-VL)");   // multi-rank: Distributed/
             return VisionTrainer.Run(spec, events, ct, options);
+        }
         var s = spec.Settings;
         CheckSettings(s);
-        // The job's `packing` hyperparameter, or the option (kept for callers that set it directly).
-        options = options with { Packing = options.Packing || s.Packing };
+        var batching = PickBatching(s, spec.ResumeFrom);
 
         // 1. Model folder, device, dtype.
         if (string.Equals(spec.Model, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase))
             TinyModel.EnsureCreated(spec.ModelPath);
         var config = ModelFolder.LoadConfig(spec.ModelPath);
         var device = PickDevice(spec.Device);
+        // Multi-rank launch (Distributed/DataParallel.cs): a world of one otherwise.
+        using var world = DataParallel.Join(spec, device, events.Log);
+        device = world.Place(device);
         var dtype = device.type == DeviceType.CUDA || options.CpuBf16 ? ScalarType.BFloat16 : ScalarType.Float32;
         events.Emit(EventTypes.ModelLoading, $"Loading {spec.Model} on {device.type.ToString().ToLowerInvariant()} ({dtype})",
             new JsonObject { ["model"] = spec.Model, ["model_path"] = spec.ModelPath, ["device"] = device.ToString(), ["dtype"] = dtype.ToString() });
@@ -86,21 +87,29 @@ public static class Trainer
         // 2. Tokenizer and data.
         var tokenizer = LoadTokenizer(spec.ModelPath);
         var trainName = "training file " + (spec.TrainingFileName ?? spec.TrainingFile);
-        var (train, stats) = LoadData(spec.TrainingFile, trainName, tokenizer, sequenceLength, config.MaxPositionEmbeddings);
-        List<SftExample>? validation = null;
-        DataStats? valStats = null;
+        var dataClock = Stopwatch.StartNew();
+        var cacheDir = spec.TokenCacheDir ?? Path.Combine(spec.OutputDir, "token-cache");
+        var threads = options.TokenizeThreads ?? Environment.ProcessorCount;
+        using var trainData = LoadData(spec.TrainingFile, trainName, spec.ModelPath, tokenizer, sequenceLength, config.MaxPositionEmbeddings, cacheDir, threads, events);
+        var (train, stats) = (trainData.Examples, trainData.Stats);
+        PreparedData? validationData = null;
         // A validation file is evaluated at the end, and periodically per evaluation_strategy ("no": never).
         // Enabled is decided once, at job creation (JobSettings): on with a validation file unless
         // training.validation.enabled = false.
         if (spec.ValidationFile != null && s.Validation.Enabled && s.Validation.EvaluationStrategy != "no")
-            (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
-                tokenizer, sequenceLength, config.MaxPositionEmbeddings);
+            validationData = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile),
+                spec.ModelPath, tokenizer, sequenceLength, config.MaxPositionEmbeddings, cacheDir, threads, events);
+        using var validationDataScope = validationData;
+        var validation = validationData?.Examples;
+        var valStats = validationData?.Stats;
         var first = train[0];
-        // Rows of the first epoch: one per example when bucketing, fewer (each up to sequence_length) when packing.
-        var rows = SftData.PlanEpoch(train, s.Seed, 0, s.PerDeviceBatch, s.GradientAccumulationSteps, sequenceLength, options.Packing, options.TokenBudget)
-            .Sum(step => step.Sum(micro => micro.Count));
+        // The first epoch's plan: its rows (one per example unless packed) and forward passes.
+        var firstPlan = StepPlan.Epoch(train.Lengths, s.Seed, 0, batching, s.PerDeviceBatch, s.GradientAccumulationSteps, sequenceLength);
+        var rows = StepPlan.Rows(firstPlan);
         var (prepared, lossy) = DataSummary(stats, valStats, sequenceLength);
-        events.Emit(EventTypes.DataPrepared, prepared + (options.Packing ? $"; packed into {rows} rows" : ""),
+        var cacheUsed = trainData.CacheUsed && (validationData?.CacheUsed ?? true);
+        events.Emit(EventTypes.DataPrepared, prepared + (batching == BatchingModes.Packed ? $"; packed into {rows} rows" : "") +
+            $"; batching {batching}; {(cacheUsed ? "token cache used" : $"tokenized on {threads} threads and cached")} ({dataClock.Elapsed.TotalSeconds:F2} s)",
             new JsonObject
             {
                 ["examples"] = stats.Examples, ["total_examples"] = stats.TotalExamples, ["tokens"] = stats.Tokens,
@@ -112,13 +121,23 @@ public static class Trainer
                     ["examples"] = valStats.Examples, ["total_examples"] = valStats.TotalExamples, ["truncated"] = valStats.Truncated,
                     ["dropped"] = valStats.DroppedNoTrainedTokens, ["longest_example_tokens"] = valStats.LongestTokens,
                 },
-                ["packing"] = options.Packing, ["rows"] = rows,
+                ["packing"] = batching == BatchingModes.Packed, ["rows"] = rows, ["batching"] = batching,
+                ["forward_passes_per_epoch"] = firstPlan.Sum(step => step.Count), ["steps_per_epoch"] = firstPlan.Count,
+                ["file_tokens"] = stats.FileTokens, ["validation_file_tokens"] = valStats?.FileTokens,
+                ["seconds"] = Math.Round(dataClock.Elapsed.TotalSeconds, 3),
+                ["cache"] = new JsonObject
+                {
+                    ["used"] = cacheUsed, ["file"] = Path.GetFileName(trainData.Examples.Path),
+                    ["validation_file"] = validationData is null ? null : Path.GetFileName(validationData.Examples.Path),
+                    ["rebuilt_because"] = trainData.Rebuilt ?? validationData?.Rebuilt,
+                    ["tokenize_threads"] = cacheUsed ? null : threads,
+                },
                 ["example"] = new JsonObject { ["text"] = tokenizer.Decode(first.Ids), ["mask_preview"] = MaskPreview(tokenizer, first) },
             }, lossy ? "warning" : "info");
 
         // 3. Memory: choose activation checkpointing and optimizer state before any weight loads,
         //    or refuse a job that cannot fit with what would.
-        var memory = PlanMemory(spec, options, config, device, dtype, train, sequenceLength, events);
+        var memory = PlanMemory(spec, options, config, device, dtype, train.Lengths, batching, sequenceLength, events, world);
 
         // 4. Model (LoRA layers in place when asked, on an NF4 base for QLoRA), optimizer.
         var lora = s.Mode is TrainingModes.Lora or TrainingModes.Qlora ? s.Lora : null;
@@ -131,19 +150,19 @@ public static class Trainer
         events.Log($"model loaded in {loadClock.Elapsed.TotalSeconds:F1} s: {model.parameters().Sum(p => p.numel()) + nf4.Sum(w => w.Count):N0} parameters" +
             (nf4.Count > 0 ? $" ({nf4.Sum(w => w.Count):N0} in NF4, {nf4.Sum(w => w.Bytes) / (double)(1 << 20):F1} MiB)" : "") + ", " +
             $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}, optimizer state {memory.OptimizerPrecision}; " +
-            $"{(options.Packing ? "packing" : options.TokenBudget ? "length bucketing with a token budget" : "length bucketing")}, sequence_length {sequenceLength}");
+            $"batching {batching}, sequence_length {sequenceLength}");
         if (checkpointing)
             model.Decoder.LayerRunner = (layer, h, a) => ActivationCheckpoint.Run(
                 (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
                 h, a.Mask is null ? [a.Cos, a.Sin] : [a.Cos, a.Sin, a.Mask], layer.parameters());
         // After the weights are loaded: the optimizer re-points every trainable parameter into its flat buffers.
-        using var optimizer = CreateOptimizer(model, s, memory.OptimizerPrecision);
+        using var optimizer = CreateOptimizer(model, s, memory.OptimizerPrecision, world);
 
-        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, sequenceLength, device, events);
+        var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, batching, sequenceLength, device, events) { World = world };
         try { return Train(run, resume, ct); }
         catch (Exception e) when (IsOutOfMemory(e))
         {
-            var longest = train.Max(x => x.Length);
+            var longest = train.Lengths.Max();
             throw new TrainerUserException(ErrorCodes.OutOfMemory,
                 $"out of memory on {device.type.ToString().ToLowerInvariant()} with per_device_batch {s.PerDeviceBatch} × sequence_length {sequenceLength} " +
                 $"(longest example {longest} tokens, mode {s.Mode}, activation_checkpointing {s.ActivationCheckpointing}): lower per_device_batch " +
@@ -162,7 +181,10 @@ public static class Trainer
 
     /// <summary>Everything the loop needs, prepared by <see cref="Run"/>.</summary>
     sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, FlatAdamW Optimizer,
-        Qwen3Tokenizer Tokenizer, List<SftExample> Train, List<SftExample>? Validation, int SequenceLength, Device Device, TrainerEvents Events);
+        Qwen3Tokenizer Tokenizer, TokenCacheFile Train, TokenCacheFile? Validation, string Batching, int SequenceLength, Device Device, TrainerEvents Events)
+    {
+        public DataParallel World { get; init; } = DataParallel.Single;
+    }
 
     /// <summary>The training loop.</summary>
     static TrainResult Train(TrainingRun r, string? resumeFrom, CancellationToken ct)
@@ -170,7 +192,9 @@ public static class Trainer
         var s = r.Spec.Settings;
         var (model, optimizer, events) = (r.Model, r.Optimizer, r.Events);
         int B = s.PerDeviceBatch, G = s.GradientAccumulationSteps;
-        var stepsPerEpoch = SftData.PlanEpoch(r.Train, s.Seed, 0, B, G, r.SequenceLength, r.Options.Packing, r.Options.TokenBudget).Count;
+        var world = r.World;   // N ranks: steps are planned for the global batch of G × N micro-batches
+        List<List<List<int[]>>> Plan(int epoch) => StepPlan.Epoch(r.Train.Lengths, s.Seed, epoch, r.Batching, B, G * world.Size, r.SequenceLength);
+        var stepsPerEpoch = Plan(0).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
         int? evalEvery = s.Validation.EvaluationStrategy switch
@@ -191,10 +215,11 @@ public static class Trainer
         if (resumeFrom != null)
         {
             var state = TrainingCheckpoint.ReadState(resumeFrom);
+            if (state.WorldSize != world.Size)
+                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained on {state.WorldSize} rank(s) and this job runs on {world.Size}; the global batch and each rank's data would change: run it with [compute] gpu_count = {state.WorldSize}");
             if (state.PerDeviceBatch != B || state.GradientAccumulationSteps != G || state.Seed != s.Seed
-                || state.SequenceLength != r.SequenceLength || state.Packing != r.Options.Packing
-                || state.TokenBudget != r.Options.TokenBudget || state.Mode != s.Mode)
-                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}, packing {state.Packing}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}, {r.Options.Packing}");
+                || state.SequenceLength != r.SequenceLength || BatchingOf(state) != r.Batching || state.Mode != s.Mode)
+                throw TrainerUserException.Config($"resume_from {resumeFrom}: the checkpoint was trained with per_device_batch {state.PerDeviceBatch}, gradient_accumulation_steps {state.GradientAccumulationSteps}, seed {state.Seed}, sequence_length {state.SequenceLength}, mode {state.Mode}, batching {BatchingOf(state)}; this job has {B}, {G}, {s.Seed}, {r.SequenceLength}, {s.Mode}, {r.Batching}");
             TrainingCheckpoint.LoadWeights(model, resumeFrom);
             TrainingCheckpoint.LoadOptimizer(resumeFrom, optimizer);   // restores the fp32 master weights too
             (step, trainedTokens, lastLoss, bestMetric, bestStep) = (state.Step, state.TrainedTokens, state.LastLoss, state.BestMetric, state.BestStep);
@@ -204,72 +229,94 @@ public static class Trainer
         // The resume point of this run is never pruned: until a newer checkpoint is known to the
         // server, it may be the only one a restart can continue from.
         var savedStep = step;
+        // Checkpoints are copied to host memory here and written in the background (one at a time);
+        // checkpoint.saved is emitted once the folder is complete (Checkpoints/CheckpointWriter.cs).
+        using var writer = new CheckpointWriter();
         void SaveCheckpoint(double? loss)
         {
+            if (!world.IsRoot)
+            {
+                optimizer.ContributeToSave();   // ZeRO-1: rank 0 gathers the optimizer state into its host copy
+                savedStep = step;
+                return;
+            }
             var folder = Path.Combine(checkpoints, $"step-{step}");
-            TrainingCheckpoint.Save(folder, model, optimizer, new TrainerState
+            var (savingStep, val) = (step, lastVal);
+            writer.Save(folder, model, optimizer, new TrainerState
             {
                 Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
                 StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
-                SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
-                TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
-            }, r.Spec.ModelPath, r.Spec.AdapterBaseName);
-            var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
-            if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
-            events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
-                new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
-            TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates, protect: resumeFrom);
+                SequenceLength = r.SequenceLength, Packing = r.Batching == BatchingModes.Packed, Batching = r.Batching, Mode = s.Mode,
+                WorldSize = world.Size, TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
+            }, r.Spec.ModelPath, r.Spec.AdapterBaseName, written: () =>
+            {
+                var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
+                if (val is { } v) metrics[MetricNames.ValLoss] = v;
+                events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {savingStep}",
+                    EventData.ToJson(new CheckpointSavedData(savingStep, folder, metrics)));
+                TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates, protect: resumeFrom);
+            });
             savedStep = step;
         }
 
         var losses = new List<double>();
         var clock = Stopwatch.StartNew();
         var stepsTimed = 0;
+        // Batches of the coming steps are built on another thread; packing can give another epoch a
+        // step more or less than epoch 0, so the step count per epoch stays that of epoch 0 (wrapping)
+        // and step → data position stays a pure function.
         List<List<List<int[]>>>? plan = null;
         var planEpoch = -1;
+        List<List<int[]>> StepRows(int index)
+        {
+            if (index / stepsPerEpoch != planEpoch) (plan, planEpoch) = (Plan(index / stepsPerEpoch), index / stepsPerEpoch);
+            return world.Shard(plan![index % stepsPerEpoch % plan.Count]);   // this rank's micro-batches
+        }
+        using var prefetch = new BatchPrefetcher(StepRows, step, totalSteps, r.Train, r.Tokenizer.PadTokenId,
+            pin: r.Device.type == DeviceType.CUDA);
         while (step < totalSteps)
         {
-            // Cancellation is honoured between optimizer steps only.
-            if (ct.IsCancellationRequested)
+            writer.Poll();   // reports a finished background write; a failed one fails the job here
+            // Cancellation is honoured between optimizer steps only (with several ranks, when any rank has it).
+            var (cancel, stop) = world.Any(ct.IsCancellationRequested, r.Options.CheckpointAndStop.IsCancellationRequested, r.Device);
+            if (cancel)
                 throw new OperationCanceledException(ct);
-            if (r.Options.CheckpointAndStop.IsCancellationRequested)
+            if (stop)
             {
                 if (step > savedStep) SaveCheckpoint(lastLoss);
+                writer.Wait();
+                world.Barrier();   // until rank 0 has written it all (a rank stopping now must not end it early)
                 throw new OperationCanceledException(r.Options.CheckpointAndStop);
             }
 
-            var epoch = step / stepsPerEpoch;
-            var stepInEpoch = step % stepsPerEpoch;
-            if (epoch != planEpoch)
-            {
-                plan = SftData.PlanEpoch(r.Train, s.Seed, epoch, B, G, r.SequenceLength, r.Options.Packing, r.Options.TokenBudget);
-                planEpoch = epoch;
-            }
-            // Packing can give another epoch a step more or less than epoch 0; the step count per
-            // epoch stays that of epoch 0 (wrapping), so step → data position stays a pure function.
-            var micro = plan![stepInEpoch % plan.Count];
+            var hostBatches = prefetch.Next();
             step++;
             torch.manual_seed(StepSeed(s.Seed, step));
             var lr = LearningRate(s, step, warmupSteps, totalSteps);
 
             // Forward/backward over the micro-batches; the step's loss is Σ token losses / N trained tokens.
+            // Loss and gradient norm stay on the device until the optimizer step is queued, then are read together.
             model.train();
-            var batches = micro.Select(rows => SftData.Collate(r.Train, rows, r.Tokenizer.PadTokenId, r.Device)).ToList();
+            // Normalised by the step's trained tokens on all ranks; the loss is summed over ranks.
+            var n = (int)world.Sum(hostBatches.Sum(b => b.TrainedTokens), r.Device);
+            var stepTokens = (int)world.Sum(hostBatches.Sum(b => b.Tokens), r.Device);
+            var batches = new List<SftBatch>(hostBatches.Count);
             double loss, gradNorm;
-            int stepTokens;
             try
             {
-                var n = batches.Sum(b => b.TrainedTokens);
-                stepTokens = batches.Sum(b => b.Tokens);
-                loss = AccumulateGradients(model, batches, n, optimizer);
-                using (var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
-                    gradNorm = norm.item<float>();
+                foreach (var h in hostBatches) batches.Add(h.ToDevice(r.Device));
+                using var lossSum = batches.Count == 0 ? torch.zeros([], ScalarType.Float64, r.Device) : LossSumWithGradients(model, batches, n, optimizer);
+                using var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity);
                 optimizer.ZeroGrad();
+                using var readout = torch.stack([lossSum.to(ScalarType.Float64) / n, norm.to(ScalarType.Float64)]).cpu();
+                var values = readout.data<double>().ToArray();
+                (loss, gradNorm) = (world.Sum(values[0], r.Device), values[1]);
                 trainedTokens += n;
             }
             finally
             {
                 foreach (var b in batches) b.Dispose();
+                foreach (var h in hostBatches.Skip(batches.Count)) h.Dispose();
             }
             if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
                 throw TrainerUserException.Config($"training diverged at step {step}: loss {loss}, grad_norm {gradNorm} with learning_rate {s.LearningRate} (lr now {lr:G3}); lower learning_rate, raise warmup_ratio, or set max_grad_norm");
@@ -279,15 +326,9 @@ public static class Trainer
 
             stepsTimed++;
             var secondsPerStep = clock.Elapsed.TotalSeconds / stepsTimed;
-            events.Emit(EventTypes.Progress, $"step {step}/{totalSteps} loss {loss:F4}", new JsonObject
-            {
-                ["step"] = step, ["total_steps"] = totalSteps,
-                ["epoch"] = Math.Round((double)step / stepsPerEpoch, 4),
-                ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = double.IsFinite(gradNorm) ? gradNorm : null,
-                ["tokens_per_second"] = Math.Round(stepTokens / Math.Max(1e-9, secondsPerStep), 1),
-                ["eta_seconds"] = Math.Round((totalSteps - step) * secondsPerStep, 1),
-                ["trained_tokens"] = trainedTokens,
-            });
+            events.Emit(EventTypes.Progress, $"step {step}/{totalSteps} loss {loss:F4}", EventData.ToJson(new ProgressData(
+                step, totalSteps, Math.Round((double)step / stepsPerEpoch, 4), loss, lr, double.IsFinite(gradNorm) ? gradNorm : null,
+                Math.Round(stepTokens / Math.Max(1e-9, secondsPerStep), 1), Math.Round((totalSteps - step) * secondsPerStep, 1), trainedTokens)));
 
             // Validation every eval_steps and at the end; remember the best model.
             var last = step == totalSteps;
@@ -296,12 +337,12 @@ public static class Trainer
                 var valLoss = Evaluate(model, r.Validation, s.PerDeviceEvalBatch, r.Tokenizer.PadTokenId, r.Device);
                 lastVal = valLoss;
                 events.Emit(EventTypes.ValidationSummary, $"step {step} val.loss {valLoss:F4}",
-                    new JsonObject { ["step"] = step, ["val_loss"] = valLoss });
+                    EventData.ToJson(new ValidationSummaryData(step, valLoss)));
                 var metric = MetricValue(s.Validation.MetricForBestModel, valLoss, loss);
                 if (bestMetric is not { } b || (s.Validation.GreaterIsBetter ? metric > b : metric < b))
                 {
                     (bestMetric, bestStep) = (metric, step);
-                    if (s.Validation.SaveBestModelAtEnd && !last)
+                    if (s.Validation.SaveBestModelAtEnd && !last && world.IsRoot)
                     {
                         if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
                         TrainingCheckpoint.SaveWeights(model, bestDir, r.Spec.ModelPath, r.Spec.AdapterBaseName);
@@ -312,13 +353,16 @@ public static class Trainer
             if (s.SaveSteps is { } every2 && every2 > 0 && step % every2 == 0) SaveCheckpoint(loss);
         }
 
-        // Final weights: the best evaluated ones when asked, else the last.
+        writer.Wait();
+        // Final weights (rank 0 writes them): the best evaluated ones when asked, else the last.
         long weightsStep = step;
+        if (!world.IsRoot)
+            return new TrainResult(r.Spec.OutputDir, Path.Combine(r.Spec.OutputDir, "final"), null, trainedTokens, losses) { WeightsStep = step };
         if (s.Validation.SaveBestModelAtEnd && bestStep is { } bs && bs != step && Directory.Exists(bestDir))
         {
             events.Emit(EventTypes.BestModelRestored,
                 $"restoring the best model: step {bs} ({s.Validation.MetricForBestModel} {bestMetric:F4}) instead of the last step {step}",
-                new JsonObject { ["step"] = bs, ["metric"] = s.Validation.MetricForBestModel, ["value"] = bestMetric, ["last_step"] = step });
+                EventData.ToJson(new BestModelRestoredData(bs, s.Validation.MetricForBestModel, bestMetric, step)));
             TrainingCheckpoint.LoadWeights(model, bestDir);
             weightsStep = bs;
         }
@@ -346,6 +390,16 @@ public static class Trainer
     /// </summary>
     public static double AccumulateGradients(Qwen3ForCausalLM model, IReadOnlyList<SftBatch> batches, int trainedTokens, FlatAdamW? optimizer = null)
     {
+        using var total = LossSumWithGradients(model, batches, trainedTokens, optimizer);
+        return total.item<double>() / trainedTokens;
+    }
+
+    /// <summary>
+    /// <see cref="AccumulateGradients"/> without reading the result: Σ token losses of the step as a
+    /// float64 device scalar, so the host waits for the device once per optimizer step, not per micro-batch.
+    /// </summary>
+    public static Tensor LossSumWithGradients(Qwen3ForCausalLM model, IReadOnlyList<SftBatch> batches, int trainedTokens, FlatAdamW? optimizer = null)
+    {
         using var scope = NewDisposeScope();
         var total = torch.zeros(1, dtype: ScalarType.Float64, device: batches[0].Ids.device);
         foreach (var b in batches)
@@ -356,22 +410,20 @@ public static class Trainer
             optimizer?.AccumulateMicroBatch();   // bf16 gradients summed in fp32 across micro-batches
             total.add_(sum.detach().to(ScalarType.Float64));
         }
-        return total.item<double>() / trainedTokens;
+        return total.view([]).MoveToOuterDisposeScope();
     }
 
     /// <summary>
     /// Σ cross-entropy over the batch's trained tokens, in float32: () scalar. Only the rows with a
     /// target reach the output projection (prompt tokens cost no V-wide matmul), and the chunked
-    /// kernel never holds all (N, V) logits at once.
+    /// kernel never holds all (N, V) logits at once. The rows were found on the host (no sync here).
     /// </summary>
     public static Tensor TokenLossSum(Qwen3ForCausalLM model, SftBatch b)
     {
         using var scope = NewDisposeScope();
         var hidden = model.Hidden(b.Ids, b.Positions, b.Mask);                               // (B, T, D)
-        var targets = b.Targets.view(-1);                                                    // (B·T)
-        var rows = targets.ne(SftData.IgnoreIndex).nonzero().view(-1);                      // (N)
-        var h = hidden.view(-1, hidden.shape[^1]).index_select(0, rows);                     // (N, D)
-        var loss = ChunkedCrossEntropy.Sum(h, model.OutputWeight, targets.index_select(0, rows));
+        var h = hidden.view(-1, hidden.shape[^1]).index_select(0, b.TargetRows);             // (N, D)
+        var loss = ChunkedCrossEntropy.Sum(h, model.OutputWeight, b.RowTargets);
         return loss.MoveToOuterDisposeScope();
     }
 
@@ -460,29 +512,26 @@ public static class Trainer
     }
 
     /// <summary>
-    /// Loads a data file. Rule: when more than half of a file's examples have no trained token within
-    /// sequence_length (they would be dropped), the job fails with user_data_error instead of
-    /// training on a remnant; fewer drops are trained around and reported as a warning.
+    /// Loads a data file through the token cache (built on a miss, after validating the file). Rule:
+    /// when more than half of a file's examples have no trained token within sequence_length (they
+    /// would be dropped), the job fails with user_data_error instead of training on a remnant; fewer
+    /// drops are trained around and reported as a warning.
     /// </summary>
-    static (List<SftExample> Examples, DataStats Stats) LoadData(string path, string name, Qwen3Tokenizer tokenizer, int sequenceLength, int contextLength)
+    static PreparedData LoadData(string path, string name, string modelPath, Qwen3Tokenizer tokenizer, int sequenceLength, int contextLength,
+        string cacheDir, int threads, TrainerEvents events)
     {
         if (!File.Exists(path))
             throw TrainerUserException.BadData($"{name} does not exist");
-        var report = DatasetValidator.ValidateFile(path);
-        if (!report.IsValid)
-        {
-            var shown = string.Join("; ", report.Errors.Take(5).Select(e => e.ToString()));
-            throw TrainerUserException.BadData(report.NumExamples == 0 && report.TotalErrors == 0
-                ? $"{name} holds no examples"
-                : $"{name}: {report.TotalErrors} error(s): {shown}");
-        }
-        var (examples, stats) = SftData.Load(path, record =>
+        var key = new TokenCacheKey(TokenCacheKey.HashFile(path), TokenCacheKey.HashTokenizer(modelPath), TemplateId, sequenceLength);
+        var data = DataPreparation.Open(path, name, key, cacheDir, record =>
         {
             var e = Qwen3ChatTemplate.Encode(tokenizer, record);
             return (e.InputIds, e.Trained);
-        }, sequenceLength, name);
-        if (examples.Count == 0 || stats.DroppedNoTrainedTokens * 2 > stats.TotalExamples)
+        }, () => Validate(path, name), threads, events.Log);
+        var stats = data.Stats;
+        if (stats.Examples == 0 || stats.DroppedNoTrainedTokens * 2 > stats.TotalExamples)
         {
+            data.Examples.Dispose();
             var raise = stats.MinLengthToKeepAll > contextLength
                 ? $"some examples need more than the model's context length {contextLength}: shorten their prompts"
                 : $"raise [hyperparameters].sequence_length to at least {stats.MinLengthToKeepAll} " +
@@ -492,8 +541,39 @@ public static class Trainer
                 $"(the longest example has {stats.LongestTokens} tokens); {raise}. " +
                 "A job stops when more than half of a file's examples would be dropped.");
         }
-        return (examples, stats);
+        return data;
     }
+
+    static void Validate(string path, string name)
+    {
+        var report = DatasetValidator.ValidateFile(path);
+        if (report.IsValid) return;
+        var shown = string.Join("; ", report.Errors.Take(5).Select(e => e.ToString()));
+        throw TrainerUserException.BadData(report.NumExamples == 0 && report.TotalErrors == 0
+            ? $"{name} holds no examples"
+            : $"{name}: {report.TotalErrors} error(s): {shown}");
+    }
+
+    /// <summary>
+    /// The chat template of the token cache key: Qwen3's, as rendered and tokenized by this build of
+    /// the trainer (its module version id), so a build that renders or fits differently never reads an older file.
+    /// </summary>
+    static readonly string TemplateId = "qwen3-chat-template/" + typeof(Qwen3ChatTemplate).Module.ModuleVersionId.ToString("N");
+
+    /// <summary>
+    /// The job's batching. A job that names none and resumes a checkpoint continues with the
+    /// checkpoint's (a job stored before `batching` existed keeps its plan, so its data position).
+    /// </summary>
+    static string PickBatching(TrainingSettings s, string? resumeFrom)
+    {
+        if (s.Batching is not null || s.Packing || resumeFrom is null
+            || !File.Exists(Path.Combine(resumeFrom, TrainingCheckpoint.StateFile))) return BatchingModes.Of(s);
+        return BatchingOf(TrainingCheckpoint.ReadState(resumeFrom));
+    }
+
+    /// <summary>A checkpoint's batching; checkpoints from before the setting recorded packing (else bucketing).</summary>
+    static string BatchingOf(TrainerState state) =>
+        state.Batching ?? (state.Packing ? BatchingModes.Packed : state.TokenBudget ? BatchingModes.TokenBudget : BatchingModes.Bucketed);
 
     /// <summary>The sft.data.prepared message, and whether anything was dropped or truncated (then it is a warning with advice).</summary>
     internal static (string Message, bool Lossy) DataSummary(DataStats train, DataStats? validation, int sequenceLength)
@@ -533,42 +613,41 @@ public static class Trainer
     /// AdamW (β 0.9/0.999, ε 1e-8) over flat buffers of the trainable parameters; no weight decay on
     /// norms and biases. With gradient accumulation, bf16 gradients are summed in fp32.
     /// </summary>
-    static FlatAdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s, string precision) =>
+    static FlatAdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s, string precision, DataParallel world) =>
         new(model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)),
             weightDecay: s.WeightDecay,
             precision: precision == OptimizerPrecisions.Lean ? OptimizerPrecision.Lean : OptimizerPrecision.Exact,
             fp32GradAccumulation: precision != OptimizerPrecisions.Lean && s.GradientAccumulationSteps > 1,
             seed: (ulong)s.Seed,
-            decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"));
+            decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"),
+            collectives: world.Comm, shardState: world.Zero1);
 
     /// <summary>
     /// The memory model's decision for this job on this device (see Core's MemoryModel):
     /// activation_checkpointing "auto" is off when the job fits without it, optimizer_precision
-    /// "auto" is exact when it fits. Re-running a block in backward must give the same
-    /// activations, so LoRA dropout excludes checkpointing.
+    /// "auto" is exact when it fits. Checkpointing replays LoRA dropout's random draws in its
+    /// re-run (Kernels/ActivationCheckpoint.cs), so dropout does not exclude it.
     /// </summary>
     static MemoryDecision PlanMemory(TrainerJobSpec spec, TrainerOptions options, Qwen3Config config, Device device, ScalarType dtype,
-        List<SftExample> train, int sequenceLength, TrainerEvents events)
+        IReadOnlyList<int> lengths, string batching, int sequenceLength, TrainerEvents events, DataParallel world)
     {
         var s = spec.Settings;
         if (s.ActivationCheckpointing is not ("auto" or "on" or "off"))
             throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
         if (s.OptimizerPrecision is not (OptimizerPrecisions.Auto or OptimizerPrecisions.Exact or OptimizerPrecisions.Lean))
             throw TrainerUserException.Config($"optimizer_precision \"{s.OptimizerPrecision}\" is not known; use \"auto\", \"exact\" or \"lean\"");
-        var dropout = s.Mode is TrainingModes.Lora or TrainingModes.Qlora && s.Lora.Dropout > 0;
-        if (s.ActivationCheckpointing == "on" && dropout)
-            throw TrainerUserException.Config($"activation_checkpointing \"on\" cannot be combined with training.lora.dropout {s.Lora.Dropout}: set dropout to 0 or activation_checkpointing to \"off\"");
 
-        // The largest micro-batch: per_device_batch rows of the longest example (bucketing), or of
-        // full sequence_length rows when packing or filling a token budget.
-        var rowTokens = options.Packing || options.TokenBudget ? sequenceLength : Math.Min(sequenceLength, train.Max(x => x.Length));
+        // The largest micro-batch: per_device_batch rows of the longest example (padded, bucketed;
+        // token_budget fills at most that many padded tokens), or of full sequence_length rows when packed.
+        var rowTokens = batching == BatchingModes.Packed ? sequenceLength : Math.Min(sequenceLength, lengths.Max());
         var plan = new MemoryPlan
         {
             Mode = s.Mode, Lora = s.Lora, ElementBytes = (int)torch.empty(0, dtype).ElementSize,
             GradientAccumulationSteps = s.GradientAccumulationSteps, MicroBatchRows = s.PerDeviceBatch, RowTokens = rowTokens,
+            Ranks = world.Size, ShardOptimizerState = world.Zero1,
         };
         var free = options.DeviceMemoryBytes ?? DeviceMemory.FreeBytes(device);
-        var decision = MemoryModel.Decide(DeviceMemory.Shape(config), plan, dropout ? "off" : s.ActivationCheckpointing,
+        var decision = MemoryModel.Decide(DeviceMemory.Shape(config), plan, s.ActivationCheckpointing,
             s.OptimizerPrecision, free ?? long.MaxValue);
         var where = device.type.ToString().ToLowerInvariant();
         var e = decision.Estimate;

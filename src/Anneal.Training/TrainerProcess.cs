@@ -19,7 +19,7 @@ public static class TrainerProcess
     /// <summary>Reads the spec file, trains, writes TrainerEvent JSON lines to stdout.</summary>
     public static Task<int> RunAsync(string specPath, TextWriter stdout, TextWriter stderr, CancellationToken ct, TrainerOptions? options = null)
     {
-        var events = new TrainerEvents(stdout, stderr);
+        var events = Distributed.RankOutput.Events(stdout, stderr);   // ranks > 0: failures only
         TrainerJobSpec? spec;
         try
         {
@@ -40,7 +40,7 @@ public static class TrainerProcess
     /// <summary>Same, with trainer options (packing, CPU bf16) that are not job hyperparameters.</summary>
     public static Task<int> RunAsync(TrainerJobSpec spec, TextWriter stdout, TextWriter stderr, CancellationToken ct, TrainerOptions? options)
     {
-        var events = new TrainerEvents(stdout, stderr);
+        var events = Distributed.RankOutput.Events(stdout, stderr);   // ranks > 0: failures only
         // Training runs on its own thread: libtorch calls block.
         return Task.Factory.StartNew(() => Run(spec, events, ct, options), CancellationToken.None,
             TaskCreationOptions.LongRunning, TaskScheduler.Default);
@@ -52,14 +52,7 @@ public static class TrainerProcess
         {
             NativeLibraries.EnsureTorchLoaded();
             var result = Trainer.Run(spec, events, ct, options);
-            var data = new JsonObject
-            {
-                ["output_dir"] = result.OutputDir,
-                ["final_path"] = result.FinalPath,
-                ["trained_tokens"] = result.TrainedTokens,
-                ["weights_step"] = result.WeightsStep,
-            };
-            if (result.MergedPath != null) data["merged_path"] = result.MergedPath;
+            var data = EventData.ToJson(new CompletedData(result.OutputDir, result.FinalPath, result.MergedPath, result.TrainedTokens, result.WeightsStep));
             events.Emit(EventTypes.Completed, $"training finished: {result.FinalPath}", data);
             return ExitSucceeded;
         }

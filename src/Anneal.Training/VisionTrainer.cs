@@ -235,7 +235,7 @@ public static class VisionTrainer
             }, spec.ModelPath, spec.AdapterBaseName, s.TrainVision);
             var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
             if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
-            events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}", new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
+            events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}", EventData.ToJson(new CheckpointSavedData(step, folder, metrics)));
             TrainingCheckpoint.PruneOptimizerStates(checkpoints, options.KeepOptimizerStates, protect: spec.ResumeFrom);
             savedStep = step;
         }
@@ -297,7 +297,7 @@ public static class VisionTrainer
             {
                 var valLoss = Evaluate(model, validation, config, processor, device);
                 lastVal = valLoss;
-                events.Emit(EventTypes.ValidationSummary, $"step {step} val.loss {valLoss:F4}", new JsonObject { ["step"] = step, ["val_loss"] = valLoss });
+                events.Emit(EventTypes.ValidationSummary, $"step {step} val.loss {valLoss:F4}", EventData.ToJson(new ValidationSummaryData(step, valLoss)));
                 // The best evaluated weights, kept aside when they are to be the result (the metric is val.loss).
                 if (bestMetric is not { } b || (s.Validation.GreaterIsBetter ? valLoss > b : valLoss < b))
                 {
@@ -317,7 +317,7 @@ public static class VisionTrainer
         {
             events.Emit(EventTypes.BestModelRestored,
                 $"restoring the best model: step {bs} ({s.Validation.MetricForBestModel} {bestMetric:F4}) instead of the last step {step}",
-                new JsonObject { ["step"] = bs, ["metric"] = s.Validation.MetricForBestModel, ["value"] = bestMetric, ["last_step"] = step });
+                EventData.ToJson(new BestModelRestoredData(bs, s.Validation.MetricForBestModel, bestMetric, step)));
             VisionCheckpoint.LoadWeights(model, bestDir);
             weightsStep = bs;
         }

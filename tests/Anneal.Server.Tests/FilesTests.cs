@@ -1,4 +1,4 @@
-// Files API against a real server: upload (streamed, deduplicated), background validation,
+// Files API against a real server: upload (streamed, deduplicated, validated while it streams),
 // get/list/delete, and bad input (malformed JSONL, bad UTF-8, empty file, oversize, no auth, other org).
 using System.Net;
 using System.Net.Http.Json;
@@ -12,13 +12,16 @@ namespace Anneal.Server.Tests;
 public class FilesTests
 {
     [Fact]
-    public async Task Upload_stores_the_bytes_under_their_sha256_and_validation_marks_the_file_ready()
+    public async Task Upload_stores_the_bytes_under_their_sha256_and_a_text_dataset_is_ready_at_once()
     {
         await using var t = await TestServer.StartAsync();
         var bytes = TestServer.Dataset(5);
         var response = await t.UploadAsync(bytes, "my-data.jsonl");
         Assert.Equal(HttpStatusCode.Created, response.StatusCode);
         var file = (await response.Content.ReadFromJsonAsync<FileObject>(AnnealJson.Options))!;
+        // Validated while it streamed: the 201 itself carries the verdict and the count.
+        Assert.Equal(FileStatus.Ready, file.Status);
+        Assert.Equal(5, file.NumExamples);
         var sha = Convert.ToHexStringLower(SHA256.HashData(bytes));
         Assert.StartsWith("file_", file.Id);
         Assert.Equal("file", file.Object);
@@ -48,40 +51,70 @@ public class FilesTests
     }
 
     [Fact]
-    public async Task Malformed_jsonl_fails_validation_with_line_numbered_errors_first_20_and_total()
+    public async Task Malformed_jsonl_is_refused_with_422_and_line_numbered_errors_first_20_and_total()
     {
         await using var t = await TestServer.StartAsync();
         var lines = new List<string> { TestServer.GoodLine };
         for (var i = 0; i < 25; i++) lines.Add("{not json");
         lines.Add("""{"messages":[{"role":"user","content":"only a user turn"}]}""");
-        var file = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(string.Join("\n", lines)));
-        Assert.Equal(FileStatus.Failed, file.Status);
-        Assert.Equal(26, file.TotalErrors);
-        Assert.Equal(20, file.Errors!.Count);
-        Assert.Equal(2, file.Errors[0].Line);
-        Assert.Equal(21, file.Errors[19].Line);
+        var problem = await t.UploadRefusedAsync(Encoding.UTF8.GetBytes(string.Join("\n", lines)));
+        Assert.Equal(ErrorCodes.ValidationFailed, problem["code"]!.GetValue<string>());
+        Assert.Equal(26, problem["total_errors"]!.GetValue<int>());
+        var errors = problem["errors"]!.AsArray();
+        Assert.Equal(20, errors.Count);
+        Assert.Equal(2, errors[0]!["line"]!.GetValue<int>());
+        Assert.Equal(21, errors[19]!["line"]!.GetValue<int>());
+        Assert.StartsWith("malformed JSON at byte 2", errors[0]!["message"]!.GetValue<string>());
+        Assert.Contains("26 errors; the first 20 are listed", problem["detail"]!.GetValue<string>());
     }
 
     [Fact]
-    public async Task A_failed_file_reports_no_example_count_instead_of_counting_broken_lines()
+    public async Task A_refused_dataset_leaves_no_file_no_bytes_and_no_temp_file()
     {
         await using var t = await TestServer.StartAsync();
-        var file = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(TestServer.GoodLine + "\n{not json\n"));
-        Assert.Equal(FileStatus.Failed, file.Status);
-        Assert.Equal(1, file.TotalErrors);
-        Assert.Null(file.NumExamples);
-        var raw = await t.Http.GetStringAsync($"files/{file.Id}");
-        Assert.DoesNotContain("\"num_examples\":2", raw);
+        var problem = await t.UploadRefusedAsync(Encoding.UTF8.GetBytes(TestServer.GoodLine + "\n{not json\n"));
+        Assert.Equal(1, problem["total_errors"]!.GetValue<int>());
+        var error = Assert.Single(problem["errors"]!.AsArray());
+        Assert.Equal(2, error!["line"]!.GetValue<int>());
+        Assert.Null(error["field"]);
+        Assert.Empty(Directory.GetFiles(Path.Combine(t.DataDir, "files")));
+        Assert.Empty(Directory.GetFiles(Path.Combine(t.DataDir, "tmp")));
+        Assert.Empty((await t.Http.GetFromJsonAsync<FileList>("learning/files", AnnealJson.Options))!.Data);
+        // Fixed, the same upload is accepted.
+        Assert.Equal(FileStatus.Ready, (await t.UploadReadyAsync(Encoding.UTF8.GetBytes(TestServer.GoodLine + "\n"))).Status);
     }
 
     [Fact]
-    public async Task Invalid_utf8_fails_validation_naming_the_line()
+    public async Task Invalid_utf8_is_refused_naming_the_line_and_byte()
     {
         await using var t = await TestServer.StartAsync();
         var bytes = Encoding.UTF8.GetBytes(TestServer.GoodLine + "\n").Concat(new byte[] { 0x7b, 0xff, 0xfe, 0x7d, 0x0a }).ToArray();
-        var file = await t.UploadReadyAsync(bytes);
-        Assert.Equal(FileStatus.Failed, file.Status);
-        Assert.Equal(2, file.Errors![0].Line);
+        var error = Assert.Single((await t.UploadRefusedAsync(bytes))["errors"]!.AsArray())!;
+        Assert.Equal(2, error["line"]!.GetValue<int>());
+        Assert.Equal("invalid UTF-8 at byte 2 of the line; save the file as UTF-8", error["message"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task A_refused_upload_is_problem_json_only_when_the_client_asks_for_it()
+    {
+        await using var t = await TestServer.StartAsync();
+        var bad = Encoding.UTF8.GetBytes("{\"messages\": 5}\n");
+        // ProblemAsync checks the media type against the request's Accept.
+        using var request = new HttpRequestMessage(HttpMethod.Post, "files") { Content = TestServer.Multipart(bad) };
+        request.Headers.Accept.ParseAdd("application/problem+json");
+        var problem = await TestServer.ProblemAsync(await t.Http.SendAsync(request), HttpStatusCode.UnprocessableEntity);
+        Assert.Equal("Line 1: messages: must be a list of messages, got a number", TestServer.ErrorText(problem["errors"]![0]!));
+        var plain = await t.UploadRefusedAsync(bad);
+        Assert.Equal(problem["errors"]!.ToJsonString(), plain["errors"]!.ToJsonString());
+    }
+
+    [Fact]
+    public async Task A_file_of_blank_lines_is_refused_as_having_no_examples()
+    {
+        await using var t = await TestServer.StartAsync();
+        var error = Assert.Single((await t.UploadRefusedAsync("\n  \r\n\n"u8.ToArray()))["errors"]!.AsArray())!;
+        Assert.Null(error["line"]);
+        Assert.Contains("no examples", error["message"]!.GetValue<string>());
     }
 
     [Fact]

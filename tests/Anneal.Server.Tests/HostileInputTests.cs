@@ -57,7 +57,7 @@ public class HostileInputTests(ITestOutputHelper output)
         Assert.True(refused >= 30);
     }
 
-    /// <summary>Broken records: every one must fail its file with a `Line N` error.</summary>
+    /// <summary>Broken records: every one must get its upload refused with a `Line N` error.</summary>
     static readonly string[] BadRecords =
     [
         "{not json",
@@ -79,7 +79,7 @@ public class HostileInputTests(ITestOutputHelper output)
     ];
 
     [Fact]
-    public async Task Every_malformed_dataset_fails_with_line_numbered_errors_and_never_an_internal_error()
+    public async Task Every_malformed_dataset_is_refused_with_line_numbered_errors_and_never_an_internal_error()
     {
         await using var t = await TestServer.StartAsync();
         var random = new Random(20);
@@ -89,14 +89,12 @@ public class HostileInputTests(ITestOutputHelper output)
             // The broken record at a random line among good ones.
             var before = random.Next(0, 4);
             var lines = Enumerable.Repeat(TestServer.GoodLine, before).Append(bad).Append(TestServer.GoodLine.Replace("2+2", $"2+{failed}"));
-            var file = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(string.Join("\n", lines) + "\n"));
-            Assert.Equal(FileStatus.Failed, file.Status);
-            var errors = file.Errors!;
-            Assert.NotEmpty(errors);
-            Assert.All(errors, e => Assert.Equal(before + 1, e.Line));
-            Assert.DoesNotContain(errors, e => e.Message.Contains("internal error", StringComparison.OrdinalIgnoreCase));
+            var problem = await t.UploadRefusedAsync(Encoding.UTF8.GetBytes(string.Join("\n", lines) + "\n"));
+            var errors = problem["errors"]!.AsArray();
+            Assert.All(errors, e => Assert.Equal(before + 1, e!["line"]!.GetValue<int>()));
+            Assert.DoesNotContain(errors, e => e!["message"]!.GetValue<string>().Contains("internal error", StringComparison.OrdinalIgnoreCase));
             failed++;
         }
-        output.WriteLine($"datasets: {failed} of {BadRecords.Length} malformed files failed with Line N errors");
+        output.WriteLine($"datasets: {failed} of {BadRecords.Length} malformed files refused with Line N errors");
     }
 }

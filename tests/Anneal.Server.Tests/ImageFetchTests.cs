@@ -102,6 +102,7 @@ public sealed class ImageFetchTests : IAsyncLifetime
         var jsonl = Line($"https://localhost:{port}/red.png") + "\n" + Line(url.Replace("{port}", port.ToString())) + "\n";
         var file = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(jsonl));
         Assert.Equal(FileStatus.Failed, file.Status);
+        Assert.Null(file.NumExamples); // a failed file reports no count rather than one that includes broken lines
         var error = Assert.Single(file.Errors!);
         Assert.StartsWith("Line 2: messages[0].content[0]: ", error.ToString());
         Assert.Contains(expected, error.Message);

@@ -153,7 +153,9 @@ public class JobsTests
     {
         await using var t = await TestServer.StartAsync();
         var good = await t.UploadReadyAsync();
-        var bad = await t.UploadReadyAsync(Encoding.UTF8.GetBytes("{oops\n"));
+        // Uploads of invalid text are refused outright; a file fails after its upload only in the
+        // image step, as this one does (its image is on a loopback address, which is never fetched).
+        var bad = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(TestServer.LineWithRefusedImage + "\n"));
         Assert.Equal(FileStatus.Failed, bad.Status);
         var failed = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(bad.Id))), HttpStatusCode.UnprocessableEntity);
         Assert.Contains("failed validation", failed["detail"]!.GetValue<string>());

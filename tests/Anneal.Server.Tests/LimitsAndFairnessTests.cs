@@ -106,7 +106,7 @@ public class LimitsAndFairnessTests
     [Fact]
     public void Validation_takes_organisations_in_turn_first_come_first_served_within_one()
     {
-        var turns = new Anneal.Server.Files.DatasetValidationWorker.FairTurns();
+        var turns = new Anneal.Server.Files.FileProcessingWorker.FairTurns();
         for (var i = 1; i <= 4; i++) turns.Add("big", $"big{i}");
         Assert.Equal("big1", turns.Next());          // the worker is busy with it when the others arrive
         turns.Add("acme", "tiny");

@@ -33,7 +33,6 @@ public class RunnerTests
 
     [Theory]
     [InlineData(null, "runs the job on cpu", "cpu")]
-    [InlineData("3", "runs the job on GPU 3", "cuda")]
     public async Task A_requested_compute_section_is_reported_as_a_warning_naming_what_the_server_uses(string? gpu, string actual, string device)
     {
         await using var t = await Start(ScriptTrainer.Succeeds, o => o with { Gpus = gpu is null ? [] : [gpu] });
@@ -268,6 +267,25 @@ public class RunnerTests
         Assert.Equal(JobStatus.Succeeded, first.Status);
         Assert.Equal(JobStatus.Succeeded, second.Status);
         Assert.True(second.StartedAt >= first.FinishedAt, $"b started {second.StartedAt:O} before a finished {first.FinishedAt:O}");
+    }
+
+    [Fact]
+    public async Task A_job_asking_for_more_gpus_than_the_server_has_is_refused_naming_both_numbers()
+    {
+        await using var t = await Start(ScriptTrainer.Succeeds, o => o with { Gpus = ["3"] });
+        var file = await t.UploadReadyAsync();
+        var body = (JsonObject)TestServer.JobBody(file.Id);
+        body["metadata"] = new JsonObject
+        {
+            ["effective_config"] = new JsonObject { ["compute"] = new JsonObject { ["gpu_type"] = "H100", ["gpu_count"] = 4, ["nodes"] = 1 } },
+        };
+        var job = (await (await t.Http.PostAsync("learning/jobs", TestServer.Json(body))).Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options))!;
+        await t.StartJobAsync(job.Id);
+        var done = await t.WaitJobAsync(job.Id, j => JobStatus.IsTerminal(j.Status));
+        Assert.Equal(JobStatus.Failed, done.Status);
+        Assert.Equal(ErrorCodes.UserConfigError, done.Error!.Code);
+        Assert.Contains("[compute] asks for 4 GPUs; this server trains on 1 (--gpus 3)", done.Error.Message);
+        Assert.False(File.Exists(Path.Combine(JobDir(t, job.Id), "args.txt")), "no trainer may start");
     }
 
     [Fact]

@@ -16,6 +16,9 @@ public sealed class TestServer : IAsyncDisposable
 {
     public const string GoodLine = """{"messages":[{"role":"user","content":"What is 2+2?"},{"role":"assistant","content":"4"}]}""";
 
+    /// <summary>A valid record whose image the server refuses to fetch (a loopback address): its file ends `failed`.</summary>
+    public const string LineWithRefusedImage = """{"messages":[{"role":"user","content":[{"type":"text","text":"Colour?"},{"type":"image_url","image_url":{"url":"https://127.0.0.1:9/red.png"}}]},{"role":"assistant","content":"Red."}]}""";
+
     public ServerOptions Options { get; private set; }
     public RunningServer Server { get; private set; } = null!;
     public HttpClient Http { get; private set; } = null!;
@@ -86,6 +89,14 @@ public sealed class TestServer : IAsyncDisposable
         Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
         var file = (await response.Content.ReadFromJsonAsync<FileObject>(AnnealJson.Options))!;
         return await WaitFileAsync(file.Id, client);
+    }
+
+    /// <summary>Uploads a dataset the server must refuse: the 422 problem, with its errors.</summary>
+    public async Task<JsonObject> UploadRefusedAsync(byte[] bytes, HttpClient? client = null)
+    {
+        var problem = await ProblemAsync(await UploadAsync(bytes, client: client), HttpStatusCode.UnprocessableEntity);
+        Assert.NotEmpty(problem["errors"]!.AsArray());
+        return problem;
     }
 
     public async Task<FileObject> WaitFileAsync(string id, HttpClient? client = null)
@@ -159,6 +170,10 @@ public sealed class TestServer : IAsyncDisposable
         Assert.False(string.IsNullOrEmpty(problem["code"]?.GetValue<string>()));
         return problem;
     }
+
+    /// <summary>One {line?, field?, message} error as ErrorItem prints it: `Line N: field: message`.</summary>
+    public static string ErrorText(JsonNode error) =>
+        new ErrorItem(error["line"]?.GetValue<int>(), error["field"]?.GetValue<string>(), error["message"]!.GetValue<string>()).ToString();
 
     public static string ErrorsText(JsonObject problem) =>
         string.Join("\n", (problem["errors"]?.AsArray() ?? []).Select(e => e!.ToJsonString()));

@@ -1,4 +1,5 @@
-// `anneal files upload|get|check`: dataset files. `check` validates locally and sends nothing.
+// `anneal files upload|get|check`: dataset files. `check` validates locally, in one streaming pass
+// (Core's DatasetCheck), and sends nothing.
 using System.CommandLine;
 using Anneal.Cli.Http;
 using Anneal.Core.Contracts;
@@ -94,7 +95,7 @@ public static class FilesCommand
         var vision = known?.SupportsVision ?? true;
         var options = new DatasetValidationOptions(20, vision, Math.Max(1, known?.MaxImagesPerMessage ?? 64));
         var report = DatasetValidator.ValidateFile(full, options);
-        if (report.IsValid && known is null && HasImages(full))
+        if (report.IsValid && known is null && report.ExamplesWithImages > 0)
             ctx.Error.WriteLine(model is null
                 ? $"note: {given} contains images; images need a vision model (e.g. --model Qwen/Qwen3-VL-8B-Instruct)"
                 : $"note: {given} contains images; model '{model}' is not in the built-in list, so the server decides whether it accepts them");
@@ -123,9 +124,4 @@ public static class FilesCommand
         if (file.NumTokens is { } t) ctx.Out.WriteLine($"num_tokens: {t}");
         foreach (var e in file.Errors ?? []) ctx.Out.WriteLine($"error: {e}");
     }
-
-    /// <summary>True when the text-only rules reject the file for its images (the vision rules accepted it).</summary>
-    static bool HasImages(string path) =>
-        DatasetValidator.ValidateFile(path, new DatasetValidationOptions(1, false, 1)).Errors
-            .Any(e => e.Message.Contains("vision model", StringComparison.Ordinal));
 }

@@ -38,7 +38,7 @@ public static class TrainerCommands
                 checkpointAndStop.Cancel();
                 try { ctx.Error.WriteLine($"stopping after a checkpoint: {reason}"); }
                 catch (IOException) { } // the server's end of the pipe is gone with it
-            }, watchStdin: ctx.In == Console.In);
+            }, watchStdin: ctx.In == Console.In && RankLaunch.FromEnvironment().Rank == 0);   // mpirun gives stdin to rank 0 only
             return await TrainerProcess.RunAsync(path, ctx.Out, ctx.Error, ct, new TrainerOptions { CheckpointAndStop = checkpointAndStop.Token });
         });
         return new Command("trainer", "The trainer process started by the server") { Hidden = true, Subcommands = { run } };

@@ -13,12 +13,13 @@ public static class ServeCommand
         var maxUpload = new Option<long>("--max-upload-mb") { Description = "Largest dataset upload accepted, in MiB", DefaultValueFactory = _ => 512 };
         var maxJobs = new Option<int>("--max-concurrent-jobs") { Description = "Trainer processes run at the same time; more jobs wait queued", DefaultValueFactory = _ => 1 };
         var modelsDir = new Option<string?>("--models-dir") { Description = "Folder of local Hugging Face model folders, searched first" };
-        var gpus = new Option<string?>("--gpus") { HelpName = "0,1,...", Description = "GPU indices handed out one per running job (default: train on CPU)" };
+        var gpus = new Option<string?>("--gpus") { HelpName = "0,1,...", Description = "GPU indices for training, one per rank of a job ([compute].gpu_count ranks, default 1; default: train on CPU)" };
         var inferenceGpu = new Option<string?>("--inference-gpu") { HelpName = "N", Description = "GPU index for the inference process behind /v1 (never handed to training; default: inference on CPU)" };
+        var cpuRanks = new Option<bool>("--cpu-ranks") { Description = "Without --gpus, run a job's [compute].gpu_count > 1 as that many CPU ranks under mpirun (default: one CPU process)" };
         var offline = new Option<bool>("--offline") { Description = "Never download base models from the Hugging Face Hub; use local folders only" };
         var command = new Command("serve", "Run the Anneal server (HTTP API, storage, job runner) until Ctrl+C")
         {
-            urls, shared.DataDir, maxUpload, maxJobs, modelsDir, gpus, offline, inferenceGpu,
+            urls, shared.DataDir, maxUpload, maxJobs, modelsDir, gpus, cpuRanks, offline, inferenceGpu,
         };
         command.SetAction(async (p, ct) =>
         {
@@ -30,6 +31,7 @@ public static class ServeCommand
                 ModelsDir = p.GetValue(modelsDir) is { } m ? ctx.FullPath(m) : null,
                 TrainerCommand = ctx.SelfCommand,
                 Gpus = (p.GetValue(gpus) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                CpuRanks = p.GetValue(cpuRanks),
                 AllowModelDownload = !p.GetValue(offline),
                 InferenceGpu = p.GetValue(inferenceGpu),
             };

@@ -22,7 +22,7 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
     public TimeSpan RetryWindow { get; init; } = TimeSpan.FromSeconds(90);
 
     long _since;
-    JsonObject? _lastProgress;
+    ProgressData? _lastProgress;
 
     public async Task<FollowResult> FollowAsync(string jobId, CancellationToken ct)
     {
@@ -80,7 +80,7 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
             {
                 if (e.Seq <= _since) continue;
                 _since = e.Seq;
-                if (e.Type == EventTypes.Progress) _lastProgress = e.Data;
+                if (e.Type == EventTypes.Progress) _lastProgress = EventData.Read<ProgressData>(e.Data) ?? _lastProgress;
                 onEvent(e);
             }
             if (page.Events.Count < 500) return;
@@ -93,8 +93,7 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
     IRenderable LiveLine()
     {
         if (_lastProgress is not { } p) return new Markup("[grey]waiting for the first training step ...[/]");
-        var step = Long(p, "step") ?? 0;
-        var total = Long(p, "total_steps") ?? 0;
+        var (step, total) = (p.Step, p.TotalSteps);
         var text = ProgressText(p);
         // The bar takes what the line leaves of the terminal's width, at most 30 columns.
         var width = (int)Math.Clamp(ctx.Console.Profile.Width - text.Length - 2, 0, 30);
@@ -117,14 +116,17 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
     }
 
     /// <summary>"step 12/40 · loss 2.3412 · 1,234 tok/s · ETA 0:42"</summary>
-    public static string ProgressText(JsonObject p)
+    public static string ProgressText(ProgressData p)
     {
-        var parts = new List<string> { $"step {Long(p, "step") ?? 0}/{Long(p, "total_steps") ?? 0}" };
-        if (Double(p, "epoch") is { } epoch) parts.Add($"epoch {epoch.ToString("0.00", CultureInfo.InvariantCulture)}");
-        if (Double(p, "loss") is { } loss) parts.Add($"loss {loss.ToString("0.0000", CultureInfo.InvariantCulture)}");
-        if (Double(p, "lr") is { } lr) parts.Add($"lr {lr.ToString("0.0e+0", CultureInfo.InvariantCulture)}");
-        if (Double(p, "tokens_per_second") is { } tps) parts.Add($"{tps.ToString("#,0", CultureInfo.InvariantCulture)} tok/s");
-        if (Double(p, "eta_seconds") is { } eta) parts.Add($"ETA {FormatDuration(eta)}");
+        var parts = new List<string>
+        {
+            $"step {p.Step}/{p.TotalSteps}",
+            $"epoch {p.Epoch.ToString("0.00", CultureInfo.InvariantCulture)}",
+            $"loss {p.Loss.ToString("0.0000", CultureInfo.InvariantCulture)}",
+            $"lr {p.Lr.ToString("0.0e+0", CultureInfo.InvariantCulture)}",
+        };
+        if (p.TokensPerSecond is { } tps) parts.Add($"{tps.ToString("#,0", CultureInfo.InvariantCulture)} tok/s");
+        if (p.EtaSeconds is { } eta) parts.Add($"ETA {FormatDuration(eta)}");
         return string.Join(" · ", parts);
     }
 
@@ -133,7 +135,7 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
         var time = e.CreatedAt.ToUniversalTime().ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
         var text = e.Type switch
         {
-            EventTypes.Progress when e.Data is { } d => ProgressText(d),
+            EventTypes.Progress when EventData.Read<ProgressData>(e.Data) is { } p => ProgressText(p),
             EventTypes.Failed when e.Data?["error"] is JsonObject err => $"{e.Message} ({err["code"]}: {err["message"]})",
             _ => e.Message,
         };
@@ -147,8 +149,4 @@ public sealed class JobFollower(CliContext ctx, AnnealClient client, TimeSpan in
         var t = TimeSpan.FromSeconds(Math.Round(seconds));
         return t.TotalHours >= 1 ? $"{(int)t.TotalHours}:{t.Minutes:00}:{t.Seconds:00}" : $"{t.Minutes}:{t.Seconds:00}";
     }
-
-    static long? Long(JsonObject o, string key) => o[key] is JsonValue v && v.TryGetValue<double>(out var d) ? (long)d : null;
-
-    static double? Double(JsonObject o, string key) => o[key] is JsonValue v && v.TryGetValue<double>(out var d) ? d : null;
 }

@@ -57,31 +57,48 @@ public static partial class ModelPreflight
     private static partial Regex CheckpointSuffix();
 }
 
-/// <summary>Maps API field names (`hyperparameters.lora.r`) back to the TOML keys users write (`[training.lora].r`).</summary>
+/// <summary>
+/// Maps API field names (`hyperparameters.lora.r`) back to the TOML keys users write
+/// (`[training.lora].r`), read from Core's one table of setting keys (SettingKeys).
+/// </summary>
 public static partial class TomlKeys
 {
     public static string FromApiField(string field)
     {
         if (field == "model") return "[job].model (or --model)";
         if (field == "hyperparameters") return "[hyperparameters]";
-        if (!field.StartsWith("hyperparameters.", StringComparison.Ordinal)) return field;
-        var rest = field["hyperparameters.".Length..];
-        var cut = rest.IndexOfAny(['.', '[']);
-        var (key, tail) = cut < 0 ? (rest, "") : (rest[..cut], rest[cut..]);
-        return key switch
+        // The setting the field names, or lies inside: `…target_modules[1]`, `…parallelism.tp`.
+        var key = SettingKeys.All
+            .Where(k => field.StartsWith(k.ApiField, StringComparison.Ordinal)
+                        && (field.Length == k.ApiField.Length || field[k.ApiField.Length] is '.' or '['))
+            .MaxBy(k => k.ApiField.Length);
+        if (key is not null) return Toml(key) + field[key.ApiField.Length..];
+        // A group of settings (`hyperparameters.lora`): the TOML table its keys sit in.
+        var member = SettingKeys.All.FirstOrDefault(k => k.ApiField.StartsWith(field + ".", StringComparison.Ordinal));
+        if (member is not null)
         {
-            "training_mode" => "[training].mode" + tail,
-            "use_qlora" => "[training].use_qlora" + tail,
-            "lora" => "[training.lora]" + tail,
-            "validation" => "[training.validation]" + tail,
-            "parallelism" => "[hyperparameters.parallelism]" + tail,
-            _ => "[hyperparameters]." + rest,
-        };
+            var depth = member.ApiField[(field.Length + 1)..].Count(c => c == '.') + 1;
+            var table = member.TomlKey;
+            for (var i = 0; i < depth; i++) table = table[..table.LastIndexOf('.')];
+            return $"[{table}]";
+        }
+        return field.StartsWith("hyperparameters.", StringComparison.Ordinal) ? "[hyperparameters]." + field["hyperparameters.".Length..] : field;
     }
+
+    /// <summary>`training.lora.r` → `[training.lora].r`; a table-valued key is its own table: `[hyperparameters.parallelism]`.</summary>
+    static string Toml(SettingKey key)
+    {
+        if (key.Type.StartsWith("table", StringComparison.Ordinal)) return $"[{key.TomlKey}]";
+        var dot = key.TomlKey.LastIndexOf('.');
+        return dot < 0 ? key.TomlKey : $"[{key.TomlKey[..dot]}].{key.TomlKey[(dot + 1)..]}";
+    }
+
+    static readonly string Mode = Toml(SettingKeys.Api("hyperparameters.training_mode"));
+    static readonly string UseQlora = Toml(SettingKeys.Api("hyperparameters.use_qlora"));
 
     /// <summary>Rewrites API names inside a message ("use training_mode \"qlora\"" → "use [training].mode = \"qlora\"").</summary>
     public static string InMessage(string message) =>
-        TrainingModeValue().Replace(message, "[training].mode = \"").Replace("use_qlora = ", "[training].use_qlora = ");
+        TrainingModeValue().Replace(message, Mode + " = \"").Replace("use_qlora = ", UseQlora + " = ");
 
     public static string Describe(ErrorItem item) =>
         (item.Line is { } l ? $"Line {l}: " : "") + (item.Field is { } f ? $"{FromApiField(f)}: " : "") + InMessage(item.Message);

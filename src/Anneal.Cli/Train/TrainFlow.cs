@@ -298,7 +298,7 @@ public static class TrainFlow
             ctx.Error.WriteLine("  Each line must be a JSON object with messages[] of at least 2 messages (roles system/user/assistant/tool), at least one from the assistant.");
             return null;
         }
-        if (options.Vision)
+        if (options.Vision && report.ExamplesWithImages > 0)
         {
             // Local image files go into the upload itself (as data: URIs).
             var problems = new List<ErrorItem>();

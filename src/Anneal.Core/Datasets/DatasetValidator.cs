@@ -1,10 +1,12 @@
-// JSONL chat dataset validation (DESIGN.md §6), shared by the server (after upload) and the CLI
-// (before upload). One record per line, read as a stream:
+// JSONL chat dataset validation (DESIGN.md §6), shared by the server (while an upload streams),
+// the CLI (before upload) and the trainer. One record per line:
 //   {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": "..." | [parts],
 //                  "tool_calls"?: [...], "tool_call_id"?: "...", "name"?: "...", "reasoning_content"?: "..."}, ...],
 //    "tools"?: [...], "metadata"?: {...}, "images"?: [...], "image_url"?: ...}   (last two: legacy vision)
 // parts: {"type": "text", "text": "..."} | {"type": "image_url", "image_url": {"url": "..."}}
 // Errors read `Line N: messages[1].role: ...`; the first MaxErrorsShown are kept, all are counted.
+// The rules are stated once, here, on a parsed document (RecordChecker); DatasetCheck streams the
+// bytes and sends here only the lines its allocation-free scan (RecordScan) cannot prove valid.
 using System.Buffers;
 using System.Text;
 using System.Text.Json;
@@ -15,8 +17,11 @@ namespace Anneal.Core.Datasets;
 
 public sealed record DatasetValidationOptions(int MaxErrorsShown = 20, bool Vision = false, int MaxImagesPerMessage = 1);
 
-/// <summary>Result of validating a dataset: Errors holds at most MaxErrorsShown, TotalErrors counts all.</summary>
-public sealed record DatasetReport(int NumExamples, IReadOnlyList<ErrorItem> Errors, int TotalErrors)
+/// <summary>
+/// Result of validating a dataset: Errors holds at most MaxErrorsShown, TotalErrors counts all.
+/// NumExamples counts non-blank lines; ExamplesWithImages those with image parts or legacy images.
+/// </summary>
+public sealed record DatasetReport(int NumExamples, IReadOnlyList<ErrorItem> Errors, int TotalErrors, int ExamplesWithImages = 0)
 {
     public bool IsValid => TotalErrors == 0 && NumExamples > 0;
 }
@@ -28,19 +33,39 @@ public static class DatasetValidator
     public static readonly IReadOnlyList<string> MessageKeys = ["role", "content", "tool_calls", "tool_call_id", "name", "reasoning_content"];
     public static readonly IReadOnlyList<string> PartTypes = ["text", "image_url"];
 
-    /// <summary>Validates a JSONL stream without holding it whole in memory.</summary>
+    internal const string NoExamples = "the dataset has no examples: the file is empty or holds only blank lines; expected one JSON object with \"messages\" per line";
+
+    /// <summary>Validates a JSONL stream in one pass without holding it whole in memory.</summary>
     public static DatasetReport Validate(Stream jsonl, DatasetValidationOptions? options = null)
+    {
+        using var check = new DatasetCheck(options);
+        check.ReadFrom(jsonl);
+        return check.Complete();
+    }
+
+    public static DatasetReport ValidateFile(string path, DatasetValidationOptions? options = null)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1, FileOptions.SequentialScan);
+        return Validate(stream, options);
+    }
+
+    /// <summary>
+    /// The same verdict with every line parsed into a document and checked by the rules (the way
+    /// every line was validated before DatasetCheck): the reference the fast scan is tested and
+    /// benchmarked against.
+    /// </summary>
+    public static DatasetReport ValidateByDocument(Stream jsonl, DatasetValidationOptions? options = null)
     {
         options ??= new DatasetValidationOptions();
         var sink = new ErrorSink(options.MaxErrorsShown);
-        var examples = 0;
+        int examples = 0, withImages = 0;
         try
         {
             foreach (var line in JsonlLines.Read(jsonl))
             {
                 if (line.IsBlank) continue;
                 examples++;
-                ValidateLine(line, options, sink);
+                if (CheckLine(line.Number, line.Bytes, options, sink)) withImages++;
             }
         }
         catch (LineTooLongException e)
@@ -48,14 +73,8 @@ public static class DatasetValidator
             sink.Add(new ErrorItem(e.Line, null, $"longer than {JsonlLines.MaxLineBytes / (1024 * 1024)} MiB; one example per line is expected"));
         }
         if (examples == 0 && sink.Total == 0)
-            sink.Add(new ErrorItem(null, null, "the dataset has no examples: the file is empty or holds only blank lines; expected one JSON object with \"messages\" per line"));
-        return new DatasetReport(examples, sink.Shown, sink.Total);
-    }
-
-    public static DatasetReport ValidateFile(string path, DatasetValidationOptions? options = null)
-    {
-        using var stream = File.OpenRead(path);
-        return Validate(stream, options);
+            sink.Add(new ErrorItem(null, null, NoExamples));
+        return new DatasetReport(examples, sink.Shown, sink.Total, withImages);
     }
 
     /// <summary>Number of non-blank lines (records), read as a stream.</summary>
@@ -82,34 +101,36 @@ public static class DatasetValidator
         return written;
     }
 
-    static void ValidateLine(JsonlLine line, DatasetValidationOptions options, ErrorSink sink)
+    /// <summary>Checks one non-blank line by the rules; true when the record carries images (valid or not).</summary>
+    internal static bool CheckLine(int n, ReadOnlyMemory<byte> bytes, DatasetValidationOptions options, ErrorSink sink)
     {
-        var n = line.Number;
-        if (!Utf8.IsValid(line.Bytes))
+        if (!Utf8.IsValid(bytes.Span))
         {
-            sink.Add(new ErrorItem(n, null, $"invalid UTF-8 at byte {FirstInvalidUtf8(line.Bytes) + 1} of the line; save the file as UTF-8"));
-            return;
+            sink.Add(new ErrorItem(n, null, $"invalid UTF-8 at byte {FirstInvalidUtf8(bytes.Span) + 1} of the line; save the file as UTF-8"));
+            return false;
         }
         JsonDocument doc;
         try
         {
-            doc = JsonDocument.Parse(line.Bytes, new JsonDocumentOptions { MaxDepth = 64 });
+            doc = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 64 });
         }
         catch (JsonException e)
         {
             var where = e.BytePositionInLine is { } b ? $" at byte {b + 1}" : "";
             sink.Add(new ErrorItem(n, null, $"malformed JSON{where}: {JsonlLines.ShortJsonMessage(e)}"));
-            return;
+            return false;
         }
         using (doc)
         {
             // Only a \u escape can spell a lone surrogate: most lines skip the walk.
-            if (line.Bytes.AsSpan().IndexOf("\\u"u8) >= 0 && JsonUnicode.FirstInvalid(doc.RootElement) is { } bad)
+            if (bytes.Span.IndexOf("\\u"u8) >= 0 && JsonUnicode.FirstInvalid(doc.RootElement) is { } bad)
             {
                 sink.Add(new ErrorItem(n, bad.Length == 0 ? null : bad, JsonUnicode.Problem));
-                return;
+                return false;
             }
-            new RecordChecker(n, options, sink).Check(doc.RootElement);
+            var checker = new RecordChecker(n, options, sink);
+            checker.Check(doc.RootElement);
+            return checker.SawImages;
         }
     }
 
@@ -124,7 +145,7 @@ public static class DatasetValidator
         return i;
     }
 
-    sealed class ErrorSink(int maxShown)
+    internal sealed class ErrorSink(int maxShown)
     {
         public List<ErrorItem> Shown { get; } = [];
         public int Total { get; private set; }
@@ -139,6 +160,9 @@ public static class DatasetValidator
     /// <summary>The rules for one parsed record; every problem is reported, not only the first.</summary>
     sealed class RecordChecker(int line, DatasetValidationOptions options, ErrorSink sink)
     {
+        /// <summary>The record has image parts or legacy images (errors for a text-only model).</summary>
+        public bool SawImages { get; private set; }
+
         void Error(string? field, string message) => sink.Add(new ErrorItem(line, field, message));
 
         public void Check(JsonElement record)
@@ -276,6 +300,7 @@ public static class DatasetValidator
                         Error($"{path}.text", "required: a string for a part of type \"text\"");
                     break;
                 case "image_url":
+                    SawImages = true;
                     if (!options.Vision)
                     {
                         Error(path, "image parts need a vision model (Qwen/Qwen3-VL-*); the selected model is text-only");
@@ -392,6 +417,7 @@ public static class DatasetValidator
             if (record.TryGetProperty("image_url", out var single) && single.ValueKind != JsonValueKind.Null)
                 urls.Add(("image_url", single.ValueKind == JsonValueKind.Object && single.TryGetProperty("url", out var u) ? u : single));
             if (urls.Count == 0) return;
+            SawImages = true;
             if (!options.Vision)
             {
                 Error(urls[0].Field.StartsWith("images") ? "images" : "image_url",

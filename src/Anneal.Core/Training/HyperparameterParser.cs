@@ -7,7 +7,7 @@
 //   { n_epochs | total_steps (aliases train_steps, steps), per_device_batch, per_device_eval_batch,
 //     gradient_accumulation_steps, global_batch, sequence_length, learning_rate, warmup_ratio,
 //     weight_decay, lr_scheduler, max_grad_norm, seed, save_steps, activation_checkpointing, optimizer_precision,
-//     training_mode, use_qlora, packing,
+//     training_mode, use_qlora, batching, packing (old spelling of batching = "packed"),
 //     lora: {r, alpha, dropout, target_modules}, validation: {enabled, evaluation_strategy,
 //     eval_steps, save_best_model_at_end, metric_for_best_model, greater_is_better},
 //     parallelism: {any key: scalar},
@@ -29,7 +29,7 @@ public static class HyperparameterParser
         "n_epochs", "total_steps", "train_steps", "steps", "per_device_batch", "per_device_eval_batch",
         "gradient_accumulation_steps", "global_batch", "sequence_length", "learning_rate", "warmup_ratio",
         "weight_decay", "lr_scheduler", "max_grad_norm", "seed", "save_steps", "activation_checkpointing", "optimizer_precision",
-        "training_mode", "use_qlora", "packing", "lora", "validation", "parallelism", "train_vision", "vision",
+        "training_mode", "use_qlora", "batching", "packing", "lora", "validation", "parallelism", "train_vision", "vision",
     ];
 
     /// <summary>Keys of `vision` (in a config file: [model]).</summary>
@@ -95,6 +95,9 @@ public static class HyperparameterParser
         var mode = r.Choice("training_mode", Modes);
         var useQlora = r.Bool("use_qlora");
         var packing = r.Bool("packing");
+        var batching = r.Choice("batching", BatchingModes.All);
+        if (packing == true && batching is { } b && b != BatchingModes.Packed)
+            errors.Add(new ErrorItem(null, r.Path("packing"), $"true (batching = \"packed\") conflicts with batching = \"{b}\"; give only batching"));
         // QLoRA is LoRA over a 4-bit base: use_qlora = true selects it whatever the mode says (the
         // spec's config keeps mode = "full_finetune" next to the flag).
         if (useQlora == true)
@@ -157,6 +160,7 @@ public static class HyperparameterParser
             ActivationCheckpointing = checkpointing ?? defaults.ActivationCheckpointing,
             OptimizerPrecision = optimizerPrecision ?? defaults.OptimizerPrecision,
             Packing = packing ?? defaults.Packing,
+            Batching = batching,
             Lora = lora ?? defaults.Lora,
             Validation = validation ?? defaults.Validation,
             TrainVision = trainVision ?? defaults.TrainVision,

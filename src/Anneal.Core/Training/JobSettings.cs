@@ -96,6 +96,9 @@ public sealed record JobSettings(
         if (request["metadata"]?["effective_config"]?["data"]?["topology"] is JsonObject topology)
             foreach (var (name, value) in topology)
                 warnings.Add(new SettingWarning($"metadata.effective_config.data.topology.{name}", $"= {Show(value)} has no effect here: a job runs on one device"));
+        if (hp["packing"] is JsonValue packing && packing.GetValueKind() is System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False)
+            warnings.Add(new SettingWarning($"{Hp}.packing",
+                $"is the old spelling of batching: read as {(packing.GetValueKind() == System.Text.Json.JsonValueKind.True ? "batching = \"packed\"" : "no packing (batching as given, else the default \"" + BatchingModes.Default + "\")")}; write batching instead"));
         var compute = request["metadata"]?["effective_config"]?["compute"] as JsonObject;
 
         // 3. The canonical object, by the API's rules; errors name the spelling the request used.

@@ -7,6 +7,7 @@
 //   optimizer      Exact: 8·Pt fp32 moments + 4·Pt fp32 master (when e < 4); Lean: 2·Pt·e
 //                  + 4·Pt fp32 gradient sum across micro-batches (Exact with bf16 weights)
 //                  + FlatAdamW's reused fp32 slice scratch
+//                  (ZeRO-1 over N ranks: moments and master weights ÷ N per rank)
 //   activations    what autograd saves per token per decoder layer (counted from Qwen3.cs, bytes,
 //                  e = element size, f = 4 for the fp32 copies RMSNorm keeps):
 //                    RMSNorm ×2 ........ f·D + 2·e·D each (fp32 input copy, normalised, output)
@@ -98,6 +99,9 @@ public sealed record MemoryPlan
     public long LossChunkRows { get; init; }
     /// <summary>Largest slice FlatAdamW updates at once (its scratch buffers).</summary>
     public long OptimizerSliceElements { get; init; } = 1L << 24;
+    /// <summary>Data-parallel ranks (one per device), and whether they shard the optimizer state (ZeRO-1): the estimate is per rank.</summary>
+    public int Ranks { get; init; } = 1;
+    public bool ShardOptimizerState { get; init; }
 }
 
 public static class OptimizerPrecisions
@@ -150,6 +154,8 @@ public static class MemoryModel
         long optimizer = p.OptimizerPrecision == OptimizerPrecisions.Lean || e == 4
             ? (p.OptimizerPrecision == OptimizerPrecisions.Lean ? 2 * trainable * e : 8 * trainable)
             : 12 * trainable;
+        // ZeRO-1 over N ranks: each keeps the moments and master weights of 1/N of the parameters.
+        if (p.ShardOptimizerState && p.Ranks > 1) optimizer = (optimizer + p.Ranks - 1) / p.Ranks;
         // Exact sums bf16 gradients across micro-batches in fp32; Lean accumulates in bf16 as PyTorch does.
         if (e < 4 && p.GradientAccumulationSteps > 1 && p.OptimizerPrecision != OptimizerPrecisions.Lean) optimizer += 4 * trainable;
         long scratchBuffers = p.OptimizerPrecision == OptimizerPrecisions.Lean && e < 4 ? 4 : 2;

@@ -65,7 +65,9 @@ public static class SettingKeys
             Upstream: [new(Hp + "parallelism.activation_checkpointing", v => Bool(v) switch { true => "on", false => "off", null => v?.DeepClone() })]),
         new(Hp + "optimizer_precision", "hyperparameters.optimizer_precision", "string", "auto | exact | lean",
             "optimizer state: exact (fp32 moments and master weights), lean (bf16 moments, stochastic rounding), auto (exact when it fits)"),
-        new(Hp + "packing", "hyperparameters.packing", "boolean", "true | false", "pack several examples into each row"),
+        new(Hp + "batching", "hyperparameters.batching", "string", "padded | bucketed | token_budget | packed (default token_budget)",
+            "how a step's examples form forward passes: padded rows, length-bucketed steps, length-sorted micro-batches filled to a token budget, or examples packed into rows"),
+        new(Hp + "packing", "hyperparameters.packing", "boolean", "true | false", "old spelling: packing = true means batching = \"packed\" (a warning says so)"),
         new(Hp + "training_mode", "training.mode", "string", "full_finetune | lora | qlora", "what is trained: every weight, LoRA adapters, or LoRA on a 4-bit base",
             Upstream:
             [

@@ -30,7 +30,9 @@ public sealed record TrainerJobSpec(
     string? ValidationFileName = null,
     /// <summary>How saved LoRA adapters name their base (PEFT's base_model_name_or_path); null: <see cref="Model"/>.
     /// A local run (train-local) names the folder it trained on, which is where the base really is.</summary>
-    string? BaseModelName = null)
+    string? BaseModelName = null,
+    /// <summary>Folder of token cache files (shared by jobs; the server's `<data-dir>/token-cache`). Null: `token-cache` in OutputDir (the user's data folder is never written to).</summary>
+    string? TokenCacheDir = null)
 {
     [System.Text.Json.Serialization.JsonIgnore]
     public string AdapterBaseName => BaseModelName ?? Model;

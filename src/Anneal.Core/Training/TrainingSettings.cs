@@ -79,10 +79,12 @@ public sealed record TrainingSettings
     /// <summary>Optimizer state: "exact" (fp32), "lean" (bf16 moments, stochastic rounding) or "auto" (exact when it fits).</summary>
     public string OptimizerPrecision { get; init; } = OptimizerPrecisions.Auto;
     /// <summary>
-    /// Pack several examples into each row of sequence_length tokens (block-diagonal attention, no
-    /// attention across examples) instead of length-bucketed rows of one example each.
+    /// The old spelling of Batching = "packed" (kept so jobs stored before `batching` existed read
+    /// the same); <see cref="BatchingModes.Of"/> resolves the two.
     /// </summary>
     public bool Packing { get; init; }
+    /// <summary>padded | bucketed | token_budget | packed (<see cref="BatchingModes"/>); null: not given (the default).</summary>
+    public string? Batching { get; init; }
     /// <summary>Vision models: the image pixel bounds and images per message (null fields: the model's own).</summary>
     public VisionSettings Vision { get; init; } = new();
     /// <summary>Vision models: which part of the tower is trained besides the language model (<see cref="VisionTrainingParts"/>).</summary>

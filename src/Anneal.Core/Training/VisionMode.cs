@@ -28,10 +28,10 @@ public static class VisionMode
             notes.Add($"vision mode: per_device_eval_batch {s.PerDeviceEvalBatch} → 1");
             s = s with { PerDeviceEvalBatch = 1 };
         }
-        if (s.Packing)
+        if (s.Packing || s.Batching == BatchingModes.Packed)
         {
             notes.Add("vision mode: packing off (one example per micro-batch)");
-            s = s with { Packing = false };
+            s = s with { Packing = false, Batching = null };
         }
         return (s, notes);
     }

@@ -1,10 +1,15 @@
 // POST /api/learning/files: multipart (field `file`, form field `purpose`) streamed to a temp file
-// while hashing, then renamed to files/<sha256> and committed. Memory use is one 80 KiB buffer
+// while hashing and validating, in the same pass over each chunk (Core's DatasetCheck), then renamed
+// to files/<sha256> and committed. Memory use is one 80 KiB buffer and the check's line buffer
 // whatever the upload size. Ordering for durability: file fsynced → renamed → directory fsynced
 // → row committed; a crash in between leaves at worst an orphan temp file, never a row without bytes.
+// The verdict is the answer: an invalid dataset is a 422 carrying its line-numbered errors (the
+// first 20 and the total) and nothing is kept; a valid text dataset is `ready` in the 201 itself;
+// one with images is `processing` until FileProcessing has fetched them.
 using System.Security.Cryptography;
 using System.Text;
 using Anneal.Core.Contracts;
+using Anneal.Core.Datasets;
 using Anneal.Server.Auth;
 using Anneal.Server.Http;
 using Anneal.Server.Storage;
@@ -19,8 +24,11 @@ public static class FileUpload
     // Multipart framing (boundaries, part headers, the purpose field) on top of the file itself.
     const long MultipartOverhead = 64 * 1024;
 
+    /// <summary>Errors shown in a refused upload's problem (all are counted).</summary>
+    public const int MaxErrorsShown = 20;
+
     public static async Task<Results<Created<FileObject>, Ok<FileObject>, ProblemHttpResult>> Upload(
-        HttpContext http, Db db, ServerOptions options, DatasetValidationQueue validation, CancellationToken ct)
+        HttpContext http, Db db, ServerOptions options, FileProcessingQueue processing, CancellationToken ct)
     {
         var request = http.Request;
         var org = http.Org();
@@ -91,6 +99,15 @@ public static class FileUpload
             return Problems.BadRequest($"The file '{stored.FileName}' is empty (0 bytes); a dataset needs at least one JSONL example.",
                 [new ErrorItem(null, "file", "empty file")]);
         }
+        if (!stored.Report!.IsValid)
+        {
+            Cleanup(stored);
+            var report = stored.Report;
+            var shown = report.Errors.Count < report.TotalErrors ? $"; the first {report.Errors.Count} are listed" : "";
+            return Problems.Make(422, ErrorCodes.ValidationFailed, "Validation failed",
+                $"The file '{stored.FileName}' is not a valid chat dataset: {report.TotalErrors} error{(report.TotalErrors == 1 ? "" : "s")}{shown}. Nothing was stored.",
+                report.Errors, extra: new Dictionary<string, object?> { ["total_errors"] = report.TotalErrors });
+        }
 
         FileObject file;
         bool created;
@@ -101,15 +118,18 @@ public static class FileUpload
             throw;
         }
         if (!created) return TypedResults.Ok(file);
-        validation.Enqueue(file.Id);
+        if (file.Status == FileStatus.Processing) processing.Enqueue(file.Id);
         return TypedResults.Created($"/api/learning/files/{file.Id}", file);
     }
 
-    sealed record Stored(string TempPath, long Bytes, string Sha256, bool TooLarge, string FileName = "");
+    sealed record Stored(string TempPath, long Bytes, string Sha256, bool TooLarge, DatasetReport? Report = null, string FileName = "");
 
     static async Task<Stored> SaveToTemp(string temp, Stream body, long maxBytes, CancellationToken ct)
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        // Uploads are not tied to a model yet: image parts are accepted here and counted, so job
+        // creation can refuse a text-only model for a file with images.
+        using var check = new DatasetCheck(new DatasetValidationOptions(MaxErrorsShown, Vision: true));
         long total = 0;
         var buffer = new byte[81920];
         await using (var fs = new FileStream(temp, DataDirPermissions.NewFile(FileMode.CreateNew, FileAccess.Write, FileOptions.Asynchronous)))
@@ -124,13 +144,17 @@ public static class FileUpload
                     File.Delete(temp);
                     return new Stored(temp, total, "", TooLarge: true);
                 }
+                // The disk write proceeds while the same bytes are hashed and checked; the buffer
+                // is only read by all three and refilled after the write completes.
+                var write = fs.WriteAsync(buffer.AsMemory(0, n), ct);
                 hash.AppendData(buffer, 0, n);
-                await fs.WriteAsync(buffer.AsMemory(0, n), ct);
+                check.Append(buffer.AsSpan(0, n));
+                await write;
             }
             await fs.FlushAsync(ct);
             fs.Flush(flushToDisk: true);
         }
-        return new Stored(temp, total, Convert.ToHexStringLower(hash.GetHashAndReset()), TooLarge: false);
+        return new Stored(temp, total, Convert.ToHexStringLower(hash.GetHashAndReset()), TooLarge: false, check.Complete());
     }
 
     static void Cleanup(Stored? stored)
@@ -168,12 +192,16 @@ public static class FileUpload
             Native.FsyncDirectory(db.FilesDir);
         }
         var id = Ids.New("file");
+        // The verdict is stored with the row: nothing reads the bytes again to validate them.
+        var report = stored.Report!;
+        var hasImages = report.ExamplesWithImages > 0;
         Db.Exec(conn, tx, """
-            INSERT INTO files (id, org, filename, bytes, sha256, purpose, status, created_at)
-            VALUES (@id, @org, @name, @bytes, @sha, @purpose, @status, @t)
+            INSERT INTO files (id, org, filename, bytes, sha256, purpose, status, created_at, num_examples, errors, total_errors, has_images)
+            VALUES (@id, @org, @name, @bytes, @sha, @purpose, @status, @t, @n, @errors, 0, @images)
             """,
             ("@id", id), ("@org", org), ("@name", stored.FileName), ("@bytes", stored.Bytes), ("@sha", stored.Sha256),
-            ("@purpose", purpose), ("@status", FileStatus.Processing), ("@t", Db.Now()));
+            ("@purpose", purpose), ("@status", hasImages ? FileStatus.Processing : FileStatus.Ready), ("@t", Db.Now()),
+            ("@n", report.NumExamples), ("@errors", Db.ToJson(new List<ErrorItem>())), ("@images", hasImages));
         var file = FileRows.Find(conn, tx, org, id)!;
         tx.Commit();
         return (file, true);

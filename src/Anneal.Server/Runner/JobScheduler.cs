@@ -32,6 +32,7 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
             {
                 lock (_claimGate)
                 {
+                    if (!EnoughFreeGpusForNext()) break;   // a multi-GPU job waits at the head of the queue
                     if (Claim() is not { } job) break;
                     Launch(job);
                 }
@@ -59,11 +60,23 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
         return job;
     }
 
+    /// <summary>Whether the oldest queued job's GPUs ([compute].gpu_count, one per rank; see RankPlacement) are free.</summary>
+    bool EnoughFreeGpusForNext()
+    {
+        if (options.Gpus.Count == 0) return true;
+        using var conn = db.Connect();
+        var id = Db.Scalar<string>(conn, null, "SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1");
+        if (id is null || JobRows.FindAny(conn, null, id) is not { } next) return true;
+        return RankPlacement.GpusToTake(RankPlacement.RequestedGpus(next), options) <= _freeGpus.Count;
+    }
+
     void Launch(JobRow job)
     {
-        string? gpu = null;
-        if (options.Gpus.Count > 0 && !_freeGpus.TryDequeue(out gpu))
-            throw new InvalidOperationException("claimed a job with no free GPU"); // Slots prevents this
+        // One GPU per rank, handed over as one CUDA_VISIBLE_DEVICES list ("0,1,2,3").
+        var taken = new List<string>();
+        for (var i = RankPlacement.GpusToTake(RankPlacement.RequestedGpus(job), options); i > 0; i--)
+            taken.Add(_freeGpus.TryDequeue(out var g) ? g : throw new InvalidOperationException("claimed a job with no free GPU")); // checked before the claim
+        var gpu = taken.Count > 0 ? string.Join(',', taken) : null;
         var run = new TrainerRun(db, options, signals, log, job, gpu);
         _runs[job.Wire.Id] = run;
         run.Completion = Task.Run(async () =>
@@ -77,7 +90,7 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
             finally
             {
                 _runs.TryRemove(job.Wire.Id, out _);
-                if (gpu is not null) _freeGpus.Enqueue(gpu);
+                foreach (var g in taken) _freeGpus.Enqueue(g);
                 signals.WorkAvailable.Signal();
             }
         });

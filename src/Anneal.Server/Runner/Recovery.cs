@@ -35,8 +35,8 @@ public static class Recovery
             // A trainer that finished while the server was down (its sft.completed never arrived).
             if (JobOutput.FinishedFinal(output) is { } final)
             {
-                var completed = new JsonObject { ["output_dir"] = output, ["final_path"] = final };
-                if (Directory.Exists(Path.Combine(final, "merged"))) completed["merged_path"] = Path.Combine(final, "merged");
+                var merged = Path.Combine(final, "merged");
+                var completed = new CompletedData(output, final, Directory.Exists(merged) ? merged : null, null, null);
                 if (TrainerRun.RecordSucceeded(db, job, completed, " (finished while the server was down; adopted on restart)")) continue;
             }
             using var tx = conn.BeginTransaction();

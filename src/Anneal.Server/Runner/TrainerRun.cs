@@ -30,7 +30,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     readonly Lock _gate = new();
     Process? _process;
     volatile bool _cancelRequested, _shuttingDown, _pauseRequested;
-    JsonObject? _completed, _failed, _cancelled;
+    CompletedData? _completed;
+    JsonObject? _failed, _cancelled;
     // Stops a model download in progress on cancel or shutdown.
     readonly CancellationTokenSource _stop = new();
     string? _failedMessage;
@@ -40,7 +41,14 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     public async Task RunAsync()
     {
         Directory.CreateDirectory(_jobDir);
-        WarnAboutRequestedCompute();
+        // [compute].gpu_count → ranks (RankPlacement.cs); a request this server cannot meet is refused here.
+        var placement = RankPlacement.Decide(RankPlacement.RequestedGpus(job), options, RankPlacement.MpirunFound());
+        if (placement.Refusal is { } refusal)
+        {
+            Finish(JobStatus.Failed, EventTypes.Failed, refusal, new JobError(ErrorCodes.UserConfigError, refusal));
+            return;
+        }
+        WarnAboutRequestedCompute(placement);
         var (spec, error) = await BuildSpecAsync();
         if (spec is null)
         {
@@ -63,7 +71,11 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         await File.WriteAllTextAsync(tmp, JsonSerializer.Serialize(spec, AnnealJson.Indented));
         File.Move(tmp, specPath, overwrite: true);
 
-        var psi = new ProcessStartInfo(options.TrainerCommand[0])
+        // Several ranks: mpirun starts them all and ends them all when one dies (RankLaunch.cs).
+        var command = placement.Ranks > 1
+            ? [.. RankLaunch.MpirunPrefix(placement.Ranks, Environment.UserName == "root"), .. options.TrainerCommand]
+            : options.TrainerCommand;
+        var psi = new ProcessStartInfo(command[0])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -72,7 +84,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             UseShellExecute = false,
             WorkingDirectory = _jobDir,
         };
-        foreach (var a in options.TrainerCommand.Skip(1)) psi.ArgumentList.Add(a);
+        foreach (var a in command.Skip(1)) psi.ArgumentList.Add(a);
+        if (placement.Ranks > 1) psi.Environment[RankLaunch.RunIdVariable] = Guid.NewGuid().ToString("N");
         foreach (var a in new[] { "trainer", "run", "--spec", specPath }) psi.ArgumentList.Add(a);
         psi.Environment["CUDA_VISIBLE_DEVICES"] = gpu ?? "";
         // The trainer stops (after a checkpoint) when this process is gone: see Anneal.Training.ServerWatch.
@@ -84,7 +97,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         try { process.Start(); }
         catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
         {
-            var message = $"could not start the trainer '{string.Join(' ', options.TrainerCommand)}': {e.Message}";
+            var message = $"could not start the trainer '{string.Join(' ', command)}': {e.Message}";
             Finish(JobStatus.Failed, EventTypes.Failed, message, new JobError(ErrorCodes.Internal, message));
             return;
         }
@@ -152,26 +165,37 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             ?? (job.ResumeFrom is { } r && JobOutput.IsCompleteCheckpoint(r) ? r : null);
         return (new TrainerJobSpec(_id, job.Wire.Model, modelPath, train, validation, outputDir, settings,
             ResumeFrom: resume, Device: options.Gpus.Count > 0 ? "cuda" : "cpu", MergeLora: settings.Mode != TrainingModes.FullFinetune,
-            TrainingFileName: trainName, ValidationFileName: validationName), null);
+            TrainingFileName: trainName, ValidationFileName: validationName, TokenCacheDir: Path.Combine(db.DataDir, "token-cache")), null);
     }
 
     /// <summary>
     /// The TOML's [compute] section arrives as metadata.effective_config.compute = {gpu_type?, gpu_count?, nodes?}.
-    /// This server does not schedule by it (one job per assigned GPU, or the CPU), so say so as a
-    /// warning instead of ignoring it silently: "requested 4 × H100 on 1 node; this server runs the job on cpu".
+    /// A job placed as asked gets an info event naming its ranks; one that runs otherwise (a CPU-only
+    /// server without --cpu-ranks) a warning: "requested 4 × H100 on 1 node; … runs the job on cpu as one process".
     /// </summary>
-    void WarnAboutRequestedCompute()
+    void WarnAboutRequestedCompute(Placement placement)
     {
         if (job.Wire.Metadata?["effective_config"]?["compute"] is not JsonObject compute || compute.Count == 0) return;
+        if (placement.Ranks > 1)
+        {
+            using var c = db.Connect();
+            JobEvents.Append(c, null, _id, EventTypes.Log, "info",
+                $"[compute] asks for {placement.Requested} devices: the job runs as {placement.Ranks} data-parallel ranks on " +
+                (placement.OnGpus ? $"GPUs {gpu} (one per rank)" : "CPU ranks (--cpu-ranks)") + ".",
+                new JsonObject { ["requested"] = compute.DeepClone(), ["ranks"] = placement.Ranks, ["device"] = placement.OnGpus ? "cuda" : "cpu", ["gpu"] = gpu });
+            signals.EventsAppended.Signal();
+            return;
+        }
         static string? Text(JsonNode? n) => n is JsonValue v ? v.ToString() : null;
         var gpuType = Text(compute["gpu_type"]) ?? "GPU";
         var gpuCount = Text(compute["gpu_count"]) ?? "1";
         var nodes = Text(compute["nodes"]) ?? "1";
         var requested = $"{gpuCount} × {gpuType} on {nodes} node{(nodes == "1" ? "" : "s")}";
-        var actual = gpu is null ? "cpu" : $"GPU {gpu} (1 × cuda device, CUDA_VISIBLE_DEVICES={gpu}) on this machine";
+        if (placement.OnGpus) return;   // one GPU, as asked
+        var actual = "cpu as one process (anneal serve --cpu-ranks runs one CPU rank per requested device)";
         using var conn = db.Connect();
         JobEvents.Append(conn, null, _id, EventTypes.Log, "warning",
-            $"[compute] requested {requested}; this server does not schedule by [compute] and runs the job on {actual}.",
+            $"[compute] requested {requested}; this server has no GPUs to place it on and runs the job on {actual}.",
             new JsonObject { ["requested"] = compute.DeepClone(), ["device"] = gpu is null ? "cpu" : "cuda", ["gpu"] = gpu });
         signals.EventsAppended.Signal();
     }
@@ -209,26 +233,31 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         switch (e.Type)
         {
             // Final events are recorded with the final status when the process exits.
-            case EventTypes.Completed: _completed = data ?? []; return;
+            case EventTypes.Completed: _completed = EventData.Read<CompletedData>(data); return;
             case EventTypes.Failed: _failed = data ?? []; _failedMessage = e.Message; return;
             case EventTypes.Cancelled: _cancelled = data ?? []; return;
         }
         using var tx = conn.BeginTransaction();
         switch (e.Type)
         {
-            case EventTypes.Progress when data is not null:
-                RecordProgress(conn, tx, data);
+            case EventTypes.Progress when EventData.Read<ProgressData>(data) is { } progress:
+                RecordProgress(conn, tx, progress);
                 break;
-            case EventTypes.ValidationSummary when data is not null && Num(data, "val_loss") is { } valLoss:
-                MetricsApi.Record(conn, tx, _id, MetricNames.ValLoss, (long)(Num(data, "step") ?? 0), valLoss);
+            case EventTypes.DataPrepared when data is not null:
+                // The trainer rendered and tokenized the files with the job's model: their num_tokens.
+                RecordFileTokens(conn, tx, job.Wire.TrainingFileId, Num(data, "file_tokens"));
+                RecordFileTokens(conn, tx, job.Wire.ValidationFileId, Num(data, "validation_file_tokens"));
                 break;
-            case EventTypes.CheckpointSaved when data is not null && Num(data, "step") is { } step && data["path"]?.GetValue<string>() is { } path:
+            case EventTypes.ValidationSummary when EventData.Read<ValidationSummaryData>(data) is { } summary && double.IsFinite(summary.ValLoss):
+                MetricsApi.Record(conn, tx, _id, MetricNames.ValLoss, summary.Step, summary.ValLoss);
+                break;
+            case EventTypes.CheckpointSaved when EventData.Read<CheckpointSavedData>(data) is { Path: not null } saved:
                 Db.Exec(conn, tx, """
                     INSERT OR REPLACE INTO checkpoints (id, job_id, org, step, path, metrics, created_at)
                     VALUES (@id, @job, @org, @step, @path, @metrics, @t)
                     """,
-                    ("@id", $"{FineTunedId()}:step-{(long)step}"), ("@job", _id), ("@org", job.Org), ("@step", (long)step), ("@path", path),
-                    ("@metrics", (data["metrics"] as JsonObject)?.ToJsonString(AnnealJson.Options)), ("@t", Db.Now()));
+                    ("@id", $"{FineTunedId()}:step-{saved.Step}"), ("@job", _id), ("@org", job.Org), ("@step", saved.Step), ("@path", saved.Path),
+                    ("@metrics", saved.Metrics?.ToJsonString(AnnealJson.Options)), ("@t", Db.Now()));
                 break;
         }
         JobEvents.Append(conn, tx, _id, e.Type, string.IsNullOrEmpty(e.Level) ? "info" : e.Level,
@@ -237,15 +266,23 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         signals.EventsAppended.Signal();
     }
 
-    void RecordProgress(Microsoft.Data.Sqlite.SqliteConnection conn, Microsoft.Data.Sqlite.SqliteTransaction tx, JsonObject data)
+    void RecordProgress(Microsoft.Data.Sqlite.SqliteConnection conn, Microsoft.Data.Sqlite.SqliteTransaction tx, ProgressData p)
     {
-        var step = (long)(Num(data, "step") ?? 0);
-        var progress = new JobProgress(step, (long)(Num(data, "total_steps") ?? 0), Num(data, "epoch") ?? 0,
-            Num(data, "tokens_per_second"), Num(data, "eta_seconds"));
+        var progress = new JobProgress(p.Step, p.TotalSteps, p.Epoch, Finite(p.TokensPerSecond), Finite(p.EtaSeconds));
         Db.Exec(conn, tx, "UPDATE jobs SET progress = @p, trained_tokens = COALESCE(@tt, trained_tokens) WHERE id = @id",
-            ("@p", Db.ToJson(progress)), ("@tt", Num(data, "trained_tokens") is { } tt ? (long)tt : null), ("@id", _id));
-        foreach (var (key, name) in new[] { ("loss", MetricNames.TrainLoss), ("lr", MetricNames.TrainLr), ("grad_norm", MetricNames.TrainGradNorm), ("tokens_per_second", MetricNames.TrainTokensPerSecond) })
-            if (Num(data, key) is { } v) MetricsApi.Record(conn, tx, _id, name, step, v);
+            ("@p", Db.ToJson(progress)), ("@tt", p.TrainedTokens), ("@id", _id));
+        foreach (var (value, name) in new[] { ((double?)p.Loss, MetricNames.TrainLoss), (p.Lr, MetricNames.TrainLr), (p.GradNorm, MetricNames.TrainGradNorm), (p.TokensPerSecond, MetricNames.TrainTokensPerSecond) })
+            if (Finite(value) is { } v) MetricsApi.Record(conn, tx, _id, name, p.Step, v);
+    }
+
+    static double? Finite(double? v) => v is { } d && double.IsFinite(d) ? d : null;
+
+    /// <summary>A file's num_tokens, from the first job that tokenized it (Qwen3 models share one tokenizer).</summary>
+    void RecordFileTokens(Microsoft.Data.Sqlite.SqliteConnection conn, Microsoft.Data.Sqlite.SqliteTransaction tx, string? fileId, double? tokens)
+    {
+        if (fileId is null || tokens is null) return;
+        Db.Exec(conn, tx, "UPDATE files SET num_tokens = @t WHERE id = @id AND org = @org AND num_tokens IS NULL",
+            ("@t", (long)tokens.Value), ("@id", fileId), ("@org", job.Org));
     }
 
     static double? Num(JsonObject data, string key) =>
@@ -303,7 +340,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         Finish(JobStatus.Failed, EventTypes.Failed, why, new JobError(ErrorCodes.TrainerCrashed, why + "; see log_tail and GET …/logs", tail));
     }
 
-    void Succeed(JsonObject completed)
+    void Succeed(CompletedData completed)
     {
         if (RecordSucceeded(db, job, completed, null)) signals.EventsAppended.Signal();
     }
@@ -312,17 +349,16 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     /// running → succeeded with the fine-tuned model registered and sft.completed, in one transaction;
     /// false when the job was no longer running. Also used by recovery to adopt a finished final/.
     /// </summary>
-    internal static bool RecordSucceeded(Db db, JobRow job, JsonObject completed, string? note)
+    internal static bool RecordSucceeded(Db db, JobRow job, CompletedData completed, string? note)
     {
         var id = job.Wire.Id;
         var ftId = FineTunedId(db, job);
         var output = Path.Combine(db.JobsDir, id, "output");
-        var merged = completed["merged_path"]?.GetValue<string>();
-        var final = completed["final_path"]?.GetValue<string>() ?? Path.Combine(output, "final");
+        var merged = completed.MergedPath;
+        var final = completed.FinalPath ?? Path.Combine(output, "final");
         // LoRA: serve the merged full model when the trainer wrote one (spec.MergeLora).
         var path = job.Mode == TrainingModes.FullFinetune ? final : merged ?? Path.Combine(final, "merged");
-        var trained = Num(completed, "trained_tokens") is { } t ? (long?)t : null;
-        var weightsStep = Num(completed, "weights_step") is { } w ? (long?)w : null;
+        var (trained, weightsStep) = (completed.TrainedTokens, completed.WeightsStep);
         using var conn = db.Connect();
         var baseModel = JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model;
         using var tx = conn.BeginTransaction();
@@ -333,7 +369,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             INSERT OR REPLACE INTO fine_tuned_models (id, org, base_model, job_id, path, status, created_at)
             VALUES (@id, @org, @base, @job, @path, 'ready', @t)
             """, ("@id", ftId), ("@org", job.Org), ("@base", baseModel), ("@job", id), ("@path", path), ("@t", Db.Now()));
-        var data = JobOutput.Relative(completed, Path.Combine(db.JobsDir, id))!;
+        var data = JobOutput.Relative(EventData.ToJson(completed), Path.Combine(db.JobsDir, id))!;
         data["fine_tuned_model"] = ftId;
         JobEvents.Append(conn, tx, id, EventTypes.Completed, "info", $"Training completed: {ftId}{note}", data);
         tx.Commit();

@@ -26,7 +26,11 @@ public sealed record TrainerState
     [JsonPropertyName("sequence_length")] public int SequenceLength { get; init; }
     [JsonPropertyName("packing")] public bool Packing { get; init; }
     [JsonPropertyName("token_budget")] public bool TokenBudget { get; init; }
+    /// <summary>padded | bucketed | token_budget | packed; null in checkpoints written before the setting existed.</summary>
+    [JsonPropertyName("batching")] public string? Batching { get; init; }
     [JsonPropertyName("mode")] public string Mode { get; init; } = "";
+    /// <summary>Ranks that trained it (the global batch and each rank's data depend on it); 1 in older checkpoints.</summary>
+    [JsonPropertyName("world_size")] public int WorldSize { get; init; } = 1;
     [JsonPropertyName("trained_tokens")] public long TrainedTokens { get; init; }
     [JsonPropertyName("last_loss")] public double? LastLoss { get; init; }
     [JsonPropertyName("best_metric")] public double? BestMetric { get; init; }
@@ -45,12 +49,18 @@ public static class TrainingCheckpoint
         if (model.LoraSettings != null)
         {
             Lora.SaveAdapter(model, folder, baseModelId);
-            foreach (var f in ModelFolder.TokenizerFiles)
-                if (File.Exists(Path.Combine(baseModelFolder, f)))
-                    File.Copy(Path.Combine(baseModelFolder, f), Path.Combine(folder, f), overwrite: true);
+            CopyTokenizerFiles(baseModelFolder, folder);
         }
         else
             ModelFolder.Save(model, folder, baseModelFolder);
+    }
+
+    /// <summary>An adapter folder carries the base model's tokenizer, so it can be served alone.</summary>
+    internal static void CopyTokenizerFiles(string baseModelFolder, string folder)
+    {
+        foreach (var f in ModelFolder.TokenizerFiles)
+            if (File.Exists(Path.Combine(baseModelFolder, f)))
+                File.Copy(Path.Combine(baseModelFolder, f), Path.Combine(folder, f), overwrite: true);
     }
 
     /// <summary>Copies weights saved by <see cref="SaveWeights"/> back into the model.</summary>
@@ -60,18 +70,12 @@ public static class TrainingCheckpoint
         else ModelFolder.CopyWeightsInto(model, folder);
     }
 
+    /// <summary>Writes a checkpoint folder now, atomically (CheckpointWriter does the same in the background).</summary>
     public static void Save(string folder, Qwen3ForCausalLM model, Optim.FlatAdamW optimizer, TrainerState state,
         string baseModelFolder, string baseModelId)
     {
-        var tmp = folder + ".partial";
-        if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
-        Directory.CreateDirectory(tmp);
-        SaveWeights(model, tmp, baseModelFolder, baseModelId);
-        optimizer.Save(Path.Combine(tmp, OptimizerFile));
-        File.WriteAllText(Path.Combine(tmp, StateFile), JsonSerializer.Serialize(state, Json));
-        // A checkpoint folder appears complete or not at all.
-        if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-        Directory.Move(tmp, folder);
+        using var snapshot = CheckpointSnapshot.Take(model, optimizer, state, baseModelFolder, baseModelId);
+        snapshot.WriteTo(folder);
     }
 
     // A broken resume point is the server's own state (it picks resume_from), never a user error:

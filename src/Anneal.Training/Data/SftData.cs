@@ -1,16 +1,6 @@
-// Supervised fine-tuning data: JSONL records → token ids with a trained-token mask → batches.
-//
-// Batches waste as little compute on padding as possible, two ways:
-//   - length bucketing (default): examples are shuffled, sorted by length within mega-batches of
-//     64 optimizer steps, cut into steps, and the steps shuffled again. Rows of a micro-batch are
-//     right-padded to the longest; plain causal attention (the flash kernel) stays correct since
-//     padding only follows real tokens.
-//   - packing: examples are laid end to end in rows of sequence_length with a block-diagonal causal
-//     mask (no attention across examples) and positions restarting at 0 for each example.
-//   - token budget (bucketing variant): a micro-batch takes as many length-sorted rows as fit in
-//     per_device_batch × sequence_length padded tokens, so short examples make wide batches and long
-//     ones narrow batches. The loss stays Σ token losses / trained tokens of the whole step.
-// Every plan is a pure function of (seed, epoch): a resumed run sees the same batches.
+// Supervised fine-tuning data: JSONL records → token ids with a trained-token mask (Fit: truncation
+// and dropping) → micro-batch tensors (Collate). Which examples form a step and a micro-batch is
+// StepPlan's; where the tokens live (a memory-mapped cache file) is TokenCache's.
 using System.Text.Json.Nodes;
 using Anneal.Core.Datasets;
 using TorchSharp;
@@ -32,21 +22,91 @@ public sealed record SftExample(int Line, int[] Ids, bool[] Trained)
 /// sequence_length that leaves every record at least one trained token.
 /// </summary>
 public sealed record DataStats(int Examples, long Tokens, long TrainedTokens, int Truncated, int DroppedNoTrainedTokens,
-    int TotalExamples = 0, int LongestTokens = 0, int MinLengthToKeepAll = 0);
+    int TotalExamples = 0, int LongestTokens = 0, int MinLengthToKeepAll = 0)
+{
+    /// <summary>Tokens of every record of the file as rendered, before truncation (the file's num_tokens for this tokenizer).</summary>
+    public long FileTokens { get; init; }
+}
+
+/// <summary>One record after <see cref="SftData.Fit"/>: the example (null when dropped) and what the statistics need.</summary>
+public readonly record struct FittedExample(SftExample? Example, int FileTokens, int TokensToKeep, bool Truncated, int TrainedTokens);
+
+/// <summary>Sums <see cref="FittedExample"/>s, in file order, into <see cref="DataStats"/>.</summary>
+public sealed class DataStatsBuilder
+{
+    int total, kept, truncated, dropped, longest, keepAll;
+    long tokens, trained, fileTokens;
+
+    public void Add(FittedExample f)
+    {
+        total++;
+        fileTokens += f.FileTokens;
+        longest = Math.Max(longest, f.FileTokens);
+        keepAll = Math.Max(keepAll, f.TokensToKeep);
+        if (f.Example is not { } e) { dropped++; return; }
+        kept++;
+        if (f.Truncated) truncated++;
+        tokens += e.Length;
+        trained += f.TrainedTokens;
+    }
+
+    public DataStats Build() => new(kept, tokens, trained, truncated, dropped, total, longest, keepAll) { FileTokens = fileTokens };
+}
 
 /// <summary>
 /// One micro-batch on the device. Targets are already shifted: Targets[b, t] is the token predicted
-/// at position t (ids[b, t+1] when trained, else -100).
+/// at position t (ids[b, t+1] when trained, else -100). TargetRows/RowTargets list the trained
+/// positions of the flattened batch and their targets, worked out on the host, so the loss gathers
+/// its rows without a nonzero() (a device → host sync per micro-batch).
 /// </summary>
 /// <param name="Ids">(B, T) int64</param>
 /// <param name="Positions">(B, T) int64</param>
 /// <param name="Targets">(B, T) int64, -100 = no loss</param>
-/// <param name="Mask">null for causal attention, else (B, 1, T, T) bool, true = may attend</param>
-public sealed record SftBatch(Tensor Ids, Tensor Positions, Tensor Targets, Tensor? Mask, int TrainedTokens, int Tokens) : IDisposable
+/// <param name="Mask">null for causal attention, else (B, 1, T, T) bool, true = may attend (built on the device)</param>
+/// <param name="TargetRows">(N) int64: indices into the B·T flattened positions that have a target</param>
+/// <param name="RowTargets">(N) int64: the target at each of those positions</param>
+public sealed record SftBatch(Tensor Ids, Tensor Positions, Tensor Targets, Tensor? Mask, int TrainedTokens, int Tokens,
+    Tensor TargetRows, Tensor RowTargets) : IDisposable
 {
     public void Dispose()
     {
-        Ids.Dispose(); Positions.Dispose(); Targets.Dispose(); Mask?.Dispose();
+        Ids.Dispose(); Positions.Dispose(); Targets.Dispose(); Mask?.Dispose(); TargetRows.Dispose(); RowTargets.Dispose();
+    }
+}
+
+/// <summary>
+/// A micro-batch in host memory (pinned when bound for CUDA), built off the training thread by the
+/// prefetcher. <see cref="ToDevice"/> copies it without blocking and builds the packed mask there.
+/// </summary>
+public sealed class HostBatch(Tensor ids, Tensor positions, Tensor targets, Tensor? segments, Tensor targetRows, Tensor rowTargets,
+    int trainedTokens, int tokens) : IDisposable
+{
+    public int TrainedTokens => trainedTokens;
+    public int Tokens => tokens;
+
+    /// <summary>The device batch; this host batch is consumed (disposed).</summary>
+    public SftBatch ToDevice(Device device)
+    {
+        using var scope = NewDisposeScope();
+        Tensor Move(Tensor t) => (t.device_type == device.type ? t.alias() : t.to(device, non_blocking: true)).MoveToOuterDisposeScope();
+        Tensor? mask = null;
+        if (segments is not null)
+        {
+            // (B, T) segment ids → (B, 1, T, T): same example and not in the future. Never a host tensor.
+            var seg = segments.to(device, non_blocking: true);
+            var T = seg.shape[1];
+            var same = seg.unsqueeze(2).eq(seg.unsqueeze(1));                                     // (B, T, T)
+            var causal = torch.ones(T, T, dtype: ScalarType.Bool, device: device).tril();       // (T, T)
+            mask = (same & causal).unsqueeze(1).MoveToOuterDisposeScope();                       // (B, 1, T, T)
+        }
+        var batch = new SftBatch(Move(ids), Move(positions), Move(targets), mask, trainedTokens, tokens, Move(targetRows), Move(rowTargets));
+        Dispose();
+        return batch;
+    }
+
+    public void Dispose()
+    {
+        ids.Dispose(); positions.Dispose(); targets.Dispose(); segments?.Dispose(); targetRows.Dispose(); rowTargets.Dispose();
     }
 }
 
@@ -55,17 +115,15 @@ public static class SftData
     public const long IgnoreIndex = -100;
 
     /// <summary>
-    /// Reads and encodes a JSONL file (validated beforehand). Examples longer than sequenceLength are
-    /// truncated; examples left without any trained token are dropped; both are counted separately
-    /// (a dropped example is not also counted as truncated). displayName names the file in errors
-    /// (the user's file name rather than a storage path).
+    /// Reads and encodes a JSONL file (validated beforehand) into memory, on one thread: for tests and
+    /// benchmarks. The trainer goes through <see cref="TokenCache"/> (parallel, cached, memory-mapped);
+    /// both apply <see cref="Fit"/>. displayName names the file in errors.
     /// </summary>
     public static (List<SftExample> Examples, DataStats Stats) Load(
         string path, Func<JsonObject, (int[] Ids, bool[] Trained)> encode, int sequenceLength, string? displayName = null)
     {
         var examples = new List<SftExample>();
-        int total = 0, truncated = 0, dropped = 0, longest = 0, keepAll = 0;
-        long tokens = 0, trained = 0;
+        var stats = new DataStatsBuilder();
         foreach (var (line, record) in DatasetRecords.Read(path))
         {
             int[] ids; bool[] mask;
@@ -74,117 +132,66 @@ public static class SftData
             {
                 throw TrainerUserException.BadData($"{displayName ?? path}: Line {line}: {e.Message}");
             }
-            total++;
-            longest = Math.Max(longest, ids.Length);
-            // Token 0 has no context to be predicted from; the first trained token at index i needs i + 1 tokens.
-            var firstTrained = Array.IndexOf(mask, true, Math.Min(1, mask.Length));
-            if (firstTrained > 0) keepAll = Math.Max(keepAll, firstTrained + 1);
-            var cut = ids.Length > sequenceLength;
-            if (cut)
-            {
-                ids = ids[..sequenceLength];
-                mask = mask[..sequenceLength];
-            }
-            if (mask.Length > 0) mask[0] = false;
-            var example = new SftExample(line, ids, mask);
-            if (example.TrainedTokens == 0) { dropped++; continue; }
-            if (cut) truncated++;
-            examples.Add(example);
-            tokens += ids.Length;
-            trained += example.TrainedTokens;
+            var fitted = Fit(line, ids, mask, sequenceLength);
+            stats.Add(fitted);
+            if (fitted.Example is { } example) examples.Add(example);
         }
-        return (examples, new DataStats(examples.Count, tokens, trained, truncated, dropped, total, longest, keepAll));
+        return (examples, stats.Build());
     }
 
     /// <summary>
-    /// The optimizer steps of one epoch: each step is a list of micro-batches, each micro-batch a
-    /// list of rows, each row a list of example indices (one index unless packing).
+    /// The rule that turns an encoded record into a training example: longer than sequenceLength →
+    /// truncated (the head is kept); token 0 is never a target (it has no context); no trained token
+    /// left → dropped (Example null; a dropped example is not also counted as truncated).
     /// </summary>
-    public static List<List<List<int[]>>> PlanEpoch(IReadOnlyList<SftExample> examples, int seed, int epoch,
-        int perDeviceBatch, int accumulation, int sequenceLength, bool packing, bool tokenBudget = false)
+    public static FittedExample Fit(int line, int[] ids, bool[] mask, int sequenceLength)
     {
-        // System.Random with a fixed seed is stable across runs (HashCode.Combine would not be).
-        var rng = new Random(unchecked(seed * 1_000_003 + epoch * 7_919 + 17));
-        var order = Enumerable.Range(0, examples.Count).ToArray();
-        rng.Shuffle(order);
-
-        // Rows: single examples, or examples packed end to end up to sequenceLength (next fit).
-        var rows = new List<int[]>();
-        if (!packing)
-            rows.AddRange(order.Select(i => new[] { i }));
-        else
+        var fileTokens = ids.Length;
+        // The first trained token at index i needs i + 1 tokens.
+        var firstTrained = Array.IndexOf(mask, true, Math.Min(1, mask.Length));
+        var needs = firstTrained > 0 ? firstTrained + 1 : 0;
+        var cut = ids.Length > sequenceLength;
+        if (cut)
         {
-            var current = new List<int>();
-            var used = 0;
-            foreach (var i in order)
-            {
-                if (used + examples[i].Length > sequenceLength && current.Count > 0)
-                {
-                    rows.Add([.. current]);
-                    current.Clear();
-                    used = 0;
-                }
-                current.Add(i);
-                used += examples[i].Length;
-            }
-            if (current.Count > 0) rows.Add([.. current]);
+            ids = ids[..sequenceLength];
+            mask = mask[..sequenceLength];
         }
-
-        int RowLength(int[] row) => row.Sum(i => examples[i].Length);
-        var rowsPerStep = perDeviceBatch * accumulation;
-        var mega = rowsPerStep * 64;
-        var steps = new List<List<List<int[]>>>();
-        for (var m = 0; m < rows.Count; m += mega)
-        {
-            var chunk = rows.Skip(m).Take(mega).OrderByDescending(RowLength).ToList();
-            if (tokenBudget)
-            {
-                // Sorted longest first, so a micro-batch's padded size is its first row's length × rows.
-                var budget = (long)perDeviceBatch * sequenceLength;
-                var micros = new List<List<int[]>>();
-                foreach (var row in chunk)
-                {
-                    if (micros.Count == 0 || (long)(micros[^1].Count + 1) * RowLength(micros[^1][0]) > budget)
-                        micros.Add([]);
-                    micros[^1].Add(row);
-                }
-                for (var s = 0; s < micros.Count; s += accumulation)
-                    steps.Add(micros.Skip(s).Take(accumulation).ToList());
-                continue;
-            }
-            for (var s = 0; s < chunk.Count; s += rowsPerStep)
-            {
-                var stepRows = chunk.Skip(s).Take(rowsPerStep).ToList();
-                var micro = new List<List<int[]>>();
-                for (var b = 0; b < stepRows.Count; b += perDeviceBatch)
-                    micro.Add(stepRows.Skip(b).Take(perDeviceBatch).ToList());
-                steps.Add(micro);
-            }
-        }
-        rng.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(steps));
-        return steps;
+        if (mask.Length > 0) mask[0] = false;
+        var example = new SftExample(line, ids, mask);
+        var trained = example.TrainedTokens;
+        return new FittedExample(trained == 0 ? null : example, fileTokens, needs, cut && trained > 0, trained);
     }
 
     /// <summary>Builds the tensors of one micro-batch on `device`. padId fills padding.</summary>
-    public static SftBatch Collate(IReadOnlyList<SftExample> examples, IReadOnlyList<int[]> rows, int padId, Device device)
+    public static SftBatch Collate(IReadOnlyList<SftExample> examples, IReadOnlyList<int[]> rows, int padId, Device device) =>
+        CollateOnHost(examples, rows, padId, pin: false).ToDevice(device);
+
+    /// <summary>
+    /// Builds one micro-batch in host memory: each row holds its examples end to end (more than one
+    /// only when packed, with a segment id per example), right-padded with padId to the longest row.
+    /// pin: page-locked memory, so the copy to a CUDA device can run asynchronously.
+    /// </summary>
+    public static HostBatch CollateOnHost(IReadOnlyList<SftExample> examples, IReadOnlyList<int[]> rows, int padId, bool pin)
     {
         var packed = rows.Any(r => r.Length > 1);
         var B = rows.Count;
-        var T = rows.Max(r => r.Sum(i => examples[i].Length));
+        var rowExamples = rows.Select(r => r.Select(i => examples[i]).ToArray()).ToArray();   // each read once (a mapped file copies)
+        var T = rowExamples.Max(r => r.Sum(e => e.Length));
         var ids = new long[B * T];
         var positions = new long[B * T];
         var targets = new long[B * T];
         var segments = packed ? new int[B * T] : null;
+        var targetRows = new List<long>();
+        var rowTargets = new List<long>();
         Array.Fill(ids, padId);
         Array.Fill(targets, IgnoreIndex);
-        int trained = 0, tokens = 0;
+        int tokens = 0;
         for (var b = 0; b < B; b++)
         {
             var offset = 0;
             var segment = 1;
-            foreach (var i in rows[b])
+            foreach (var e in rowExamples[b])
             {
-                var e = examples[i];
                 for (var t = 0; t < e.Length; t++)
                 {
                     var at = b * T + offset + t;
@@ -193,7 +200,8 @@ public static class SftData
                     if (t + 1 < e.Length && e.Trained[t + 1])
                     {
                         targets[at] = e.Ids[t + 1];
-                        trained++;
+                        targetRows.Add(at);
+                        rowTargets.Add(e.Ids[t + 1]);
                     }
                     if (segments != null) segments[at] = segment;
                 }
@@ -205,17 +213,16 @@ public static class SftData
             for (var t = offset; t < T; t++) positions[b * T + t] = t - offset;
         }
 
-        // Host tensors are freed here; only the device copies leave the scope.
-        using var scope = NewDisposeScope();
-        Tensor? mask = null;
-        if (segments != null)
+        Tensor Host(Tensor t) => pin ? Pinned(t) : t;
+        static Tensor Pinned(Tensor t)
         {
-            var seg = torch.tensor(segments, dtype: ScalarType.Int32).view(B, T);
-            var same = seg.unsqueeze(2).eq(seg.unsqueeze(1));                              // (B, T, T)
-            var causal = torch.ones(T, T, dtype: ScalarType.Bool).tril();                    // (T, T)
-            mask = (same & causal).unsqueeze(1).to(device).MoveToOuterDisposeScope();        // (B, 1, T, T)
+            var p = t.pin_memory();
+            t.Dispose();
+            return p;
         }
-        Tensor ToDevice(long[] values) => torch.tensor(values, dtype: ScalarType.Int64).view(B, T).to(device).MoveToOuterDisposeScope();
-        return new SftBatch(ToDevice(ids), ToDevice(positions), ToDevice(targets), mask, trained, tokens);
+        Tensor Long(long[] values, params long[] shape) => Host(torch.tensor(values, shape, dtype: ScalarType.Int64));
+        return new HostBatch(Long(ids, B, T), Long(positions, B, T), Long(targets, B, T),
+            segments is null ? null : Host(torch.tensor(segments, [B, T], dtype: ScalarType.Int32)),
+            Long([.. targetRows], targetRows.Count), Long([.. rowTargets], rowTargets.Count), targetRows.Count, tokens);
     }
 }

@@ -11,10 +11,18 @@
 // The block's trainable parameters are passed as extra inputs so that the node takes part in
 // backward even when x needs no gradient (LoRA over frozen embeddings); their gradients arrive
 // through the inner backward, so the node returns none for them.
-// Requirements on the block: deterministic (no dropout; Qwen3 fine-tuning uses none), and the only
-// tensor carrying gradient from outside is x. Per-step tensors the block reads (rotary tables,
+// Randomness (LoRA dropout) is replayed: the re-run must draw the same dropout masks as the forward,
+// or the gradients belong to another network. On the CPU the default generator's state is saved
+// before the forward and restored around the re-run (then put back), so the run draws exactly what
+// it would without checkpointing. TorchSharp exposes no CUDA generator state, so on CUDA the forward
+// draws a seed from the CPU generator (no device sync) and seeds the CUDA generator with it before
+// the block, and the re-run seeds it again: the same masks in forward and re-run, from a stream
+// that differs from the one an unchecked run would draw (each step reseeds, so runs stay
+// reproducible).
+// Requirement on the block: the only tensor carrying gradient from outside is x. Per-step tensors the block reads (rotary tables,
 // masks) are passed as `context` and saved with the node: a closure capturing them would find
 // their handles freed by the caller's dispose scope when backward re-runs the block.
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Anneal.Training.Kernels;
@@ -69,6 +77,7 @@ sealed class CheckpointFunction : autograd.SingleTensorFunction<CheckpointFuncti
         ctx.save_data("block", block);
         ctx.save_data("input_requires_grad", input.requires_grad);
         ctx.save_data("vars", vars.Length);
+        ctx.save_data("random", RandomReplay.Capture(input.device));
         using var scope = NewDisposeScope();
         return block(input, context).MoveToOuterDisposeScope();
     }
@@ -80,10 +89,12 @@ sealed class CheckpointFunction : autograd.SingleTensorFunction<CheckpointFuncti
         bool inputRequiresGrad = (bool)ctx.get_data("input_requires_grad");
         int count = (int)ctx.get_data("vars");
         Tensor? gradInput = null;
+        using (var random = (RandomReplay)ctx.get_data("random"))
         using (var scope = NewDisposeScope())
         {
             var saved = ctx.get_saved_variables();
             using (enable_grad())
+            using (random.Replay())
             {
                 var x = saved[0].detach().requires_grad_(inputRequiresGrad);
                 var y = block(x, saved.GetRange(1, saved.Count - 1));
@@ -95,5 +106,50 @@ sealed class CheckpointFunction : autograd.SingleTensorFunction<CheckpointFuncti
         var grads = new List<Tensor>(count) { null!, null!, ReturnedGradients.Keep(gradInput)! };
         for (int i = 3; i < count; i++) grads.Add(null!);
         return grads;
+    }
+}
+
+/// <summary>The random-generator position a checkpointed block's forward started from, to replay in its re-run.</summary>
+sealed class RandomReplay : IDisposable
+{
+    readonly Tensor? cpuState;   // CPU: the default generator's full state (a few KB)
+    readonly long cudaSeed;      // CUDA: the seed given to the CUDA generator before the block
+
+    RandomReplay(Tensor? cpuState, long cudaSeed) => (this.cpuState, this.cudaSeed) = (cpuState, cudaSeed);
+
+    /// <summary>Call just before the forward runs the block.</summary>
+    public static RandomReplay Capture(Device device)
+    {
+        if (device.type != DeviceType.CUDA)
+            return new RandomReplay(get_rng_state().DetachFromDisposeScope(), 0);
+        long seed;
+        using (var draw = randint(0, long.MaxValue, [1], dtype: ScalarType.Int64)) seed = draw.item<long>();
+        cuda.manual_seed(seed);
+        return new RandomReplay(null, seed);
+    }
+
+    /// <summary>Puts the generator where the forward started; disposing puts the CPU generator back.</summary>
+    public IDisposable Replay()
+    {
+        if (cpuState is null)
+        {
+            cuda.manual_seed(cudaSeed);
+            return new Restore(null);
+        }
+        var current = get_rng_state().DetachFromDisposeScope();
+        set_rng_state(cpuState);
+        return new Restore(current);
+    }
+
+    public void Dispose() => cpuState?.Dispose();
+
+    sealed class Restore(Tensor? state) : IDisposable
+    {
+        public void Dispose()
+        {
+            if (state is null) return;
+            set_rng_state(state);
+            state.Dispose();
+        }
     }
 }

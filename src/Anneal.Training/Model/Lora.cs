@@ -94,9 +94,12 @@ public static class Lora
         model.named_parameters().Where(p => IsAdapterParameter(p.name)).Select(p => (PeftPrefix + p.name, (Tensor)p.parameter));
 
     /// <summary>Writes adapter_config.json and adapter_model.safetensors (PEFT layout).</summary>
-    public static void SaveAdapter(Qwen3ForCausalLM model, string folder, string baseModel)
+    public static void SaveAdapter(Qwen3ForCausalLM model, string folder, string baseModel) =>
+        WriteAdapter(folder, model.LoraSettings ?? throw new InvalidOperationException("the model has no LoRA adapters"), baseModel, AdapterTensors(model));
+
+    /// <summary>Writes adapter_config.json and adapter_model.safetensors from given tensors (e.g. host copies of the adapter).</summary>
+    public static void WriteAdapter(string folder, LoraSettings s, string baseModel, IEnumerable<(string Name, Tensor Tensor)> tensors)
     {
-        var s = model.LoraSettings ?? throw new InvalidOperationException("the model has no LoRA adapters");
         Directory.CreateDirectory(folder);
         var config = new JsonObject
         {
@@ -116,7 +119,7 @@ public static class Lora
             ["use_dora"] = false,
         };
         File.WriteAllText(Path.Combine(folder, AdapterConfigFile), config.ToJsonString(new() { WriteIndented = true }));
-        SafetensorsFile.Write(Path.Combine(folder, AdapterWeightsFile), AdapterTensors(model));
+        SafetensorsFile.Write(Path.Combine(folder, AdapterWeightsFile), tensors);
     }
 
     /// <summary>Copies adapter weights saved by <see cref="SaveAdapter"/> into the model.</summary>

@@ -15,6 +15,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using Anneal.Core.Training;
+using Anneal.Training.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -122,14 +123,8 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
-    {
-        using var scope = NewDisposeScope();
-        var h = x.to(ScalarType.Float32);
-        var variance = h.pow(2).mean([-1L], keepdim: true);
-        h = h * torch.rsqrt(variance + eps);
-        return (weight * h.to(x.dtype)).MoveToOuterDisposeScope();
-    }
+    /// <summary>Through a custom autograd node that keeps only x and one fp32 scale per row (Kernels/RmsNormKernel.cs).</summary>
+    public override Tensor forward(Tensor x) => RmsNormKernel.Apply(x, weight, eps);
 }
 
 /// <summary>Rotary position embeddings (RoPE), default variant: inv_freq = θ^(-2i/hd).</summary>
@@ -146,16 +141,8 @@ public static class Rotary
         return (emb.cos().to(dtype).MoveToOuterDisposeScope(), emb.sin().to(dtype).MoveToOuterDisposeScope());
     }
 
-    /// <summary>x·cos + rotate_half(x)·sin, x: (B, heads, T, hd), cos/sin: (B, T, hd).</summary>
-    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
-    {
-        using var scope = NewDisposeScope();
-        var half = x.shape[^1] / 2;
-        var x1 = x.narrow(-1, 0, half);
-        var x2 = x.narrow(-1, half, half);
-        var rotated = torch.cat([-x2, x1], dim: -1);
-        return (x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)).MoveToOuterDisposeScope();
-    }
+    /// <summary>x·cos + rotate_half(x)·sin, x: (B, heads, T, hd), cos/sin: (B, T, hd); backward keeps nothing per call (Kernels/RotaryKernel.cs).</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin) => RotaryKernel.Apply(x, cos, sin);
 }
 
 /// <summary>Inputs shared by every layer of one forward pass.</summary>
@@ -260,7 +247,7 @@ public sealed class Qwen3Mlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = nn.functional.silu(gateProj.call(x)) * upProj.call(x);                    // (B, T, I)
+        var h = SwiGluKernel.Apply(gateProj.call(x), upProj.call(x));                     // (B, T, I), keeps gate and up only
         return downProj.call(h).MoveToOuterDisposeScope();                                  // (B, T, D)
     }
 }

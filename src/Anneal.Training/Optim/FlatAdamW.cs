@@ -23,9 +23,21 @@
 // smaller than half a bf16 ulp still move the weights on average instead of being lost, which is
 // what an fp32 master copy otherwise buys; moments are rounded to nearest.
 //
+// Data parallel (ICollectives): the ranks start from rank 0's weights (broadcast at construction),
+// and each Step first sums the gradients over ranks, so clipping sees the global gradient:
+//   replicated state (DDP): one all-reduce of each group's gradient buffer (the fp32 accumulator
+//     when there is one), then every rank makes the same update;
+//   sharded state (ZeRO-1): buffers padded to a multiple of the world size, rank r keeps moments and
+//     master weights for block r only; a reduce-scatter leaves block r's summed gradient on rank r,
+//     the norm is the all-reduced sum of the blocks' squares, rank r updates block r, and an
+//     all-gather of the weights gives every rank the whole model again. Same bytes on the wire as
+//     one all-reduce; optimizer state per rank divided by the world size. Save gathers the state
+//     (rank 0 writes the same file a single process would; the others call ContributeToSave).
+//
 // Construct it after the model is on its device and its weights are loaded; afterwards do not
 // set .grad to null (module.zero_grad() may) or move the model, which would detach parameters
 // from the buffers. Call SyncMasterWeights() if weights are changed in place later.
+using Anneal.Training.Distributed;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -51,6 +63,9 @@ public sealed class FlatAdamW : IDisposable
     readonly double beta1, beta2, eps, weightDecay;
     readonly long sliceElements;
     readonly ulong seed;
+    // Ranks to sum gradients over (null: one process), and whether the state is sharded (ZeRO-1).
+    readonly ICollectives? comm;
+    readonly bool sharded;
     // Reused fp32 scratch per device: [0] gradient, [1] denominator, [2] and [3] Lean's fp32 moments.
     readonly Dictionary<string, Tensor[]> scratch = [];
 
@@ -59,6 +74,8 @@ public sealed class FlatAdamW : IDisposable
     /// <summary>Number of optimizer steps taken (Adam's t).</summary>
     public long StepCount { get; private set; }
     public IReadOnlyList<FlatGroup> Groups => groups;
+    /// <summary>True when each rank keeps the optimizer state of its block of every group only (ZeRO-1).</summary>
+    public bool Sharded => sharded;
 
     /// <param name="parameters">Named parameters; frozen ones (requires_grad false) and repeats of a tied parameter are skipped.</param>
     /// <param name="fp32MasterWeights">Exact only: keep an fp32 copy of non-fp32 parameters and update that (recommended for bf16).</param>
@@ -67,11 +84,15 @@ public sealed class FlatAdamW : IDisposable
     /// <param name="fp32GradAccumulation">Sum non-fp32 gradients across micro-batches in fp32: call AccumulateMicroBatch after each backward.</param>
     /// <param name="sliceElements">Largest slice the update works on at once (bounds the scratch memory).</param>
     /// <param name="seed">Seed of the stochastic rounding (Lean); step t uses seed + t, so a resumed run rounds alike.</param>
+    /// <param name="collectives">The ranks of a data-parallel run: weights are broadcast from rank 0 now, gradients summed in each Step.</param>
+    /// <param name="shardState">With collectives: keep only this rank's block of the optimizer state (ZeRO-1).</param>
     public FlatAdamW(IEnumerable<(string Name, Parameter Param)> parameters, double beta1 = 0.9, double beta2 = 0.999,
         double eps = 1e-8, double weightDecay = 0.0, bool fp32MasterWeights = true, Func<string, Parameter, bool>? decay = null,
         OptimizerPrecision precision = OptimizerPrecision.Exact, bool fp32GradAccumulation = false,
-        long sliceElements = DefaultSliceElements, ulong seed = 0)
+        long sliceElements = DefaultSliceElements, ulong seed = 0, ICollectives? collectives = null, bool shardState = false)
     {
+        comm = collectives;
+        sharded = comm is not null && shardState;
         if (beta1 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(beta1), beta1, "expected 0 ≤ beta1 < 1");
         if (beta2 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(beta2), beta2, "expected 0 ≤ beta2 < 1");
         if (eps <= 0) throw new ArgumentOutOfRangeException(nameof(eps), eps, "expected eps > 0");
@@ -105,12 +126,16 @@ public sealed class FlatAdamW : IDisposable
             groups.Add(new FlatGroup(key, dtype, device, d, members[key],
                 master: !lean && fp32MasterWeights && reduced,
                 momentDtype: lean ? dtype : ScalarType.Float32,
-                accumulate: fp32GradAccumulation && reduced));
+                accumulate: fp32GradAccumulation && reduced, comm, sharded));
         }
     }
 
     /// <summary>One AdamW update with learning rate <paramref name="lr"/> for this step, without clipping. No host sync.</summary>
-    public void Step(double lr) => Update(lr, coef: null);
+    public void Step(double lr)
+    {
+        ReduceGradients();
+        Update(lr, coef: null);
+    }
 
     /// <summary>
     /// One AdamW update with the gradients clipped to a global L2 norm of at most
@@ -121,6 +146,7 @@ public sealed class FlatAdamW : IDisposable
     public Tensor Step(double lr, double maxGradNorm)
     {
         using var scope = NewDisposeScope();
+        ReduceGradients();
         var norm = GradNorm();
         var coef = double.IsPositiveInfinity(maxGradNorm) ? null : (maxGradNorm / (norm + 1e-6)).clamp_max(1.0);
         Update(lr, coef);
@@ -140,18 +166,20 @@ public sealed class FlatAdamW : IDisposable
             var buffers = Scratch(g.Device, lean ? 4 : 2);
             var groupCoef = coef?.to(g.Device);
             var generator = lean ? new Generator(seed + (ulong)StepCount, g.Device) : null;
-            for (long offset = 0; offset < g.Numel; offset += sliceElements)
+            // This rank's block (the whole buffer unless sharded); state tensors are indexed from the block's start.
+            for (long local = 0; local < g.ShardNumel; local += sliceElements)
             {
                 using var slice = NewDisposeScope();
-                var n = Math.Min(sliceElements, g.Numel - offset);
+                var n = Math.Min(sliceElements, g.ShardNumel - local);
+                var offset = g.ShardOffset + local;
                 var grad = GradSlice(g, offset, n, buffers[0]);
                 if (groupCoef is not null) grad.mul_(groupCoef);
-                var m = g.ExpAvg.narrow(0, offset, n);
-                var v = g.ExpAvgSq.narrow(0, offset, n);
+                var m = g.ExpAvg.narrow(0, local, n);
+                var v = g.ExpAvgSq.narrow(0, local, n);
                 var denom = buffers[1].narrow(0, 0, n);
                 if (!lean)
                 {
-                    var w = (g.Master ?? g.Data).narrow(0, offset, n);
+                    var w = g.Master?.narrow(0, local, n) ?? g.Data.narrow(0, offset, n);
                     if (g.Decay && weightDecay > 0) w.mul_(1 - lr * weightDecay);
                     m.lerp_(grad, 1 - beta1);
                     v.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
@@ -177,6 +205,29 @@ public sealed class FlatAdamW : IDisposable
             }
             generator?.Dispose();
         }
+        if (sharded)
+            foreach (var g in groups) comm!.AllGather(g.Data);
+    }
+
+    /// <summary>
+    /// Sums the gradients over ranks (no-op in one process): all-reduce, or reduce-scatter when
+    /// sharded. The fp32 accumulator is reduced when there is one (.grad's last micro-batch folded in).
+    /// </summary>
+    void ReduceGradients()
+    {
+        if (comm is null) return;
+        using var noGrad = no_grad();
+        foreach (var g in groups)
+        {
+            if (g.Accum is not null)
+            {
+                g.Accum.add_(g.Grad);
+                g.Grad.zero_();
+            }
+            var buffer = g.Accum ?? g.Grad;
+            if (sharded) comm.ReduceScatterSum(buffer);
+            else comm.AllReduceSum(buffer);
+        }
     }
 
     /// <summary>The slice's gradient (the fp32 micro-batch sum plus what is still in .grad) in fp32 scratch.</summary>
@@ -197,13 +248,15 @@ public sealed class FlatAdamW : IDisposable
         foreach (var g in groups)
         {
             var buffer = Scratch(g.Device, 2)[0];
-            for (long offset = 0; offset < g.Numel; offset += sliceElements)
+            for (long local = 0; local < g.ShardNumel; local += sliceElements)
             {
                 using var slice = NewDisposeScope();
-                var grad = GradSlice(g, offset, Math.Min(sliceElements, g.Numel - offset), buffer);
+                var grad = GradSlice(g, g.ShardOffset + local, Math.Min(sliceElements, g.ShardNumel - local), buffer);
                 sumSq.add_(grad.dot(grad).to(device));
             }
         }
+        // Sharded: each rank holds the squares of its blocks only.
+        if (sharded) comm!.AllReduceSum(sumSq.view(1));
         return sumSq.sqrt_().MoveToOuterDisposeScope();
     }
 
@@ -239,7 +292,7 @@ public sealed class FlatAdamW : IDisposable
         if (!scratch.TryGetValue(key, out var buffers) || buffers.Length < count)
         {
             if (buffers is not null) foreach (var b in buffers) b.Dispose();
-            var length = Math.Min(sliceElements, groups.Where(g => g.Device.ToString() == key).Max(g => g.Numel));
+            var length = Math.Max(1, Math.Min(sliceElements, groups.Where(g => g.Device.ToString() == key).Max(g => g.ShardNumel)));
             buffers = Enumerable.Range(0, count).Select(_ => empty(length, ScalarType.Float32, device).DetachFromDisposeScope()).ToArray();
             scratch[key] = buffers;
         }
@@ -258,13 +311,17 @@ public sealed class FlatAdamW : IDisposable
     public void SyncMasterWeights()
     {
         using var noGrad = no_grad();
-        foreach (var g in groups) g.Master?.copy_(g.Data);
+        foreach (var g in groups)
+        {
+            using var block = g.DataShard;
+            g.Master?.copy_(block);
+        }
     }
 
     /// <summary>
     /// The optimizer state as named tensors (shared with the optimizer, not copies):
     /// "step" (int64 0-d), and per group "&lt;group&gt;.exp_avg", ".exp_avg_sq", ".master" (if any),
-    /// where group is e.g. "Float32.cpu.decay".
+    /// where group is e.g. "Float32.cpu.decay". Sharded: this rank's blocks.
     /// </summary>
     public Dictionary<string, Tensor> StateDict()
     {
@@ -297,18 +354,65 @@ public sealed class FlatAdamW : IDisposable
         }
         StepCount = state["step"].item<long>();
         foreach (var g in groups)
-            if (g.Master is not null) g.Data.copy_(g.Master);
+            if (g.Master is not null)
+            {
+                using var block = g.DataShard;
+                block.copy_(g.Master);
+            }
     }
 
-    /// <summary>Writes the state to <paramref name="path"/> (TorchSharp tensor format, with a layout header).</summary>
+    /// <summary>
+    /// Writes the state to <paramref name="path"/> (TorchSharp tensor format, with a layout header).
+    /// Sharded: a collective; the state is gathered, and every other rank calls ContributeToSave meanwhile.
+    /// </summary>
     public void Save(string path)
     {
+        using var state = CopyToHost();
+        state.Save(path);
+    }
+
+    /// <summary>
+    /// A copy of the whole state in host memory, taken between steps, that <see cref="FlatAdamWState.Save"/>
+    /// writes in the format of <see cref="Save"/> while training goes on. Sharded: a collective that
+    /// gathers every rank's block (the other ranks call <see cref="ContributeToSave"/>).
+    /// </summary>
+    public FlatAdamWState CopyToHost()
+    {
+        using var noGrad = no_grad();
+        return new FlatAdamWState(StepCount, groups.Select(g => (g.Name, g.Numel, Whole(g, g.ExpAvg)!, Whole(g, g.ExpAvgSq)!, Whole(g, g.Master))).ToList());
+    }
+
+    /// <summary>Sharded: this rank's part of another rank's CopyToHost or Save (the matching collectives). No-op otherwise.</summary>
+    public void ContributeToSave()
+    {
+        if (!sharded) return;
+        using var noGrad = no_grad();
+        foreach (var g in groups)
+            foreach (var state in new[] { g.ExpAvg, g.ExpAvgSq, g.Master })
+                Whole(g, state)?.Dispose();
+    }
+
+    /// <summary>A host copy of one state tensor of a group: [Numel], gathered from every rank's block when sharded.</summary>
+    Tensor? Whole(FlatGroup g, Tensor? state)
+    {
+        if (state is null) return null;
+        if (!sharded) return (state.device.type == DeviceType.CPU ? state.clone() : state.to(CPU)).DetachFromDisposeScope();
+        using var full = zeros(g.PaddedNumel, state.dtype, state.device);
+        using (var mine = full.narrow(0, g.ShardOffset, g.ShardNumel)) mine.copy_(state);
+        comm!.AllGather(full);
+        using var real = full.narrow(0, 0, g.Numel);
+        return (real.device.type == DeviceType.CPU ? real.clone() : real.to(CPU)).DetachFromDisposeScope();
+    }
+
+    internal static void WriteState(string path, long stepCount, IEnumerable<(string Name, long Numel, Tensor ExpAvg, Tensor ExpAvgSq, Tensor? Master)> state)
+    {
+        var list = state.ToList();
         using var stream = File.Create(path);
         using var writer = new BinaryWriter(stream);
         writer.Write(FileMagic);
-        writer.Write(StepCount);
-        writer.Write(groups.Count);
-        foreach (var g in groups)
+        writer.Write(stepCount);
+        writer.Write(list.Count);
+        foreach (var g in list)
         {
             writer.Write(g.Name);
             writer.Write(g.Numel);
@@ -339,10 +443,25 @@ public sealed class FlatAdamW : IDisposable
             bool master = reader.ReadBoolean();
             if (name != g.Name || numel != g.Numel || master != (g.Master is not null))
                 throw new InvalidDataException($"{path}: group {name} ({numel} elements, master {master}); expected {g.Name} ({g.Numel} elements, master {g.Master is not null}).");
-            g.ExpAvg.Load(reader);
-            g.ExpAvgSq.Load(reader);
-            g.Master?.Load(reader);
-            if (g.Master is not null) g.Data.copy_(g.Master);
+            foreach (var state in new[] { g.ExpAvg, g.ExpAvgSq, g.Master })
+            {
+                if (state is null) continue;
+                if (!sharded)
+                {
+                    state.Load(reader);
+                    continue;
+                }
+                // The file holds the whole group; keep this rank's block (the padding stays zero).
+                using var full = zeros(g.PaddedNumel, state.dtype, state.device);
+                using (var real = full.narrow(0, 0, g.Numel)) real.Load(reader);
+                using var mine = full.narrow(0, g.ShardOffset, g.ShardNumel);
+                state.copy_(mine);
+            }
+            if (g.Master is not null)
+            {
+                using var block = g.DataShard;
+                block.copy_(g.Master);
+            }
         }
         StepCount = step;
     }
@@ -364,6 +483,11 @@ public sealed class FlatGroup : IDisposable
     public Device Device { get; }
     public bool Decay { get; }
     public long Numel { get; }
+    /// <summary>Length of Data, Grad and Accum: Numel rounded up to a multiple of the shard count (zeros after Numel).</summary>
+    public long PaddedNumel { get; }
+    /// <summary>This rank's block [ShardOffset, ShardOffset + ShardNumel) of the buffers: the whole of them unless sharded.</summary>
+    public long ShardOffset { get; }
+    public long ShardNumel { get; }
     /// <summary>(name, offset, numel) of each parameter inside the buffers.</summary>
     public IReadOnlyList<(string Name, long Offset, long Numel)> Layout { get; }
 
@@ -371,24 +495,30 @@ public sealed class FlatGroup : IDisposable
     public Tensor Data { get; }
     /// <summary>[Numel] storage of the group's gradients (each parameter's .grad is a view of it).</summary>
     public Tensor Grad { get; }
-    /// <summary>[Numel] first and second moments (fp32, or the parameters' dtype with Lean).</summary>
+    /// <summary>This rank's block of Data (a view; all of it unless sharded).</summary>
+    public Tensor DataShard => Data.narrow(0, ShardOffset, ShardNumel);
+    /// <summary>[ShardNumel] first and second moments (fp32, or the parameters' dtype with Lean).</summary>
     public Tensor ExpAvg { get; }
     public Tensor ExpAvgSq { get; }
-    /// <summary>[Numel] fp32 master weights, for non-fp32 parameters when enabled.</summary>
+    /// <summary>[ShardNumel] fp32 master weights, for non-fp32 parameters when enabled.</summary>
     public Tensor? Master { get; }
     /// <summary>[Numel] fp32 sum of earlier micro-batches' gradients, for non-fp32 parameters when enabled.</summary>
     public Tensor? Accum { get; }
 
     internal FlatGroup(string name, ScalarType dtype, Device device, bool decay, List<(string Name, Parameter Param)> parameters,
-        bool master, ScalarType momentDtype, bool accumulate)
+        bool master, ScalarType momentDtype, bool accumulate, ICollectives? comm = null, bool sharded = false)
     {
         (Name, Dtype, Device, Decay) = (name, dtype, device, decay);
         Numel = parameters.Sum(p => p.Param.numel());
+        var shards = sharded ? comm!.Size : 1;
+        PaddedNumel = (Numel + shards - 1) / shards * shards;
+        ShardNumel = PaddedNumel / shards;
+        ShardOffset = sharded ? comm!.Rank * ShardNumel : 0;
         var layout = new List<(string, long, long)>();
         using var noGrad = no_grad();
         // Long-lived: kept out of any dispose scope the caller may have open.
-        Data = empty(Numel, dtype, device).DetachFromDisposeScope();
-        Grad = zeros(Numel, dtype, device).DetachFromDisposeScope();
+        Data = (shards > 1 ? zeros(PaddedNumel, dtype, device) : empty(Numel, dtype, device)).DetachFromDisposeScope();
+        Grad = zeros(PaddedNumel, dtype, device).DetachFromDisposeScope();
         long offset = 0;
         foreach (var (pname, p) in parameters)
         {
@@ -406,10 +536,12 @@ public sealed class FlatGroup : IDisposable
             offset += n;
         }
         Layout = layout;
-        ExpAvg = zeros(Numel, momentDtype, device).DetachFromDisposeScope();
-        ExpAvgSq = zeros(Numel, momentDtype, device).DetachFromDisposeScope();
-        Master = master ? Data.to(ScalarType.Float32).DetachFromDisposeScope() : null;
-        Accum = accumulate ? zeros(Numel, ScalarType.Float32, device).DetachFromDisposeScope() : null;
+        // Every rank starts from rank 0's weights (LoRA's random A matrices included).
+        comm?.Broadcast(Data, root: 0);
+        ExpAvg = zeros(ShardNumel, momentDtype, device).DetachFromDisposeScope();
+        ExpAvgSq = zeros(ShardNumel, momentDtype, device).DetachFromDisposeScope();
+        using (var block = DataShard) Master = master ? block.to(ScalarType.Float32).DetachFromDisposeScope() : null;
+        Accum = accumulate ? zeros(PaddedNumel, ScalarType.Float32, device).DetachFromDisposeScope() : null;
     }
 
     public void Dispose()
@@ -421,5 +553,19 @@ public sealed class FlatGroup : IDisposable
         // Data and Grad stay alive through the parameters that view them; drop our references only.
         Data.Dispose();
         Grad.Dispose();
+    }
+}
+
+/// <summary>A host copy of a FlatAdamW's state (moments, master weights, step count), owned by the holder.</summary>
+public sealed class FlatAdamWState(long stepCount, IReadOnlyList<(string Name, long Numel, Tensor ExpAvg, Tensor ExpAvgSq, Tensor? Master)> groups) : IDisposable
+{
+    public long StepCount => stepCount;
+
+    /// <summary>Writes the file <see cref="FlatAdamW.Load"/> reads.</summary>
+    public void Save(string path) => FlatAdamW.WriteState(path, stepCount, groups);
+
+    public void Dispose()
+    {
+        foreach (var g in groups) { g.ExpAvg.Dispose(); g.ExpAvgSq.Dispose(); g.Master?.Dispose(); }
     }
 }

@@ -170,7 +170,10 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
     {
         await using var server = await TestServer.StartAsync();
         using var box = new CliSandbox();
-        var bad = box.Write("bad.jsonl", Samples.Record(0) + "\n{\"messages\": [}\n" + """{"messages":[{"role":"user","content":"hi"}]}""" + "\n");
+        // Invalid text is refused at upload; a file fails later only when its images cannot be
+        // fetched, as these (on a loopback address, which is never fetched) on lines 2 and 3.
+        const string refusedImage = """{"messages":[{"role":"user","content":[{"type":"text","text":"Colour?"},{"type":"image_url","image_url":{"url":"https://127.0.0.1:9/IMAGE.png"}}]},{"role":"assistant","content":"Red."}]}""";
+        var bad = box.Write("bad.jsonl", Samples.Record(0) + "\n" + refusedImage.Replace("IMAGE", "a") + "\n" + refusedImage.Replace("IMAGE", "b") + "\n");
         using var client = server.Client();
         await using (var stream = File.OpenRead(bad))
             await client.UploadFileAsync(stream, "bad.jsonl", "fine-tune", default);

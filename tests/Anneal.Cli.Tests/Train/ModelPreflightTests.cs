@@ -3,6 +3,7 @@
 // Against a real server (its GET /api/models), and with --dry-run against the built-in list.
 using Anneal.Cli.Train;
 using Anneal.Core.Contracts;
+using Anneal.Core.Training;
 
 namespace Anneal.Cli.Tests.Train;
 
@@ -101,8 +102,24 @@ public class ModelPreflightTests
     [InlineData("hyperparameters.parallelism.tp", "[hyperparameters.parallelism].tp")]
     [InlineData("hyperparameters.learning_rate", "[hyperparameters].learning_rate")]
     [InlineData("training_file_id", "training_file_id")]
+    [InlineData("hyperparameters.lora", "[training.lora]")]
+    [InlineData("hyperparameters.validation", "[training.validation]")]
+    [InlineData("hyperparameters.lora_rank", "[hyperparameters].lora_rank")]
+    [InlineData("hyperparameters.world_size", "[hyperparameters].world_size")]
+    [InlineData("validation_file_id", "[data].validation_path")]
+    [InlineData("metadata.effective_config.compute.gpu_type", "[compute].gpu_type")]
     public void Api_fields_map_back_to_toml_keys(string field, string toml) =>
         Assert.Equal(toml, TomlKeys.FromApiField(field));
+
+    [Fact]
+    public void Every_setting_in_the_key_table_maps_to_its_toml_key()
+    {
+        foreach (var key in SettingKeys.All)
+        {
+            var toml = TomlKeys.FromApiField(key.ApiField);
+            Assert.True(toml.Replace("[", "").Replace("]", "") == key.TomlKey, $"{key.ApiField} → {toml}, expected {key.TomlKey}");
+        }
+    }
 
     [Fact]
     public void Server_messages_name_toml_keys()

@@ -182,6 +182,29 @@ public class HyperparameterParserTests
     }
 
     [Fact]
+    public void Batching_defaults_to_token_budget_and_packing_is_its_old_spelling_of_packed()
+    {
+        Assert.Null(Parse("""{"n_epochs": 1}""").Settings!.Batching);
+        Assert.Equal(BatchingModes.TokenBudget, BatchingModes.Of(Parse("""{"n_epochs": 1}""").Settings!));
+        foreach (var mode in BatchingModes.All)
+            Assert.Equal(mode, BatchingModes.Of(Parse($$"""{"n_epochs": 1, "batching": "{{mode}}"}""").Settings!));
+        Assert.Equal(BatchingModes.Packed, BatchingModes.Of(Parse("""{"n_epochs": 1, "packing": true}""").Settings!));
+        Assert.Equal(BatchingModes.Padded, BatchingModes.Of(Parse("""{"n_epochs": 1, "packing": false, "batching": "padded"}""").Settings!));
+        Assert.Equal(BatchingModes.Packed, BatchingModes.Of(Parse("""{"n_epochs": 1, "packing": true, "batching": "packed"}""").Settings!));
+    }
+
+    [Fact]
+    public void An_unknown_batching_names_the_choices_and_packing_cannot_contradict_it()
+    {
+        var e = SingleError("""{"n_epochs": 1, "batching": "budget"}""");
+        Assert.Equal("hyperparameters.batching", e.Field);
+        foreach (var mode in BatchingModes.All) Assert.Contains(mode, e.Message);
+        var conflict = SingleError("""{"n_epochs": 1, "packing": true, "batching": "bucketed"}""");
+        Assert.Equal("hyperparameters.packing", conflict.Field);
+        Assert.Contains("batching = \"bucketed\"", conflict.Message);
+    }
+
+    [Fact]
     public void Misspelt_packing_gets_did_you_mean()
     {
         var e = SingleError("""{"n_epochs": 1, "packng": true}""");

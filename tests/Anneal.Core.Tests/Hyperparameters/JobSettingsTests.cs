@@ -118,4 +118,18 @@ public class JobSettingsTests
             Assert.True(covered.Any(c => c.Contains($"\"{last}\"")), $"no case for {spelling.Path}");
         }
     }
+
+    [Fact]
+    public void Packing_is_read_as_batching_with_a_warning_that_names_the_new_key()
+    {
+        var packed = Ok("""{"n_epochs":1,"packing":true}""");
+        Assert.Equal(BatchingModes.Packed, BatchingModes.Of(packed.Training));
+        var warning = Assert.Single(packed.Warnings);
+        Assert.Equal("hyperparameters.packing", warning.Field);
+        Assert.Contains("batching = \"packed\"", warning.Message);
+        Assert.Contains("write batching instead", warning.Message);
+        Assert.Empty(Ok("""{"n_epochs":1,"batching":"packed"}""").Warnings);
+        var (_, errors) = Normalize("""{"n_epochs":1,"packing":true,"batching":"padded"}""");
+        Assert.Equal("hyperparameters.packing", Assert.Single(errors).Field);
+    }
 }

@@ -43,6 +43,27 @@ public class MemoryModelTests
     }
 
     [Fact]
+    public void Zero1_divides_moments_and_master_weights_by_the_ranks()
+    {
+        var plan = SpecJob with { GradientAccumulationSteps = 1, OptimizerSliceElements = 1 };
+        var one = MemoryModel.Estimate(Qwen3_4B, plan);
+        var four = MemoryModel.Estimate(Qwen3_4B, plan with { Ranks = 4, ShardOptimizerState = true });
+        Assert.Equal(3 * Qwen3_4B.Parameters + 2 * 4, four.Optimizer);   // 12 bytes ÷ 4, plus the scratch
+        Assert.Equal(one.Weights + one.Gradients, four.Weights + four.Gradients);   // ZeRO-1 keeps whole weights and gradients
+        // Replicated state (LoRA, or ANNEAL_ZERO1=off) is not divided.
+        Assert.Equal(one.Optimizer, MemoryModel.Estimate(Qwen3_4B, plan with { Ranks = 4 }).Optimizer);
+    }
+
+    [Fact]
+    public void The_spec_job_fits_4_x_80GB_with_exact_state_under_zero1()
+    {
+        var plan = SpecJob with { Ranks = 4, ShardOptimizerState = true };
+        var d = MemoryModel.Decide(Qwen3_4B, plan, "auto", OptimizerPrecisions.Auto, 80 * GiB);
+        Assert.True(d.Fits, d.Estimate.ToString());
+        Assert.Equal(OptimizerPrecisions.Exact, d.OptimizerPrecision);
+    }
+
+    [Fact]
     public void Checkpointing_keeps_one_input_per_layer_plus_one_layer()
     {
         var off = MemoryModel.Estimate(Qwen3_4B, SpecJob);

@@ -94,4 +94,19 @@ public sealed class QloraTrainingTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(2, resumed.Count);
         for (var i = 0; i < 2; i++) Assert.Equal(full[2 + i], resumed[i], 1e-6);
     }
+
+    [Fact]
+    public void The_upstream_small_coder_config_trains_with_checkpointing_and_dropout()
+    {
+        // coder_lora_small.toml: QLoRA with lora dropout 0.05 and activation_checkpointing = true.
+        var path = Path.Combine(Tokenization.NodeReference.RepoRoot, "tests", "fixtures", "upstream-configs", "coder_lora_small.toml");
+        var (config, errors) = Anneal.Core.Config.TrainingConfigLoader.Load(path);
+        Assert.True(errors.Count == 0, string.Join("\n", errors));
+        var settings = config!.Settings.Training with { TotalSteps = 2, NEpochs = null };
+        Assert.Equal((TrainingModes.Qlora, "on", 0.05), (settings.Mode, settings.ActivationCheckpointing, settings.Lora.Dropout));
+        var (exit, events, err) = TinyFixture.Run(TinyFixture.Spec(Path.Combine(dir, "coder"), TinyFixture.WriteChatSet(dir), settings));
+        Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+        Assert.Contains(events, e => e.Type == EventTypes.MemoryPlanned && e.Data?["activation_checkpointing"]?.GetValue<bool>() == true);
+        Assert.Equal(2, TinyFixture.Losses(events).Count);
+    }
 }

@@ -1,8 +1,10 @@
-// Background dataset validation: uploads are acknowledged at once (status `processing`) and a
-// single worker validates them, taking organisations in turn (first come first served within
-// each), with Core's DatasetValidator, then marks each file
-// `ready` or `failed` with its first 20 line-numbered errors and the total count.
-// Files still `processing` when the server stopped are queued again on start.
+// The work on an uploaded dataset that takes longer than its upload: fetching the https images a
+// valid dataset refers to (ImageFetching). The upload itself validated the bytes and stored the
+// verdict; a file with images stays `processing` until a single worker, taking organisations in
+// turn (first come first served within each), has fetched them, then marks it `ready`, or
+// `failed` with the first 20 line-numbered errors and the total count. Files still `processing`
+// when the server stopped are queued again on start; a row that was never validated (left by a
+// version that validated after the upload) is validated here, once, with Core's DatasetCheck.
 using System.Threading.Channels;
 using Anneal.Core.Contracts;
 using Anneal.Core.Datasets;
@@ -10,14 +12,14 @@ using Anneal.Server.Storage;
 
 namespace Anneal.Server.Files;
 
-public sealed class DatasetValidationQueue
+public sealed class FileProcessingQueue
 {
     readonly Channel<string> _ids = Channel.CreateUnbounded<string>();
     public void Enqueue(string fileId) => _ids.Writer.TryWrite(fileId);
     public ChannelReader<string> Reader => _ids.Reader;
 }
 
-public sealed class DatasetValidationWorker(Db db, DatasetValidationQueue queue, ServerOptions options, ILogger<DatasetValidationWorker> log) : BackgroundService
+public sealed class FileProcessingWorker(Db db, FileProcessingQueue queue, ServerOptions options, ILogger<FileProcessingWorker> log) : BackgroundService
 {
     public override Task StartAsync(CancellationToken ct)
     {
@@ -38,7 +40,7 @@ public sealed class DatasetValidationWorker(Db db, DatasetValidationQueue queue,
                 if (turns.IsEmpty && !await queue.Reader.WaitToReadAsync(ct)) break;
                 while (queue.Reader.TryRead(out var arrived))
                     if (OrgOf(arrived) is { } org) turns.Add(org, arrived);
-                if (turns.Next() is { } id) await Task.Run(() => ValidateOne(id), ct);
+                if (turns.Next() is { } id) await Task.Run(() => ProcessOne(id), ct);
             }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
@@ -82,50 +84,56 @@ public sealed class DatasetValidationWorker(Db db, DatasetValidationQueue queue,
         }
     }
 
-    void ValidateOne(string id)
+    void ProcessOne(string id)
     {
         string? sha;
+        long? examples;
         using (var conn = db.Connect())
-            sha = Db.Scalar<string>(conn, null, "SELECT sha256 FROM files WHERE id = @id AND status = @s", ("@id", id), ("@s", FileStatus.Processing));
-        if (sha is null) return; // deleted or already validated
+        {
+            var row = Db.Query(conn, null, "SELECT sha256, num_examples FROM files WHERE id = @id AND status = @s",
+                r => (Sha: r.GetString(0), Examples: Db.Long(r, "num_examples")), ("@id", id), ("@s", FileStatus.Processing)).FirstOrDefault();
+            if (row.Sha is null) return; // deleted or already done
+            (sha, examples) = row;
+        }
 
         DatasetReport report;
         bool? hasImages = null;
         try
         {
-            // Uploads are not tied to a model yet: accept image parts here, and remember whether
-            // there are any (a text-only pass then fails) so job creation can refuse text-only models.
             var path = FileRows.BlobPath(db, sha);
-            report = DatasetValidator.ValidateFile(path, new DatasetValidationOptions(Vision: true));
-            if (report.IsValid) hasImages = !DatasetValidator.ValidateFile(path, new DatasetValidationOptions(MaxErrorsShown: 0, Vision: false)).IsValid;
+            if (examples is { } n)
+            {
+                // Validated while it was uploaded; only images keep such a file `processing`.
+                report = new DatasetReport((int)n, [], 0);
+                hasImages = true;
+            }
+            else
+            {
+                report = DatasetValidator.ValidateFile(path, new DatasetValidationOptions(FileUpload.MaxErrorsShown, Vision: true));
+                if (report.IsValid) hasImages = report.ExamplesWithImages > 0;
+            }
             // https images are fetched now, once, and stored beside the file (ImageFetching).
             if (report.IsValid && hasImages == true
-                && ImageFetching.FetchAndStoreAsync(path, options.ImageFetch, 20, CancellationToken.None).GetAwaiter().GetResult() is { Total: > 0 } fetch)
+                && ImageFetching.FetchAndStoreAsync(path, options.ImageFetch, FileUpload.MaxErrorsShown, CancellationToken.None).GetAwaiter().GetResult() is { Total: > 0 } fetch)
                 report = new DatasetReport(report.NumExamples, fetch.Errors, fetch.Total);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            // A validator bug must not leave the file `processing` forever: fail it and say why.
-            log.LogError(e, "Validating file {FileId} threw", id);
-            report = new DatasetReport(0, [new ErrorItem(null, null, $"internal error while validating: {e.GetType().Name}: {e.Message}")], 1);
+            // A bug must not leave the file `processing` forever: fail it and say why.
+            log.LogError(e, "Processing file {FileId} threw", id);
+            report = new DatasetReport(0, [new ErrorItem(null, null, $"internal error while processing: {e.GetType().Name}: {e.Message}")], 1);
         }
 
-        var errors = report.Errors.ToList();
-        if (report.TotalErrors == 0 && report.NumExamples == 0)
-            errors = [new ErrorItem(null, null, "the file holds no examples (only blank lines)")];
         var status = report.IsValid ? FileStatus.Ready : FileStatus.Failed;
-        // DatasetReport.NumExamples counts every non-blank line read, valid or not (a line that is not
-        // JSON counts too), and the report cannot say how many records were valid (one line may hold
-        // several errors). So a failed file reports num_examples: null rather than a count that
-        // includes broken lines; a ready file reports the true number of examples.
+        // A failed file reports num_examples: null rather than a count that includes broken lines.
         int? numExamples = report.IsValid ? report.NumExamples : null;
         using (var conn = db.Connect())
             Db.Exec(conn, null, """
                 UPDATE files SET status = @status, num_examples = @n, errors = @errors, total_errors = @total, has_images = @images
                 WHERE id = @id AND status = @processing
                 """,
-                ("@status", status), ("@n", numExamples), ("@errors", Db.ToJson(errors)),
-                ("@total", Math.Max(report.TotalErrors, errors.Count)), ("@images", hasImages), ("@id", id), ("@processing", FileStatus.Processing));
-        log.LogInformation("File {FileId} validated: {Status} ({Examples} examples, {Errors} errors)", id, status, report.NumExamples, report.TotalErrors);
+                ("@status", status), ("@n", numExamples), ("@errors", Db.ToJson(report.Errors.ToList())),
+                ("@total", report.TotalErrors), ("@images", hasImages), ("@id", id), ("@processing", FileStatus.Processing));
+        log.LogInformation("File {FileId} processed: {Status} ({Examples} examples, {Errors} errors)", id, status, report.NumExamples, report.TotalErrors);
     }
 }
