@@ -8,7 +8,9 @@
 //     "tower" the whole tower (in full, also beside LoRA);
 //   - [model] min_pixels / max_pixels / max_images_per_message override the model's own values;
 //   - checkpoints (save_steps, and on SIGUSR1 before stopping) and resume as the text recipe
-//     (VisionCheckpoint: the same trainer_state.json and optimizer.bin);
+//     (VisionCheckpoint: the same trainer_state.json and optimizer.bin); validation every eval_steps,
+//     the best evaluated weights restored when asked; activation checkpointing when "on" (no memory
+//     plan yet, so "auto" is off);
 //   - the result is a Hugging Face Qwen3-VL folder (LoRA merged in), plus the PEFT adapter for LoRA.
 // Hugging Face's Qwen3-VL averages micro-batch means under gradient accumulation
 // (accepts_loss_kwargs = False); we normalise by the step's trained tokens as for text, so a long
@@ -46,11 +48,11 @@ public static class VisionTrainer
             throw TrainerUserException.Config("training.mode \"qlora\" is not yet supported for Qwen3-VL models; use \"lora\" or \"full_finetune\"");
         if (s.TrainVision is not (VisionTrainingParts.None or VisionTrainingParts.Merger or VisionTrainingParts.Tower))
             throw TrainerUserException.Config($"train_vision \"{s.TrainVision}\" is not known; use \"none\", \"merger\" or \"tower\"");
-        // What the vision recipe does not do yet is said, not silently skipped.
-        if (spec.ValidationFile != null && (s.Validation.EvaluationStrategy == "epoch" || (s.Validation.EvaluationStrategy == "steps" && s.Validation.EvalSteps is > 0)))
-            events.Emit(EventTypes.Log, $"evaluation_strategy \"{s.Validation.EvaluationStrategy}\": vision mode evaluates the validation file once, at the end", level: "warning");
-        if (s.ActivationCheckpointing == "on")
-            events.Emit(EventTypes.Log, "activation_checkpointing \"on\": not yet applied in vision mode (the frozen tower keeps no activations; the decoder keeps its own)", level: "warning");
+        if (s.ActivationCheckpointing is not ("auto" or "on" or "off"))
+            throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
+        // Recomputing a layer in backward must give the same activations: LoRA dropout excludes it (as for text).
+        if (s.ActivationCheckpointing == "on" && s.Mode == TrainingModes.Lora && s.Lora.Dropout > 0)
+            throw TrainerUserException.Config($"activation_checkpointing \"on\" cannot be combined with training.lora.dropout {s.Lora.Dropout}: set dropout to 0 or activation_checkpointing to \"off\"");
         foreach (var note in adjustments)
             events.Emit(EventTypes.Log, note, new JsonObject { ["vision_mode"] = true, ["per_device_batch"] = s.PerDeviceBatch, ["gradient_accumulation_steps"] = s.GradientAccumulationSteps });
 
@@ -77,7 +79,7 @@ public static class VisionTrainer
         var (train, stats) = LoadData(spec.TrainingFile, "training file " + (spec.TrainingFileName ?? spec.TrainingFile), tokenizer, config, processor, sequenceLength, thinkBlocks, maxImages, events);
         List<VisionSftExample>? validation = null;
         DataStats? valStats = null;
-        if (spec.ValidationFile != null && s.Validation.EvaluationStrategy != "no")
+        if (spec.ValidationFile != null && s.Validation.Enabled && s.Validation.EvaluationStrategy != "no")
             (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile), tokenizer, config, processor, sequenceLength, thinkBlocks, maxImages, events);
         var (prepared, lossy) = Trainer.DataSummary(stats, valStats, sequenceLength);
         var images = train.Sum(e => e.Images.Count);
@@ -96,21 +98,33 @@ public static class VisionTrainer
         torch.manual_seed(s.Seed);
         using var model = VisionModelFolder.Load(spec.ModelPath, device, dtype, lora);
         var trainedParts = SelectTrainedParts(model, s.TrainVision);
+        // "on": each decoder layer recomputed in backward ("auto" is off: vision mode has no memory plan yet).
+        var checkpointing = s.ActivationCheckpointing == "on";
+        if (checkpointing)
+            model.Decoder.LayerRunner = (layer, h, a) => ActivationCheckpoint.Run(
+                (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
+                h, a.Mask is null ? [a.Cos, a.Sin] : [a.Cos, a.Sin, a.Mask], layer.parameters());
         var trainable = model.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
         var towerTrainable = model.Visual.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
-        events.Emit(EventTypes.Log, $"model loaded: {model.parameters().Sum(p => p.numel()):N0} parameters, {trainable:N0} trainable ({trainedParts})", new JsonObject
+        events.Emit(EventTypes.Log, $"model loaded: {model.parameters().Sum(p => p.numel()):N0} parameters, {trainable:N0} trainable ({trainedParts}); activation checkpointing {(checkpointing ? "on" : "off")}", new JsonObject
         {
             ["train_vision"] = s.TrainVision, ["trained"] = trainedParts, ["trainable_parameters"] = trainable, ["vision_trainable_parameters"] = towerTrainable,
+            ["activation_checkpointing"] = checkpointing,
         });
+        // Exact state (fp32 moments and master weights, bf16 gradients summed in fp32 across the
+        // micro-batches) unless optimizer_precision = "lean"; "auto" is exact here (no memory plan in vision mode yet).
+        var lean = s.OptimizerPrecision == OptimizerPrecisions.Lean;
         using var optimizer = new FlatAdamW(model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)),
-            weightDecay: s.WeightDecay, decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"));
+            weightDecay: s.WeightDecay, precision: lean ? OptimizerPrecision.Lean : OptimizerPrecision.Exact,
+            fp32GradAccumulation: !lean && s.GradientAccumulationSteps > 1, seed: (ulong)s.Seed,
+            decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"));
 
         try { return Train(spec, s, options, model, optimizer, config, processor, sequenceLength, train, validation, device, events, ct); }
         catch (Exception e) when (Trainer.IsOutOfMemory(e))
         {
             throw new TrainerUserException(ErrorCodes.OutOfMemory,
                 $"out of memory on {device.type.ToString().ToLowerInvariant()} with one example of up to {train.Max(x => x.Length)} tokens (sequence_length {sequenceLength}, max_pixels {processor.MaxPixels}): " +
-                $"lower sequence_length, lower max_pixels, or use mode \"lora\". ({e.Message.Split('\n')[0].Trim()})");
+                $"lower sequence_length, lower max_pixels, set activation_checkpointing = \"on\", or use mode \"lora\". ({e.Message.Split('\n')[0].Trim()})");
         }
     }
 
@@ -179,6 +193,16 @@ public static class VisionTrainer
         var stepsPerEpoch = Math.Max(1, (int)Math.Ceiling(train.Count / (double)G));
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
+        // Validation every epoch or eval_steps (as the text recipe), and always after the last step.
+        int? evalEvery = s.Validation.EvaluationStrategy switch
+        {
+            "epoch" => stepsPerEpoch,
+            "steps" when s.Validation.EvalSteps is > 0 => s.Validation.EvalSteps,
+            _ => null,
+        };
+        double? lastVal = null, bestMetric = null;
+        int? bestStep = null;
+        var bestDir = Path.Combine(spec.OutputDir, "best");
         var checkpoints = Path.Combine(spec.OutputDir, "checkpoints");
         Directory.CreateDirectory(spec.OutputDir);
 
@@ -194,7 +218,7 @@ public static class VisionTrainer
                     $"this job has {G}, {s.Seed}, {sequenceLength}, {s.Mode}, {stepsPerEpoch}");
             VisionCheckpoint.LoadWeights(model, resumeFrom);
             TrainingCheckpoint.LoadOptimizer(resumeFrom, optimizer);   // restores the fp32 master weights too
-            (step, trainedTokens, lastLoss) = (state.Step, state.TrainedTokens, state.LastLoss);
+            (step, trainedTokens, lastLoss, bestMetric, bestStep) = (state.Step, state.TrainedTokens, state.LastLoss, state.BestMetric, state.BestStep);
             events.Log($"resumed from {resumeFrom} at step {step}");
         }
 
@@ -207,10 +231,11 @@ public static class VisionTrainer
             {
                 Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
                 StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = 1, GradientAccumulationSteps = G,
-                SequenceLength = sequenceLength, Mode = s.Mode, TrainedTokens = trainedTokens, LastLoss = loss,
+                SequenceLength = sequenceLength, Mode = s.Mode, TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
             }, spec.ModelPath, spec.AdapterBaseName, s.TrainVision);
-            events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
-                EventData.ToJson(new CheckpointSavedData(step, folder, new JsonObject { [MetricNames.TrainLoss] = loss })));
+            var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
+            if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
+            events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}", EventData.ToJson(new CheckpointSavedData(step, folder, metrics)));
             TrainingCheckpoint.PruneOptimizerStates(checkpoints, options.KeepOptimizerStates, protect: spec.ResumeFrom);
             savedStep = step;
         }
@@ -251,18 +276,7 @@ public static class VisionTrainer
             {
                 var n = batches.Sum(b => b.TrainedTokens);
                 stepTokens = batches.Sum(b => b.Tokens);
-                using (var scope = NewDisposeScope())
-                {
-                    var total = 0.0;
-                    foreach (var b in batches)
-                    {
-                        using var inner = NewDisposeScope();
-                        var sum = TokenLossSum(model, b);
-                        (sum / n).backward();
-                        total += sum.item<float>();
-                    }
-                    loss = total / n;
-                }
+                loss = GradientAccumulation.Step(batches, n, b => TokenLossSum(model, b), device, optimizer);
                 using (var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
                     gradNorm = norm.item<float>();
                 optimizer.ZeroGrad();
@@ -272,36 +286,51 @@ public static class VisionTrainer
             {
                 foreach (var b in batches) b.Dispose();
             }
-            if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
-                throw TrainerUserException.Config($"training diverged at step {step}: loss {loss}, grad_norm {gradNorm} with learning_rate {s.LearningRate} (lr now {lr:G3}); lower learning_rate, raise warmup_ratio, or set max_grad_norm");
+            StepReport.ThrowIfDiverged(step, loss, gradNorm, s, lr);
             losses.Add(loss);
             lastLoss = loss;
             stepsTimed++;
             var secondsPerStep = clock.Elapsed.TotalSeconds / stepsTimed;
-            events.Emit(EventTypes.Progress, $"step {step}/{totalSteps} loss {loss:F4}", EventData.ToJson(new ProgressData(
-                step, totalSteps, Math.Round((double)step / stepsPerEpoch, 4), loss, lr, double.IsFinite(gradNorm) ? gradNorm : null,
-                Math.Round(stepTokens / Math.Max(1e-9, secondsPerStep), 1), Math.Round((totalSteps - step) * secondsPerStep, 1), trainedTokens)));
+            events.Emit(EventTypes.Progress, $"step {step}/{totalSteps} loss {loss:F4}",
+                StepReport.Progress(step, totalSteps, stepsPerEpoch, loss, lr, gradNorm, stepTokens, secondsPerStep, trainedTokens));
+            if (validation != null && ((evalEvery is { } e && step % e == 0) || step == totalSteps))
+            {
+                var valLoss = Evaluate(model, validation, config, processor, device);
+                lastVal = valLoss;
+                events.Emit(EventTypes.ValidationSummary, $"step {step} val.loss {valLoss:F4}", EventData.ToJson(new ValidationSummaryData(step, valLoss)));
+                // The best evaluated weights, kept aside when they are to be the result (the metric is val.loss).
+                if (bestMetric is not { } b || (s.Validation.GreaterIsBetter ? valLoss > b : valLoss < b))
+                {
+                    (bestMetric, bestStep) = (valLoss, step);
+                    if (s.Validation.SaveBestModelAtEnd && step != totalSteps)
+                    {
+                        if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
+                        VisionCheckpoint.SaveWeights(model, bestDir, spec.ModelPath, spec.AdapterBaseName, s.TrainVision);
+                    }
+                }
+            }
             if (s.SaveSteps is { } every && every > 0 && step % every == 0) SaveCheckpoint(loss);
         }
 
-        if (validation != null)
+        long weightsStep = step;
+        if (s.Validation.SaveBestModelAtEnd && bestStep is { } bs && bs != step && Directory.Exists(bestDir))
         {
-            var valLoss = Evaluate(model, validation, config, processor, device);
-            events.Emit(EventTypes.ValidationSummary, $"step {totalSteps} val.loss {valLoss:F4}", EventData.ToJson(new ValidationSummaryData(totalSteps, valLoss)));
+            events.Emit(EventTypes.BestModelRestored,
+                $"restoring the best model: step {bs} ({s.Validation.MetricForBestModel} {bestMetric:F4}) instead of the last step {step}",
+                EventData.ToJson(new BestModelRestoredData(bs, s.Validation.MetricForBestModel, bestMetric, step)));
+            VisionCheckpoint.LoadWeights(model, bestDir);
+            weightsStep = bs;
         }
-
-        // Written aside and renamed: a final/ folder is complete, so a restarted server can adopt it.
-        var final = Path.Combine(spec.OutputDir, "final");
-        var staging = final + ".partial";
-        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
-        VisionModelFolder.Save(model, staging, spec.ModelPath);
-        WritePixelBounds(staging, s.Vision, processor);
-        if (model.LoraSettings != null)
-            VisionModelFolder.SaveAdapter(model, Path.Combine(staging, "adapter"), spec.AdapterBaseName, s.TrainVision);
-        if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
-        Directory.Move(staging, final);
+        var final = FinalFolder.Write(spec.OutputDir, staging =>
+        {
+            VisionModelFolder.Save(model, staging, spec.ModelPath);
+            WritePixelBounds(staging, s.Vision, processor);
+            if (model.LoraSettings != null)
+                VisionModelFolder.SaveAdapter(model, Path.Combine(staging, "adapter"), spec.AdapterBaseName, s.TrainVision);
+        });
         // final/ is itself the merged model (LoRA folded in): what a LoRA job's fine-tuned model serves.
-        return new TrainResult(spec.OutputDir, final, model.LoraSettings != null ? final : null, trainedTokens, losses) { WeightsStep = step };
+        if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
+        return new TrainResult(spec.OutputDir, final, model.LoraSettings != null ? final : null, trainedTokens, losses) { WeightsStep = weightsStep };
     }
 
     /// <summary>

@@ -3,7 +3,8 @@
 // model with the adapter, greedy); Qwen3-VL models (the tiny base and a full fine-tune) answer
 // about images sent by the official OpenAI client as data: URIs, token for token as `anneal
 // generate --image`; an https image is fetched by the server through its SSRF guards (a loopback
-// address is refused by name); bad image requests get OpenAI-shaped 400s naming the field.
+// address is refused by name); bad image requests get OpenAI-shaped 400s naming the field; both
+// kinds deploy to `ready`.
 using System.ClientModel;
 using System.Net;
 using System.Net.Http.Headers;
@@ -221,6 +222,24 @@ public sealed class VisionAndQloraServingTests(ServingFixture f) : IAsyncLifetim
         Assert.Equal("messages[0].content[0].image_url.url", error["param"]!.GetValue<string>());
         Assert.Contains(message, error["message"]!.GetValue<string>());
         Assert.Equal("invalid_request_error", error["type"]!.GetValue<string>());
+    }
+
+    [Theory]
+    [InlineData(QftId)]
+    [InlineData(VlFftId)]
+    public async Task Qft_and_vision_models_deploy_to_ready(string model)
+    {
+        using var api = new HttpClient { BaseAddress = new Uri(_server.BaseUrl + "/api/") };
+        api.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", _key);
+        var created = await api.PostAsJsonAsync("learning/deployments", new JsonObject { ["model"] = model });
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        var d = (await created.Content.ReadFromJsonAsync<JsonObject>())!;
+        for (var i = 0; i < 300 && d["status"]!.GetValue<string>() == "loading"; i++)
+        {
+            await Task.Delay(100);
+            d = (await api.GetFromJsonAsync<JsonObject>($"learning/deployments/{d["id"]!.GetValue<string>()}"))!;
+        }
+        Assert.True(d["status"]!.GetValue<string>() == "ready", d.ToJsonString());
     }
 
     [Fact]

@@ -136,7 +136,8 @@ public static class TrainerCommands
         {
             var dir = ctx.FullPath(p.GetValue(model)!);
             if (p.GetValue(baseUrl) is not null || (!Directory.Exists(dir) && Eval.OpenAiEndpoint.IsModelId(p.GetValue(model)!)))
-                return await GenerateRemote(ctx, p.GetValue(model)!, p.GetValue(prompt)!, p.GetValue(maxNew), p.GetValue(baseUrl), ct);
+                return await GenerateRemote(ctx, p.GetValue(model)!, p.GetValue(prompt)!, p.GetValue(maxNew), p.GetValue(baseUrl),
+                    (p.GetValue(images) ?? []).Select(ctx.FullPath).ToList(), ct);
             if (!Directory.Exists(dir))
             {
                 ctx.Error.WriteLine($"error: --model {dir}: folder not found");
@@ -172,12 +173,33 @@ public static class TrainerCommands
     }
 
     /// <summary>The greedy answer of a model id from an OpenAI-compatible endpoint (the server's /v1 by default).</summary>
-    static async Task<int> GenerateRemote(CliContext ctx, string model, string prompt, int maxNewTokens, string? baseUrl, CancellationToken ct)
+    static async Task<int> GenerateRemote(CliContext ctx, string model, string prompt, int maxNewTokens, string? baseUrl, IReadOnlyList<string> imagePaths, CancellationToken ct)
     {
         if (maxNewTokens <= 0)
         {
             ctx.Error.WriteLine($"error: --max-new-tokens {maxNewTokens}: expected a positive number");
             return ExitCodes.Usage;
+        }
+        // Images go as data: URIs in image_url parts, before the text (as `generate --image` on a folder).
+        var content = new System.Text.Json.Nodes.JsonArray();
+        foreach (var path in imagePaths)
+        {
+            if (!File.Exists(path))
+            {
+                ctx.Error.WriteLine($"error: --image {path}: file not found");
+                return ExitCodes.Usage;
+            }
+            var bytes = await File.ReadAllBytesAsync(path, ct);
+            if (Anneal.Core.Vision.ImageDecoder.Sniff(bytes) is not { } format)
+            {
+                ctx.Error.WriteLine($"error: --image {path}: not a PNG, JPEG, WebP or GIF image");
+                return ExitCodes.Usage;
+            }
+            content.Add(new System.Text.Json.Nodes.JsonObject
+            {
+                ["type"] = "image_url",
+                ["image_url"] = new System.Text.Json.Nodes.JsonObject { ["url"] = $"data:image/{format};base64,{Convert.ToBase64String(bytes)}" },
+            });
         }
         var (env, errors) = Env.CliEnvironment.Load(ctx, []);
         if (env is null)
@@ -189,7 +211,13 @@ public static class TrainerCommands
         ctx.Error.WriteLine($"note: {model} is not a folder here; answering with it at {endpoint.BaseUrl}");
         try
         {
-            var messages = new System.Text.Json.Nodes.JsonArray(new System.Text.Json.Nodes.JsonObject { ["role"] = "user", ["content"] = prompt });
+            System.Text.Json.Nodes.JsonNode userContent = prompt;
+            if (content.Count > 0)
+            {
+                content.Add(new System.Text.Json.Nodes.JsonObject { ["type"] = "text", ["text"] = prompt });
+                userContent = content;
+            }
+            var messages = new System.Text.Json.Nodes.JsonArray(new System.Text.Json.Nodes.JsonObject { ["role"] = "user", ["content"] = userContent });
             var (text, _, _) = await endpoint.AnswerAsync(model, messages, maxNewTokens, ct);
             ctx.Out.WriteLine(WithoutEmptyThink(text));
             return ExitCodes.Ok;

@@ -1,7 +1,9 @@
 // The spec's vision workflow end to end on the tiny Qwen3-VL model, on CPU: `anneal train` uploads
 // a multimodal JSONL (data: URIs in OpenAI image_url parts, a legacy top-level `images` record, a
 // turn with two images), the server validates it and runs a real trainer process in vision mode to
-// `succeeded`, and `anneal generate --image` answers from the fine-tuned folder.
+// `succeeded` (with [model] image settings and train_vision = "merger", which the job records and
+// the trainer applies), and `anneal generate --image` answers from the fine-tuned folder, and the
+// same through the server's /v1 with the fine_tuned_model id.
 using System.Text.Json.Nodes;
 using SkiaSharp;
 
@@ -107,7 +109,7 @@ public class VisionJobTests
         using var box = new CliSandbox();
         box.Environment["SYNTH_API_KEY"] = server.ApiKey;
         box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
-        box.Write("train.toml", Toml);
+        box.Write("train.toml", Toml.Replace("mode = \"full_finetune\"", "mode = \"full_finetune\"\ntrain_vision = \"merger\"\n\n[model]\nmin_pixels = 1024\nmax_pixels = 4096"));
         box.Write("vision.jsonl", Dataset());
         File.WriteAllBytes(Path.Combine(box.Dir, "blue.png"), Png(SKColors.Blue));
 
@@ -118,6 +120,15 @@ public class VisionJobTests
         Assert.Contains("vision mode: per_device_batch 2 → 1 and gradient_accumulation_steps 1 → 2", result.Out);
         Assert.Contains("sft.progress step 4/4", result.Out);
         var id = result.Out.Split('\n').First(l => l.StartsWith("job_id: ", StringComparison.Ordinal))["job_id: ".Length..].Trim();
+        Assert.Contains("vision mergers in full", result.Out);
+        using (var http = new HttpClient())
+        {
+            http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", server.ApiKey);
+            var settings = JsonNode.Parse(await http.GetStringAsync($"{server.BaseUrl}/api/learning/jobs/{id}/config"))!["settings"]!["training"]!;
+            Assert.Equal("merger", settings["train_vision"]!.GetValue<string>());
+            Assert.Equal(4096, settings["vision"]!["max_pixels"]!.GetValue<int>());
+            Assert.Equal(1024, settings["vision"]!["min_pixels"]!.GetValue<int>());
+        }
         var final = Path.Combine(server.DataDir, "jobs", id, "output", "final");
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(final, "config.json")))!;
         Assert.Equal("qwen3_vl", config["model_type"]!.GetValue<string>());
@@ -126,5 +137,11 @@ public class VisionJobTests
         Assert.True(answer.ExitCode == 0, answer.ToString());
         // (What four steps teach a random 1M-parameter model varies; VisionTrainingTests checks the answer's words.)
         Assert.DoesNotContain("error", answer.Err);
+
+        // The fine_tuned_model id answers the same through the server's /v1 (the image sent as a data: URI).
+        var ftId = result.Out.Split('\n').First(l => l.StartsWith("fine_tuned_model: ", StringComparison.Ordinal))["fine_tuned_model: ".Length..].Trim();
+        var remote = await box.RunAsync("generate", "--model", ftId, "--image", "blue.png", "--prompt", "What colour is this?", "--max-new-tokens", "6");
+        Assert.True(remote.ExitCode == 0, remote.ToString());
+        Assert.Equal(answer.Out, remote.Out);
     }
 }

@@ -2,7 +2,7 @@
 // [model].max_pixels bounds the image tokens the trainer sees (and is written into the result's
 // preprocessor_config.json); train_vision trains exactly the parts it names, the others stay
 // bit-identical; save_steps checkpoints resume onto the same loss curve; a checkpoint-and-stop
-// request (SIGUSR1) saves the step it stops at.
+// request (SIGUSR1) saves the step it stops at; the validation file is evaluated every eval_steps.
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
 using Anneal.Core.Models;
@@ -20,8 +20,8 @@ public sealed class VisionSettingsTests(ITestOutputHelper output) : IDisposable
     readonly string dir = Directory.CreateTempSubdirectory("anneal-vision-settings-").FullName;
     public void Dispose() => Directory.Delete(dir, recursive: true);
 
-    TrainerJobSpec Spec(string data, TrainingSettings settings, string outName = "out", string? resumeFrom = null) =>
-        new("job_vision", ModelRegistry.TinyVisionModelId, TinyFixture.VisionModelDir, data, null, Path.Combine(dir, outName), settings, resumeFrom, "cpu", false);
+    TrainerJobSpec Spec(string data, TrainingSettings settings, string outName = "out", string? resumeFrom = null, string? validation = null) =>
+        new("job_vision", ModelRegistry.TinyVisionModelId, TinyFixture.VisionModelDir, data, validation, Path.Combine(dir, outName), settings, resumeFrom, "cpu", false);
 
     /// <summary>Four records, each with one 128×128 image (16 image tokens at the tiny model's default max_pixels 128²).</summary>
     string SquareSet()
@@ -180,6 +180,69 @@ public sealed class VisionSettingsTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(EventTypes.Cancelled, events[^1].Type);
         Assert.Equal(2, TrainingCheckpoint.ReadState(Path.Combine(dir, "out", "checkpoints", "step-2")).Step);
         Assert.False(Directory.Exists(Path.Combine(dir, "out", "final")));
+    }
+
+    [Fact]
+    public void The_validation_file_is_evaluated_every_eval_steps_and_its_loss_kept_with_checkpoints()
+    {
+        var data = SquareSet();
+        var settings = new TrainingSettings
+        {
+            TotalSteps = 4, LearningRate = 3e-3, SequenceLength = 128, SaveSteps = 2,
+            Validation = new ValidationSettings(Enabled: true, EvaluationStrategy: "steps", EvalSteps: 2),
+        };
+        var (exit, events, err) = TinyFixture.Run(Spec(data, settings, validation: data));
+        Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+        var evaluated = events.Where(e => e.Type == EventTypes.ValidationSummary).ToList();
+        Assert.Equal([2, 4], evaluated.Select(e => e.Data!["step"]!.GetValue<int>()));
+        Assert.True(evaluated[1].Data!["val_loss"]!.GetValue<double>() < evaluated[0].Data!["val_loss"]!.GetValue<double>(), "val.loss did not fall on the training data");
+        var saved = events.Where(e => e.Type == EventTypes.CheckpointSaved).ToList();
+        Assert.All(saved, e => Assert.NotNull(e.Data!["metrics"]![MetricNames.ValLoss]));
+    }
+
+    [Fact]
+    public void Save_best_model_at_end_restores_the_best_evaluated_weights()
+    {
+        // A learning rate high enough that the last steps overshoot: the best val.loss comes earlier.
+        var data = SquareSet();
+        var settings = new TrainingSettings
+        {
+            TotalSteps = 6, LearningRate = 0.3, LrScheduler = "constant", MaxGradNorm = 0, SequenceLength = 128, Seed = 4,
+            Validation = new ValidationSettings(Enabled: true, EvaluationStrategy: "steps", EvalSteps: 1, SaveBestModelAtEnd: true),
+        };
+        var (exit, events, err) = TinyFixture.Run(Spec(data, settings, validation: data));
+        Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+        var val = events.Where(e => e.Type == EventTypes.ValidationSummary).Select(e => e.Data!["val_loss"]!.GetValue<double>()).ToList();
+        output.WriteLine(string.Join(" ", val));
+        var best = val.IndexOf(val.Min()) + 1;
+        var restored = events.Where(e => e.Type == EventTypes.BestModelRestored).ToList();
+        Assert.True(best < 6, $"the last step was the best ({string.Join(", ", val)}): nothing to restore, the test would show nothing");
+        Assert.Equal(best, Assert.Single(restored).Data!["step"]!.GetValue<int>());
+        // The result's val.loss is the best one, recomputed from the saved folder.
+        using var model = VisionModelFolder.Load(Path.Combine(dir, "out", "final"), torch.CPU, torch.ScalarType.Float32);
+        var tokenizer = Trainer.LoadTokenizer(TinyFixture.VisionModelDir);
+        var processor = Anneal.Training.Vision.ImageProcessorConfig.Load(TinyFixture.VisionModelDir);
+        var (examples, _) = Anneal.Training.Data.VisionSftData.Load(data, "data", tokenizer, model.Config, processor, 128, false);
+        Assert.Equal(val.Min(), VisionTrainer.Evaluate(model, examples, model.Config, processor, torch.CPU), 1e-4);
+        Assert.False(Directory.Exists(Path.Combine(dir, "out", "best")));
+    }
+
+    [Fact]
+    public void Activation_checkpointing_on_gives_the_same_losses()
+    {
+        var data = SquareSet();
+        var settings = new TrainingSettings { TotalSteps = 3, GradientAccumulationSteps = 2, LearningRate = 3e-3, SequenceLength = 128, Seed = 9, TrainVision = VisionTrainingParts.Merger };
+        List<double> Losses(string mode, string outName)
+        {
+            var (exit, events, err) = TinyFixture.Run(Spec(data, settings with { ActivationCheckpointing = mode }, outName));
+            Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+            Assert.Equal(mode == "on", Assert.Single(events, e => e.Data?["activation_checkpointing"] is not null).Data!["activation_checkpointing"]!.GetValue<bool>());
+            return TinyFixture.Losses(events);
+        }
+        var plain = Losses("off", "plain");
+        var recomputed = Losses("on", "recomputed");
+        output.WriteLine($"{string.Join(" ", plain)}\n{string.Join(" ", recomputed)}");
+        for (var i = 0; i < plain.Count; i++) Assert.Equal(plain[i], recomputed[i], 1e-5);
     }
 
     /// <summary>Captures events and asks for a checkpoint-and-stop once progress reaches a step.</summary>
