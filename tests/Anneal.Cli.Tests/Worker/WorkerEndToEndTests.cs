@@ -2,6 +2,9 @@
 // host without GPUs), `anneal train --no-poll` submits a job, and a worker in its own folder (no
 // shared disk) claims it, downloads the dataset, runs `anneal trainer run` on the tiny model,
 // uploads its checkpoint and final model, and the job succeeds on the server with the model there.
+// A worker process killed with SIGKILL mid-run loses its lease; the job resumes on the next worker
+// from the checkpoint the first one uploaded.
+using System.Diagnostics;
 using Anneal.Cli.Tests.EndToEnd;
 using Anneal.Core.Contracts;
 using Anneal.Server;
@@ -66,5 +69,70 @@ public class WorkerEndToEndTests
         Assert.Contains("--token", noToken.Err);
         var badServer = await box.RunAsync("worker", "--server", "gpu-host:8000", "--token", Token);
         Assert.Contains("expected an http:// or https:// address", badServer.Err);
+    }
+
+    [Fact]
+    public async Task A_worker_killed_mid_run_loses_its_lease_and_the_next_worker_resumes_from_its_uploaded_checkpoint()
+    {
+        var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
+        await using var server = await ServerHost.StartAsync(new ServerOptions
+        {
+            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, LeaseDuration = TimeSpan.FromSeconds(6),
+        });
+        using var box = new CliSandbox();
+        box.Environment["SYNTH_API_KEY"] = server.FirstApiKey!;
+        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        box.Write("train.toml", $"""
+            [job]
+            model = "{Samples.TinyModel}"
+
+            [hyperparameters]
+            total_steps = 40
+            save_steps = 4
+            per_device_batch = 1
+            learning_rate = 1e-3
+            sequence_length = 32
+            """);
+        box.Write("data.jsonl", Samples.Dataset(6));
+        var submitted = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--dataset", "data.jsonl", "--no-poll");
+        Assert.True(submitted.ExitCode == 0, submitted.ToString());
+        var jobId = submitted.Out.Split('\n').First(l => l.StartsWith("job_id: ", StringComparison.Ordinal))["job_id: ".Length..].Trim();
+
+        // The first worker, a real process: killed once its first checkpoint is on the server.
+        var self = CliContext.SelfCommandOfThisProcess();
+        var psi = new ProcessStartInfo(self[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in self.Skip(1).Concat(["worker", "--server", server.BaseUrl, "--token", Token, "--work-dir", Path.Combine(box.Dir, "worker-1"), "--offline"]))
+            psi.ArgumentList.Add(a);
+        using var first = Process.Start(psi)!;
+        _ = first.StandardOutput.ReadToEndAsync();
+        _ = first.StandardError.ReadToEndAsync();
+        var uploaded = Path.Combine(dataDir, "jobs", jobId, "output", "checkpoints", "step-4");
+        for (var i = 0; i < 1200 && !Directory.Exists(uploaded) && !first.HasExited; i++) await Task.Delay(100);
+        Assert.True(Directory.Exists(uploaded), "the first worker never uploaded its checkpoint");
+        first.Kill(entireProcessTree: false);
+        await first.WaitForExitAsync();
+
+        using var client = new Anneal.Cli.Http.AnnealClient(server.BaseUrl + "/api", server.FirstApiKey!);
+        JobEvent? requeued = null;
+        for (var i = 0; i < 300 && requeued is null; i++)
+        {
+            await Task.Delay(100);
+            requeued = (await client.GetEventsAsync(jobId, 0, 1000, default)).Events.FirstOrDefault(e => e.Type == EventTypes.Requeued);
+        }
+        Assert.NotNull(requeued);
+        Assert.Equal("lease_expired", requeued.Data!["reason"]!.GetValue<string>());
+        var resumeStep = requeued.Data!["resume_step"]!.GetValue<long>();
+        Assert.True(resumeStep >= 4, requeued.Message);
+
+        var second = await box.RunAsync("worker", "--server", server.BaseUrl, "--token", Token, "--work-dir", Path.Combine(box.Dir, "worker-2"), "--offline", "--exit-when-idle");
+        Assert.True(second.ExitCode == 0, second.ToString());
+        Assert.True(second.Out.Contains($"worker: job {jobId} attempt 2: exit 0; the job is succeeded"), second.ToString());
+        var events = (await client.GetEventsAsync(jobId, 0, 1000, default)).Events;
+        Assert.Equal(Enumerable.Range(1, events.Count).Select(i => (long)i), events.Select(e => e.Seq));
+        // Attempt 2 continued after the uploaded checkpoint instead of starting over.
+        var secondRun = events.Last(e => e.Type == EventTypes.Running).Seq;
+        var firstStepAfter = events.First(e => e.Seq > secondRun && e.Type == EventTypes.Progress).Data!["step"]!.GetValue<long>();
+        Assert.True(firstStepAfter > resumeStep, $"attempt 2 started at step {firstStepAfter}, not after the checkpoint at step {resumeStep}");
+        Assert.Equal(JobStatus.Succeeded, (await client.GetJobAsync(jobId, default)).Status);
     }
 }
