@@ -116,6 +116,7 @@ public static class ServerHost
         builder.Services.AddSingleton<JobSignals>();
         builder.Services.AddSingleton<DatasetValidationQueue>();
         builder.Services.AddHostedService<DatasetValidationWorker>();
+        builder.Services.AddSingleton<Runner.RankRendezvousStore>();
         builder.Services.AddSingleton<JobScheduler>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobScheduler>());
         builder.Services.AddSingleton<InferenceSupervisor>();
@@ -139,6 +140,7 @@ public static class ServerHost
             api.MapKeysApi();
         }
         app.MapV1Api();
+        app.MapRankRendezvousApi();   // the ranks of a multi-rank job meet here (its own token, not an API key)
         app.MapConsole();
 
         try { await app.StartAsync(ct); }

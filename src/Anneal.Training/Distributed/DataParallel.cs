@@ -53,8 +53,7 @@ public sealed class DataParallel : IDisposable
         ICollectives comm = backend switch
         {
             "mpi" => MpiCollectives.Join(),
-            "nccl" => NcclCollectives.Join(rank, size, localRank, new Rendezvous(Path.Combine(spec.OutputDir, "rendezvous"),
-                Environment.GetEnvironmentVariable(RankLaunch.RunIdVariable) ?? spec.JobId, timeout)),
+            "nccl" => NcclCollectives.Join(rank, size, localRank, Rendezvous.ForLaunch(spec.OutputDir, spec.JobId, timeout)),
             _ => throw TrainerUserException.Config($"{RankLaunch.CollectivesVariable} \"{backend}\" is not known; use \"mpi\" or \"nccl\""),
         };
         if (comm.Rank != rank || comm.Size != size)
