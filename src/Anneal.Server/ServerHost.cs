@@ -135,6 +135,7 @@ public static class ServerHost
         builder.Services.AddSingleton<JobSignals>();
         builder.Services.AddSingleton<FileProcessingQueue>();
         builder.Services.AddHostedService<FileProcessingWorker>();
+        builder.Services.AddSingleton<Runner.RankRendezvousStore>();
         builder.Services.AddSingleton<JobScheduler>();
         builder.Services.AddSingleton<OperationsCounters>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobScheduler>());
@@ -161,6 +162,7 @@ public static class ServerHost
         app.MapWorkersApi();
         app.MapOperationsApi();
         app.MapV1Api();
+        app.MapRankRendezvousApi();   // the ranks of a multi-rank job meet here (its own token, not an API key)
         app.MapConsole();
 
         try { await app.StartAsync(ct); }

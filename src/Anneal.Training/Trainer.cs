@@ -160,7 +160,7 @@ public static class Trainer
         using var optimizer = CreateOptimizer(model, s, memory.OptimizerPrecision, world);
 
         var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, batching, firstPlan, sequenceLength, device, events) { World = world };
-        try { return Train(run, resume, ct); }
+        try { return world.Finished(Train(run, resume, ct)); }
         catch (Exception e) when (IsOutOfMemory(e))
         {
             var longest = train.Lengths.Max();

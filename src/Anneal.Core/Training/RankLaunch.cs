@@ -17,6 +17,8 @@ public static class RankLaunch
     public const string CollectivesVariable = "ANNEAL_COLLECTIVES";
     /// <summary>A unique id of this launch (rendezvous files of an earlier attempt are never read).</summary>
     public const string RunIdVariable = "ANNEAL_RUN_ID";
+    /// <summary>The control plane's rendezvous of this launch (…/internal/jobs/{id}/rendezvous) and its token; unset: the job folder.</summary>
+    public const string RendezvousUrlVariable = "ANNEAL_RENDEZVOUS_URL", RendezvousTokenVariable = "ANNEAL_RENDEZVOUS_TOKEN";
     /// <summary>Seconds one collective may wait before every rank is aborted (default 1800).</summary>
     public const string TimeoutVariable = "ANNEAL_COLLECTIVE_TIMEOUT_S";
     /// <summary>"off": full fine-tuning keeps the whole optimizer state on every rank instead of sharding it (ZeRO-1).</summary>

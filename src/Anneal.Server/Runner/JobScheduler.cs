@@ -13,7 +13,8 @@ using Anneal.Server.Storage;
 
 namespace Anneal.Server.Runner;
 
-public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signals, ILogger<JobScheduler> log) : BackgroundService
+public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signals, ILogger<JobScheduler> log,
+    RankRendezvousStore rendezvous, Microsoft.AspNetCore.Hosting.Server.IServer server) : BackgroundService
 {
     readonly ConcurrentDictionary<string, TrainerRun> _runs = new();
     readonly ConcurrentQueue<string> _freeGpus = new(options.Gpus);
@@ -114,7 +115,7 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
         for (var i = RankPlacement.GpusToTake(RankPlacement.RequestedGpus(job), options); i > 0; i--)
             taken.Add(_freeGpus.TryDequeue(out var g) ? g : throw new InvalidOperationException("claimed a job with no free GPU")); // checked before the claim
         var gpu = taken.Count > 0 ? string.Join(',', taken) : null;
-        var run = new TrainerRun(db, options, signals, log, job, gpu, lease);
+        var run = new TrainerRun(db, options, signals, log, job, gpu, lease) { Rendezvous = (rendezvous, ServerAddress) };
         _runs[job.Wire.Id] = run;
         run.Completion = Task.Run(async () =>
         {
@@ -132,6 +133,10 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
             }
         });
     }
+
+    /// <summary>Where this server listens (for the ranks' rendezvous): known once it has started, before any job runs.</summary>
+    string ServerAddress() =>
+        server.Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()?.Addresses.FirstOrDefault()?.TrimEnd('/') ?? options.Urls;
 
     /// <summary>Asks a running trainer to stop (SIGTERM, then kill after the grace period); the task ends when the job has its final status. Null if this server runs no trainer for the job.</summary>
     public Task? RequestCancel(string jobId)

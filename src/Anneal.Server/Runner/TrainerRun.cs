@@ -39,6 +39,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     public Task Completion { get; set; } = Task.CompletedTask;
     public string JobId => _id;
+    /// <summary>Where the ranks of a multi-rank launch meet (RankRendezvous.cs): the store and this server's address.</summary>
+    public (RankRendezvousStore Store, Func<string> Address)? Rendezvous { get; init; }
 
     public async Task RunAsync()
     {
@@ -87,7 +89,17 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             WorkingDirectory = _jobDir,
         };
         foreach (var a in command.Skip(1)) psi.ArgumentList.Add(a);
-        if (placement.Ranks > 1) psi.Environment[RankLaunch.RunIdVariable] = Guid.NewGuid().ToString("N");
+        string? rendezvousToken = null;
+        if (placement.Ranks > 1)
+        {
+            psi.Environment[RankLaunch.RunIdVariable] = Guid.NewGuid().ToString("N");
+            if (Rendezvous is var (store, address))
+            {
+                rendezvousToken = store.Open(_id);
+                psi.Environment[RankLaunch.RendezvousUrlVariable] = $"{address()}/internal/jobs/{_id}/rendezvous";
+                psi.Environment[RankLaunch.RendezvousTokenVariable] = rendezvousToken;
+            }
+        }
         foreach (var a in new[] { "trainer", "run", "--spec", specPath }) psi.ArgumentList.Add(a);
         psi.Environment["CUDA_VISIBLE_DEVICES"] = gpu ?? "";
         // The trainer stops (after a checkpoint) when this process is gone: see Anneal.Training.ServerWatch.
@@ -99,6 +111,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         try { process.Start(); }
         catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
         {
+            if (rendezvousToken is not null) Rendezvous!.Value.Store.Close(_id, rendezvousToken);
             var message = $"could not start the trainer '{string.Join(' ', command)}': {e.Message}";
             Finish(JobStatus.Failed, EventTypes.Failed, message, new JobError(ErrorCodes.Internal, message));
             return;
@@ -127,6 +140,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             }
         });
         await process.WaitForExitAsync();
+        if (rendezvousToken is not null) Rendezvous!.Value.Store.Close(_id, rendezvousToken);
         // Grandchildren may hold the pipes open; the trainer itself is gone, so do not wait long.
         await Task.WhenAny(Task.WhenAll(stdout, stderr), Task.Delay(TimeSpan.FromSeconds(5)));
         OnExit(process.ExitCode);

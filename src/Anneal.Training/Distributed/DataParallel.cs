@@ -53,8 +53,7 @@ public sealed class DataParallel : IDisposable
         ICollectives comm = backend switch
         {
             "mpi" => MpiCollectives.Join(),
-            "nccl" => NcclCollectives.Join(rank, size, localRank, new Rendezvous(Path.Combine(spec.OutputDir, "rendezvous"),
-                Environment.GetEnvironmentVariable(RankLaunch.RunIdVariable) ?? spec.JobId, timeout)),
+            "nccl" => NcclCollectives.Join(rank, size, localRank, Rendezvous.ForLaunch(spec.OutputDir, spec.JobId, timeout)),
             _ => throw TrainerUserException.Config($"{RankLaunch.CollectivesVariable} \"{backend}\" is not known; use \"mpi\" or \"nccl\""),
         };
         if (comm.Rank != rank || comm.Size != size)
@@ -116,9 +115,23 @@ public sealed class DataParallel : IDisposable
         return (v[0] > 0, v[1] > 0);
     }
 
+    bool finished;
+
+    /// <summary>Marks a run that ended normally on this rank and passes its result through.</summary>
+    public T Finished<T>(T result)
+    {
+        finished = true;
+        return result;
+    }
+
+    /// <summary>
+    /// After a normal end, leaves the world (MPI_Finalize, ncclCommDestroy). After a failure it does
+    /// not: finalizing waits for ranks that may be blocked in a collective, while a rank that exits
+    /// without it makes mpirun end all the others at once (after this rank has reported its error).
+    /// </summary>
     public void Dispose()
     {
-        if (this == Single) return;
+        if (this == Single || !finished) return;
         Comm?.Dispose();
     }
 }

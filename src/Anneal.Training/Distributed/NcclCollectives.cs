@@ -6,7 +6,7 @@
 // Each call synchronises the stream before returning, so a collective that never completes is seen
 // by the Watchdog (which then calls ncclCommAbort) rather than by a later .item(). Overlap later.
 // Multi-rank NCCL has NOT been run: the machines at hand have one GPU, and NCCL refuses two ranks
-// on one device. The unique id reaches the other ranks through Rendezvous (rank 0 creates it).
+// on one device. The unique id reaches the other ranks through an IRendezvous (rank 0 creates it).
 using System.Runtime.InteropServices;
 using Anneal.Training.Native;
 using TorchSharp;
@@ -35,7 +35,7 @@ public sealed class NcclCollectives : ICollectives
     NcclCollectives(IntPtr comm, int rank, int size, Device device) => (this.comm, Rank, Size, this.device) = (comm, rank, size, device);
 
     /// <summary>Creates the communicator of rank <paramref name="rank"/> on CUDA device <paramref name="localRank"/>.</summary>
-    public static NcclCollectives Join(int rank, int size, int localRank, Rendezvous rendezvous)
+    public static NcclCollectives Join(int rank, int size, int localRank, IRendezvous rendezvous)
     {
         LoadLibraries();
         CheckCuda(cudaSetDevice(localRank), $"cudaSetDevice({localRank})");

@@ -165,7 +165,8 @@ public sealed class FlatAdamW : IDisposable
             var lean = g.ExpAvg.dtype != ScalarType.Float32;
             var buffers = Scratch(g.Device, lean ? 4 : 2);
             var groupCoef = coef?.to(g.Device);
-            var generator = lean ? new Generator(seed + (ulong)StepCount, g.Device) : null;
+            // Sharded: each rank rounds its own block, from its own stream.
+            var generator = lean ? new Generator(seed + (ulong)StepCount + (sharded ? (ulong)comm!.Rank << 32 : 0), g.Device) : null;
             // This rank's block (the whole buffer unless sharded); state tensors are indexed from the block's start.
             for (long local = 0; local < g.ShardNumel; local += sliceElements)
             {

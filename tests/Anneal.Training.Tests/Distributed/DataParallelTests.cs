@@ -32,7 +32,7 @@ public sealed partial class DataParallelTests(ITestOutputHelper output) : IDispo
     [MpiTheory]
     [InlineData(TrainingModes.FullFinetune, 2, "off")]
     [InlineData(TrainingModes.FullFinetune, 3, "on")]
-    [InlineData(TrainingModes.Lora, 2, "on")]
+    [InlineData(TrainingModes.Lora, 3, "on")]
     public void Ranks_train_like_one_process_with_the_same_global_batch(string mode, int ranks, string zero1)
     {
         var data = TinyFixture.WriteChatSet(dir, repeat: 2);
