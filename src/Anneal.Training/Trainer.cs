@@ -499,8 +499,7 @@ public static class Trainer
     {
         if (!File.Exists(path))
             throw TrainerUserException.BadData($"{name} does not exist");
-        // A server's upload is stored under its SHA-256 and never changes: the spec passes it on.
-        var key = new TokenCacheKey(sha256 ?? TokenCacheKey.HashFile(path), TokenCacheKey.HashTokenizer(modelPath), TemplateId, sequenceLength);
+        var key = TokenCacheKeyFor(path, sha256, modelPath, sequenceLength);
         var data = DataPreparation.Open(path, name, key, cacheDir, record =>
         {
             var e = Qwen3ChatTemplate.Encode(tokenizer, record);
@@ -521,6 +520,13 @@ public static class Trainer
         }
         return data;
     }
+
+    /// <summary>
+    /// The token cache key of a data file for a model's tokenizer and a sequence_length. A server's
+    /// upload is stored under its SHA-256 and never changes, so a known sha256 is used as given.
+    /// </summary>
+    public static TokenCacheKey TokenCacheKeyFor(string path, string? sha256, string modelPath, int sequenceLength) =>
+        new(sha256 ?? TokenCacheKey.HashFile(path), TokenCacheKey.HashTokenizer(modelPath), TemplateId, sequenceLength);
 
     static void Validate(string path, string name)
     {

@@ -106,6 +106,11 @@ public sealed class BatchingTests(ITestOutputHelper output) : IDisposable
             Assert.True(exit == 0, stderr);
             var prepared = Assert.Single(events, e => e.Type == EventTypes.DataPrepared).Data!;
             Assert.Equal(batching, prepared["batching"]!.GetValue<string>());
+            // The memory plan's largest micro-batch is the one this batching can build.
+            var planned = Assert.Single(events, e => e.Type == EventTypes.MemoryPlanned).Data!;
+            var longest = Math.Min(128, prepared["longest_example_tokens"]!.GetValue<int>());
+            Assert.Equal(batching == BatchingModes.Packed ? 128 : longest, planned["row_tokens"]!.GetValue<int>());
+            Assert.Equal(1, planned["micro_batch_rows"]!.GetValue<int>());
             losses[batching] = TinyFixture.Losses(events);
             output.WriteLine($"{batching,-13} forward passes/epoch {prepared["forward_passes_per_epoch"]}: {string.Join(" ", losses[batching].Select(l => l.ToString("F5")))}");
             Assert.Equal(4, losses[batching].Count);
