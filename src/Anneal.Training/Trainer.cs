@@ -174,7 +174,7 @@ public static class Trainer
 
     /// <summary>Everything the loop needs, prepared by <see cref="Run"/>.</summary>
     sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, FlatAdamW Optimizer,
-        Qwen3Tokenizer Tokenizer, TokenCacheFile Train, TokenCacheFile? Validation, string Batching, List<List<List<int[]>>> FirstEpoch,
+        Qwen3Tokenizer Tokenizer, TokenCacheFile Train, TokenCacheFile? Validation, string Batching, EpochPlan FirstEpoch,
         int SequenceLength, Device Device, TrainerEvents Events);
 
     /// <summary>The training loop.</summary>
@@ -183,7 +183,7 @@ public static class Trainer
         var s = r.Spec.Settings;
         var (model, optimizer, events) = (r.Model, r.Optimizer, r.Events);
         int B = s.PerDeviceBatch, G = s.GradientAccumulationSteps;
-        List<List<List<int[]>>> Plan(int epoch) => epoch == 0 ? r.FirstEpoch : StepPlan.Epoch(r.Train.Lengths, s.Seed, epoch, r.Batching, B, G, r.SequenceLength);
+        EpochPlan Plan(int epoch) => epoch == 0 ? r.FirstEpoch : StepPlan.Epoch(r.Train.Lengths, s.Seed, epoch, r.Batching, B, G, r.SequenceLength);
         var stepsPerEpoch = Plan(0).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
@@ -241,7 +241,7 @@ public static class Trainer
         // Batches of the coming steps are built on another thread; packing can give another epoch a
         // step more or less than epoch 0, so the step count per epoch stays that of epoch 0 (wrapping)
         // and step → data position stays a pure function.
-        List<List<List<int[]>>>? plan = null;
+        EpochPlan? plan = null;
         var planEpoch = -1;
         List<List<int[]>> StepRows(int index)
         {

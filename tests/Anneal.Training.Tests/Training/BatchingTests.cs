@@ -82,12 +82,12 @@ public sealed class BatchingTests(ITestOutputHelper output) : IDisposable
         // Short examples make micro-batches wider than per_device_batch: fewer forward passes, less padding.
         Assert.Contains(micros, m => m.Count > B);
         Assert.True(micros.Count < padded.Sum(s => s.Count), $"{micros.Count} forward passes, padded has {padded.Sum(s => s.Count)}");
-        long Padded(List<List<List<int[]>>> plan) => plan.SelectMany(s => s).Sum(m => (long)m.Count * m.Max(r => lengths[r[0]]));
+        long Padded(IReadOnlyList<List<List<int[]>>> plan) => plan.SelectMany(s => s).Sum(m => (long)m.Count * m.Max(r => lengths[r[0]]));
         Assert.True(Padded(budget) < Padded(padded), $"padded tokens {Padded(budget)} vs {Padded(padded)}");
         output.WriteLine($"{budget.Count} steps; forward passes {micros.Count} vs {padded.Sum(s => s.Count)}; padded tokens {Padded(budget)} vs {Padded(padded)}");
 
         static IEnumerable<int> Examples(List<List<int[]>> step) => step.SelectMany(m => m).SelectMany(r => r);
-        static string Flat(List<List<List<int[]>>> p) => string.Join("|", p.Select(s => string.Join(";", s.Select(m => string.Join(",", m.Select(r => r[0]))))));
+        static string Flat(IReadOnlyList<List<List<int[]>>> p) => string.Join("|", p.Select(s => string.Join(";", s.Select(m => string.Join(",", m.Select(r => r[0]))))));
     }
 
     [Fact]
