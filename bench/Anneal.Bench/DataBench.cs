@@ -42,6 +42,7 @@ static class DataBench
                 "today" => Today(data, model),
                 "trainer" => FirstStep(data, model, work),
                 "warm-parts" => WarmParts(data, model, work),
+                "mapped" => Mapped(work),
                 _ => throw new ArgumentException($"--phase {phase}: expected tokenize, today or trainer"),
             };
             Console.WriteLine(JsonSerializer.Serialize(row));
@@ -64,6 +65,7 @@ static class DataBench
         rows.Add(Child(o, "trainer"));   // cold: builds the cache
         rows.Add(Child(o, "trainer"));   // warm: reads it
         rows.Add(Child(o, "warm-parts"));   // where a cache hit's time goes (and what hashing costs a local run)
+        rows.Add(Child(o, "mapped"));       // what the mapped data holds, beside "today"
         foreach (var row in rows)
         {
             Console.WriteLine(row.ToJsonString());
@@ -251,6 +253,34 @@ static class DataBench
             ["bench"] = "data.warm_parts", ["dataset_mb"] = Math.Round(new FileInfo(data).Length / 1e6), ["cache_mb"] = Math.Round(new FileInfo(file).Length / 1e6),
             ["hash_dataset_s"] = Math.Round(hashData, 3), ["hash_tokenizer_s"] = Math.Round(hashTokenizer, 3), ["check_and_map_s"] = Math.Round(open, 3),
             ["examples"] = opened.Count, ["sha"] = datasetSha[..8] + "/" + tokenizerSha[..8],
+        };
+    }
+
+    /// <summary>
+    /// The host memory the trainer's data holds now: the mapped cache file, its lengths and an epoch's
+    /// step plan, after every example was read once through the map (as an epoch of training does).
+    /// RssAnon excludes the file's pages, which the kernel can drop at any time; RSS includes them.
+    /// </summary>
+    static Dictionary<string, object?> Mapped(string work)
+    {
+        var file = Directory.GetFiles(Path.Combine(work, "token-cache"), "*.tokens").Single();
+        var header = new byte[TokenCache.HeaderBytes];
+        using (var f = File.OpenRead(file)) f.ReadExactly(header);
+        GC.Collect();
+        var (anon, rss) = (Status("RssAnon:"), Status("VmRSS:"));
+        using var data = TokenCache.TryOpen(file, header[16..48], out var whyNot) ?? throw new InvalidOperationException(whyNot);
+        var plan = StepPlan.Epoch(data.Lengths, 0, 0, BatchingModes.TokenBudget, 1, 1, 2048);
+        long tokens = 0;
+        for (var i = 0; i < data.Count; i++) tokens += data[i].Length;
+        GC.Collect();
+        var held = Status("RssAnon:") - anon;
+        var withPages = Status("VmRSS:") - rss;
+        GC.KeepAlive(plan);
+        return new()
+        {
+            ["bench"] = "data.mapped", ["examples"] = data.Count, ["tokens"] = tokens,
+            ["data_held_mib"] = Math.Round(held / (double)(1 << 20), 1), ["with_file_pages_mib"] = Math.Round(withPages / (double)(1 << 20), 1),
+            ["peak_rss_mib"] = Math.Round(Status("VmHWM:") / (double)(1 << 20), 1),
         };
     }
 

@@ -40,7 +40,7 @@ static class LengthsBench
         var padId = Math.Min(151643, cfg.VocabSize - 1);
 
         // One plan, used for the warm-up and the timed epoch alike (as the anchor reuses its batch list).
-        var plan = o.Batching switch
+        IReadOnlyList<List<List<int[]>>> plan = batching switch
         {
             "order" => Enumerable.Range(0, (examples.Count + o.Micro - 1) / o.Micro)
                 .Select(s => new List<List<int[]>> { Enumerable.Range(s * o.Micro, Math.Min(o.Micro, examples.Count - s * o.Micro)).Select(i => new[] { i }).ToList() })

@@ -182,7 +182,7 @@ public static class Trainer
 
     /// <summary>Everything the loop needs, prepared by <see cref="Run"/>.</summary>
     sealed record TrainingRun(TrainerJobSpec Spec, TrainerOptions Options, Qwen3ForCausalLM Model, FlatAdamW Optimizer,
-        Qwen3Tokenizer Tokenizer, TokenCacheFile Train, TokenCacheFile? Validation, string Batching, List<List<List<int[]>>> FirstEpoch,
+        Qwen3Tokenizer Tokenizer, TokenCacheFile Train, TokenCacheFile? Validation, string Batching, EpochPlan FirstEpoch,
         int SequenceLength, Device Device, TrainerEvents Events)
     {
         public DataParallel World { get; init; } = DataParallel.Single;
@@ -195,7 +195,7 @@ public static class Trainer
         var (model, optimizer, events) = (r.Model, r.Optimizer, r.Events);
         int B = s.PerDeviceBatch, G = s.GradientAccumulationSteps;
         var world = r.World;   // N ranks: steps are planned for the global batch of G × N micro-batches
-        List<List<List<int[]>>> Plan(int epoch) => epoch == 0 ? r.FirstEpoch : StepPlan.Epoch(r.Train.Lengths, s.Seed, epoch, r.Batching, B, G * world.Size, r.SequenceLength);
+        EpochPlan Plan(int epoch) => epoch == 0 ? r.FirstEpoch : StepPlan.Epoch(r.Train.Lengths, s.Seed, epoch, r.Batching, B, G * world.Size, r.SequenceLength);
         var stepsPerEpoch = Plan(0).Count;
         var totalSteps = s.TotalSteps ?? Math.Max(1, (int)Math.Ceiling(s.NEpochs!.Value * stepsPerEpoch));
         var warmupSteps = (int)Math.Ceiling(s.WarmupRatio * totalSteps);
@@ -267,7 +267,7 @@ public static class Trainer
         // Batches of the coming steps are built on another thread; packing can give another epoch a
         // step more or less than epoch 0, so the step count per epoch stays that of epoch 0 (wrapping)
         // and step → data position stays a pure function.
-        List<List<List<int[]>>>? plan = null;
+        EpochPlan? plan = null;
         var planEpoch = -1;
         List<List<int[]>> StepRows(int index)
         {
@@ -527,8 +527,7 @@ public static class Trainer
     {
         if (!File.Exists(path))
             throw TrainerUserException.BadData($"{name} does not exist");
-        // A server's upload is stored under its SHA-256 and never changes: the spec passes it on.
-        var key = new TokenCacheKey(sha256 ?? TokenCacheKey.HashFile(path), TokenCacheKey.HashTokenizer(modelPath), TemplateId, sequenceLength);
+        var key = TokenCacheKeyFor(path, sha256, modelPath, sequenceLength);
         var data = DataPreparation.Open(path, name, key, cacheDir, record =>
         {
             var e = Qwen3ChatTemplate.Encode(tokenizer, record);
@@ -549,6 +548,13 @@ public static class Trainer
         }
         return data;
     }
+
+    /// <summary>
+    /// The token cache key of a data file for a model's tokenizer and a sequence_length. A server's
+    /// upload is stored under its SHA-256 and never changes, so a known sha256 is used as given.
+    /// </summary>
+    public static TokenCacheKey TokenCacheKeyFor(string path, string? sha256, string modelPath, int sequenceLength) =>
+        new(sha256 ?? TokenCacheKey.HashFile(path), TokenCacheKey.HashTokenizer(modelPath), TemplateId, sequenceLength);
 
     static void Validate(string path, string name)
     {

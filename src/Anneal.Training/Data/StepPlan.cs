@@ -22,7 +22,7 @@ namespace Anneal.Training.Data;
 public static class StepPlan
 {
     /// <summary>Steps of epoch <paramref name="epoch"/>; lengths[i] is example i's token count.</summary>
-    public static List<List<List<int[]>>> Epoch(IReadOnlyList<int> lengths, int seed, int epoch, string batching,
+    public static EpochPlan Epoch(IReadOnlyList<int> lengths, int seed, int epoch, string batching,
         int perDeviceBatch, int accumulation, int sequenceLength)
     {
         if (!BatchingModes.All.Contains(batching))
@@ -36,13 +36,13 @@ public static class StepPlan
         if (batching is BatchingModes.Padded or BatchingModes.TokenBudget)
         {
             long budget = (long)perDeviceBatch * MaxLength(lengths);
-            var plan = new List<List<List<int[]>>>((order.Length + rowsPerStep - 1) / rowsPerStep);
+            var plan = new EpochPlan.Builder(order.Length);
             for (var s = 0; s < order.Length; s += rowsPerStep)
             {
                 var step = order.AsSpan(s, Math.Min(rowsPerStep, order.Length - s));
                 plan.Add(batching == BatchingModes.Padded ? Consecutive(step, perDeviceBatch) : WithinBudget(step, lengths, budget));
             }
-            return plan;
+            return plan.Build(null);
         }
 
         // Rows: single examples, or examples packed end to end up to sequenceLength (next fit).
@@ -69,7 +69,7 @@ public static class StepPlan
 
         int RowLength(int[] row) => row.Sum(i => lengths[i]);
         var mega = rowsPerStep * 64;
-        var steps = new List<List<List<int[]>>>();
+        var steps = new EpochPlan.Builder(lengths.Count);
         for (var m = 0; m < rows.Count; m += mega)
         {
             var chunk = rows.Skip(m).Take(mega).OrderByDescending(RowLength).ToList();
@@ -82,8 +82,10 @@ public static class StepPlan
                 steps.Add(micro);
             }
         }
-        rng.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(steps));
-        return steps;
+        // The same permutation Random.Shuffle gives over the steps themselves.
+        var stepOrder = Enumerable.Range(0, steps.Count).ToArray();
+        rng.Shuffle(stepOrder);
+        return steps.Build(stepOrder);
     }
 
     /// <summary>Rows of one example each, <paramref name="perDeviceBatch"/> a micro-batch, in the given order.</summary>
@@ -123,6 +125,72 @@ public static class StepPlan
         return max;
     }
 
-    /// <summary>The planned steps of an epoch, as (micro-batches, rows) counts; the memory model and events use them.</summary>
-    public static int Rows(List<List<List<int[]>>> plan) => plan.Sum(step => step.Sum(micro => micro.Count));
+    /// <summary>Rows in a plan (one per example unless packed).</summary>
+    public static int Rows(EpochPlan plan) => plan.RowCount;
+}
+
+/// <summary>
+/// The steps of one epoch in flat arrays, about 4 bytes per example, row, micro-batch and step
+/// (millions of examples plan in megabytes); the indexer builds one step's lists when asked.
+/// </summary>
+public sealed class EpochPlan : IReadOnlyList<List<List<int[]>>>
+{
+    readonly int[] examples, rowStart, microStart, stepStart;
+    readonly int[]? order;
+
+    EpochPlan(int[] examples, int[] rowStart, int[] microStart, int[] stepStart, int[]? order) =>
+        (this.examples, this.rowStart, this.microStart, this.stepStart, this.order) = (examples, rowStart, microStart, stepStart, order);
+
+    public int Count => stepStart.Length - 1;
+    public int RowCount => rowStart.Length - 1;
+
+    /// <summary>Micro-batches → rows → example indices of step <paramref name="index"/>.</summary>
+    public List<List<int[]>> this[int index]
+    {
+        get
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(index);
+            ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, Count);
+            var s = order?[index] ?? index;
+            var micros = new List<List<int[]>>(stepStart[s + 1] - stepStart[s]);
+            for (var m = stepStart[s]; m < stepStart[s + 1]; m++)
+            {
+                var rows = new List<int[]>(microStart[m + 1] - microStart[m]);
+                for (var r = microStart[m]; r < microStart[m + 1]; r++) rows.Add(examples[rowStart[r]..rowStart[r + 1]]);
+                micros.Add(rows);
+            }
+            return micros;
+        }
+    }
+
+    public IEnumerator<List<List<int[]>>> GetEnumerator()
+    {
+        for (var i = 0; i < Count; i++) yield return this[i];
+    }
+
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <summary>Collects steps in the order they are planned; Build takes an optional permutation of them.</summary>
+    public sealed class Builder(int examples)
+    {
+        readonly List<int> ids = new(examples), rowStart = [0], microStart = [0], stepStart = [0];
+
+        public int Count => stepStart.Count - 1;
+
+        public void Add(List<List<int[]>> step)
+        {
+            foreach (var micro in step)
+            {
+                foreach (var row in micro)
+                {
+                    ids.AddRange(row);
+                    rowStart.Add(ids.Count);
+                }
+                microStart.Add(rowStart.Count - 1);
+            }
+            stepStart.Add(microStart.Count - 1);
+        }
+
+        public EpochPlan Build(int[]? order) => new([.. ids], [.. rowStart], [.. microStart], [.. stepStart], order);
+    }
 }

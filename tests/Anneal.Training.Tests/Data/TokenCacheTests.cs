@@ -1,7 +1,7 @@
 // The token cache: what the parallel build writes reads back exactly as the one-thread in-memory
 // loader encodes it; any change of what it is keyed by gives another file; a truncated, foreign or
-// corrupt file is rebuilt, never read; a warm run trains exactly like the cold one; and reading a
-// file many times larger than a memory bound through the trainer's data path stays under the bound.
+// corrupt file is rebuilt, never read; and a file many times larger than a memory bound is read
+// through the trainer's data path, and trained on, within the bound.
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
 using Anneal.Core.Training;
@@ -11,6 +11,8 @@ using Xunit.Abstractions;
 
 namespace Anneal.Training.Tests.Data;
 
+// Alone, after the parallel tests: the memory tests read the whole process's resident memory.
+[Collection(TorchRandomCollection.Name)]
 public sealed class TokenCacheTests(ITestOutputHelper output) : IDisposable
 {
     readonly string dir = Directory.CreateTempSubdirectory("anneal-cache-").FullName;
@@ -180,6 +182,7 @@ public sealed class TokenCacheTests(ITestOutputHelper output) : IDisposable
 [Collection(TorchRandomCollection.Name)]
 public sealed class TokenCacheMemoryTests(ITestOutputHelper output) : IDisposable
 {
+    static readonly Lazy<Qwen3Tokenizer> Tokenizer = new(() => Qwen3Tokenizer.Load(TinyFixture.ModelDir));
     readonly string dir = Directory.CreateTempSubdirectory("anneal-cache-").FullName;
     public void Dispose() => Directory.Delete(dir, recursive: true);
 
@@ -243,5 +246,75 @@ public sealed class TokenCacheMemoryTests(ITestOutputHelper output) : IDisposabl
     {
         var line = File.ReadLines("/proc/self/status").First(l => l.StartsWith("RssAnon:", StringComparison.Ordinal));
         return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+    }
+
+    [Fact]
+    public void A_dataset_many_times_a_memory_bound_trains_within_the_bound()
+    {
+        // The trainer finds a cache file under the key of a small JSONL file (as if it had tokenized a
+        // large one) and trains on it. A 2 MiB file first, then a 120 MiB one: the second run's growth
+        // of anonymous memory over the first's is what the data costs, and must stay under the bound.
+        const long bound = 40L << 20;
+        var (small, smallSize, _) = TrainOnSyntheticCache("small", 2L << 20);
+        var (large, largeSize, examples) = TrainOnSyntheticCache("large", 120L << 20);
+        output.WriteLine($"anonymous memory grew by {small >> 20} MiB training on {smallSize >> 20} MiB, {large >> 20} MiB on {largeSize >> 20} MiB ({examples} examples); bound on the difference {bound >> 20} MiB");
+        Assert.True(largeSize > 2 * bound, $"the file ({largeSize >> 20} MiB) must be several times the bound");
+        Assert.True(large - small < bound, $"training on {largeSize >> 20} MiB took {(large - small) >> 20} MiB more than on {smallSize >> 20} MiB (bound {bound >> 20} MiB)");
+    }
+
+    (long Growth, long FileBytes, int Examples) TrainOnSyntheticCache(string name, long tokenBytes)
+    {
+        const int sequenceLength = 256;
+        var folder = Path.Combine(dir, name);
+        Directory.CreateDirectory(folder);
+        var data = TinyFixture.WriteChatSet(folder);
+        File.AppendAllText(data, "\n");   // another file, another key
+        var cache = Path.Combine(folder, "cache");
+        Directory.CreateDirectory(cache);
+        var key = Trainer.TokenCacheKeyFor(data, null, TinyFixture.ModelDir, sequenceLength);
+        var vocabulary = Tokenizer.Value.VocabSize;
+        var rng = new Random(11);
+        var stats = new DataStatsBuilder();
+        using (var writer = new TokenCache.Writer(Path.Combine(cache, key.FileName), key.Hash()))
+        {
+            long bytes = 0;
+            for (var line = 1; bytes < tokenBytes; line++)
+            {
+                var n = rng.Next(32, sequenceLength + 1);
+                var ids = new int[n];
+                var trained = new bool[n];
+                for (var t = 0; t < n; t++) (ids[t], trained[t]) = (rng.Next(0, vocabulary), t > n / 3);
+                var fitted = SftData.Fit(line, ids, trained, sequenceLength);
+                stats.Add(fitted);
+                writer.Add(fitted.Example!);
+                bytes += 5L * n;
+            }
+            writer.Complete(stats.Build());
+        }
+
+        var settings = new TrainingSettings
+        {
+            TotalSteps = 4, PerDeviceBatch = 2, GradientAccumulationSteps = 2, LearningRate = 1e-3, SequenceLength = sequenceLength,
+        };
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        var before = AnonymousBytes();
+        long peak = 0;
+        using var done = new CancellationTokenSource();
+        var sampler = new Thread(() =>
+        {
+            do peak = Math.Max(peak, AnonymousBytes() - before);
+            while (!done.Token.WaitHandle.WaitOne(20));
+        });
+        sampler.Start();
+        var (exit, events, stderr) = TinyFixture.Run(TinyFixture.Spec(folder, data, settings) with { TokenCacheDir = cache });
+        done.Cancel();
+        sampler.Join();
+        Assert.True(exit == 0, stderr);
+        var prepared = Assert.Single(events, e => e.Type == EventTypes.DataPrepared).Data!;
+        Assert.True(prepared["cache"]!["used"]!.GetValue<bool>());
+        Assert.Equal(stats.Build().Examples, prepared["examples"]!.GetValue<int>());
+        Assert.Equal(4, TinyFixture.Losses(events).Count);
+        return (peak, new FileInfo(Path.Combine(cache, key.FileName)).Length, stats.Build().Examples);
     }
 }

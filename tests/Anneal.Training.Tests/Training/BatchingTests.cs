@@ -82,12 +82,12 @@ public sealed class BatchingTests(ITestOutputHelper output) : IDisposable
         // Short examples make micro-batches wider than per_device_batch: fewer forward passes, less padding.
         Assert.Contains(micros, m => m.Count > B);
         Assert.True(micros.Count < padded.Sum(s => s.Count), $"{micros.Count} forward passes, padded has {padded.Sum(s => s.Count)}");
-        long Padded(List<List<List<int[]>>> plan) => plan.SelectMany(s => s).Sum(m => (long)m.Count * m.Max(r => lengths[r[0]]));
+        long Padded(IReadOnlyList<List<List<int[]>>> plan) => plan.SelectMany(s => s).Sum(m => (long)m.Count * m.Max(r => lengths[r[0]]));
         Assert.True(Padded(budget) < Padded(padded), $"padded tokens {Padded(budget)} vs {Padded(padded)}");
         output.WriteLine($"{budget.Count} steps; forward passes {micros.Count} vs {padded.Sum(s => s.Count)}; padded tokens {Padded(budget)} vs {Padded(padded)}");
 
         static IEnumerable<int> Examples(List<List<int[]>> step) => step.SelectMany(m => m).SelectMany(r => r);
-        static string Flat(List<List<List<int[]>>> p) => string.Join("|", p.Select(s => string.Join(";", s.Select(m => string.Join(",", m.Select(r => r[0]))))));
+        static string Flat(IReadOnlyList<List<List<int[]>>> p) => string.Join("|", p.Select(s => string.Join(";", s.Select(m => string.Join(",", m.Select(r => r[0]))))));
     }
 
     [Fact]
@@ -106,6 +106,11 @@ public sealed class BatchingTests(ITestOutputHelper output) : IDisposable
             Assert.True(exit == 0, stderr);
             var prepared = Assert.Single(events, e => e.Type == EventTypes.DataPrepared).Data!;
             Assert.Equal(batching, prepared["batching"]!.GetValue<string>());
+            // The memory plan's largest micro-batch is the one this batching can build.
+            var planned = Assert.Single(events, e => e.Type == EventTypes.MemoryPlanned).Data!;
+            var longest = Math.Min(128, prepared["longest_example_tokens"]!.GetValue<int>());
+            Assert.Equal(batching == BatchingModes.Packed ? 128 : longest, planned["row_tokens"]!.GetValue<int>());
+            Assert.Equal(1, planned["micro_batch_rows"]!.GetValue<int>());
             losses[batching] = TinyFixture.Losses(events);
             output.WriteLine($"{batching,-13} forward passes/epoch {prepared["forward_passes_per_epoch"]}: {string.Join(" ", losses[batching].Select(l => l.ToString("F5")))}");
             Assert.Equal(4, losses[batching].Count);

@@ -116,7 +116,7 @@ public sealed class TrainingMathTests(ITestOutputHelper output) : IDisposable
             var a = StepPlan.Epoch(lengths, 5, 2, batching, 2, 2, 64);
             var b = StepPlan.Epoch(lengths, 5, 2, batching, 2, 2, 64);
             var c = StepPlan.Epoch(lengths, 5, 3, batching, 2, 2, 64);
-            static string Flat(List<List<List<int[]>>> p) => string.Join("|", p.SelectMany(s => s).SelectMany(m => m).Select(r => string.Join(",", r)));
+            static string Flat(IReadOnlyList<List<List<int[]>>> p) => string.Join("|", p.SelectMany(s => s).SelectMany(m => m).Select(r => string.Join(",", r)));
             Assert.Equal(Flat(a), Flat(b));
             Assert.NotEqual(Flat(a), Flat(c));
             Assert.Equal(Enumerable.Range(0, examples.Count), a.SelectMany(s => s).SelectMany(m => m).SelectMany(r => r).Order());
