@@ -50,7 +50,7 @@ public sealed class ImageFetchTests : IAsyncLifetime
         images.MapGet("/text", () => Results.Text("hello, not an image"));
         images.MapGet("/corrupt.png", () => Results.Bytes(RedPng[..(RedPng.Length / 2)], "image/png"));
         images.MapGet("/big.png", () => Results.Bytes(new byte[50_000], "image/png"));
-        images.MapGet("/slow.png", async () => { await Task.Delay(4000); return Results.Bytes(RedPng, "image/png"); });
+        images.MapGet("/slow.png", async () => { await Task.Delay(8000); return Results.Bytes(RedPng, "image/png"); });
         images.MapGet("/to-loopback", () => Results.Redirect($"https://127.0.0.1:{port}/red.png"));
         images.MapGet("/to-red", () => Results.Redirect($"https://localhost:{port}/red.png"));
         await images.StartAsync();
@@ -61,7 +61,7 @@ public sealed class ImageFetchTests : IAsyncLifetime
 
     static ServerOptions Allow(ServerOptions o) => o with
     {
-        ImageFetch = new ImageFetchSettings { TestHosts = new HashSet<string> { "localhost" }, Timeout = TimeSpan.FromSeconds(1.5), MaxBytes = 20_000 },
+        ImageFetch = new ImageFetchSettings { TestHosts = new HashSet<string> { "localhost" }, Timeout = TimeSpan.FromSeconds(4), MaxBytes = 20_000 },
     };
 
     static string Line(string url) => new JsonObject
@@ -92,7 +92,7 @@ public sealed class ImageFetchTests : IAsyncLifetime
     [InlineData("https://169.254.169.254/latest/meta-data", "a link-local (metadata) address")]
     [InlineData("https://localhost:{port}/to-loopback", "refused: 127.0.0.1 resolves to 127.0.0.1, a loopback address")]
     [InlineData("https://localhost:{port}/missing.png", "HTTP 404 Not Found")]
-    [InlineData("https://localhost:{port}/slow.png", "no complete answer within 1.5 s")]
+    [InlineData("https://localhost:{port}/slow.png", "no complete answer within 4 s")]
     [InlineData("https://localhost:{port}/big.png", "50,000 bytes, more than the 20,000 allowed")]
     [InlineData("https://localhost:{port}/text", "not a PNG, JPEG, WebP or GIF image")]
     [InlineData("https://localhost:{port}/corrupt.png", "the image")]
