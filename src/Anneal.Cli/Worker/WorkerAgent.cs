@@ -65,7 +65,14 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
                 continue;
             }
             ctx.Out.WriteLine($"worker: job {claim.JobId} attempt {claim.Attempt} on {(gpu is null ? "cpu" : $"GPU {gpu}")}");
-            var outcome = await RunJobAsync(claim, gpu, ct);
+            string outcome;
+            try { outcome = await RunJobAsync(claim, gpu, ct); }
+            catch (HttpRequestException e)
+            {
+                // The server is unreachable or refused a call: the trainer is stopped and the lease
+                // left to lapse, so the server re-queues the job from its last uploaded checkpoint.
+                outcome = $"abandoned ({e.Message}); the server re-queues it when the lease lapses";
+            }
             ctx.Out.WriteLine($"worker: job {claim.JobId} attempt {claim.Attempt}: {outcome}");
             ran++;
         }
@@ -103,6 +110,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
             return await TrainAsync(claim, lease, spec, gpu, jobDir, output, lost);
         }
         catch (LeaseLostException) { return "lease lost: stopped, nothing more sent"; }
+        catch (OperationCanceledException) when (lost.IsCancellationRequested && !ct.IsCancellationRequested) { return "lease lost: stopped, nothing more sent"; }
         finally
         {
             await heartbeat.CancelAsync();
@@ -162,10 +170,17 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         // The trainer stops (after a checkpoint) when this worker is gone, as it does for a server.
         psi.Environment[TrainerProtocol.ServerPidVariable] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
         using var process = Process.Start(psi)!;
-        await using var stop = lost.Token.Register(() =>
+        void Kill()
         {
             try { if (!process.HasExited) process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
-        });
+        }
+        await using var stop = lost.Token.Register(Kill);
+        try { return await FollowAsync(claim, lease, process, output, lost); }
+        finally { Kill(); } // an error on the way out (lease lost, server gone) never leaves the trainer running
+    }
+
+    async Task<string> FollowAsync(WorkerClaim claim, WorkerLease lease, Process process, string output, CancellationTokenSource lost)
+    {
         var tail = new Queue<string>();
         var stderr = Task.Run(async () =>
         {
