@@ -234,6 +234,10 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         Assert.Equal(5000, drawn[0]);
         Assert.InRange(drawn[1], 100, 2 * 238 + 2);   // 540 units wide less 64 of margins: 238 buckets
         Assert.InRange(drawn[2], 0, 40);   // the spike stays: near the top, where the rest of the line sits below y 160
+        // A learning-rate axis whose ticks differ in the fourth digit still labels each one apart.
+        var labels = await page.EvaluateAsync<string[]>(
+            "async () => { const c = await import('/console/chart.js'); return c.tickLabels(c.ticks(0.000998, 0.001)); }");
+        Assert.Equal(["9.980e-4", "9.985e-4", "9.990e-4", "9.995e-4", "1.000e-3"], labels);
 
         // The key lives in this tab's sessionStorage only; signing out forgets it.
         await page.ClickAsync("#sign-out");
