@@ -4,9 +4,11 @@ using System.CommandLine;
 using System.CommandLine.Invocation;
 using System.Runtime.InteropServices;
 using Anneal.Cli.Demo;
+using Anneal.Cli.Deploy;
 using Anneal.Cli.Eval;
 using Anneal.Cli.Files;
 using Anneal.Cli.Filter;
+using Anneal.Cli.Inference;
 using Anneal.Cli.Jobs;
 using Anneal.Cli.Local;
 using Anneal.Cli.Models;
@@ -40,6 +42,8 @@ public static class AnnealApp
             TrainerCommands.Generate(ctx),
             EvalCommand.Create(ctx),
             FilterCommand.Create(ctx),
+            InferenceCommand.Create(ctx),
+            DeployCommand.Create(ctx, shared),
         };
         return root;
     }

@@ -1,13 +1,15 @@
 // Builds and runs the control plane (eShop Catalog.API style: wiring only; each resource maps
 // its own endpoints). Start order: lock the data folder (one server per folder), open the database
-// (migrations), ensure a first API key, recover jobs interrupted by a previous stop or crash, then
+// (migrations), sweep tmp/ and orphaned blobs, ensure a first API key, recover jobs interrupted by a previous stop or crash, then
 // listen. A taken data folder or listen address throws ServerStartException (one readable line).
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
+using Anneal.Server.Deployments;
 using Anneal.Server.WebConsole;
 using Anneal.Server.Events;
 using Anneal.Server.Files;
 using Anneal.Server.Hosting;
+using Anneal.Server.Inference;
 using Anneal.Server.Jobs;
 using Anneal.Server.Metrics;
 using Anneal.Server.Models;
@@ -41,6 +43,16 @@ public sealed record ServerOptions
     public bool AllowModelDownload { get; init; } = true;
     /// <summary>Minimum level of the server's console log.</summary>
     public LogLevel LogLevel { get; init; } = LogLevel.Warning;
+    /// <summary>/v1 goes to this running inference server instead of a process started here (tests, remote GPU hosts).</summary>
+    public string? InferenceUrl { get; init; }
+    /// <summary>The key of <see cref="InferenceUrl"/>.</summary>
+    public string? InferenceKey { get; init; }
+    /// <summary>GPU index given to the inference process (and never to a training job); null: inference on CPU.</summary>
+    public string? InferenceGpu { get; init; }
+    /// <summary>Sequences the inference process decodes together per model.</summary>
+    public int InferenceMaxBatch { get; init; } = 8;
+    /// <summary>Limits and address rules for https images fetched while an upload is validated.</summary>
+    public Files.ImageFetchSettings ImageFetch { get; init; } = new();
 }
 
 public static class ServerHost
@@ -64,6 +76,7 @@ public static class ServerHost
     static async Task<RunningServer> StartLockedAsync(ServerOptions options, DataDirLock dataLock, CancellationToken ct)
     {
         var db = Db.Open(options.DataDir);
+        StartupSweep.Run(db);
         var firstKey = ApiKeys.EnsureFirstKey(db);
         Recovery.RequeueInterrupted(db, options);
 
@@ -98,6 +111,7 @@ public static class ServerHost
         builder.Services.AddHostedService<DatasetValidationWorker>();
         builder.Services.AddSingleton<JobScheduler>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobScheduler>());
+        builder.Services.AddSingleton<InferenceSupervisor>();
 
         var app = builder.Build();
         app.UseExceptionHandler();
@@ -109,6 +123,8 @@ public static class ServerHost
         api.MapEventsApi();
         api.MapMetricsApi();
         api.MapModelsApi();
+        api.MapDeploymentsApi();
+        app.MapV1Api();
         app.MapConsole();
 
         try { await app.StartAsync(ct); }

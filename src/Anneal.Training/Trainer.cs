@@ -11,6 +11,7 @@ using Anneal.Core.Training;
 using Anneal.Training.Checkpoints;
 using Anneal.Training.Data;
 using Anneal.Training.Kernels;
+using Anneal.Training.Memory;
 using Anneal.Training.Model;
 using Anneal.Training.Optim;
 using Anneal.Training.Tokenization;
@@ -39,6 +40,13 @@ public sealed record TrainerOptions
     /// master weights) would fill the disk on multi-billion-parameter runs.
     /// </summary>
     public int KeepOptimizerStates { get; init; } = 2;
+    /// <summary>Device memory the job may use, in bytes (null: what the device has free now).</summary>
+    public long? DeviceMemoryBytes { get; init; }
+    /// <summary>
+    /// Stop at the next optimizer step like cancellation, but save a checkpoint first (pause, server
+    /// shutdown, server gone), so the job continues from there rather than redoing up to save_steps − 1 steps.
+    /// </summary>
+    public CancellationToken CheckpointAndStop { get; init; }
 }
 
 /// <summary>What a finished run produced.</summary>
@@ -50,6 +58,9 @@ public static class Trainer
     public static TrainResult Run(TrainerJobSpec spec, TrainerEvents events, CancellationToken ct, TrainerOptions? options = null)
     {
         options ??= new TrainerOptions();
+        // Vision mode is switched on by the model alone (the registry; a Qwen3-VL folder for others).
+        if (ModelRegistry.IsVision(spec.Model) || VisionModelFolder.IsVisionFolder(spec.ModelPath))
+            return VisionTrainer.Run(spec, events, ct, options);
         var s = spec.Settings;
         CheckSettings(s);
         // The job's `packing` hyperparameter, or the option (kept for callers that set it directly).
@@ -99,22 +110,26 @@ public static class Trainer
                 ["example"] = new JsonObject { ["text"] = tokenizer.Decode(first.Ids), ["mask_preview"] = MaskPreview(tokenizer, first) },
             }, lossy ? "warning" : "info");
 
-        // 3. Model (LoRA layers in place when asked), optimizer.
-        var lora = s.Mode == TrainingModes.Lora ? s.Lora : null;
+        // 3. Memory: choose activation checkpointing and optimizer state before any weight loads,
+        //    or refuse a job that cannot fit with what would.
+        var memory = PlanMemory(spec, options, config, device, dtype, train, sequenceLength, events);
+
+        // 4. Model (LoRA layers in place when asked, on an NF4 base for QLoRA), optimizer.
+        var lora = s.Mode is TrainingModes.Lora or TrainingModes.Qlora ? s.Lora : null;
         var resume = spec.ResumeFrom;
         torch.manual_seed(s.Seed);   // LoRA A matrices are drawn at construction
         var loadClock = Stopwatch.StartNew();
-        using var model = ModelFolder.Load(spec.ModelPath, device, dtype, lora);
-        var checkpointing = UseActivationCheckpointing(s, device, model);
+        using var model = ModelFolder.Load(spec.ModelPath, device, dtype, lora, nf4Base: s.Mode == TrainingModes.Qlora);
+        var checkpointing = memory.ActivationCheckpointing;
         events.Log($"model loaded in {loadClock.Elapsed.TotalSeconds:F1} s: {model.parameters().Sum(p => p.numel()):N0} parameters, " +
-            $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}; " +
+            $"{model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()):N0} trainable; activation checkpointing {(checkpointing ? "on" : "off")}, optimizer state {memory.OptimizerPrecision}; " +
             $"{(options.Packing ? "packing" : options.TokenBudget ? "length bucketing with a token budget" : "length bucketing")}, sequence_length {sequenceLength}");
         if (checkpointing)
             model.Decoder.LayerRunner = (layer, h, a) => ActivationCheckpoint.Run(
                 (x, c) => layer.call(x, new AttentionInputs(c[0], c[1], c.Count > 2 ? c[2] : null, null)),
                 h, a.Mask is null ? [a.Cos, a.Sin] : [a.Cos, a.Sin, a.Mask], layer.parameters());
         // After the weights are loaded: the optimizer re-points every trainable parameter into its flat buffers.
-        using var optimizer = CreateOptimizer(model, s);
+        using var optimizer = CreateOptimizer(model, s, memory.OptimizerPrecision);
 
         var run = new TrainingRun(spec, options, model, optimizer, tokenizer, train, validation, sequenceLength, device, events);
         try { return Train(run, resume, ct); }
@@ -177,6 +192,27 @@ public static class Trainer
             events.Log($"resumed from {resumeFrom} at step {step}");
         }
 
+        // The resume point of this run is never pruned: until a newer checkpoint is known to the
+        // server, it may be the only one a restart can continue from.
+        var savedStep = step;
+        void SaveCheckpoint(double? loss)
+        {
+            var folder = Path.Combine(checkpoints, $"step-{step}");
+            TrainingCheckpoint.Save(folder, model, optimizer, new TrainerState
+            {
+                Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
+                StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
+                SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
+                TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
+            }, r.Spec.ModelPath, r.Spec.Model);
+            var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
+            if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
+            events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
+                new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
+            TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates, protect: resumeFrom);
+            savedStep = step;
+        }
+
         var losses = new List<double>();
         var clock = Stopwatch.StartNew();
         var stepsTimed = 0;
@@ -187,6 +223,11 @@ public static class Trainer
             // Cancellation is honoured between optimizer steps only.
             if (ct.IsCancellationRequested)
                 throw new OperationCanceledException(ct);
+            if (r.Options.CheckpointAndStop.IsCancellationRequested)
+            {
+                if (step > savedStep) SaveCheckpoint(lastLoss);
+                throw new OperationCanceledException(r.Options.CheckpointAndStop);
+            }
 
             var epoch = step / stepsPerEpoch;
             var stepInEpoch = step % stepsPerEpoch;
@@ -211,10 +252,9 @@ public static class Trainer
             {
                 var n = batches.Sum(b => b.TrainedTokens);
                 stepTokens = batches.Sum(b => b.Tokens);
-                loss = AccumulateGradients(model, batches, n);
-                using (var norm = optimizer.ClipGradNorm(s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
+                loss = AccumulateGradients(model, batches, n, optimizer);
+                using (var norm = optimizer.Step(lr, s.MaxGradNorm > 0 ? s.MaxGradNorm : double.PositiveInfinity))
                     gradNorm = norm.item<float>();
-                optimizer.Step(lr);
                 optimizer.ZeroGrad();
                 trainedTokens += n;
             }
@@ -259,22 +299,7 @@ public static class Trainer
                 }
             }
 
-            if (s.SaveSteps is { } every2 && every2 > 0 && step % every2 == 0)
-            {
-                var folder = Path.Combine(checkpoints, $"step-{step}");
-                TrainingCheckpoint.Save(folder, model, optimizer, new TrainerState
-                {
-                    Step = step, TotalSteps = totalSteps, Epoch = step / stepsPerEpoch, StepInEpoch = step % stepsPerEpoch,
-                    StepsPerEpoch = stepsPerEpoch, Seed = s.Seed, PerDeviceBatch = B, GradientAccumulationSteps = G,
-                    SequenceLength = r.SequenceLength, Packing = r.Options.Packing, TokenBudget = r.Options.TokenBudget, Mode = s.Mode,
-                    TrainedTokens = trainedTokens, LastLoss = loss, BestMetric = bestMetric, BestStep = bestStep,
-                }, r.Spec.ModelPath, r.Spec.Model);
-                var metrics = new JsonObject { [MetricNames.TrainLoss] = loss };
-                if (lastVal is { } v) metrics[MetricNames.ValLoss] = v;
-                events.Emit(EventTypes.CheckpointSaved, $"checkpoint step {step}",
-                    new JsonObject { ["step"] = step, ["path"] = folder, ["metrics"] = metrics });
-                TrainingCheckpoint.PruneOptimizerStates(checkpoints, r.Options.KeepOptimizerStates);
-            }
+            if (s.SaveSteps is { } every2 && every2 > 0 && step % every2 == 0) SaveCheckpoint(loss);
         }
 
         // Final weights: the best evaluated ones when asked, else the last.
@@ -283,15 +308,19 @@ public static class Trainer
             events.Log($"restoring the best model (step {bs}, {s.Validation.MetricForBestModel} {bestMetric})");
             TrainingCheckpoint.LoadWeights(model, bestDir);
         }
+        // Written aside and renamed: a final/ folder is complete, so a restarted server can adopt it.
         var final = Path.Combine(r.Spec.OutputDir, "final");
-        if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
-        TrainingCheckpoint.SaveWeights(model, final, r.Spec.ModelPath, r.Spec.Model);
+        var staging = final + ".partial";
+        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
+        TrainingCheckpoint.SaveWeights(model, staging, r.Spec.ModelPath, r.Spec.Model);
         string? merged = null;
         if (model.LoraSettings != null && r.Spec.MergeLora)
         {
             merged = Path.Combine(final, "merged");
-            ModelFolder.Save(model, merged, r.Spec.ModelPath);
+            ModelFolder.Save(model, Path.Combine(staging, "merged"), r.Spec.ModelPath);
         }
+        if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+        Directory.Move(staging, final);
         if (Directory.Exists(bestDir)) Directory.Delete(bestDir, recursive: true);
         return new TrainResult(r.Spec.OutputDir, final, merged, trainedTokens, losses);
     }
@@ -301,7 +330,7 @@ public static class Trainer
     /// loss is divided by the trained tokens of the whole step before backward, so gradients add up
     /// to those of one big batch. Returns the step's mean token loss.
     /// </summary>
-    public static double AccumulateGradients(Qwen3ForCausalLM model, IReadOnlyList<SftBatch> batches, int trainedTokens)
+    public static double AccumulateGradients(Qwen3ForCausalLM model, IReadOnlyList<SftBatch> batches, int trainedTokens, FlatAdamW? optimizer = null)
     {
         using var scope = NewDisposeScope();
         var total = torch.zeros(1, dtype: ScalarType.Float64, device: batches[0].Ids.device);
@@ -310,6 +339,7 @@ public static class Trainer
             using var inner = NewDisposeScope();
             var sum = TokenLossSum(model, b);
             (sum / trainedTokens).backward();
+            optimizer?.AccumulateMicroBatch();   // bf16 gradients summed in fp32 across micro-batches
             total.add_(sum.detach().to(ScalarType.Float64));
         }
         return total.item<double>() / trainedTokens;
@@ -374,21 +404,20 @@ public static class Trainer
         _ => throw TrainerUserException.Config($"metric_for_best_model \"{name}\" is not known; use \"val.loss\" or \"train.loss\""),
     };
 
-    static void CheckSettings(TrainingSettings s)
+    internal static void CheckSettings(TrainingSettings s)
     {
-        if (s.Mode == TrainingModes.Qlora)
-            throw TrainerUserException.Config("training.mode \"qlora\" is not yet supported by the trainer; use \"lora\" (same adapters, bf16 base) or \"full_finetune\"");
-        if (s.Mode is not (TrainingModes.FullFinetune or TrainingModes.Lora))
-            throw TrainerUserException.Config($"training.mode \"{s.Mode}\" is not known; use \"full_finetune\" or \"lora\"");
+        if (s.Mode is not (TrainingModes.FullFinetune or TrainingModes.Lora or TrainingModes.Qlora))
+            throw TrainerUserException.Config($"training.mode \"{s.Mode}\" is not known; use \"full_finetune\", \"lora\" or \"qlora\"");
         if (s.NEpochs is null && s.TotalSteps is null)
             throw TrainerUserException.Config("hyperparameters: set n_epochs or total_steps");
         if (s.PerDeviceBatch < 1 || s.GradientAccumulationSteps < 1 || s.PerDeviceEvalBatch < 1)
             throw TrainerUserException.Config($"per_device_batch ({s.PerDeviceBatch}), per_device_eval_batch ({s.PerDeviceEvalBatch}) and gradient_accumulation_steps ({s.GradientAccumulationSteps}) must be at least 1");
         if (s.LrScheduler is not ("linear" or "cosine" or "constant"))
             throw TrainerUserException.Config($"lr_scheduler \"{s.LrScheduler}\" is not known; use linear, cosine or constant");
-        if (s.Mode == TrainingModes.Lora && s.Lora.R < 1)
+        var adapters = s.Mode is TrainingModes.Lora or TrainingModes.Qlora;
+        if (adapters && s.Lora.R < 1)
             throw TrainerUserException.Config($"training.lora.r {s.Lora.R} must be at least 1");
-        var unknown = s.Mode == TrainingModes.Lora ? s.Lora.Targets.Except(LoraSettings.AllLinear).ToList() : [];
+        var unknown = adapters ? s.Lora.Targets.Except(LoraSettings.AllLinear).ToList() : [];
         if (unknown.Count > 0)
             throw TrainerUserException.Config($"training.lora.target_modules: {string.Join(", ", unknown)} not in a Qwen3 layer; allowed: {string.Join(", ", LoraSettings.AllLinear)}");
     }
@@ -453,7 +482,7 @@ public static class Trainer
     }
 
     /// <summary>The sft.data.prepared message, and whether anything was dropped or truncated (then it is a warning with advice).</summary>
-    static (string Message, bool Lossy) DataSummary(DataStats train, DataStats? validation, int sequenceLength)
+    internal static (string Message, bool Lossy) DataSummary(DataStats train, DataStats? validation, int sequenceLength)
     {
         static string Losses(DataStats s, int sequenceLength) =>
             $"{s.DroppedNoTrainedTokens} of {s.TotalExamples} dropped (no assistant tokens within sequence_length {sequenceLength}), " +
@@ -486,30 +515,64 @@ public static class Trainer
         return sb.ToString();
     }
 
-    /// <summary>AdamW (β 0.9/0.999, ε 1e-8) over flat buffers of the trainable parameters; no weight decay on norms and biases.</summary>
-    static FlatAdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s) =>
+    /// <summary>
+    /// AdamW (β 0.9/0.999, ε 1e-8) over flat buffers of the trainable parameters; no weight decay on
+    /// norms and biases. With gradient accumulation, bf16 gradients are summed in fp32.
+    /// </summary>
+    static FlatAdamW CreateOptimizer(Qwen3ForCausalLM model, TrainingSettings s, string precision) =>
         new(model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)),
             weightDecay: s.WeightDecay,
+            precision: precision == OptimizerPrecisions.Lean ? OptimizerPrecision.Lean : OptimizerPrecision.Exact,
+            fp32GradAccumulation: precision != OptimizerPrecisions.Lean && s.GradientAccumulationSteps > 1,
+            seed: (ulong)s.Seed,
             decay: (name, p) => p.dim() >= 2 && !name.EndsWith(".bias") && !name.EndsWith("norm.weight"));
 
     /// <summary>
-    /// activation_checkpointing: "on", "off", or "auto" = on for CUDA models of 3B parameters or more.
-    /// Re-running a block in backward must give the same activations, so LoRA dropout excludes it.
+    /// The memory model's decision for this job on this device (see Core's MemoryModel):
+    /// activation_checkpointing "auto" is off when the job fits without it, optimizer_precision
+    /// "auto" is exact when it fits. Re-running a block in backward must give the same
+    /// activations, so LoRA dropout excludes checkpointing.
     /// </summary>
-    static bool UseActivationCheckpointing(TrainingSettings s, Device device, Qwen3ForCausalLM model)
+    static MemoryDecision PlanMemory(TrainerJobSpec spec, TrainerOptions options, Qwen3Config config, Device device, ScalarType dtype,
+        List<SftExample> train, int sequenceLength, TrainerEvents events)
     {
-        var dropout = s.Mode == TrainingModes.Lora && s.Lora.Dropout > 0;
-        switch (s.ActivationCheckpointing)
+        var s = spec.Settings;
+        if (s.ActivationCheckpointing is not ("auto" or "on" or "off"))
+            throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
+        if (s.OptimizerPrecision is not (OptimizerPrecisions.Auto or OptimizerPrecisions.Exact or OptimizerPrecisions.Lean))
+            throw TrainerUserException.Config($"optimizer_precision \"{s.OptimizerPrecision}\" is not known; use \"auto\", \"exact\" or \"lean\"");
+        var dropout = s.Mode is TrainingModes.Lora or TrainingModes.Qlora && s.Lora.Dropout > 0;
+        if (s.ActivationCheckpointing == "on" && dropout)
+            throw TrainerUserException.Config($"activation_checkpointing \"on\" cannot be combined with training.lora.dropout {s.Lora.Dropout}: set dropout to 0 or activation_checkpointing to \"off\"");
+
+        // The largest micro-batch: per_device_batch rows of the longest example (bucketing), or of
+        // full sequence_length rows when packing or filling a token budget.
+        var rowTokens = options.Packing || options.TokenBudget ? sequenceLength : Math.Min(sequenceLength, train.Max(x => x.Length));
+        var plan = new MemoryPlan
         {
-            case "off": return false;
-            case "on" when dropout:
-                throw TrainerUserException.Config($"activation_checkpointing \"on\" cannot be combined with training.lora.dropout {s.Lora.Dropout}: set dropout to 0 or activation_checkpointing to \"off\"");
-            case "on": return true;
-            case "auto":
-                var parameters = model.parameters().Sum(p => p.numel());
-                return !dropout && device.type == DeviceType.CUDA && parameters >= 3_000_000_000L;
-            default:
-                throw TrainerUserException.Config($"activation_checkpointing \"{s.ActivationCheckpointing}\" is not known; use \"auto\", \"on\" or \"off\"");
-        }
+            Mode = s.Mode, Lora = s.Lora, ElementBytes = (int)torch.empty(0, dtype).ElementSize,
+            GradientAccumulationSteps = s.GradientAccumulationSteps, MicroBatchRows = s.PerDeviceBatch, RowTokens = rowTokens,
+        };
+        var free = options.DeviceMemoryBytes ?? DeviceMemory.FreeBytes(device);
+        var decision = MemoryModel.Decide(DeviceMemory.Shape(config), plan, dropout ? "off" : s.ActivationCheckpointing,
+            s.OptimizerPrecision, free ?? long.MaxValue);
+        var where = device.type.ToString().ToLowerInvariant();
+        var e = decision.Estimate;
+        events.Emit(EventTypes.MemoryPlanned,
+            $"memory estimate {e} on {where} with {(free is { } f ? MemoryEstimate.Gib(f) + " free" : "unknown free memory")}: " +
+            $"activation checkpointing {(decision.ActivationCheckpointing ? "on" : "off")}, optimizer state {decision.OptimizerPrecision}",
+            new JsonObject
+            {
+                ["fits"] = decision.Fits, ["device"] = where, ["free_bytes"] = free, ["estimated_peak_bytes"] = e.Peak,
+                ["weights_bytes"] = e.Weights, ["gradients_bytes"] = e.Gradients, ["optimizer_bytes"] = e.Optimizer,
+                ["activations_bytes"] = e.Activations, ["loss_bytes"] = e.Loss, ["workspace_bytes"] = e.Workspace,
+                ["activation_checkpointing"] = decision.ActivationCheckpointing, ["optimizer_precision"] = decision.OptimizerPrecision,
+                ["micro_batch_rows"] = plan.MicroBatchRows, ["row_tokens"] = plan.RowTokens,
+            }, decision.Fits ? "info" : "error");
+        if (!decision.Fits)
+            throw new TrainerUserException(ErrorCodes.OutOfMemory,
+                $"{spec.Model} does not fit in {MemoryEstimate.Gib(free!.Value)} free on {where}: mode {s.Mode}, per_device_batch {s.PerDeviceBatch} × {rowTokens} tokens " +
+                $"needs about {decision.Estimate} even with activation checkpointing {(decision.ActivationCheckpointing ? "on" : "off")} and {decision.OptimizerPrecision} optimizer state; {decision.Advice}");
+        return decision;
     }
 }

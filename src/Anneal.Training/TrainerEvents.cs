@@ -13,6 +13,9 @@ namespace Anneal.Training;
 public sealed class TrainerEvents(TextWriter stdout, TextWriter stderr)
 {
     readonly object gate = new();
+    // Once the server is gone its pipes are broken; the run then ends at the next step boundary
+    // (ServerWatch) with a checkpoint, so events nobody can read are dropped rather than fatal.
+    bool stdoutBroken, stderrBroken;
 
     public TextWriter Diagnostics => stderr;
 
@@ -21,8 +24,13 @@ public sealed class TrainerEvents(TextWriter stdout, TextWriter stderr)
         var line = JsonSerializer.Serialize(new TrainerEvent(type, level, message, data), AnnealJson.Options);
         lock (gate)
         {
-            stdout.WriteLine(line);
-            stdout.Flush();
+            if (!stdoutBroken)
+                try
+                {
+                    stdout.WriteLine(line);
+                    stdout.Flush();
+                }
+                catch (IOException) { stdoutBroken = true; }
         }
         if (type != EventTypes.Progress || IsMilestoneStep(data))
         {
@@ -39,8 +47,13 @@ public sealed class TrainerEvents(TextWriter stdout, TextWriter stderr)
     {
         lock (gate)
         {
-            stderr.WriteLine(message);
-            stderr.Flush();
+            if (!stderrBroken)
+                try
+                {
+                    stderr.WriteLine(message);
+                    stderr.Flush();
+                }
+                catch (IOException) { stderrBroken = true; }
         }
     }
 }

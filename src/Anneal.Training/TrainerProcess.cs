@@ -17,7 +17,7 @@ public static class TrainerProcess
     public const int ExitSucceeded = 0, ExitFailed = 1, ExitUserError = 2, ExitCancelled = 130;
 
     /// <summary>Reads the spec file, trains, writes TrainerEvent JSON lines to stdout.</summary>
-    public static Task<int> RunAsync(string specPath, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    public static Task<int> RunAsync(string specPath, TextWriter stdout, TextWriter stderr, CancellationToken ct, TrainerOptions? options = null)
     {
         var events = new TrainerEvents(stdout, stderr);
         TrainerJobSpec? spec;
@@ -30,7 +30,7 @@ public static class TrainerProcess
         {
             return Task.FromResult(Fail(events, ErrorCodes.UserConfigError, $"spec {specPath} could not be read: {e.Message}", ExitUserError));
         }
-        return RunAsync(spec, stdout, stderr, ct);
+        return RunAsync(spec, stdout, stderr, ct, options);
     }
 
     /// <summary>Same, for a spec built in memory (`anneal train-local`).</summary>
@@ -61,6 +61,11 @@ public static class TrainerProcess
             if (result.MergedPath != null) data["merged_path"] = result.MergedPath;
             events.Emit(EventTypes.Completed, $"training finished: {result.FinalPath}", data);
             return ExitSucceeded;
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested && options?.CheckpointAndStop.IsCancellationRequested == true)
+        {
+            events.Emit(EventTypes.Cancelled, "training stopped at an optimizer step boundary after saving a checkpoint", level: "warning");
+            return ExitCancelled;
         }
         catch (OperationCanceledException)
         {
@@ -95,7 +100,9 @@ public static class TrainerProcess
     static string FirstLine(string s) => s.Split('\n', 2)[0].Trim();
 
     /// <summary>Greedy answer from a model folder (`anneal generate`), for the demo and smoke tests.</summary>
-    public static Task<int> GenerateAsync(string modelDir, string prompt, int maxNewTokens, TextWriter stdout, TextWriter stderr, CancellationToken ct) =>
+    /// <param name="imagePaths">image files shown to a Qwen3-VL model before the prompt.</param>
+    public static Task<int> GenerateAsync(string modelDir, string prompt, int maxNewTokens, TextWriter stdout, TextWriter stderr, CancellationToken ct,
+        IReadOnlyList<string>? imagePaths = null) =>
         Task.Factory.StartNew(() =>
         {
             try
@@ -106,6 +113,14 @@ public static class TrainerProcess
                 var device = Trainer.PickDevice("auto");
                 var dtype = device.type == DeviceType.CUDA ? torch.ScalarType.BFloat16 : torch.ScalarType.Float32;
                 var tokenizer = Trainer.LoadTokenizer(modelDir);
+                if (VisionModelFolder.IsVisionFolder(modelDir))
+                {
+                    stdout.WriteLine(tokenizer.Decode(GenerateWithImages(modelDir, tokenizer, prompt, imagePaths ?? [], maxNewTokens, device, dtype, ct)));
+                    stdout.Flush();
+                    return ct.IsCancellationRequested ? ExitCancelled : ExitSucceeded;
+                }
+                if (imagePaths is { Count: > 0 })
+                    throw TrainerUserException.Config($"{modelDir} is a text-only model; images need a Qwen3-VL model folder");
                 using var model = LoadForGeneration(modelDir, device, dtype);
                 var ids = Generation.Greedy(model, Generation.PromptIds(tokenizer, prompt), maxNewTokens,
                     Generation.StopIds(tokenizer, model.Config, modelDir), ct);
@@ -124,6 +139,23 @@ public static class TrainerProcess
                 return ExitFailed;
             }
         }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+
+    static List<int> GenerateWithImages(string modelDir, Tokenization.Qwen3Tokenizer tokenizer, string prompt, IReadOnlyList<string> imagePaths,
+        int maxNewTokens, torch.Device device, torch.ScalarType dtype, CancellationToken ct)
+    {
+        var images = new List<Anneal.Core.Vision.RgbImage>();
+        foreach (var path in imagePaths)
+        {
+            if (!File.Exists(path)) throw TrainerUserException.Config($"--image {path}: file not found");
+            images.Add(Anneal.Core.Vision.ImageDecoder.TryDecode(File.ReadAllBytes(path), out var problem)
+                ?? throw TrainerUserException.Config($"--image {path}: {problem}"));
+        }
+        using var model = VisionModelFolder.Load(modelDir, device, dtype);
+        var processor = Vision.ImageProcessorConfig.Load(modelDir);
+        var (ids, processed) = VisionGeneration.Prompt(tokenizer, model.Config, processor, prompt, images);
+        return VisionGeneration.Greedy(model, ids, processed, processor.MergeSize, maxNewTokens,
+            Generation.StopIds(tokenizer, model.Config.Text, modelDir), ct);
+    }
 
     /// <summary>
     /// A full model folder, or a PEFT adapter folder whose adapter_config.json names a local base

@@ -73,11 +73,6 @@ public class JobsTests
         var untrainable = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id, moe.Id))), HttpStatusCode.UnprocessableEntity);
         Assert.Contains(moe.TrainableNote!, untrainable["detail"]!.GetValue<string>());
 
-        var qlora = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id, "Qwen/Qwen3-0.6B",
-            new JsonObject { ["n_epochs"] = 1, ["training_mode"] = "qlora" }))), HttpStatusCode.UnprocessableEntity);
-        Assert.Equal(ErrorCodes.UserConfigError, qlora["code"]!.GetValue<string>());
-        Assert.Equal("hyperparameters.training_mode: qlora is not yet supported; use training.mode = \"lora\"", qlora["detail"]!.GetValue<string>());
-
         var someoneElsesFt = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id, "ft:Qwen/Qwen3-0.6B:job_x"))), HttpStatusCode.UnprocessableEntity);
         Assert.Equal(ErrorCodes.UnknownModel, someoneElsesFt["code"]!.GetValue<string>());
 
@@ -85,6 +80,30 @@ public class JobsTests
         body["training_type"] = "dpo";
         var type = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(body)), HttpStatusCode.UnprocessableEntity);
         Assert.Contains("\"field\":\"training_type\"", TestServer.ErrorsText(type));
+    }
+
+    [Theory]
+    [InlineData("training_mode", "qlora", false)]
+    [InlineData("use_qlora", "true", false)]
+    [InlineData("mode", "qlora", true)]
+    [InlineData("use_qlora", "true", true)]
+    public async Task Qlora_is_accepted_from_hyperparameters_or_the_upstream_effective_config(string key, string value, bool inEffectiveConfig)
+    {
+        await using var t = await TestServer.StartAsync();
+        var file = await t.UploadReadyAsync();
+        var body = (JsonObject)TestServer.JobBody(file.Id, "Qwen/Qwen3-0.6B");
+        var setting = JsonNode.Parse(value is "true" ? "true" : $"\"{value}\"");
+        if (inEffectiveConfig)
+            // The upstream client's shape: the spec's mode = "full_finetune" stays next to the flag.
+            body["metadata"] = new JsonObject { ["effective_config"] = new JsonObject { ["training"] = new JsonObject
+                { ["mode"] = key == "mode" ? setting : "full_finetune", ["use_qlora"] = key == "use_qlora" ? setting : false } } };
+        else
+            body["hyperparameters"]![key] = setting;
+        var response = await t.Http.PostAsync("learning/jobs", TestServer.Json(body));
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        var job = (await response.Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options))!;
+        var events = await t.Http.GetStringAsync($"learning/jobs/{job.Id}/events");
+        Assert.Contains("(qlora)", events);
     }
 
     [Fact]
@@ -99,11 +118,12 @@ public class JobsTests
         Assert.Contains("\"field\":\"hyperparameters.sequence_length\"", TestServer.ErrorsText(problem));
         Assert.Empty((await t.Http.GetFromJsonAsync<JobList>("learning/jobs", AnnealJson.Options))!.Jobs);
 
-        // Together with qlora: both problems, one 422.
-        var both = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id,
-            hyperparameters: new JsonObject { ["n_epochs"] = 1, ["sequence_length"] = 4096, ["training_mode"] = "qlora" }))), HttpStatusCode.UnprocessableEntity);
+        // Together with a suffix that is too long: both problems, one 422.
+        var body = (JsonObject)TestServer.JobBody(file.Id, hyperparameters: new JsonObject { ["n_epochs"] = 1, ["sequence_length"] = 4096 });
+        body["suffix"] = new string('x', 65);
+        var both = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(body)), HttpStatusCode.UnprocessableEntity);
         Assert.Contains("2 problems", both["detail"]!.GetValue<string>());
-        Assert.Contains("qlora is not yet supported", both["detail"]!.GetValue<string>());
+        Assert.Contains("at most 64", both["detail"]!.GetValue<string>());
         Assert.Contains("4096", both["detail"]!.GetValue<string>());
     }
 

@@ -13,7 +13,10 @@ public static class ScriptTrainer
         OUT="$(sed -n 's/.*"output_dir": *"\([^"]*\)".*/\1/p' "$SPEC")"
         echo "$@" > "$JOBDIR/args.txt"
         echo "cuda=[${CUDA_VISIBLE_DEVICES-unset}]" >> "$JOBDIR/args.txt"
+        echo "server=[${ANNEAL_SERVER_PID-unset}]" >> "$JOBDIR/args.txt"
         emit() { printf '%s\n' "$1"; }
+        # A complete checkpoint folder (state and optimizer files), as the real trainer writes one.
+        checkpoint() { mkdir -p "$OUT/checkpoints/step-$1"; echo "{\"step\":$1}" > "$OUT/checkpoints/step-$1/trainer_state.json"; echo x > "$OUT/checkpoints/step-$1/optimizer.bin"; }
         """;
 
     /// <summary>Two progress steps, a validation summary, a checkpoint, then final/ and sft.completed; exit 0.</summary>
@@ -23,7 +26,7 @@ public static class ScriptTrainer
         emit '{"type":"sft.model.loading","level":"info","message":"loading"}'
         emit 'not json: a stray print from a library'
         emit '{"type":"sft.progress","level":"info","message":"step 1/2","data":{"step":1,"total_steps":2,"epoch":0.5,"loss":2.5,"lr":0.001,"grad_norm":1.5,"tokens_per_second":120.5,"eta_seconds":3,"trained_tokens":40}}'
-        mkdir -p "$OUT/checkpoints/step-1"
+        checkpoint 1
         emit "{\"type\":\"sft.checkpoint.saved\",\"level\":\"info\",\"message\":\"saved\",\"data\":{\"step\":1,\"path\":\"$OUT/checkpoints/step-1\",\"metrics\":{\"loss\":2.5}}}"
         emit '{"type":"sft.progress","level":"info","message":"step 2/2","data":{"step":2,"total_steps":2,"epoch":1.0,"loss":2.0,"lr":0.0005,"grad_norm":1.1,"tokens_per_second":130,"eta_seconds":0,"trained_tokens":80}}'
         emit '{"type":"sft.validation.summary","level":"info","message":"val","data":{"step":2,"val_loss":2.25}}'
@@ -75,7 +78,18 @@ public static class ScriptTrainer
     public const string CheckpointThenWaits = Prelude + """
 
         trap 'exit 130' TERM
-        mkdir -p "$OUT/checkpoints/step-3"
+        checkpoint 3
+        emit "{\"type\":\"sft.checkpoint.saved\",\"level\":\"info\",\"message\":\"saved\",\"data\":{\"step\":3,\"path\":\"$OUT/checkpoints/step-3\"}}"
+        touch "$JOBDIR/started"
+        while true; do sleep 0.05; done
+        """;
+
+    /// <summary>Runs until a signal: SIGUSR1 saves a checkpoint (step 4) and stops, as the real trainer does on pause and shutdown.</summary>
+    public const string CheckpointsOnUsr1 = Prelude + """
+
+        trap 'exit 130' TERM
+        trap 'checkpoint 4; emit "{\"type\":\"sft.checkpoint.saved\",\"level\":\"info\",\"message\":\"saved\",\"data\":{\"step\":4,\"path\":\"$OUT/checkpoints/step-4\"}}"; emit "{\"type\":\"sft.cancelled\",\"level\":\"warning\",\"message\":\"stopped\"}"; exit 130' USR1
+        checkpoint 3
         emit "{\"type\":\"sft.checkpoint.saved\",\"level\":\"info\",\"message\":\"saved\",\"data\":{\"step\":3,\"path\":\"$OUT/checkpoints/step-3\"}}"
         touch "$JOBDIR/started"
         while true; do sleep 0.05; done

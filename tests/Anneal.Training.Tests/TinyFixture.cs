@@ -30,6 +30,16 @@ static class TinyFixture
     /// <summary>The tiny model folder (do not modify it).</summary>
     public static string ModelDir => Folder.Value;
 
+    static readonly Lazy<string> VisionFolder = new(() =>
+    {
+        var dir = Path.Combine(Path.GetDirectoryName(ModelDir)!, "tiny-qwen3-vl");
+        TinyVisionModel.EnsureCreated(dir);
+        return dir;
+    });
+
+    /// <summary>The tiny Qwen3-VL model folder (do not modify it).</summary>
+    public static string VisionModelDir => VisionFolder.Value;
+
     public static readonly (string Question, string Answer)[] Facts =
     [
         ("What is the capital of France?", "Paris is the capital of France."),

@@ -1,5 +1,6 @@
 // `anneal eval`: answer every prompt of a JSONL file with a local model folder (greedy decoding, in
-// this process, like `anneal generate`) and write one trace per prompt (Core/Traces/EvalTrace.cs), scored
+// this process, like `anneal generate`), or with a model id (a base model or a fine_tuned_model)
+// through an OpenAI-compatible endpoint (the server's /v1 by default, --base-url for any other), and write one trace per prompt (Core/Traces/EvalTrace.cs), scored
 // against the prompt's `expected` answer (TraceScoring). Single-turn only: there is no task app or
 // environment to act in, so a trace is one prompt and one generated reply.
 using System.CommandLine;
@@ -13,7 +14,11 @@ public static class EvalCommand
 {
     public static Command Create(CliContext ctx)
     {
-        var model = new Option<string>("--model") { Description = "Model folder: a base model or a job's final/ (or final/merged/) folder", Required = true };
+        var model = new Option<string>("--model") { Description = "Model folder (a base model or a job's final/ or final/merged/), or a model id (fine_tuned_model, base id) answered by --base-url", Required = true };
+        var baseUrl = new Option<string?>("--base-url") { Description = "OpenAI-compatible endpoint for a model id (default: the Anneal server's /v1, from BACKEND_BASE_URL)" };
+        var apiKey = new Option<string?>("--api-key") { Description = "Key for --base-url (default: SYNTH_API_KEY)" };
+        var concurrency = new Option<int>("--concurrency") { Description = "Prompts in flight at once against an endpoint (the server batches them)", DefaultValueFactory = _ => 4 };
+        var envFile = new Option<string[]>("--env-file") { Description = "Extra .env file(s) for SYNTH_API_KEY / BACKEND_BASE_URL" };
         var prompts = new Option<string>("--prompts") { Description = "JSONL prompts: {\"messages\": [... ending with the user's turn], \"expected\"?: \"...\", \"metadata\"?: {...}}", Required = true };
         var output = new Option<string>("--output") { Description = "Traces file to write (JSONL, one trace per prompt)", Required = true };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer, in tokens", DefaultValueFactory = _ => 128 };
@@ -24,11 +29,15 @@ public static class EvalCommand
             "Answer each prompt with a local model (greedy) and write scored traces for `anneal filter`.\n" +
             "Score: 1 for an exact match with \"expected\" after whitespace normalising, else the token-overlap F1;\n" +
             "null without \"expected\". Single-turn prompts only: no task app or environment is simulated.")
-        { model, prompts, output, maxNew, limit, device };
+        { model, prompts, output, maxNew, limit, device, baseUrl, apiKey, concurrency, envFile };
         command.SetAction(async (p, ct) =>
         {
             var modelArg = p.GetValue(model)!;
             var modelDir = ctx.FullPath(modelArg);
+            // A model id (not a folder here) or an explicit endpoint: answer through /v1.
+            if (p.GetValue(baseUrl) is not null || (!Directory.Exists(modelDir) && OpenAiEndpoint.IsModelId(modelArg)))
+                return await Remote.RunAsync(ctx, p, modelArg, p.GetValue(baseUrl), p.GetValue(apiKey), p.GetValue(envFile) ?? [],
+                    p.GetValue(prompts)!, p.GetValue(output)!, p.GetValue(maxNew), p.GetValue(limit), p.GetValue(concurrency), ct);
             if (!Directory.Exists(modelDir))
             {
                 ctx.Error.WriteLine($"error: --model {modelDir}: folder not found");

@@ -16,10 +16,11 @@ public static class FilterCommand
         var minScore = new Option<double?>("--min-score") { Description = "Keep traces scoring at least this (0 to 1); traces without a score are dropped" };
         var maxExamples = new Option<int?>("--max-examples") { Description = "Keep at most N traces (the first ones in file order)" };
         var model = new Option<string?>("--model") { Description = "metadata.source_model of every record (default: each trace's model)" };
+        var correct = new Option<bool>("--correct-with-expected") { Description = "Keep traces below --min-score that have an expected answer, with that answer as the reply (supervised correction)" };
         var command = new Command("filter",
             "Turn scored traces into an SFT dataset: {messages, metadata{trace_id, score, source_model}} per kept trace.\n" +
             "Bad trace lines are reported with their line numbers and skipped; exit 2 when nothing is kept.")
-        { traces, output, minScore, maxExamples, model };
+        { traces, output, minScore, maxExamples, model, correct };
         command.SetAction(p =>
         {
             var path = ctx.FullPath(p.GetValue(traces)!);
@@ -38,7 +39,7 @@ public static class FilterCommand
                 ctx.Error.WriteLine($"error: --max-examples {max}: expected a positive number");
                 return ExitCodes.Usage;
             }
-            var options = new TraceFilterOptions(p.GetValue(minScore), p.GetValue(maxExamples), p.GetValue(model));
+            var options = new TraceFilterOptions(p.GetValue(minScore), p.GetValue(maxExamples), p.GetValue(model), p.GetValue(correct));
             TraceFilterResult result;
             using (var stream = File.OpenRead(path))
                 result = TraceFilter.Filter(stream, options);

@@ -166,6 +166,20 @@ public sealed class AnnealClient : IDisposable
     public Task<FineTunedModelList> ListFineTunedModelsAsync(CancellationToken ct) =>
         SendAsync<FineTunedModelList>(HttpMethod.Get, "learning/models", null, ct);
 
+    // ---- deployments ----
+
+    public Task<DeploymentObject> CreateDeploymentAsync(CreateDeploymentRequest request, CancellationToken ct) =>
+        SendAsync<DeploymentObject>(HttpMethod.Post, "learning/deployments", JsonContent.Create(request, options: AnnealJson.Options), ct);
+
+    public Task<DeploymentObject> GetDeploymentAsync(string id, CancellationToken ct) =>
+        SendAsync<DeploymentObject>(HttpMethod.Get, $"learning/deployments/{Uri.EscapeDataString(id)}", null, ct);
+
+    public Task<DeploymentList> ListDeploymentsAsync(CancellationToken ct) =>
+        SendAsync<DeploymentList>(HttpMethod.Get, "learning/deployments", null, ct);
+
+    public Task<DeploymentObject> StopDeploymentAsync(string id, CancellationToken ct) =>
+        SendAsync<DeploymentObject>(HttpMethod.Delete, $"learning/deployments/{Uri.EscapeDataString(id)}", null, ct);
+
     // ---- plumbing ----
 
     static string Query(params (string Key, string? Value)[] pairs)

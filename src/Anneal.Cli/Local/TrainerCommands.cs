@@ -1,6 +1,7 @@
 // Commands that run TorchSharp in this process: the trainer the server launches (`anneal trainer
 // run`, hidden), training without a server (`train-local`), `tokenize` and `generate`.
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using Anneal.Cli.Train;
 using Anneal.Core.Config;
 using Anneal.Core.Training;
@@ -25,7 +26,19 @@ public static class TrainerCommands
                 return TrainerProcess.ExitUserError;
             }
             // Cancellation (SIGTERM/SIGINT → ct, see AnnealApp.MainAsync) stops at the next optimizer step.
-            return await TrainerProcess.RunAsync(path, ctx.Out, ctx.Error, ct);
+            // SIGUSR1 (pause, server shutdown) and the server's death stop there too, after a checkpoint.
+            using var checkpointAndStop = new CancellationTokenSource();
+            using var usr1 = OperatingSystem.IsWindows() ? null : PosixSignalRegistration.Create((PosixSignal)TrainerProtocol.CheckpointAndStopSignal, c =>
+            {
+                c.Cancel = true;
+                checkpointAndStop.Cancel();
+            });
+            using var watch = ServerWatch.Start(ctx.Environment, reason =>
+            {
+                ctx.Error.WriteLine($"stopping: {reason}");
+                checkpointAndStop.Cancel();
+            }, watchStdin: ctx.In == Console.In);
+            return await TrainerProcess.RunAsync(path, ctx.Out, ctx.Error, ct, new TrainerOptions { CheckpointAndStop = checkpointAndStop.Token });
         });
         return new Command("trainer", "The trainer process started by the server") { Hidden = true, Subcommands = { run } };
     }
@@ -116,13 +129,17 @@ public static class TrainerCommands
     /// <summary>`anneal generate --model DIR --prompt TEXT`: one answer from a model folder.</summary>
     public static Command Generate(CliContext ctx)
     {
-        var model = new Option<string>("--model") { Description = "Model folder (a base model, a job's final/ folder, or a LoRA job's final/ with final/merged/)", Required = true };
+        var model = new Option<string>("--model") { Description = "Model folder (a base model, a job's final/ folder, or a LoRA job's final/ with final/merged/), or a model id answered by the server's /v1", Required = true };
         var prompt = new Option<string>("--prompt") { Description = "The user message to answer", Required = true };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer, in tokens", DefaultValueFactory = _ => 48 };
-        var command = new Command("generate", "Answer one prompt with a local model folder (greedy decoding)") { model, prompt, maxNew };
+        var baseUrl = new Option<string?>("--base-url") { Description = "OpenAI-compatible endpoint for a model id (default: the Anneal server's /v1, from BACKEND_BASE_URL)" };
+        var images = new Option<string[]>("--image") { Description = "An image file shown before the prompt (Qwen3-VL models; repeatable)", AllowMultipleArgumentsPerToken = false };
+        var command = new Command("generate", "Answer one prompt with a local model folder (greedy decoding), or with a model id through /v1") { model, prompt, maxNew, baseUrl, images };
         command.SetAction(async (p, ct) =>
         {
             var dir = ctx.FullPath(p.GetValue(model)!);
+            if (p.GetValue(baseUrl) is not null || (!Directory.Exists(dir) && Eval.OpenAiEndpoint.IsModelId(p.GetValue(model)!)))
+                return await GenerateRemote(ctx, p.GetValue(model)!, p.GetValue(prompt)!, p.GetValue(maxNew), p.GetValue(baseUrl), ct);
             if (!Directory.Exists(dir))
             {
                 ctx.Error.WriteLine($"error: --model {dir}: folder not found");
@@ -149,11 +166,42 @@ public static class TrainerCommands
                 dir = merged;
             }
             var answer = new StringWriter();
-            var code = await TrainerProcess.GenerateAsync(dir, p.GetValue(prompt)!, p.GetValue(maxNew), answer, ctx.Error, ct);
+            var imagePaths = (p.GetValue(images) ?? []).Select(ctx.FullPath).ToList();
+            var code = await TrainerProcess.GenerateAsync(dir, p.GetValue(prompt)!, p.GetValue(maxNew), answer, ctx.Error, ct, imagePaths);
             ctx.Out.Write(WithoutEmptyThink(answer.ToString()));
             return code;
         });
         return command;
+    }
+
+    /// <summary>The greedy answer of a model id from an OpenAI-compatible endpoint (the server's /v1 by default).</summary>
+    static async Task<int> GenerateRemote(CliContext ctx, string model, string prompt, int maxNewTokens, string? baseUrl, CancellationToken ct)
+    {
+        if (maxNewTokens <= 0)
+        {
+            ctx.Error.WriteLine($"error: --max-new-tokens {maxNewTokens}: expected a positive number");
+            return ExitCodes.Usage;
+        }
+        var (env, errors) = Env.CliEnvironment.Load(ctx, []);
+        if (env is null)
+        {
+            foreach (var e in errors) ctx.Error.WriteLine($"error: {e}");
+            return ExitCodes.Usage;
+        }
+        using var endpoint = new Eval.OpenAiEndpoint(baseUrl ?? Eval.OpenAiEndpoint.FromBackend(env.BackendBaseUrl(null)), env.ApiKey);
+        ctx.Error.WriteLine($"note: {model} is not a folder here; answering with it at {endpoint.BaseUrl}");
+        try
+        {
+            var messages = new System.Text.Json.Nodes.JsonArray(new System.Text.Json.Nodes.JsonObject { ["role"] = "user", ["content"] = prompt });
+            var (text, _, _) = await endpoint.AnswerAsync(model, messages, maxNewTokens, ct);
+            ctx.Out.WriteLine(WithoutEmptyThink(text));
+            return ExitCodes.Ok;
+        }
+        catch (Eval.EndpointException e)
+        {
+            ctx.Error.WriteLine($"error: {e.Message}");
+            return ExitCodes.Failed;
+        }
     }
 
     /// <summary>Qwen3's chat template opens the answer with an empty `<think>\n\n</think>` when not thinking; it is noise here.</summary>

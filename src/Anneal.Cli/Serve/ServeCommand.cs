@@ -14,10 +14,11 @@ public static class ServeCommand
         var maxJobs = new Option<int>("--max-concurrent-jobs") { Description = "Trainer processes run at the same time; more jobs wait queued", DefaultValueFactory = _ => 1 };
         var modelsDir = new Option<string?>("--models-dir") { Description = "Folder of local Hugging Face model folders, searched first" };
         var gpus = new Option<string?>("--gpus") { HelpName = "0,1,...", Description = "GPU indices handed out one per running job (default: train on CPU)" };
+        var inferenceGpu = new Option<string?>("--inference-gpu") { HelpName = "N", Description = "GPU index for the inference process behind /v1 (never handed to training; default: inference on CPU)" };
         var offline = new Option<bool>("--offline") { Description = "Never download base models from the Hugging Face Hub; use local folders only" };
         var command = new Command("serve", "Run the Anneal server (HTTP API, storage, job runner) until Ctrl+C")
         {
-            urls, shared.DataDir, maxUpload, maxJobs, modelsDir, gpus, offline,
+            urls, shared.DataDir, maxUpload, maxJobs, modelsDir, gpus, offline, inferenceGpu,
         };
         command.SetAction(async (p, ct) =>
         {
@@ -30,6 +31,7 @@ public static class ServeCommand
                 TrainerCommand = ctx.SelfCommand,
                 Gpus = (p.GetValue(gpus) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 AllowModelDownload = !p.GetValue(offline),
+                InferenceGpu = p.GetValue(inferenceGpu),
             };
             if (p.GetValue(shared.DataDir) is { } d) options = options with { DataDir = ctx.FullPath(d) };
             if (Validate(options) is { } error)
@@ -51,6 +53,9 @@ public static class ServeCommand
                 return $"--urls {url}: expected an http:// or https:// address such as http://127.0.0.1:8000";
         if (o.ModelsDir is { } m && !Directory.Exists(m)) return $"--models-dir {m}: folder not found";
         if (o.Gpus.FirstOrDefault(g => !int.TryParse(g, out var i) || i < 0) is { } bad) return $"--gpus: '{bad}' is not a GPU index (expected e.g. 0,1)";
+        if (o.InferenceGpu is { } ig && (!int.TryParse(ig, out var n) || n < 0)) return $"--inference-gpu: '{ig}' is not a GPU index (expected e.g. 1)";
+        if (o.InferenceGpu is { } shared && o.Gpus.Contains(shared))
+            return $"--inference-gpu {shared} is also in --gpus: a GPU serves either training or inference, so neither runs out of memory because of the other";
         return null;
     }
 

@@ -1,6 +1,6 @@
 // Checks a training config against its model before anything is uploaded, so that a job the
 // server would refuse (or the trainer would fail) exits 2 with nothing uploaded (DESIGN.md §4):
-// unknown model, a model this server cannot train, qlora, sequence_length beyond the context.
+// unknown model, a model this server cannot train, a mode it does not offer, sequence_length beyond the context.
 // `--dry-run` uses the built-in registry (no network); a real run asks the server
 // (GET /api/models, and GET /api/learning/models for ft:/fft: ids).
 using System.Text.RegularExpressions;

@@ -124,7 +124,11 @@ public static class TrainFlow
                     $"<id of the uploaded file sha256:{training.Sha256[..12]}>",
                     validation is null ? null : $"<id of the uploaded file sha256:{validation.Sha256[..12]}>"), AnnealJson.Options),
             };
+            // Vision mode's adjustments, as the trainer will make them (and report as events).
+            var adjustments = settings is null ? [] : VisionMode.Adjust(settings, model).Adjustments;
+            if (adjustments.Count > 0) plan["vision_mode"] = new JsonArray(adjustments.Select(a => (JsonNode)a).ToArray());
             ctx.Out.WriteLine(plan.ToJsonString(DisplayJson));
+            foreach (var a in adjustments) err.WriteLine(a);
             err.WriteLine("Dry run: nothing was uploaded and no job was created.");
             return new TrainOutcome(ExitCodes.Ok, null);
         }
@@ -274,6 +278,26 @@ public static class TrainFlow
                 ctx.Error.WriteLine($"  ... {report.TotalErrors} errors in total, first {Math.Min(report.Errors.Count, MaxErrorsShown)} shown");
             ctx.Error.WriteLine("  Each line must be a JSON object with messages[] of at least 2 messages (roles system/user/assistant/tool), at least one from the assistant.");
             return null;
+        }
+        if (options.Vision)
+        {
+            // Local image files go into the upload itself (as data: URIs).
+            var problems = new List<ErrorItem>();
+            byte[]? inlined;
+            int packed;
+            using (Stream stream = subset is null ? File.OpenRead(path) : new MemoryStream(subset, writable: false))
+                inlined = LocalImages.Inline(stream, Path.GetDirectoryName(Path.GetFullPath(path))!, problems, out packed);
+            if (problems.Count > 0)
+            {
+                ctx.Error.WriteLine($"error: dataset {path}: {problems.Count} image file problem{(problems.Count == 1 ? "" : "s")}; nothing was uploaded:");
+                foreach (var e in problems.Take(MaxErrorsShown)) ctx.Error.WriteLine($"  {e}");
+                return null;
+            }
+            if (inlined is not null)
+            {
+                subset = inlined;
+                ctx.Error.WriteLine($"note: packed {packed} local image file{(packed == 1 ? "" : "s")} into the upload");
+            }
         }
         string sha;
         long bytes;

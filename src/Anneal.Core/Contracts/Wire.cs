@@ -33,6 +33,8 @@ public static class EventTypes
     public const string ModelLoading = "sft.model.loading";
     public const string ModelDownload = "sft.model.download";
     public const string DataPrepared = "sft.data.prepared";
+    /// <summary>The memory model's estimate and choices (activation checkpointing, optimizer state), before weights load.</summary>
+    public const string MemoryPlanned = "sft.memory.planned";
     public const string Progress = "sft.progress";
     public const string ValidationSummary = "sft.validation.summary";
     public const string CheckpointSaved = "sft.checkpoint.saved";

@@ -102,7 +102,14 @@ public static class DatasetValidator
             return;
         }
         using (doc)
+        {
+            if (JsonUnicode.FirstInvalid(doc.RootElement) is { } bad)
+            {
+                sink.Add(new ErrorItem(n, bad.Length == 0 ? null : bad, JsonUnicode.Problem));
+                return;
+            }
             new RecordChecker(n, options, sink).Check(doc.RootElement);
+        }
     }
 
     static int FirstInvalidUtf8(ReadOnlySpan<byte> bytes)
@@ -213,7 +220,7 @@ public static class DatasetValidator
                         : "required: a string or a list of parts");
             }
             else
-                CheckContent(content, $"{path}.content", role);
+                CheckContent(content, $"{path}.content", role, hasToolCalls);
 
             if (m.TryGetProperty("tool_call_id", out var callId))
             {
@@ -231,14 +238,23 @@ public static class DatasetValidator
             return role;
         }
 
-        void CheckContent(JsonElement content, string path, string? role)
+        void CheckContent(JsonElement content, string path, string? role, bool hasToolCalls)
         {
-            if (content.ValueKind == JsonValueKind.String) return;
+            // An empty prompt or reply teaches nothing (an assistant turn that only calls tools may be empty).
+            var mustHaveText = role is "user" || (role is "assistant" && !hasToolCalls);
+            if (content.ValueKind == JsonValueKind.String)
+            {
+                if (mustHaveText && string.IsNullOrWhiteSpace(content.GetString()))
+                    Error(path, $"must not be empty: a {role} message needs text");
+                return;
+            }
             if (content.ValueKind != JsonValueKind.Array)
             {
                 Error(path, $"must be a string or a list of parts ({{\"type\": \"text\", \"text\": ...}} or {{\"type\": \"image_url\", \"image_url\": {{\"url\": ...}}}}), got {Kind(content)}");
                 return;
             }
+            if (mustHaveText && content.GetArrayLength() == 0)
+                Error(path, $"must not be an empty list: a {role} message needs at least one part");
             var i = 0;
             foreach (var part in content.EnumerateArray())
                 CheckPart(part, $"{path}[{i++}]", role);
@@ -285,6 +301,9 @@ public static class DatasetValidator
                 Error(path, $"must be a list of {{id, type: \"function\", function: {{name, arguments}}}}, got {Kind(calls)}");
                 return;
             }
+            if (calls.GetArrayLength() == 0)
+                Error(path, "must not be an empty list: leave tool_calls out when the message calls no tool");
+            var idsHere = new HashSet<string>();
             var i = 0;
             foreach (var call in calls.EnumerateArray())
             {
@@ -294,9 +313,13 @@ public static class DatasetValidator
                     Error(p, $"must be an object {{id, type: \"function\", function: {{name, arguments}}}}, got {Kind(call)}");
                     continue;
                 }
+                foreach (var key in call.EnumerateObject())
+                    if (key.Name is not ("id" or "type" or "function"))
+                        Error($"{p}.{key.Name}", "unknown key; allowed: id, type, function");
                 if (call.TryGetProperty("id", out var id))
                 {
                     if (id.ValueKind != JsonValueKind.String) Error($"{p}.id", $"must be a string, got {Kind(id)}");
+                    else if (!idsHere.Add(id.GetString()!)) Error($"{p}.id", $"\"{id.GetString()}\" is already the id of another call in this message");
                     else ids.Add(id.GetString()!);
                 }
                 if (call.TryGetProperty("type", out var type) && !(type.ValueKind == JsonValueKind.String && type.GetString() == "function"))
@@ -314,6 +337,8 @@ public static class DatasetValidator
                     Error($"{p}.function.arguments", $"must be a string holding the JSON arguments (OpenAI format), got {Kind(args)}");
                 else if (!IsJson(args.GetString()!))
                     Error($"{p}.function.arguments", $"must hold valid JSON, got {Value(args)}");
+                else if (!IsJsonObject(args.GetString()!))
+                    Error($"{p}.function.arguments", $"must hold a JSON object of named arguments, got {Value(args)}");
             }
         }
 
@@ -380,6 +405,12 @@ public static class DatasetValidator
             if (!record.TryGetProperty("messages", out var ms) || ms.ValueKind != JsonValueKind.Array
                 || !ms.EnumerateArray().Any(m => m.ValueKind == JsonValueKind.Object && m.TryGetProperty("role", out var r) && r.ValueKind == JsonValueKind.String && r.GetString() == "user"))
                 Error(urls[0].Field.StartsWith("images") ? "images" : "image_url", "legacy images are attached to the first user message, but the record has none");
+        }
+
+        static bool IsJsonObject(string s)
+        {
+            using var doc = JsonDocument.Parse(s);
+            return doc.RootElement.ValueKind == JsonValueKind.Object;
         }
 
         static bool IsJson(string s)

@@ -78,11 +78,11 @@ public static partial class ModelResolver
     {
         if (!IsValidId(modelId))
             throw new ModelDownloadException($"\"{modelId}\" is not a model id of the form Org/Name");
-        if (string.Equals(modelId, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase))
+        if (ModelRegistry.IsBuiltIn(modelId))
         {
             if (sources.ModelsDir is null)
                 throw new ModelDownloadException($"{modelId} is generated into the models folder, but none is configured");
-            return ModelsFolderPath(sources.ModelsDir, ModelRegistry.TinyModelId);
+            return ModelsFolderPath(sources.ModelsDir, ModelRegistry.Find(modelId)!.Id);
         }
         if (FindLocal(modelId, sources) is { } local) return local;
 

@@ -110,7 +110,7 @@ public static class EvalPrompts
         // exactly as in the prompt, and the "needs an assistant reply" rule is met by the placeholder.
         var probe = new JsonObject
         {
-            ["messages"] = new JsonArray([.. messages.Select(x => x?.DeepClone()), new JsonObject { ["role"] = "assistant", ["content"] = "" }]),
+            ["messages"] = new JsonArray([.. messages.Select(x => x?.DeepClone()), new JsonObject { ["role"] = "assistant", ["content"] = "(reply)" }]),
         };
         var report = DatasetValidator.Validate(new MemoryStream(Encoding.UTF8.GetBytes(probe.ToJsonString())), new DatasetValidationOptions(MaxErrorsShown: int.MaxValue));
         foreach (var item in report.Errors) error(n, item.Field, item.Message);

@@ -17,7 +17,9 @@ namespace Anneal.Core.Traces;
 /// <param name="MinScore">Keep traces with score ≥ this; null keeps every score, null included.</param>
 /// <param name="MaxExamples">Keep at most this many (the first ones in file order).</param>
 /// <param name="SourceModel">metadata.source_model of every record; null takes each trace's "model".</param>
-public sealed record TraceFilterOptions(double? MinScore = null, int? MaxExamples = null, string? SourceModel = null);
+/// <param name="CorrectWithExpected">a trace below MinScore that has an `expected` answer is kept with that answer
+/// as the assistant reply (metadata.corrected = true): supervised correction, so a weak model still gets a signal.</param>
+public sealed record TraceFilterOptions(double? MinScore = null, int? MaxExamples = null, string? SourceModel = null, bool CorrectWithExpected = false);
 
 public sealed record TraceFilterResult(
     IReadOnlyList<JsonObject> Records,
@@ -59,7 +61,12 @@ public static class TraceFilter
                 var parsed = Parse(line, Bad);
                 if (parsed is not { } t) continue;
                 if (options.MinScore is { } min && t.Score is null) Drop(NoScore);
-                else if (options.MinScore is { } m && t.Score < m) Drop(BelowMinScore);
+                else if (options.MinScore is { } m && t.Score < m && options.CorrectWithExpected && t.Expected is { Length: > 0 } expected)
+                {
+                    if (options.MaxExamples is { } cap && records.Count >= cap) Drop(OverMaxExamples);
+                    else records.Add(Corrected(t, expected, options.SourceModel));
+                }
+                else if (options.MinScore is { } m2 && t.Score < m2) Drop(BelowMinScore);
                 else if (string.IsNullOrWhiteSpace(TraceScoring.WithoutReasoning(t.Answer))) Drop(EmptyAnswer);
                 else if (options.MaxExamples is { } max && records.Count >= max) Drop(OverMaxExamples);
                 else records.Add(ToSftRecord(t, options.SourceModel));
@@ -72,7 +79,7 @@ public static class TraceFilter
         return new TraceFilterResult(records, read, dropped, bad, totalBad);
     }
 
-    readonly record struct ParsedTrace(string TraceId, string? Model, JsonArray Messages, string Answer, double? Score);
+    readonly record struct ParsedTrace(string TraceId, string? Model, JsonArray Messages, string Answer, double? Score, string? Expected);
 
     static ParsedTrace? Parse(JsonlLine line, Action<int, string?, string> bad)
     {
@@ -135,11 +142,15 @@ public static class TraceFilter
             JsonArray parts => string.Concat(parts.OfType<JsonObject>().Select(p => String(p["text"]) ?? "")),
             _ => "",
         };
+        // An empty answer is its own drop reason (counted by the caller), not a malformed trace:
+        // validate the rest with a placeholder reply.
         var probe = new JsonObject { ["messages"] = messages.DeepClone() };
+        if (string.IsNullOrWhiteSpace(answer) && probe["messages"]![messages.Count - 1] is JsonObject reply && reply["tool_calls"] is null)
+            reply["content"] = "(empty)";
         var report = DatasetValidator.Validate(new MemoryStream(Encoding.UTF8.GetBytes(probe.ToJsonString())), new DatasetValidationOptions(MaxErrorsShown: 3));
         foreach (var e in report.Errors) bad(n, e.Field, $"not a valid SFT example: {e.Message}");
         if (report.TotalErrors > 0) ok = false;
-        return ok ? new ParsedTrace(id, model, messages, answer, score) : null;
+        return ok ? new ParsedTrace(id, model, messages, answer, score, String(trace["expected"])) : null;
     }
 
     static string? String(JsonNode? node) =>
@@ -155,6 +166,16 @@ public static class TraceFilter
             ["source_model"] = sourceModel ?? t.Model,
         },
     };
+
+    /// <summary>The trace with its reply replaced by the expected answer.</summary>
+    static JsonObject Corrected(ParsedTrace t, string expected, string? sourceModel)
+    {
+        var record = ToSftRecord(t, sourceModel);
+        var messages = record["messages"]!.AsArray();
+        messages[^1] = new JsonObject { ["role"] = "assistant", ["content"] = expected };
+        record["metadata"]!["corrected"] = true;
+        return record;
+    }
 
     /// <summary>Writes the records as a dataset, atomically; the finished file is validated before it
     /// replaces the target (an invalid one would be a bug here, and throws InvalidDataException).</summary>

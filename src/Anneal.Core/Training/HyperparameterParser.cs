@@ -88,12 +88,10 @@ public static class HyperparameterParser
         var mode = r.Choice("training_mode", Modes);
         var useQlora = r.Bool("use_qlora");
         var packing = r.Bool("packing");
+        // QLoRA is LoRA over a 4-bit base: use_qlora = true selects it whatever the mode says (the
+        // spec's config keeps mode = "full_finetune" next to the flag).
         if (useQlora == true)
-        {
-            if (mode is not null && mode != TrainingModes.Qlora)
-                errors.Add(new ErrorItem(null, r.Path("use_qlora"), $"true conflicts with training_mode \"{mode}\" (training.mode in a config file); qlora is not yet supported: set use_qlora = false"));
             mode = TrainingModes.Qlora;
-        }
 
         // Effective batch on one device: global_batch = per_device_batch × gradient_accumulation_steps.
         if (globalBatch is { } g)

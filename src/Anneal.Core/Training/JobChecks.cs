@@ -1,6 +1,6 @@
 // Checks of a job's settings against the base model it trains, shared by the server (job creation,
 // 422 before any trainer starts) and the CLI (before uploading anything): the model is trainable
-// here, the mode is offered for it (qlora is not yet supported anywhere), and sequence_length fits
+// here, the mode is offered for it, and sequence_length fits
 // the model's context length. For a fine-tuned model, pass the ModelInfo of its registry base.
 // Each error names the wire field (API) and the TOML key (config file) it is about.
 using Anneal.Core.Contracts;
@@ -13,8 +13,6 @@ public sealed record JobCheckError(string Field, string TomlKey, string Message,
 
 public static class JobChecks
 {
-    public const string QloraNotSupported = "qlora is not yet supported; use training.mode = \"lora\"";
-
     /// <summary>Every problem of training <paramref name="model"/> with <paramref name="settings"/>; empty when fine. Null settings: only the model is checked.</summary>
     public static IReadOnlyList<JobCheckError> CheckAgainstModel(ModelInfo model, TrainingSettings? settings)
     {
@@ -25,11 +23,9 @@ public static class JobChecks
             return errors;
         }
         if (settings is null) return errors;
-        if (settings.Mode == TrainingModes.Qlora)
-            errors.Add(new("hyperparameters.training_mode", "training.mode", QloraNotSupported, ErrorCodes.UserConfigError));
-        else if (!model.TrainingModes.Contains(settings.Mode))
+        if (!model.TrainingModes.Contains(settings.Mode))
             errors.Add(new("hyperparameters.training_mode", "training.mode",
-                $"\"{settings.Mode}\" is not available for {model.Id}; allowed: {string.Join(", ", model.TrainingModes.Where(m => m != TrainingModes.Qlora))}",
+                $"\"{settings.Mode}\" is not available for {model.Id}; allowed: {string.Join(", ", model.TrainingModes)}",
                 ErrorCodes.UserConfigError));
         if (settings.SequenceLength is { } length && length > model.ContextLength)
             errors.Add(new("hyperparameters.sequence_length", "hyperparameters.sequence_length",

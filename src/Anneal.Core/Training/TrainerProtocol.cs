@@ -35,3 +35,14 @@ public sealed record TrainerJobSpec(
 /// eta_seconds; sft.completed: output_dir, trained_tokens; sft.failed: error{code, message}).
 /// </summary>
 public sealed record TrainerEvent(string Type, string Level, string Message, JsonObject? Data = null);
+
+/// <summary>Signals and environment shared by the server and the trainer process.</summary>
+public static class TrainerProtocol
+{
+    /// <summary>SIGTERM: cancel at the next optimizer step (the job ends `cancelled`).</summary>
+    public const int CancelSignal = 15;
+    /// <summary>SIGUSR1: save a checkpoint at the next optimizer step, then stop (pause, server shutdown).</summary>
+    public const int CheckpointAndStopSignal = 10;
+    /// <summary>The server's pid, set in each trainer's environment so the trainer stops when its server is gone.</summary>
+    public const string ServerPidVariable = "ANNEAL_SERVER_PID";
+}

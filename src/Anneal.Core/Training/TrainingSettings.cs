@@ -58,6 +58,8 @@ public sealed record TrainingSettings
     public int? SaveSteps { get; init; }
     /// <summary>Per-layer activation checkpointing: "auto", "on" or "off".</summary>
     public string ActivationCheckpointing { get; init; } = "auto";
+    /// <summary>Optimizer state: "exact" (fp32), "lean" (bf16 moments, stochastic rounding) or "auto" (exact when it fits).</summary>
+    public string OptimizerPrecision { get; init; } = OptimizerPrecisions.Auto;
     /// <summary>
     /// Pack several examples into each row of sequence_length tokens (block-diagonal attention, no
     /// attention across examples) instead of length-bucketed rows of one example each.

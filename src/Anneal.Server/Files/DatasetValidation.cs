@@ -16,7 +16,7 @@ public sealed class DatasetValidationQueue
     public ChannelReader<string> Reader => _ids.Reader;
 }
 
-public sealed class DatasetValidationWorker(Db db, DatasetValidationQueue queue, ILogger<DatasetValidationWorker> log) : BackgroundService
+public sealed class DatasetValidationWorker(Db db, DatasetValidationQueue queue, ServerOptions options, ILogger<DatasetValidationWorker> log) : BackgroundService
 {
     public override Task StartAsync(CancellationToken ct)
     {
@@ -51,6 +51,10 @@ public sealed class DatasetValidationWorker(Db db, DatasetValidationQueue queue,
             var path = FileRows.BlobPath(db, sha);
             report = DatasetValidator.ValidateFile(path, new DatasetValidationOptions(Vision: true));
             if (report.IsValid) hasImages = !DatasetValidator.ValidateFile(path, new DatasetValidationOptions(MaxErrorsShown: 0, Vision: false)).IsValid;
+            // https images are fetched now, once, and stored beside the file (ImageFetching).
+            if (report.IsValid && hasImages == true
+                && ImageFetching.FetchAndStoreAsync(path, options.ImageFetch, 20, CancellationToken.None).GetAwaiter().GetResult() is { Total: > 0 } fetch)
+                report = new DatasetReport(report.NumExamples, fetch.Errors, fetch.Total);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

@@ -45,7 +45,14 @@ public static class FileUpload
                 if (name == "file" && stored is null)
                 {
                     var fileName = HeaderUtilities.RemoveQuotes(disposition.FileNameStar.HasValue ? disposition.FileNameStar : disposition.FileName).Value;
-                    stored = await SaveToTemp(db, section.Body, options.MaxUploadBytes, ct);
+                    var temp = Path.Combine(db.TmpDir, Ids.New("upload") + ".part");
+                    try { stored = await SaveToTemp(temp, section.Body, options.MaxUploadBytes, ct); }
+                    catch
+                    {
+                        // Client gone, too slow, over Kestrel's limit: a failed upload leaves nothing behind.
+                        File.Delete(temp);
+                        throw;
+                    }
                     if (stored.TooLarge) return Problems.TooLarge(options.MaxUploadBytes);
                     stored = stored with { FileName = Path.GetFileName(string.IsNullOrWhiteSpace(fileName) ? "upload.jsonl" : fileName) };
                 }
@@ -62,6 +69,11 @@ public static class FileUpload
         {
             Cleanup(stored);
             return Problems.BadRequest($"Malformed multipart body: {e.Message}");
+        }
+        catch
+        {
+            Cleanup(stored);
+            throw;
         }
 
         if (stored is null)
@@ -80,7 +92,14 @@ public static class FileUpload
                 [new ErrorItem(null, "file", "empty file")]);
         }
 
-        var (file, created) = Commit(db, org, stored, purpose);
+        FileObject file;
+        bool created;
+        try { (file, created) = Commit(db, org, stored, purpose); }
+        catch
+        {
+            Cleanup(stored);
+            throw;
+        }
         if (!created) return TypedResults.Ok(file);
         validation.Enqueue(file.Id);
         return TypedResults.Created($"/api/learning/files/{file.Id}", file);
@@ -88,13 +107,12 @@ public static class FileUpload
 
     sealed record Stored(string TempPath, long Bytes, string Sha256, bool TooLarge, string FileName = "");
 
-    static async Task<Stored> SaveToTemp(Db db, Stream body, long maxBytes, CancellationToken ct)
+    static async Task<Stored> SaveToTemp(string temp, Stream body, long maxBytes, CancellationToken ct)
     {
-        var temp = Path.Combine(db.TmpDir, Ids.New("upload") + ".part");
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         long total = 0;
         var buffer = new byte[81920];
-        await using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.Asynchronous))
+        await using (var fs = new FileStream(temp, DataDirPermissions.NewFile(FileMode.CreateNew, FileAccess.Write, FileOptions.Asynchronous)))
         {
             int n;
             while ((n = await body.ReadAsync(buffer, ct)) > 0)
@@ -120,6 +138,12 @@ public static class FileUpload
         if (stored is not null && File.Exists(stored.TempPath)) File.Delete(stored.TempPath);
     }
 
+    static bool BlobMatches(string path, string sha256)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 81920);
+        return Convert.ToHexStringLower(SHA256.HashData(stream)) == sha256;
+    }
+
     /// <summary>Moves the temp file into files/ and inserts the row, or returns the org's existing file with the same sha256.</summary>
     static (FileObject File, bool Created) Commit(Db db, string org, Stored stored, string purpose)
     {
@@ -135,10 +159,12 @@ public static class FileUpload
             return (existing, false);
         }
         var blob = FileRows.BlobPath(db, stored.Sha256);
-        if (File.Exists(blob)) File.Delete(stored.TempPath); // same bytes already stored (another org or a deleted row)
+        // Same bytes already stored (another org, or a row deleted before its blob): trusted only
+        // once re-hashed, so a blob damaged on disk is replaced rather than shared by the new row.
+        if (File.Exists(blob) && BlobMatches(blob, stored.Sha256)) File.Delete(stored.TempPath);
         else
         {
-            File.Move(stored.TempPath, blob);
+            File.Move(stored.TempPath, blob, overwrite: true);
             Native.FsyncDirectory(db.FilesDir);
         }
         var id = Ids.New("file");

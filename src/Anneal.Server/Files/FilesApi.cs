@@ -66,10 +66,17 @@ public static class FilesApi
             return Problems.Make(409, ErrorCodes.InvalidState, "File in use",
                 $"File '{id}' is used by job '{activeJob}', which has not finished; cancel the job or wait for it first.");
         Db.Exec(conn, tx, "DELETE FROM files WHERE id = @id", ("@id", id));
-        // The blob is shared by every row with the same sha256 (any org); remove it with the last row.
-        if (Db.Scalar<long>(conn, tx, "SELECT COUNT(*) FROM files WHERE sha256 = @sha", ("@sha", file.Sha256)) == 0)
-            File.Delete(FileRows.BlobPath(db, file.Sha256));
         tx.Commit();
+        // The bytes go only after the row is gone for good (a crash in between leaves an orphan blob,
+        // swept on start, never a row without bytes). The blob is shared by every row with the same
+        // sha256 (any org): removed with the last one, checked in a write transaction so an upload
+        // of the same bytes cannot commit its row in between.
+        using (var blobTx = conn.BeginTransaction())
+        {
+            if (Db.Scalar<long>(conn, blobTx, "SELECT COUNT(*) FROM files WHERE sha256 = @sha", ("@sha", file.Sha256)) == 0)
+                File.Delete(FileRows.BlobPath(db, file.Sha256));
+            blobTx.Commit();
+        }
         return TypedResults.Ok(new DeletedObject(id, "file", true));
     }
 }

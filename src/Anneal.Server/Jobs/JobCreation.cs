@@ -41,6 +41,7 @@ public static partial class JobCreation
         if (body is null) return Problems.Make(413, ErrorCodes.PayloadTooLarge, "Payload too large", $"A job request body is limited to {MaxBodyBytes} bytes.");
         var (request, parseProblem) = Parse(body);
         if (request is null) return parseProblem!;
+        AdoptEffectiveTrainingMode(request);
 
         var idempotencyKey = http.Request.Headers["Idempotency-Key"].ToString();
         if (idempotencyKey.Length > 255)
@@ -56,6 +57,10 @@ public static partial class JobCreation
         try
         {
             using var tx = conn.BeginTransaction();
+            // Checked again in the write transaction that inserts the job: a DELETE of the file
+            // (which refuses files of unfinished jobs in its own write transaction) either
+            // committed before, and the job is refused, or runs after and sees the job.
+            if (FileGone(conn, tx, org, request) is { } gone) return gone;
             Db.Exec(conn, tx, """
                 INSERT INTO jobs (id, org, status, model, mode, training_type, training_file_id, validation_file_id,
                                   hyperparameters, metadata, suffix, created_at, idempotency_key, request_hash)
@@ -79,6 +84,15 @@ public static partial class JobCreation
         return TypedResults.Created($"/api/learning/jobs/{id}", job.Wire);
     }
 
+    static ProblemHttpResult? FileGone(SqliteConnection conn, SqliteTransaction tx, string org, CreateJobRequest request)
+    {
+        foreach (var (field, id) in new[] { ("training_file_id", request.TrainingFileId), ("validation_file_id", request.ValidationFileId) })
+            if (id is not null && FileRows.Find(conn, tx, org, id) is not { Status: FileStatus.Ready })
+                return Problems.Validation($"{field}: file '{id}' was deleted while the job was being created",
+                    [new ErrorItem(null, field, $"file '{id}' was deleted while the job was being created")], ErrorCodes.ValidationFailed);
+        return null;
+    }
+
     static async Task<byte[]?> ReadBody(HttpRequest request, CancellationToken ct)
     {
         using var ms = new MemoryStream();
@@ -98,6 +112,9 @@ public static partial class JobCreation
             return (null, Problems.BadRequest("The request body is empty; expected a JSON object with model, training_file_id and hyperparameters."));
         try
         {
+            using (var doc = JsonDocument.Parse(body))
+                if (Anneal.Core.JsonUnicode.FirstInvalid(doc.RootElement) is { } bad)
+                    return (null, Problems.BadRequest($"Field '{bad}': {Anneal.Core.JsonUnicode.Problem}.", [new ErrorItem(null, bad, Anneal.Core.JsonUnicode.Problem)]));
             var node = JsonNode.Parse(body);
             if (node is not JsonObject)
                 return (null, Problems.BadRequest($"The request body must be a JSON object, got {node?.GetValueKind().ToString().ToLowerInvariant() ?? "null"}."));
@@ -123,6 +140,18 @@ public static partial class JobCreation
             var reason = e.Message.Split(" Path:")[0].Split(" LineNumber:")[0];
             return (null, Problems.BadRequest($"Malformed JSON body{at}: {reason}", [new ErrorItem(e.LineNumber is { } l ? (int)l + 1 : null, null, reason)]));
         }
+    }
+
+    /// <summary>
+    /// The upstream client sends [training] mode and use_qlora only inside
+    /// metadata.effective_config.training (UPSTREAM.md); they count as the hyperparameters
+    /// training_mode and use_qlora unless those are given there.
+    /// </summary>
+    static void AdoptEffectiveTrainingMode(CreateJobRequest request)
+    {
+        if (request.Metadata?["effective_config"]?["training"] is not JsonObject training || request.Hyperparameters is not { } hp) return;
+        foreach (var (from, to) in new[] { ("mode", "training_mode"), ("use_qlora", "use_qlora") })
+            if (training[from] is { } value && !hp.ContainsKey(to)) hp[to] = value.DeepClone();
     }
 
     [GeneratedRegex("The JSON property '([^']+)' could not be mapped")]
@@ -205,7 +234,7 @@ public static partial class JobCreation
             add("model", $"unknown model '{model}'; supported: {string.Join(", ", ModelRegistry.All.Select(m => m.Id))}", ErrorCodes.UnknownModel, 422);
             return;
         }
-        // Trainable here, mode offered (qlora not yet), sequence_length within the context length:
+        // Trainable here, mode offered, sequence_length within the context length:
         // the same checks the CLI runs before uploading (Anneal.Core.Training.JobChecks).
         foreach (var e in JobChecks.CheckAgainstModel(info, settings))
             add(e.Field, e.Message, e.Code, 422);

@@ -1,5 +1,5 @@
 // Where a job's base model lives on disk (TrainerJobSpec.ModelPath):
-//   anneal/tiny-qwen3        → <data-dir>/models/anneal/tiny-qwen3 (the trainer generates it)
+//   anneal/tiny-qwen3(-vl)   → <data-dir>/models/anneal/tiny-qwen3(-vl) (the trainer generates it)
 //   ft:/fft:/qft: model ids  → the fine-tuned model's folder (final/, or final/merged for LoRA)
 //   checkpoint ids           → the checkpoint folder (full fine-tunes only; LoRA checkpoints are adapters)
 //   registry ids             → Core's ModelResolver: ServerOptions.ModelsDir, <data-dir>/models, the
@@ -19,8 +19,8 @@ public static class ModelPaths
         Action<DownloadProgress> progress, CancellationToken ct)
     {
         var dataModels = Path.Combine(db.DataDir, "models");
-        if (string.Equals(model, ModelRegistry.TinyModelId, StringComparison.OrdinalIgnoreCase))
-            return (ModelResolver.ModelsFolderPath(dataModels, ModelRegistry.TinyModelId), null);
+        if (ModelRegistry.IsBuiltIn(model))
+            return (ModelResolver.ModelsFolderPath(dataModels, ModelRegistry.Find(model)!.Id), null);
         if (JobCreation.IsFineTunedId(model)) return FineTuned(db, org, model);
 
         // Local first: the configured models folder, then the data dir's, then the Hub cache.

@@ -2,14 +2,17 @@
 // server process (stopped or killed). It is re-queued — from its latest checkpoint when one exists
 // on disk — with an `sft.requeued` event saying why, or failed (server_restarted) once it has been
 // re-queued MaxJobRestarts times, so a job that crashes the server cannot loop forever.
-// A server killed with SIGKILL leaves its trainer running (orphaned): that process is stopped
-// first (SIGTERM, then SIGKILL after the grace period) so two trainers never share a job folder.
+// A trainer stops by itself when its server dies (Anneal.Training.ServerWatch); one still running
+// is stopped first (checkpoint-and-stop, then SIGKILL after the grace period) so two trainers never
+// share a job folder. Then what the trainer left on disk decides: a finished final/ is adopted
+// (the job succeeds), else the job resumes from the newest complete checkpoint on disk.
 // Each job moves only if it is still `running` when its transaction runs (the status check and the
 // event are one transaction), so a job that reached a final status meanwhile keeps it and gets no
 // contradicting sft.requeued event. The data-folder lock (DataDirLock) keeps a live server's jobs
 // out of this path altogether.
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
+using Anneal.Core.Training;
 using Anneal.Server.Events;
 using Anneal.Server.Jobs;
 using Anneal.Server.Storage;
@@ -27,6 +30,15 @@ public static class Recovery
             var id = job.Wire.Id;
             var pid = Db.Scalar<long?>(conn, null, "SELECT trainer_pid FROM jobs WHERE id = @id", ("@id", id));
             if (pid is { } p) StopOrphan((int)p, Path.Combine(db.JobsDir, id, "spec.json"), options.CancelGracePeriod);
+            var output = Path.Combine(db.JobsDir, id, "output");
+            JobOutput.RemovePartials(output);
+            // A trainer that finished while the server was down (its sft.completed never arrived).
+            if (JobOutput.FinishedFinal(output) is { } final)
+            {
+                var completed = new JsonObject { ["output_dir"] = output, ["final_path"] = final };
+                if (Directory.Exists(Path.Combine(final, "merged"))) completed["merged_path"] = Path.Combine(final, "merged");
+                if (TrainerRun.RecordSucceeded(db, job, completed, " (finished while the server was down; adopted on restart)")) continue;
+            }
             using var tx = conn.BeginTransaction();
             var restarts = job.Restarts + 1;
             if (restarts > options.MaxJobRestarts)
@@ -40,9 +52,21 @@ public static class Recovery
             }
             else
             {
+                // The newest complete checkpoint on disk, which may be newer than any the database
+                // heard of (saved while the server was down) or replace a recorded one whose
+                // optimizer state was pruned; recorded so it is listed and usable as a model.
                 var checkpoint = Db.Query(conn, tx, "SELECT step, path FROM checkpoints WHERE job_id = @id ORDER BY step DESC",
                         r => (Step: r.GetInt64(0), Path: r.GetString(1)), ("@id", id))
-                    .FirstOrDefault(c => Directory.Exists(c.Path));
+                    .FirstOrDefault(c => JobOutput.IsCompleteCheckpoint(c.Path));
+                if (JobOutput.NewestCompleteCheckpoint(output) is { } onDisk && onDisk.Step > checkpoint.Step)
+                {
+                    checkpoint = (onDisk.Step, onDisk.Path);
+                    Db.Exec(conn, tx, """
+                        INSERT OR IGNORE INTO checkpoints (id, job_id, org, step, path, metrics, created_at)
+                        VALUES (@cid, @job, @org, @step, @path, NULL, @t)
+                        """, ("@cid", $"{TrainerRun.FineTunedId(db, job)}:step-{onDisk.Step}"), ("@job", id), ("@org", job.Org),
+                        ("@step", (long)onDisk.Step), ("@path", onDisk.Path), ("@t", Db.Now()));
+                }
                 var resume = checkpoint.Path;
                 if (!JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Queued)) continue; // rolled back
                 Db.Exec(conn, tx, "UPDATE jobs SET restarts = @r, resume_from = @resume, trainer_pid = NULL WHERE id = @id",
@@ -66,7 +90,8 @@ public static class Recovery
             catch (UnauthorizedAccessException) { return false; }
         }
         if (!OperatingSystem.IsLinux() || !IsTrainer()) return;
-        Native.Kill(pid, Native.SigTerm);
+        // Checkpoint and stop: whatever it trained since the last checkpoint is kept.
+        Native.Kill(pid, TrainerProtocol.CheckpointAndStopSignal);
         var deadline = DateTime.UtcNow + grace;
         while (IsTrainer() && DateTime.UtcNow < deadline) Thread.Sleep(100);
         if (IsTrainer()) Native.Kill(pid, Native.SigKill);

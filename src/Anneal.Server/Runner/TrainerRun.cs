@@ -75,6 +75,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         foreach (var a in options.TrainerCommand.Skip(1)) psi.ArgumentList.Add(a);
         foreach (var a in new[] { "trainer", "run", "--spec", specPath }) psi.ArgumentList.Add(a);
         psi.Environment["CUDA_VISIBLE_DEVICES"] = gpu ?? "";
+        // The trainer stops (after a checkpoint) when this process is gone: see Anneal.Training.ServerWatch.
+        psi.Environment[TrainerProtocol.ServerPidVariable] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
         await using var logFile = new FileStream(Path.Combine(_jobDir, "trainer.log"), FileMode.Append, FileAccess.Write, FileShare.ReadWrite);
         await using var logWriter = new StreamWriter(logFile) { AutoFlush = true };
@@ -141,8 +143,13 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         var (validation, validationName) = FileOf(job.Wire.ValidationFileId);
         if (job.Wire.ValidationFileId is not null && (validation is null || !File.Exists(validation)))
             return (null, new JobError(ErrorCodes.UserDataError, $"validation file '{job.Wire.ValidationFileId}' was deleted before the job ran"));
-        var resume = job.ResumeFrom is { } r && Directory.Exists(r) ? r : null;
-        return (new TrainerJobSpec(_id, job.Wire.Model, modelPath, train, validation, Path.Combine(_jobDir, "output"), settings,
+        // The newest complete checkpoint on disk: the previous trainer may have saved some the
+        // database never heard of (the server was down), and the recorded one may be gone.
+        var outputDir = Path.Combine(_jobDir, "output");
+        JobOutput.RemovePartials(outputDir);
+        var resume = JobOutput.NewestCompleteCheckpoint(outputDir)?.Path
+            ?? (job.ResumeFrom is { } r && JobOutput.IsCompleteCheckpoint(r) ? r : null);
+        return (new TrainerJobSpec(_id, job.Wire.Model, modelPath, train, validation, outputDir, settings,
             ResumeFrom: resume, Device: options.Gpus.Count > 0 ? "cuda" : "cpu", MergeLora: settings.Mode != TrainingModes.FullFinetune,
             TrainingFileName: trainName, ValidationFileName: validationName), null);
     }
@@ -242,12 +249,14 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     static double? Num(JsonObject data, string key) =>
         data[key] is JsonValue v && v.TryGetValue<double>(out var d) && double.IsFinite(d) ? d : null;
 
+    string FineTunedId() => FineTunedId(db, job);
+
     /// <summary>ft:&lt;base&gt;:&lt;job&gt; (LoRA), fft: (full), qft: (QLoRA); base = the registry model under the job's model.</summary>
-    string FineTunedId()
+    internal static string FineTunedId(Db db, JobRow job)
     {
         var prefix = job.Mode switch { TrainingModes.Lora => "ft", TrainingModes.Qlora => "qft", _ => "fft" };
         using var conn = db.Connect();
-        return $"{prefix}:{JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model}:{_id}";
+        return $"{prefix}:{JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model}:{job.Wire.Id}";
     }
 
     void OnExit(int exitCode)
@@ -294,8 +303,18 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     void Succeed(JsonObject completed)
     {
-        var ftId = FineTunedId();
-        var output = Path.Combine(_jobDir, "output");
+        if (RecordSucceeded(db, job, completed, null)) signals.EventsAppended.Signal();
+    }
+
+    /// <summary>
+    /// running → succeeded with the fine-tuned model registered and sft.completed, in one transaction;
+    /// false when the job was no longer running. Also used by recovery to adopt a finished final/.
+    /// </summary>
+    internal static bool RecordSucceeded(Db db, JobRow job, JsonObject completed, string? note)
+    {
+        var id = job.Wire.Id;
+        var ftId = FineTunedId(db, job);
+        var output = Path.Combine(db.JobsDir, id, "output");
         var merged = completed["merged_path"]?.GetValue<string>();
         var final = completed["final_path"]?.GetValue<string>() ?? Path.Combine(output, "final");
         // LoRA: serve the merged full model when the trainer wrote one (spec.MergeLora).
@@ -304,18 +323,18 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         using var conn = db.Connect();
         var baseModel = JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model;
         using var tx = conn.BeginTransaction();
-        if (!JobRows.Transition(conn, tx, _id, [JobStatus.Running], JobStatus.Succeeded)) return;
+        if (!JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Succeeded)) return false;
         Db.Exec(conn, tx, "UPDATE jobs SET fine_tuned_model = @ft, trained_tokens = COALESCE(@tt, trained_tokens) WHERE id = @id",
-            ("@ft", ftId), ("@tt", trained), ("@id", _id));
+            ("@ft", ftId), ("@tt", trained), ("@id", id));
         Db.Exec(conn, tx, """
             INSERT OR REPLACE INTO fine_tuned_models (id, org, base_model, job_id, path, status, created_at)
             VALUES (@id, @org, @base, @job, @path, 'ready', @t)
-            """, ("@id", ftId), ("@org", job.Org), ("@base", baseModel), ("@job", _id), ("@path", path), ("@t", Db.Now()));
+            """, ("@id", ftId), ("@org", job.Org), ("@base", baseModel), ("@job", id), ("@path", path), ("@t", Db.Now()));
         var data = (JsonObject)completed.DeepClone();
         data["fine_tuned_model"] = ftId;
-        JobEvents.Append(conn, tx, _id, EventTypes.Completed, "info", $"Training completed: {ftId}", data);
+        JobEvents.Append(conn, tx, id, EventTypes.Completed, "info", $"Training completed: {ftId}{note}", data);
         tx.Commit();
-        signals.EventsAppended.Signal();
+        return true;
     }
 
     void Finish(string status, string eventType, string message, JobError? error, JsonObject? data = null)
@@ -378,11 +397,15 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     public void Cancel() { _cancelRequested = true; _stop.Cancel(); Signal(); }
 
+    // Pause and shutdown keep the work done: the trainer saves a checkpoint before it stops.
     public void Pause() { _pauseRequested = true; _stop.Cancel(); Signal(); }
 
     public void Shutdown() { _shuttingDown = true; _stop.Cancel(); Signal(); }
 
-    /// <summary>SIGTERM now (the trainer stops at its next optimizer step), SIGKILL of the whole tree after the grace period.</summary>
+    /// <summary>
+    /// SIGTERM to cancel, or SIGUSR1 to checkpoint and stop (pause, shutdown), honoured at the next
+    /// optimizer step; SIGKILL of the whole tree after the grace period.
+    /// </summary>
     void Signal()
     {
         Process? p;
@@ -391,7 +414,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         try
         {
             if (p.HasExited) return;
-            Native.Kill(p.Id, Native.SigTerm);
+            Native.Kill(p.Id, _cancelRequested ? TrainerProtocol.CancelSignal : TrainerProtocol.CheckpointAndStopSignal);
         }
         catch (InvalidOperationException) { return; }
         _ = Task.Run(async () =>

@@ -37,10 +37,11 @@ public sealed class Db
     public static Db Open(string dataDir)
     {
         var db = new Db(dataDir);
-        Directory.CreateDirectory(db.DataDir);
-        Directory.CreateDirectory(db.FilesDir);
-        Directory.CreateDirectory(db.JobsDir);
-        Directory.CreateDirectory(db.TmpDir);
+        DataDirPermissions.CreateFolder(db.DataDir);
+        DataDirPermissions.CreateFolder(db.FilesDir);
+        DataDirPermissions.CreateFolder(db.JobsDir);
+        DataDirPermissions.CreateFolder(db.TmpDir);
+        DataDirPermissions.CreateFile(Path.Combine(db.DataDir, "anneal.db"));
         using var conn = db.Connect();
         using (var wal = conn.CreateCommand())
         {

@@ -31,11 +31,14 @@ public static class ModelFolder
         return Qwen3Config.Load(path);
     }
 
-    /// <summary>Builds the model on `device` in `dtype` and copies every checkpoint tensor into it.</summary>
-    public static Qwen3ForCausalLM Load(string folder, Device device, ScalarType dtype, LoraSettings? lora = null)
+    /// <summary>
+    /// Builds the model on `device` in `dtype` and copies every checkpoint tensor into it. With
+    /// `nf4Base` (QLoRA) the decoder's projections are quantised one by one as they are read.
+    /// </summary>
+    public static Qwen3ForCausalLM Load(string folder, Device device, ScalarType dtype, LoraSettings? lora = null, bool nf4Base = false)
     {
         var config = LoadConfig(folder);
-        var model = new Qwen3ForCausalLM(config, device, dtype, lora);
+        var model = new Qwen3ForCausalLM(config, device, dtype, lora, nf4Base);
         try { CopyWeightsInto(model, folder); }
         catch { model.Dispose(); throw; }
         return model;
@@ -59,6 +62,20 @@ public static class ModelFolder
                 throw TrainerUserException.Config($"model folder {folder}: tensor {name} has shape [{string.Join(", ", entry.Shape)}], config.json implies [{string.Join(", ", p.shape)}]");
             using var t = set.Read(name, p.dtype, p.device);
             p.copy_(t);
+        }
+        // NF4 bases: one weight at a time is read in its stored dtype, moved to the device and
+        // quantised there, so the peak stays one full-precision layer above the packed model.
+        foreach (var (module, layer) in model.named_modules())
+        {
+            if (layer is not QloraLinear q) continue;
+            var name = module + ".weight";
+            if (!set.Contains(name))
+                throw TrainerUserException.Config($"model folder {folder}: tensor {name} is missing from the safetensors files");
+            var entry = set.Entry(name);
+            if (!entry.Shape.SequenceEqual(q.BaseWeight.Shape))
+                throw TrainerUserException.Config($"model folder {folder}: tensor {name} has shape [{string.Join(", ", entry.Shape)}], config.json implies [{string.Join(", ", q.BaseWeight.Shape)}]");
+            using var t = set.Read(name, null, q.BaseWeight.Device);
+            q.LoadBase(t);
         }
     }
 

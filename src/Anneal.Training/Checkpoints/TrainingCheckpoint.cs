@@ -74,33 +74,40 @@ public static class TrainingCheckpoint
         Directory.Move(tmp, folder);
     }
 
+    // A broken resume point is the server's own state (it picks resume_from), never a user error:
+    // these throw InvalidDataException, which the trainer reports as an internal error.
     public static TrainerState ReadState(string folder)
     {
         var path = Path.Combine(folder, StateFile);
         if (!File.Exists(path))
-            throw TrainerUserException.Config($"resume_from {folder} is not a training checkpoint: {StateFile} is missing");
+            throw new InvalidDataException($"resume_from {folder} is not a training checkpoint: {StateFile} is missing");
         return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path), Json)
-            ?? throw TrainerUserException.Config($"{path} is empty");
+            ?? throw new InvalidDataException($"{path} is empty");
     }
 
     public static void LoadOptimizer(string folder, Optim.FlatAdamW optimizer)
     {
         var path = Path.Combine(folder, OptimizerFile);
         if (!File.Exists(path))
-            throw TrainerUserException.Config($"resume_from {folder} is incomplete: {OptimizerFile} is missing");
+            throw new InvalidDataException($"resume_from {folder} is incomplete: {OptimizerFile} is missing");
         try { optimizer.Load(path); }
-        catch (InvalidDataException e) { throw TrainerUserException.Config($"resume_from {folder}: {e.Message}"); }
+        catch (InvalidDataException e) { throw new InvalidDataException($"resume_from {folder}: {e.Message}", e); }
     }
 
-    /// <summary>Deletes optimizer.bin from all but the `keep` most recent step-N checkpoints.</summary>
-    public static void PruneOptimizerStates(string checkpointsFolder, int keep)
+    /// <summary>
+    /// Deletes optimizer.bin from all but the `keep` most recent step-N checkpoints, never from
+    /// <paramref name="protect"/> (the checkpoint the run resumed from: the server may know no newer one).
+    /// </summary>
+    public static void PruneOptimizerStates(string checkpointsFolder, int keep, string? protect = null)
     {
+        var kept = protect is null ? null : Path.GetFullPath(protect).TrimEnd(Path.DirectorySeparatorChar);
         var older = Directory.GetDirectories(checkpointsFolder, "step-*")
             .Select(d => (Dir: d, Step: int.TryParse(Path.GetFileName(d)["step-".Length..], out var n) ? n : -1))
             .Where(x => x.Step >= 0)
             .OrderByDescending(x => x.Step)
             .Skip(Math.Max(1, keep));
         foreach (var (dir, _) in older)
-            File.Delete(Path.Combine(dir, OptimizerFile));
+            if (!string.Equals(Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar), kept, StringComparison.Ordinal))
+                File.Delete(Path.Combine(dir, OptimizerFile));
     }
 }

@@ -69,11 +69,18 @@ public static class Lora
     public const string AdapterWeightsFile = "adapter_model.safetensors";
     const string PeftPrefix = "base_model.model.";
 
-    /// <summary>A projection: LoRA when `lora` targets this module name, else a plain nn.Linear.</summary>
-    public static nn.Module<Tensor, Tensor> Linear(string name, long inFeatures, long outFeatures, bool hasBias, Device? device, ScalarType dtype, LoraSettings? lora) =>
-        lora != null && lora.Targets.Contains(name)
-            ? new LoraLinear(inFeatures, outFeatures, hasBias, lora, device, dtype)
+    /// <summary>
+    /// A projection: LoRA when `lora` targets this module name, else a plain nn.Linear; with
+    /// `nf4Base` (QLoRA) always an NF4 base, with adapters when targeted.
+    /// </summary>
+    public static nn.Module<Tensor, Tensor> Linear(string name, long inFeatures, long outFeatures, bool hasBias, Device? device, ScalarType dtype, LoraSettings? lora, bool nf4Base = false)
+    {
+        var targeted = lora != null && lora.Targets.Contains(name);
+        if (nf4Base) return new QloraLinear(inFeatures, outFeatures, hasBias, targeted ? lora : null, device, dtype);
+        return targeted
+            ? new LoraLinear(inFeatures, outFeatures, hasBias, lora!, device, dtype)
             : nn.Linear(inFeatures, outFeatures, hasBias, device: device, dtype: dtype);
+    }
 
     public static bool IsAdapterParameter(string name) => name.Contains(".lora_A.") || name.Contains(".lora_B.");
 
@@ -125,31 +132,34 @@ public static class Lora
     /// The model's weights with every LoRA layer folded in (W0 + (α/r)·B·A), under plain Qwen3
     /// names, i.e. what a full model folder holds. Plain parameters are returned as views (no
     /// copy); merged weights are computed on the model's device and moved to host memory, so a
-    /// save needs no second copy of the model on the GPU. The caller disposes the handles.
+    /// save needs no second copy of the model on the GPU. NF4 bases (QLoRA) are dequantised into
+    /// the model's dtype. The caller disposes the handles.
     /// </summary>
     public static List<(string Name, Tensor Tensor)> MergedWeights(Qwen3ForCausalLM model)
     {
         var loraLayers = model.named_modules().Where(m => m.module is LoraLinear).ToDictionary(m => m.name, m => (LoraLinear)m.module);
         var result = new List<(string, Tensor)>();
         using var _ = no_grad();
+        foreach (var (name, module) in model.named_modules())
+            if (module is QloraLinear q)
+                result.Add((name + ".weight", ToHost(q.MergedWeight())));
         foreach (var (name, p) in model.named_parameters())
         {
             if (IsAdapterParameter(name)) continue;
             var owner = name[..name.LastIndexOf('.')];
             if (name.EndsWith(".weight") && loraLayers.TryGetValue(owner, out var layer))
-            {
-                var merged = layer.MergedWeight();
-                if (merged.device.type != DeviceType.CPU)
-                {
-                    var host = merged.to(torch.CPU);
-                    merged.Dispose();
-                    merged = host;
-                }
-                result.Add((name, merged));
-            }
+                result.Add((name, ToHost(layer.MergedWeight())));
             else
                 result.Add((name, p.detach()));
         }
         return result;
+    }
+
+    static Tensor ToHost(Tensor merged)
+    {
+        if (merged.device.type == DeviceType.CPU) return merged;
+        var host = merged.to(torch.CPU);
+        merged.Dispose();
+        return host;
     }
 }

@@ -67,7 +67,8 @@ public sealed record Qwen3Config
     public void Validate(string path)
     {
         string? problem = null;
-        if (ModelType is not ("qwen3"))
+        // "qwen3_vl_text": the text_config of a Qwen3-VL checkpoint, the same decoder.
+        if (ModelType is not ("qwen3" or "qwen3_vl_text"))
             problem = $"model_type \"{ModelType}\" is not supported (expected \"qwen3\")";
         else if (HiddenAct != "silu")
             problem = $"hidden_act \"{HiddenAct}\" is not supported (expected \"silu\")";
@@ -188,16 +189,16 @@ public sealed class Qwen3Attention : nn.Module<Tensor, AttentionInputs, Tensor>
     [ComponentName(Name = "q_norm")] readonly RmsNorm qNorm;                    // over hd, per head
     [ComponentName(Name = "k_norm")] readonly RmsNorm kNorm;
 
-    public Qwen3Attention(Qwen3Config c, int layerIndex, Device? device, ScalarType dtype, LoraSettings? lora) : base(nameof(Qwen3Attention))
+    public Qwen3Attention(Qwen3Config c, int layerIndex, Device? device, ScalarType dtype, LoraSettings? lora, bool nf4Base = false) : base(nameof(Qwen3Attention))
     {
         this.layerIndex = layerIndex;
         heads = c.NumAttentionHeads;
         kvHeads = c.NumKeyValueHeads;
         headDim = c.HeadDim;
-        qProj = Lora.Linear("q_proj", c.HiddenSize, heads * headDim, c.AttentionBias, device, dtype, lora);
-        kProj = Lora.Linear("k_proj", c.HiddenSize, kvHeads * headDim, c.AttentionBias, device, dtype, lora);
-        vProj = Lora.Linear("v_proj", c.HiddenSize, kvHeads * headDim, c.AttentionBias, device, dtype, lora);
-        oProj = Lora.Linear("o_proj", heads * headDim, c.HiddenSize, c.AttentionBias, device, dtype, lora);
+        qProj = Lora.Linear("q_proj", c.HiddenSize, heads * headDim, c.AttentionBias, device, dtype, lora, nf4Base);
+        kProj = Lora.Linear("k_proj", c.HiddenSize, kvHeads * headDim, c.AttentionBias, device, dtype, lora, nf4Base);
+        vProj = Lora.Linear("v_proj", c.HiddenSize, kvHeads * headDim, c.AttentionBias, device, dtype, lora, nf4Base);
+        oProj = Lora.Linear("o_proj", heads * headDim, c.HiddenSize, c.AttentionBias, device, dtype, lora, nf4Base);
         qNorm = new RmsNorm(headDim, c.RmsNormEps, device, dtype);
         kNorm = new RmsNorm(headDim, c.RmsNormEps, device, dtype);
         RegisterComponents();
@@ -248,11 +249,11 @@ public sealed class Qwen3Mlp : nn.Module<Tensor, Tensor>
     [ComponentName(Name = "up_proj")] readonly nn.Module<Tensor, Tensor> upProj;      // D → I
     [ComponentName(Name = "down_proj")] readonly nn.Module<Tensor, Tensor> downProj;  // I → D
 
-    public Qwen3Mlp(Qwen3Config c, Device? device, ScalarType dtype, LoraSettings? lora) : base(nameof(Qwen3Mlp))
+    public Qwen3Mlp(Qwen3Config c, Device? device, ScalarType dtype, LoraSettings? lora, bool nf4Base = false) : base(nameof(Qwen3Mlp))
     {
-        gateProj = Lora.Linear("gate_proj", c.HiddenSize, c.IntermediateSize, false, device, dtype, lora);
-        upProj = Lora.Linear("up_proj", c.HiddenSize, c.IntermediateSize, false, device, dtype, lora);
-        downProj = Lora.Linear("down_proj", c.IntermediateSize, c.HiddenSize, false, device, dtype, lora);
+        gateProj = Lora.Linear("gate_proj", c.HiddenSize, c.IntermediateSize, false, device, dtype, lora, nf4Base);
+        upProj = Lora.Linear("up_proj", c.HiddenSize, c.IntermediateSize, false, device, dtype, lora, nf4Base);
+        downProj = Lora.Linear("down_proj", c.IntermediateSize, c.HiddenSize, false, device, dtype, lora, nf4Base);
         RegisterComponents();
     }
 
@@ -272,10 +273,10 @@ public sealed class Qwen3DecoderLayer : nn.Module<Tensor, AttentionInputs, Tenso
     [ComponentName(Name = "input_layernorm")] readonly RmsNorm inputLayernorm;
     [ComponentName(Name = "post_attention_layernorm")] readonly RmsNorm postAttentionLayernorm;
 
-    public Qwen3DecoderLayer(Qwen3Config c, int index, Device? device, ScalarType dtype, LoraSettings? lora) : base(nameof(Qwen3DecoderLayer))
+    public Qwen3DecoderLayer(Qwen3Config c, int index, Device? device, ScalarType dtype, LoraSettings? lora, bool nf4Base = false) : base(nameof(Qwen3DecoderLayer))
     {
-        selfAttn = new Qwen3Attention(c, index, device, dtype, lora);
-        mlp = new Qwen3Mlp(c, device, dtype, lora);
+        selfAttn = new Qwen3Attention(c, index, device, dtype, lora, nf4Base);
+        mlp = new Qwen3Mlp(c, device, dtype, lora, nf4Base);
         inputLayernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, device, dtype);
         postAttentionLayernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, device, dtype);
         RegisterComponents();
@@ -302,11 +303,11 @@ public sealed class Qwen3Model : nn.Module<Tensor, Tensor, Tensor?, KvCache?, Te
     /// <summary>Activation checkpointing of each decoder layer (recompute in backward), when set.</summary>
     public Func<Qwen3DecoderLayer, Tensor, AttentionInputs, Tensor>? LayerRunner { get; set; }
 
-    public Qwen3Model(Qwen3Config c, Device? device, ScalarType dtype, LoraSettings? lora) : base(nameof(Qwen3Model))
+    public Qwen3Model(Qwen3Config c, Device? device, ScalarType dtype, LoraSettings? lora, bool nf4Base = false) : base(nameof(Qwen3Model))
     {
         config = c;
         embedTokens = nn.Embedding(c.VocabSize, c.HiddenSize, device: device, dtype: dtype);
-        layers = nn.ModuleList(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new Qwen3DecoderLayer(c, i, device, dtype, lora)).ToArray());
+        layers = nn.ModuleList(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new Qwen3DecoderLayer(c, i, device, dtype, lora, nf4Base)).ToArray());
         norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, device, dtype);
         RegisterComponents();
     }
@@ -329,17 +330,21 @@ public sealed class Qwen3ForCausalLM : nn.Module<Tensor, Tensor, Tensor?, Tensor
 {
     public Qwen3Config Config { get; }
     public LoraSettings? LoraSettings { get; }
+    /// <summary>QLoRA: the decoder's projections hold their frozen weights in NF4.</summary>
+    public bool Nf4Base { get; }
     [ComponentName(Name = "model")] readonly Qwen3Model model;
     [ComponentName(Name = "lm_head")] readonly Linear? lmHead;                    // (V, D), absent when tied
 
     /// <param name="device">where parameters are allocated; `torch.META` builds shapes only.</param>
     /// <param name="lora">when set, the targeted projections become LoRA layers with frozen bases.</param>
-    public Qwen3ForCausalLM(Qwen3Config config, Device? device = null, ScalarType dtype = ScalarType.Float32, LoraSettings? lora = null)
+    /// <param name="nf4Base">QLoRA: every decoder projection keeps its frozen base in NF4 (Model/Qlora.cs).</param>
+    public Qwen3ForCausalLM(Qwen3Config config, Device? device = null, ScalarType dtype = ScalarType.Float32, LoraSettings? lora = null, bool nf4Base = false)
         : base(nameof(Qwen3ForCausalLM))
     {
         Config = config;
         LoraSettings = lora;
-        model = new Qwen3Model(config, device, dtype, lora);
+        Nf4Base = nf4Base;
+        model = new Qwen3Model(config, device, dtype, lora, nf4Base);
         if (!config.TieWordEmbeddings)
             lmHead = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();

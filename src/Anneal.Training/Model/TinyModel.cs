@@ -34,7 +34,10 @@ public static class TinyModel
     };
 
     /// <summary>Creates the model folder unless it already holds a config.json and model.safetensors.</summary>
-    public static void EnsureCreated(string folder)
+    public static void EnsureCreated(string folder) => EnsureCreated(folder, Write);
+
+    /// <summary>Creates a model folder with `write` unless it already holds a config.json and model.safetensors.</summary>
+    internal static void EnsureCreated(string folder, Action<string> write)
     {
         if (File.Exists(Path.Combine(folder, ModelFolder.ConfigFile)) && File.Exists(Path.Combine(folder, ModelFolder.WeightsFile)))
             return;
@@ -45,7 +48,7 @@ public static class TinyModel
         Directory.CreateDirectory(tmp);
         try
         {
-            Write(tmp);
+            write(tmp);
             try { Directory.Move(tmp, folder); }
             catch (IOException) when (File.Exists(Path.Combine(folder, ModelFolder.WeightsFile))) { /* another process won */ }
             catch (IOException) when (Directory.Exists(folder))
@@ -122,7 +125,7 @@ public static class TinyModel
         foreach (var (_, t) in tensors) t.Dispose();
     }
 
-    static double Gaussian(Random random)
+    internal static double Gaussian(Random random)
     {
         // Box–Muller; 1 - NextDouble() keeps the logarithm's argument in (0, 1].
         var u1 = 1.0 - random.NextDouble();

@@ -57,11 +57,13 @@ public static class Qwen3ChatTemplate
         string.Concat(RenderSegments(record, addGenerationPrompt, enableThinking).Select(s => s.Text));
 
     /// <summary>Renders and tokenizes a training record: ids of the whole text, and the trained-token mask.</summary>
-    public static EncodedExample Encode(Qwen3Tokenizer tokenizer, JsonObject record)
+    /// <param name="thinkBlocks">false renders assistant turns as the Qwen3-VL Instruct template does: the answer
+    /// text as written, no &lt;think&gt; block added or stripped.</param>
+    public static EncodedExample Encode(Qwen3Tokenizer tokenizer, JsonObject record, bool thinkBlocks = true)
     {
         // Normalise each piece before joining, so offsets into the text are offsets into what the tokenizer
         // sees (a piece boundary is always after "\n" or next to a special token, where NFC cannot join two pieces).
-        var segments = RenderSegments(record, false, null).Select(s => s with { Text = Nfc.Normalize(s.Text) }).ToList();
+        var segments = RenderSegments(record, false, null, thinkBlocks).Select(s => s with { Text = Nfc.Normalize(s.Text) }).ToList();
         var text = string.Concat(segments.Select(s => s.Text));
 
         // Tokenize the whole text once (never piece by piece: "\n" + "\n" may be one token "\n\n"), then mark
@@ -88,7 +90,7 @@ public static class Qwen3ChatTemplate
     }
 
     /// <summary>The rendered text as consecutive pieces, each marked trained or not.</summary>
-    public static List<ChatSegment> RenderSegments(JsonObject record, bool addGenerationPrompt = false, bool? enableThinking = null)
+    public static List<ChatSegment> RenderSegments(JsonObject record, bool addGenerationPrompt = false, bool? enableThinking = null, bool thinkBlocks = true)
     {
         var messages = ReadMessages(record);
         var tools = record["tools"] switch
@@ -138,7 +140,8 @@ public static class Qwen3ChatTemplate
             else if (m.Role == "assistant")
             {
                 string content = m.Content, reasoning = "";
-                if (m.Reasoning is not null) reasoning = m.Reasoning;
+                if (!thinkBlocks) { }
+                else if (m.Reasoning is not null) reasoning = m.Reasoning;
                 else if (content.Contains("</think>", StringComparison.Ordinal))
                 {
                     string before = content[..content.IndexOf("</think>", StringComparison.Ordinal)];
@@ -148,7 +151,7 @@ public static class Qwen3ChatTemplate
 
                 Context("<|im_start|>assistant\n");
                 var answer = new StringBuilder();
-                if (i > lastQuery && (last || reasoning.Length > 0))
+                if (thinkBlocks && i > lastQuery && (last || reasoning.Length > 0))
                     answer.Append("<think>\n").Append(reasoning.Trim('\n')).Append("\n</think>\n\n").Append(content.TrimStart('\n'));
                 else
                     answer.Append(content);

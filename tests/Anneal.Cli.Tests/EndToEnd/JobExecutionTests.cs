@@ -81,6 +81,46 @@ public class JobExecutionTests
     }
 
     [Fact]
+    public async Task The_spec_toml_with_use_qlora_trains_qlora_to_succeeded_and_its_adapter_loads_back()
+    {
+        await using var server = await TestServer.StartAsync(runJobs: true);
+        using var box = Sandbox(server, server.BaseUrl);
+        box.Write("configs/train.toml", Samples.SpecToml.Replace("use_qlora = false", "use_qlora = true"));
+        box.Write("ft_data/crafter_sft.jsonl", Samples.Dataset(8));
+        var result = await box.RunAsync([.. SpecCommand, "--model", Samples.TinyModel, "--examples", "4", "--poll-interval", "0.3"]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("status: succeeded", result.Out);
+        var id = JobId(result);
+        Assert.Contains($"fine_tuned_model: qft:{Samples.TinyModel}:{id}", result.Out);
+        Assert.Contains("sft.progress step 2/2", result.Out);
+
+        // The output: a PEFT adapter (the base's decoder linears were NF4 while training) and the merged model.
+        var final = Path.Combine(server.DataDir, "jobs", id, "output", "final");
+        Assert.True(File.Exists(Path.Combine(final, "adapter_model.safetensors")));
+        Assert.False(File.Exists(Path.Combine(final, "model.safetensors")));
+        Assert.True(File.Exists(Path.Combine(final, "merged", "model.safetensors")));
+        using var client = server.Client();
+        var events = (await client.GetEventsAsync(id, 0, 1000, default)).Events;
+        var loading = events.First(e => e.Type == EventTypes.ModelLoading);
+        var basePath = loading.Data!["model_path"]!.GetValue<string>();
+
+        // The adapter loads back onto the base folder (adapter_config.json pointed at it), and the merged model answers.
+        var adapter = Path.Combine(box.Dir, "adapter");
+        Directory.CreateDirectory(adapter);
+        foreach (var f in Directory.GetFiles(final)) File.Copy(f, Path.Combine(adapter, Path.GetFileName(f)));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(adapter, "adapter_config.json")))!.AsObject();
+        Assert.Equal(Samples.TinyModel, config["base_model_name_or_path"]!.GetValue<string>());
+        config["base_model_name_or_path"] = basePath;
+        File.WriteAllText(Path.Combine(adapter, "adapter_config.json"), config.ToJsonString());
+        var fromAdapter = await box.RunAsync("generate", "--model", "adapter", "--prompt", "What is 1 plus 1?", "--max-new-tokens", "4");
+        Assert.True(fromAdapter.ExitCode == 0, fromAdapter.ToString());
+        var fromMerged = await box.RunAsync("generate", "--model", Path.Combine(final, "merged"), "--prompt", "What is 1 plus 1?", "--max-new-tokens", "4");
+        Assert.True(fromMerged.ExitCode == 0, fromMerged.ToString());
+        var models = await box.RunAsync("models", "--fine-tuned");
+        Assert.Contains($"qft:{Samples.TinyModel}:{id}", models.Out);
+    }
+
+    [Fact]
     public async Task A_model_that_is_not_available_fails_the_job_with_exit_1_and_the_reason()
     {
         await using var server = await TestServer.StartAsync(runJobs: true);

@@ -1,5 +1,5 @@
 // `anneal train` checks the model and its settings before uploading anything (exit 2, the server
-// holds no file): unknown and non-trainable models, qlora, sequence_length beyond the context.
+// holds no file): unknown and non-trainable models, sequence_length beyond the context; qlora passes.
 // Against a real server (its GET /api/models), and with --dry-run against the built-in list.
 using Anneal.Cli.Train;
 using Anneal.Core.Contracts;
@@ -22,9 +22,7 @@ public class ModelPreflightTests
     {
         { Samples.SpecToml.Replace("Qwen/Qwen3-4B", "Qwen/Qwen9-1B"), "", "[job].model (or --model): unknown model 'Qwen/Qwen9-1B'" },
         { Samples.SpecToml, "Qwen/Qwen3-30B-A3B", "'Qwen/Qwen3-30B-A3B' cannot be trained by this server: mixture-of-experts" },
-        { Samples.SpecToml, "Qwen/Qwen3-VL-2B-Instruct", "'Qwen/Qwen3-VL-2B-Instruct' cannot be trained by this server: the Qwen3-VL vision tower" },
-        { Samples.SpecToml.Replace("mode = \"full_finetune\"", "mode = \"qlora\""), "", "[training].mode: qlora is not yet supported" },
-        { Samples.SpecToml.Replace("use_qlora = false", "use_qlora = true").Replace("mode = \"full_finetune\"", "mode = \"qlora\""), "", "[training].mode: qlora is not yet supported" },
+        { Samples.SpecToml, "Qwen/Qwen3-VL-30B-A3B-Instruct", "'Qwen/Qwen3-VL-30B-A3B-Instruct' cannot be trained by this server: Qwen3-VL mixture-of-experts" },
         { Samples.TinyToml().Replace("sequence_length = 64", "sequence_length = 100000"), "", "[hyperparameters].sequence_length: sequence_length 100000 exceeds the context length 2048 of anneal/tiny-qwen3" },
     };
 
@@ -43,6 +41,18 @@ public class ModelPreflightTests
         Assert.DoesNotContain("Uploading", result.Err);
         Assert.Equal(0, await server.FileCountAsync());
         Assert.Equal(0, await server.JobCountAsync());
+    }
+
+    [Theory]
+    [InlineData("use_qlora = false", "use_qlora = true")]
+    [InlineData("mode = \"full_finetune\"", "mode = \"qlora\"")]
+    public async Task The_spec_config_with_qlora_passes_the_checks(string from, string to)
+    {
+        using var box = Sandbox(Samples.SpecToml.Replace(from, to));
+        var result = await box.RunAsync([.. SpecCommand[..^1], "--dry-run", "--backend", "http://127.0.0.1:9"]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var job = System.Text.Json.Nodes.JsonNode.Parse(result.Out)!["create_job"]!;
+        Assert.Equal("Qwen/Qwen3-4B", job["model"]!.GetValue<string>());
     }
 
     [Theory]

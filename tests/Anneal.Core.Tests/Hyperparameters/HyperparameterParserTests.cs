@@ -194,13 +194,11 @@ public class HyperparameterParserTests
     }
 
     [Fact]
-    public void Use_qlora_conflicting_with_mode_is_rejected()
+    public void Use_qlora_turns_the_spec_default_mode_or_lora_into_qlora()
     {
-        var e = SingleError("""{"n_epochs": 1, "training_mode": "lora", "use_qlora": true}""");
-        Assert.Equal("hyperparameters.use_qlora", e.Field);
-        Assert.Contains("conflicts with training_mode \"lora\"", e.Message);
-        Assert.Contains("set use_qlora = false", e.Message);
-        Assert.DoesNotContain("use training_mode \"qlora\"", e.Message);
+        Assert.Equal(TrainingModes.Qlora, Parse("""{"n_epochs": 1, "training_mode": "full_finetune", "use_qlora": true}""").Settings!.Mode);
+        Assert.Equal(TrainingModes.Qlora, Parse("""{"n_epochs": 1, "training_mode": "lora", "use_qlora": true}""").Settings!.Mode);
+        Assert.Equal(TrainingModes.Lora, Parse("""{"n_epochs": 1, "training_mode": "lora", "use_qlora": false}""").Settings!.Mode);
     }
 
     [Fact]

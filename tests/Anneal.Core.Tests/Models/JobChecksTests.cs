@@ -28,14 +28,13 @@ public class JobChecksTests
     }
 
     [Fact]
-    public void Qlora_is_not_yet_supported_on_any_model()
+    public void Qlora_is_offered_on_every_trainable_dense_model()
     {
-        foreach (var model in new[] { Tiny, Small })
-        {
-            var e = Assert.Single(JobChecks.CheckAgainstModel(model, new TrainingSettings { Mode = TrainingModes.Qlora }));
-            Assert.Equal(("hyperparameters.training_mode", "training.mode", ErrorCodes.UserConfigError), (e.Field, e.TomlKey, e.Code));
-            Assert.Equal("qlora is not yet supported; use training.mode = \"lora\"", e.Message);
-        }
+        foreach (var model in ModelRegistry.All.Where(m => m.Trainable))
+            Assert.Empty(JobChecks.CheckAgainstModel(model, new TrainingSettings { Mode = TrainingModes.Qlora }));
+        var e = Assert.Single(JobChecks.CheckAgainstModel(Small, new TrainingSettings { Mode = "dpo" }));
+        Assert.Equal(("hyperparameters.training_mode", "training.mode", ErrorCodes.UserConfigError), (e.Field, e.TomlKey, e.Code));
+        Assert.Equal("\"dpo\" is not available for Qwen/Qwen3-0.6B; allowed: full_finetune, lora, qlora", e.Message);
     }
 
     [Fact]
@@ -50,7 +49,7 @@ public class JobChecksTests
     [Fact]
     public void Several_problems_are_all_reported()
     {
-        var errors = JobChecks.CheckAgainstModel(Tiny, new TrainingSettings { Mode = TrainingModes.Qlora, SequenceLength = 4096 });
+        var errors = JobChecks.CheckAgainstModel(Tiny, new TrainingSettings { Mode = "dpo", SequenceLength = 4096 });
         Assert.Equal(["hyperparameters.training_mode", "hyperparameters.sequence_length"], errors.Select(e => e.Field));
     }
 }

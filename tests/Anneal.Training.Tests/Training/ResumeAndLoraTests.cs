@@ -59,9 +59,58 @@ public sealed class ResumeAndLoraTests(ITestOutputHelper output) : IDisposable
         Assert.All(new[] { 1, 2, 3, 4 }, s => Assert.True(File.Exists(Path.Combine(Checkpoint(s), "model.safetensors"))));
         Assert.Equal([false, false, true, true], new[] { 1, 2, 3, 4 }.Select(s => File.Exists(Path.Combine(Checkpoint(s), TrainingCheckpoint.OptimizerFile))));
 
+        // The server picks resume_from: a broken one is its own state, never the user's error.
         var (exit2, events2, _) = TinyFixture.Run(TinyFixture.Spec(Path.Combine(dir, "again"), data, settings, resumeFrom: Checkpoint(1)));
-        Assert.Equal(TrainerProcess.ExitUserError, exit2);
+        Assert.Equal(TrainerProcess.ExitFailed, exit2);
         Assert.Contains("optimizer.bin is missing", events2[^1].Message);
+        Assert.Equal(ErrorCodes.Internal, events2[^1].Data!["error"]!["code"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void A_resumed_run_never_prunes_the_checkpoint_it_resumed_from()
+    {
+        var data = TinyFixture.WriteChatSet(dir);
+        var settings = new TrainingSettings { TotalSteps = 2, PerDeviceBatch = 4, SaveSteps = 2, LearningRate = 1e-3 };
+        Assert.Equal(0, TinyFixture.Run(TinyFixture.Spec(dir, data, settings)).Exit);
+        string Checkpoint(int step) => Path.Combine(dir, "out", "checkpoints", $"step-{step}");
+
+        // Same output folder, as a re-queued job: steps 3..6 are saved, only the newest two keep optimizer.bin,
+        // and step-2 (the resume point, maybe the only one the server knows) keeps it too.
+        var (exit, _, err) = TinyFixture.Run(TinyFixture.Spec(dir, data, settings with { TotalSteps = 6, SaveSteps = 1 }, resumeFrom: Checkpoint(2)));
+        Assert.True(exit == 0, err);
+        Assert.Equal([true, false, false, true, true], new[] { 2, 3, 4, 5, 6 }.Select(s => File.Exists(Path.Combine(Checkpoint(s), TrainingCheckpoint.OptimizerFile))));
+    }
+
+    [Fact]
+    public async Task Checkpoint_and_stop_saves_the_step_it_stops_at()
+    {
+        var data = TinyFixture.WriteChatSet(dir);
+        var settings = new TrainingSettings { TotalSteps = 50, PerDeviceBatch = 4, LearningRate = 1e-3 }; // no save_steps
+        using var stop = new CancellationTokenSource();
+        var stdout = new StopAfterStep(3, stop);
+        var exit = await TrainerProcess.RunAsync(TinyFixture.Spec(dir, data, settings), stdout, new StringWriter(), CancellationToken.None,
+            new TrainerOptions { CheckpointAndStop = stop.Token });
+        Assert.Equal(TrainerProcess.ExitCancelled, exit);
+        var events = stdout.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => System.Text.Json.JsonSerializer.Deserialize<TrainerEvent>(l, AnnealJson.Options)!).ToList();
+        var saved = Assert.Single(events, e => e.Type == EventTypes.CheckpointSaved);
+        Assert.Equal(3, saved.Data!["step"]!.GetValue<int>());
+        Assert.Equal(EventTypes.Cancelled, events[^1].Type);
+        var folder = Path.Combine(dir, "out", "checkpoints", "step-3");
+        Assert.True(File.Exists(Path.Combine(folder, TrainingCheckpoint.OptimizerFile)));
+        Assert.Equal(3, TrainingCheckpoint.ReadState(folder).Step);
+        Assert.False(Directory.Exists(Path.Combine(dir, "out", "final")));
+    }
+
+    /// <summary>Captures events and asks for a checkpoint-and-stop once progress reaches a step.</summary>
+    sealed class StopAfterStep(int step, CancellationTokenSource stop) : StringWriter
+    {
+        public override void WriteLine(string? value)
+        {
+            base.WriteLine(value);
+            if (value is not null && value.Contains($"\"step\":{step},", StringComparison.Ordinal) && value.Contains(EventTypes.Progress, StringComparison.Ordinal))
+                stop.Cancel();
+        }
     }
 
     [Fact]

@@ -28,11 +28,13 @@ public sealed class TrainerErrorTests : IDisposable
     }
 
     [Fact]
-    public void Qlora_is_reported_as_not_yet_supported()
+    public void Qlora_checks_its_lora_settings_like_lora()
     {
         var data = TinyFixture.WriteChatSet(dir);
-        var (exit, events, _) = TinyFixture.Run(TinyFixture.Spec(dir, data, Quick with { Mode = TrainingModes.Qlora }));
-        AssertFailed(exit, events, TrainerProcess.ExitUserError, ErrorCodes.UserConfigError, "qlora", "not yet supported");
+        var (exit, events, _) = TinyFixture.Run(TinyFixture.Spec(dir, data, Quick with { Mode = TrainingModes.Qlora, Lora = new LoraSettings(R: 0) }));
+        AssertFailed(exit, events, TrainerProcess.ExitUserError, ErrorCodes.UserConfigError, "training.lora.r 0 must be at least 1");
+        var (exit2, events2, _) = TinyFixture.Run(TinyFixture.Spec(Path.Combine(dir, "b"), data, Quick with { Mode = TrainingModes.Qlora, Lora = new LoraSettings(TargetModules: ["q_proj", "lm_head"]) }));
+        AssertFailed(exit2, events2, TrainerProcess.ExitUserError, ErrorCodes.UserConfigError, "training.lora.target_modules: lm_head not in a Qwen3 layer");
     }
 
     [Fact]
@@ -81,7 +83,8 @@ public sealed class TrainerErrorTests : IDisposable
         File.WriteAllText(configPath, config.ToJsonString());
         var spec = TinyFixture.Spec(dir, data, Quick, modelPath: model) with { Model = "Qwen/Qwen3-0.6B" };
         var (exit, events, _) = TinyFixture.Run(spec);
-        AssertFailed(exit, events, TrainerProcess.ExitFailed, ErrorCodes.OutOfMemory, "per_device_batch 2", "lower");
+        // The memory model refuses it before any allocation, saying what would fit.
+        AssertFailed(exit, events, TrainerProcess.ExitFailed, ErrorCodes.OutOfMemory, "does not fit", "per_device_batch 2", "would fit");
     }
 
     [Fact]

@@ -65,7 +65,7 @@ public sealed class TrainerTests(ITestOutputHelper output) : IDisposable
             .Select(l => System.Text.Json.JsonSerializer.Deserialize<TrainerEvent>(l, AnnealJson.Options)!).ToList();
         Assert.True(exit == 0, stdout.ToString());
         Assert.Equal(
-            [EventTypes.ModelLoading, EventTypes.DataPrepared, EventTypes.Progress, EventTypes.Progress, EventTypes.CheckpointSaved, EventTypes.Completed],
+            [EventTypes.ModelLoading, EventTypes.DataPrepared, EventTypes.MemoryPlanned, EventTypes.Progress, EventTypes.Progress, EventTypes.CheckpointSaved, EventTypes.Completed],
             events.Select(e => e.Type));
         foreach (var f in new[] { "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json" })
             Assert.True(File.Exists(Path.Combine(modelPath, f)), f);
