@@ -129,7 +129,7 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
     }
 
     [Fact]
-    public async Task A_finished_jobs_page_offers_its_fine_tuned_model_to_copy_and_the_models_page_lists_it()
+    public async Task A_finished_jobs_fine_tuned_model_can_be_copied_found_on_the_models_page_deployed_and_chatted_with()
     {
         await using var server = await TestServer.StartAsync(runJobs: true);
         using var box = new CliSandbox();
@@ -155,6 +155,22 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         await page.ClickAsync("nav a[data-page=models]");
         await Expect(page.Locator("#fine-tuned-models")).ToContainTextAsync(job.FineTunedModel!);
         await Expect(page.Locator($"#fine-tuned-models a[href='#/jobs/{id}']")).ToBeVisibleAsync();
+
+        // Deploy the fine-tuned model into the inference process and chat with it over /v1.
+        await page.ClickAsync($"#fine-tuned-models a[data-chat='{job.FineTunedModel}']");
+        await page.ClickAsync("#deploy");
+        await Expect(page.Locator("#deployment .badge")).ToHaveTextAsync("ready", new() { Timeout = 120_000 });
+        await Expect(page.Locator("#deployment code")).ToHaveTextAsync($"{server.BaseUrl}/v1");
+        await page.FillAsync("#max-tokens", "8");
+        await page.FillAsync("#chat-input", "What is 0 plus 1?");
+        await page.ClickAsync("#chat-send");
+        await Expect(page.Locator("#chat-log .msg.user")).ToHaveTextAsync("What is 0 plus 1?");
+        var reply = page.Locator("#chat-log .msg.assistant:not(.pending)");
+        await Expect(reply).ToHaveCountAsync(1, new() { Timeout = 120_000 });
+        Assert.NotEqual("", (await reply.InnerTextAsync()).Trim());
+        await ConsoleBrowser.ScreenshotAsync(page, "chat");
+        await page.ClickAsync("#undeploy");
+        await Expect(page.Locator("#deploy")).ToBeVisibleAsync();
     }
 
     [Fact]
@@ -199,7 +215,7 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
             var sizes = await r.Request.SizesAsync();
             bytes += sizes.ResponseBodySize + sizes.ResponseHeadersSize;
         }
-        Assert.Equal(10, firstLoad.Count);   // index.html, console.css and the eight modules
+        Assert.Equal(11, firstLoad.Count);   // index.html, console.css and the nine modules
         Directory.CreateDirectory(ConsoleBrowser.ScreenshotDir);
         await File.WriteAllTextAsync(Path.Combine(ConsoleBrowser.ScreenshotDir, "first-load.txt"),
             $"{firstLoad.Count} responses, {bytes} bytes (bodies as sent, gzip, plus headers)\n");
