@@ -147,6 +147,7 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         var copy = page.Locator($"#summary button[data-copy='{job.FineTunedModel}']");
         await copy.ClickAsync();
         await Expect(copy).ToHaveTextAsync("Copied");
+        await Expect(page.Locator("#chat-link")).ToHaveAttributeAsync("href", $"#/chat/{Uri.EscapeDataString(job.FineTunedModel!)}");
         await Expect(page.Locator("#stream-state")).ToHaveTextAsync("(finished)");
         await Expect(page.Locator("#events [data-type='sft.completed']")).ToHaveCountAsync(1);
         await Expect(page.Locator("[data-chart=Loss] .legend [data-series='train.loss']")).ToHaveAttributeAsync("data-count", "2");
