@@ -137,7 +137,7 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
     }
 
     [Fact]
-    public async Task A_finished_jobs_page_offers_its_fine_tuned_model_to_copy_and_the_models_page_lists_it()
+    public async Task A_finished_jobs_fine_tuned_model_can_be_copied_found_on_the_models_page_deployed_and_chatted_with()
     {
         await using var server = await TestServer.StartAsync(runJobs: true);
         using var box = new CliSandbox();
@@ -155,6 +155,7 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         var copy = page.Locator($"#summary button[data-copy='{job.FineTunedModel}']");
         await copy.ClickAsync();
         await Expect(copy).ToHaveTextAsync("Copied");
+        await Expect(page.Locator("#chat-link")).ToHaveAttributeAsync("href", $"#/chat/{Uri.EscapeDataString(job.FineTunedModel!)}");
         await Expect(page.Locator("#stream-state")).ToHaveTextAsync("(finished)");
         await Expect(page.Locator("#events [data-type='sft.completed']")).ToHaveCountAsync(1);
         await Expect(page.Locator("[data-chart=Loss] .legend [data-series='train.loss']")).ToHaveAttributeAsync("data-count", "2");
@@ -163,6 +164,22 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         await page.ClickAsync("nav a[data-page=models]");
         await Expect(page.Locator("#fine-tuned-models")).ToContainTextAsync(job.FineTunedModel!);
         await Expect(page.Locator($"#fine-tuned-models a[href='#/jobs/{id}']")).ToBeVisibleAsync();
+
+        // Deploy the fine-tuned model into the inference process and chat with it over /v1.
+        await page.ClickAsync($"#fine-tuned-models a[data-chat='{job.FineTunedModel}']");
+        await page.ClickAsync("#deploy");
+        await Expect(page.Locator("#deployment .badge")).ToHaveTextAsync("ready", new() { Timeout = 120_000 });
+        await Expect(page.Locator("#deployment code")).ToHaveTextAsync($"{server.BaseUrl}/v1");
+        await page.FillAsync("#max-tokens", "8");
+        await page.FillAsync("#chat-input", "What is 0 plus 1?");
+        await page.ClickAsync("#chat-send");
+        await Expect(page.Locator("#chat-log .msg.user")).ToHaveTextAsync("What is 0 plus 1?");
+        var reply = page.Locator("#chat-log .msg.assistant:not(.pending)");
+        await Expect(reply).ToHaveCountAsync(1, new() { Timeout = 120_000 });
+        Assert.NotEqual("", (await reply.InnerTextAsync()).Trim());
+        await ConsoleBrowser.ScreenshotAsync(page, "chat");
+        await page.ClickAsync("#undeploy");
+        await Expect(page.Locator("#deploy")).ToBeVisibleAsync();
     }
 
     [Fact]
@@ -210,7 +227,7 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
             var sizes = await r.Request.SizesAsync();
             bytes += sizes.ResponseBodySize + sizes.ResponseHeadersSize;
         }
-        Assert.Equal(10, firstLoad.Count);   // index.html, console.css and the eight modules
+        Assert.Equal(11, firstLoad.Count);   // index.html, console.css and the nine modules
         Directory.CreateDirectory(ConsoleBrowser.ScreenshotDir);
         await File.WriteAllTextAsync(Path.Combine(ConsoleBrowser.ScreenshotDir, "first-load.txt"),
             $"{firstLoad.Count} responses, {bytes} bytes (bodies as sent, gzip, plus headers)\n");
@@ -245,6 +262,10 @@ public class ConsoleBrowserTests(ConsoleBrowser browser) : IClassFixture<Console
         Assert.Equal(5000, drawn[0]);
         Assert.InRange(drawn[1], 100, 2 * 238 + 2);   // 540 units wide less 64 of margins: 238 buckets
         Assert.InRange(drawn[2], 0, 40);   // the spike stays: near the top, where the rest of the line sits below y 160
+        // A learning-rate axis whose ticks differ in the fourth digit still labels each one apart.
+        var labels = await page.EvaluateAsync<string[]>(
+            "async () => { const c = await import('/console/chart.js'); return c.tickLabels(c.ticks(0.000998, 0.001)); }");
+        Assert.Equal(["9.980e-4", "9.985e-4", "9.990e-4", "9.995e-4", "1.000e-3"], labels);
 
         // The key lives in this tab's sessionStorage only; signing out forgets it.
         await page.ClickAsync("#sign-out");

@@ -14,7 +14,8 @@ export const session = {
 /** A non-2xx answer; `problem` is the server's problem details when it sent them. */
 export class ApiError extends Error {
   constructor(status, problem) {
-    super(problem?.detail || problem?.title || `HTTP ${status}`);
+    // Problem details from /api; OpenAI's {error: {message}} from /v1.
+    super(problem?.detail || problem?.error?.message || problem?.title || `HTTP ${status}`);
     this.status = status;
     this.problem = problem;
   }
@@ -35,9 +36,14 @@ async function fail(res) {
   return new ApiError(res.status, problem);
 }
 
-/** GET (or POST with method) /api + path; JSON back, or text with { text: true }. */
-export async function api(path, { method = 'GET', signal, text = false } = {}) {
-  const res = await fetch('/api' + path, { method, signal, headers: headers(text ? 'text/plain' : 'application/json') });
+/** GET (or POST with method) /api + path; JSON back, or text with { text: true }; `body` is sent as JSON. */
+export async function api(path, { method = 'GET', signal, text = false, body, root = '/api' } = {}) {
+  const init = { method, signal, headers: headers(text ? 'text/plain' : 'application/json') };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(root + path, init);
   if (!res.ok) throw await fail(res);
   return text ? res.text() : res.json();
 }

@@ -1,4 +1,4 @@
-// Console entry: sign-in, hash routes (#/jobs, #/jobs/ID, #/datasets, #/datasets/ID, #/models),
+// Console entry: sign-in, hash routes (#/jobs, #/jobs/ID, #/datasets, #/datasets/ID, #/models, #/chat/MODEL),
 // and one AbortController per page so that leaving a page stops its polling and event stream.
 // Routes live in the fragment, which browsers never send to the server.
 
@@ -8,6 +8,7 @@ import { jobsPage } from './jobs.js';
 import { jobPage } from './job.js';
 import { datasetsPage, datasetPage } from './datasets.js';
 import { modelsPage } from './models.js';
+import { chatPage } from './chat.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -21,6 +22,7 @@ const routes = [
   [/^#\/datasets\/([^/?]+)$/, m => datasetPage(main, decodeURIComponent(m[1]), current.signal), 'datasets'],
   [/^#\/datasets$/, () => datasetsPage(main, current.signal), 'datasets'],
   [/^#\/models$/, () => modelsPage(main, current.signal), 'models'],
+  [/^#\/chat\/(.+)$/, m => chatPage(main, decodeURIComponent(m[1]), current.signal), 'models'],
 ];
 
 function route() {

@@ -51,6 +51,22 @@ export function ticks(min, max, count = 5) {
   return out;
 }
 
+/**
+ * Labels for round ticks with as many digits as their spacing needs (9.995e-4 and 9.990e-4, not
+ * 9.99e-4 twice); exponent form for the whole axis when its largest tick is under 0.01.
+ */
+export function tickLabels(ts) {
+  const step = ts.length > 1 ? ts[1] - ts[0] : 1;
+  const stepExp = Math.floor(Math.log10(step) + 1e-9);
+  const big = Math.max(...ts.map(Math.abs));
+  if (big > 0 && (big < 1e-2 || big >= 1e6)) {
+    const smallest = Math.min(...ts.filter(t => t !== 0).map(Math.abs));
+    const digits = Math.min(6, Math.max(0, Math.floor(Math.log10(smallest) + 1e-9) - stepExp));
+    return ts.map(t => (t === 0 ? '0' : t.toExponential(digits)));
+  }
+  return ts.map(t => t.toFixed(Math.min(6, Math.max(0, -stepExp))));
+}
+
 export class LineChart {
   /** names: the series, e.g. ['train.loss', 'val.loss']; wide: spans the whole row of a grid. */
   constructor(title, names, { wide = false } = {}) {
@@ -90,10 +106,11 @@ export class LineChart {
     const px = x => PAD.l + ((x - x0) / (x1 - x0)) * (W - PAD.l - PAD.r);
     const py = y => H - PAD.b - ((y - y0) / (y1 - y0)) * (H - PAD.t - PAD.b);
 
-    for (const t of yt) {
+    const labels = tickLabels(yt);
+    yt.forEach((t, i) => {
       svgEl.append(svg('line', { x1: PAD.l, x2: W - PAD.r, y1: py(t), y2: py(t), class: 'gridline' }));
-      svgEl.append(svg('text', { x: PAD.l - 6, y: py(t) + 3, 'text-anchor': 'end' }, value(t)));
-    }
+      svgEl.append(svg('text', { x: PAD.l - 6, y: py(t) + 3, 'text-anchor': 'end' }, labels[i]));
+    });
     for (const t of ticks(x0, x1, 6).filter(t => Number.isInteger(t) && t >= x0 && t <= x1)) {
       svgEl.append(svg('text', { x: px(t), y: H - 8, 'text-anchor': 'middle' }, String(t)));
     }

@@ -64,7 +64,8 @@ export async function jobPage(main, id, signal) {
       ['Validation file', job.validation_file_id ? h('a', { href: `#/datasets/${enc(job.validation_file_id)}`, class: 'mono' }, job.validation_file_id) : ''],
       ['Created', time(job.created_at)], ['Started', time(job.started_at)], ['Finished', time(job.finished_at)],
       ['Fine-tuned model', job.fine_tuned_model
-        ? h('span', { class: 'ftm' }, h('code', { id: 'fine-tuned-model' }, job.fine_tuned_model), copyButton(job.fine_tuned_model))
+        ? h('span', { class: 'ftm' }, h('code', { id: 'fine-tuned-model' }, job.fine_tuned_model), copyButton(job.fine_tuned_model),
+          h('a', { href: `#/chat/${enc(job.fine_tuned_model)}`, id: 'chat-link' }, 'Chat'))
         : ''],
       ['Error', job.error ? h('span', { class: 'error', id: 'job-error' }, `${job.error.code}: ${job.error.message}`) : ''],
     ];
