@@ -96,9 +96,9 @@ public static class SetupCommand
         ctx.Out.WriteLine($"Wrote {string.Join(" and ", updates.Select(u => u.Key))} to {path} (key {Mask(key_)}).");
         if (req.ApiKey is null && backend is not null)
         {
-            // Only suggest starting a server when none answers at the backend (short timeout: a
-            // local address either answers at once or not at all).
-            using var client = new AnnealClient(CliEnvironment.NormalizeApiBase(backend), null, TimeSpan.FromSeconds(2));
+            // Only suggest starting a server when none answers at the backend. A port nobody listens
+            // on is refused at once; the timeout only bounds a busy server's answer.
+            using var client = new AnnealClient(CliEnvironment.NormalizeApiBase(backend), null, TimeSpan.FromSeconds(10));
             const string next = "run `anneal train --type sft --config ... --dataset ...`.";
             if (await client.IsHealthyAsync(ct))
                 ctx.Out.WriteLine($"A server is already running at {backend} (the key works if it serves the data folder above); {next}");
