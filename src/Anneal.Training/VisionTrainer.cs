@@ -76,11 +76,11 @@ public static class VisionTrainer
         // Images per message: [model].max_images_per_message, else the registry's value for the model
         // (fine-tuned and unknown ids: 1, the Qwen3-VL default).
         var maxImages = s.Vision.MaxImagesPerMessage ?? Math.Max(1, ModelRegistry.Find(spec.Model)?.MaxImagesPerMessage ?? 1);
-        var (train, stats) = LoadData(spec.TrainingFile, "training file " + (spec.TrainingFileName ?? spec.TrainingFile), tokenizer, config, processor, sequenceLength, thinkBlocks, maxImages, events);
+        var (train, stats) = LoadData(spec.TrainingFile, "training file " + (spec.TrainingFileName ?? spec.TrainingFile), tokenizer, config, processor, sequenceLength, thinkBlocks, maxImages, spec.LocalImageFiles, events);
         List<VisionSftExample>? validation = null;
         DataStats? valStats = null;
         if (spec.ValidationFile != null && s.Validation.Enabled && s.Validation.EvaluationStrategy != "no")
-            (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile), tokenizer, config, processor, sequenceLength, thinkBlocks, maxImages, events);
+            (validation, valStats) = LoadData(spec.ValidationFile, "validation file " + (spec.ValidationFileName ?? spec.ValidationFile), tokenizer, config, processor, sequenceLength, thinkBlocks, maxImages, spec.LocalImageFiles, events);
         var (prepared, lossy) = Trainer.DataSummary(stats, valStats, sequenceLength);
         var images = train.Sum(e => e.Images.Count);
         events.Emit(EventTypes.DataPrepared, prepared + $"; {images} images", new JsonObject
@@ -163,11 +163,11 @@ public static class VisionTrainer
     }
 
     static (List<VisionSftExample>, DataStats) LoadData(string path, string name, Qwen3Tokenizer tokenizer, Qwen3VLConfig config,
-        ImageProcessorConfig processor, int sequenceLength, bool thinkBlocks, int maxImagesPerMessage, TrainerEvents events)
+        ImageProcessorConfig processor, int sequenceLength, bool thinkBlocks, int maxImagesPerMessage, bool localImageFiles, TrainerEvents events)
     {
         if (!File.Exists(path))
             throw TrainerUserException.BadData($"{name} does not exist");
-        var report = DatasetValidator.ValidateFile(path, new DatasetValidationOptions(Vision: true, MaxImagesPerMessage: int.MaxValue));
+        var report = DatasetValidator.ValidateFile(path, new DatasetValidationOptions(Vision: true, MaxImagesPerMessage: int.MaxValue, LocalImagePaths: true));
         if (!report.IsValid)
             throw TrainerUserException.BadData(report.NumExamples == 0 && report.TotalErrors == 0
                 ? $"{name} holds no examples"
@@ -175,7 +175,8 @@ public static class VisionTrainer
         var (examples, stats) = VisionSftData.Load(path, name, tokenizer, config, processor, sequenceLength, thinkBlocks, StoredImages.Resolver(path),
             maxImagesPerMessage, (line, removed) => events.Emit(EventTypes.Log,
                 $"{name}: Line {line}: {removed} image(s) beyond max_images_per_message {maxImagesPerMessage} left out",
-                new JsonObject { ["line"] = line, ["images_removed"] = removed, ["max_images_per_message"] = maxImagesPerMessage }, "debug"));
+                new JsonObject { ["line"] = line, ["images_removed"] = removed, ["max_images_per_message"] = maxImagesPerMessage }, "debug"),
+            localImageFiles);
         if (examples.Count == 0 || stats.DroppedNoTrainedTokens * 2 > stats.TotalExamples)
             throw TrainerUserException.BadData(
                 $"{name}: {stats.DroppedNoTrainedTokens} of {stats.TotalExamples} examples have no assistant tokens within sequence_length {sequenceLength} " +

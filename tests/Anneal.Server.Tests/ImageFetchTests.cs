@@ -1,8 +1,11 @@
 // https images in uploaded datasets: fetched once during validation from a TLS server on loopback
 // (allowed here by name, as only tests may), stored content-addressed beside the file; and each
 // refusal — private/loopback address (also after a redirect), 404, slow, too large, not an image,
-// corrupt — a `Line N: messages[0].content[0]: …` error with nothing left behind.
+// corrupt — a `Line N: messages[0].content[0]: …` error with nothing left behind. Local image paths
+// are refused at upload (a JSONL carries no files; a path would name whatever else is stored), and
+// a stored image is found by its hash only within its own dataset's folder.
 using System.Net;
+using System.Net.Http.Json;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
@@ -22,6 +25,7 @@ public sealed class ImageFetchTests : IAsyncLifetime
     WebApplication images = null!;
     int port;
     static readonly byte[] RedPng = Png(SKColors.Red);
+    static readonly byte[] BluePng = Png(SKColors.Blue);
 
     static byte[] Png(SKColor colour)
     {
@@ -47,6 +51,7 @@ public sealed class ImageFetchTests : IAsyncLifetime
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.UseHttps(cert)));
         images = builder.Build();
         images.MapGet("/red.png", () => Results.Bytes(RedPng, "image/png"));
+        images.MapGet("/blue.png", () => Results.Bytes(BluePng, "image/png"));
         images.MapGet("/text", () => Results.Text("hello, not an image"));
         images.MapGet("/corrupt.png", () => Results.Bytes(RedPng[..(RedPng.Length / 2)], "image/png"));
         images.MapGet("/big.png", () => Results.Bytes(new byte[50_000], "image/png"));
@@ -109,6 +114,68 @@ public sealed class ImageFetchTests : IAsyncLifetime
         var blob = Path.Combine(t.DataDir, "files", file.Sha256);
         Assert.False(Directory.Exists(StoredImages.FolderFor(blob)));
         Assert.Empty(Directory.GetDirectories(Path.Combine(t.DataDir, "files")));
+    }
+
+    [Fact]
+    public async Task A_jsonl_upload_with_local_image_paths_is_refused_and_nothing_is_stored()
+    {
+        await using var t = await TestServer.StartAsync(Allow);
+        // Another upload's fetched image, in the shared files/ folder: a relative path could name it.
+        var other = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(Line($"https://localhost:{port}/red.png") + "\n"));
+        Assert.Equal(FileStatus.Ready, other.Status);
+        var files = Path.Combine(t.DataDir, "files");
+        var theirs = $"{other.Sha256}.images/{StoredImages.Hash(RedPng)}";
+        Assert.True(File.Exists(Path.Combine(files, theirs)));
+        var before = Directory.GetFileSystemEntries(files, "*", SearchOption.AllDirectories).Order().ToList();
+
+        var legacy = new JsonObject
+        {
+            ["images"] = new JsonArray("../red.png"),
+            ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "Colour?" }, new JsonObject { ["role"] = "assistant", ["content"] = "Red." }),
+        }.ToJsonString();
+        var jsonl = string.Join("\n", Line("data:image/png;base64," + Convert.ToBase64String(RedPng)), Line("x.png"), Line(theirs), Line("/etc/passwd"), legacy) + "\n";
+        var problem = await t.UploadRefusedAsync(Encoding.UTF8.GetBytes(jsonl));
+        Assert.Equal(ErrorCodes.ValidationFailed, problem["code"]!.GetValue<string>());
+        var errors = problem["errors"]!.AsArray().Select(e => new ErrorItem(e!["line"]?.GetValue<int>(), e["field"]?.GetValue<string>(), e["message"]!.GetValue<string>()).ToString()).ToList();
+        const string expected = "cannot be read from an uploaded JSONL file; expected an https:// URL, a data:image/...;base64,... URI or an image file packed with the dataset";
+        Assert.Equal(4, errors.Count);
+        Assert.Equal($"Line 2: messages[0].content[0]: local image path \"x.png\" {expected}", errors[0][..errors[0].IndexOf(" (`anneal train`", StringComparison.Ordinal)]);
+        Assert.StartsWith($"Line 3: messages[0].content[0]: local image path \"{theirs[..57]}...\" {expected}", errors[1]);
+        Assert.StartsWith($"Line 4: messages[0].content[0]: local image path \"/etc/passwd\" {expected}", errors[2]);
+        Assert.StartsWith($"Line 5: images[0]: local image path \"../red.png\" {expected}", errors[3]);
+
+        // Nothing stored: no blob, no image folder, no temp file; the other upload is untouched and the only file listed.
+        Assert.Equal(before, Directory.GetFileSystemEntries(files, "*", SearchOption.AllDirectories).Order().ToList());
+        Assert.Empty(Directory.GetFiles(Path.Combine(t.DataDir, "tmp")));
+        var listed = await t.Http.GetFromJsonAsync<FileList>("learning/files", AnnealJson.Options);
+        Assert.Equal([other.Id], listed!.Data.Select(f => f.Id));
+    }
+
+    [Fact]
+    public async Task A_stored_image_is_read_by_hash_only_for_its_own_dataset()
+    {
+        // What the trainer reads for an image url that is a path in a server upload (VisionSftData):
+        // the content hash of an image stored for that dataset, and nothing else in files/.
+        await using var t = await TestServer.StartAsync(Allow);
+        var red = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(Line($"https://localhost:{port}/red.png") + "\n"));
+        var blue = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(Line($"https://localhost:{port}/blue.png") + "\n"));
+        Assert.Equal([FileStatus.Ready, FileStatus.Ready], new[] { red.Status, blue.Status });
+        var files = Path.Combine(t.DataDir, "files");
+        string redBlob = Path.Combine(files, red.Sha256), blueBlob = Path.Combine(files, blue.Sha256);
+        string redHash = StoredImages.Hash(RedPng), blueHash = StoredImages.Hash(BluePng);
+
+        Assert.Equal(RedPng, StoredImages.ReadByHash(redBlob, redHash));
+        Assert.Equal(BluePng, StoredImages.ReadByHash(blueBlob, blueHash));
+        Assert.Null(StoredImages.ReadByHash(blueBlob, redHash));                                   // the other dataset's image
+        Assert.Null(StoredImages.ReadByHash(blueBlob, $"{red.Sha256}.images/{redHash}"));           // a path to it
+        Assert.Null(StoredImages.ReadByHash(blueBlob, $"../{red.Sha256}.images/{redHash}"));
+        Assert.Null(StoredImages.ReadByHash(blueBlob, Path.Combine(files, $"{red.Sha256}.images", redHash)));
+        Assert.Null(StoredImages.ReadByHash(blueBlob, StoredImages.IndexFile));
+        Assert.Null(StoredImages.ReadByHash(blueBlob, blueHash.ToUpperInvariant()));
+
+        // A stored file whose bytes no longer match its name is refused, not read.
+        File.WriteAllBytes(Path.Combine(StoredImages.FolderFor(blueBlob), blueHash), RedPng);
+        Assert.Throws<InvalidDataException>(() => StoredImages.ReadByHash(blueBlob, blueHash));
     }
 
     [Theory]

@@ -31,8 +31,25 @@ public static class FilesCommand
             var (report, code) = Validate(ctx, p.GetValue(path)!, p.GetValue(model));
             if (report is null || code != ExitCodes.Ok) return code;
             var full = ctx.FullPath(p.GetValue(path)!);
+            // Local image files travel inside the upload (as data: URIs), as with `anneal train`:
+            // the server reads no paths.
+            byte[]? packed = null;
+            if (report.ExamplesWithImages > 0)
+            {
+                var problems = new List<ErrorItem>();
+                int count;
+                using (var original = File.OpenRead(full))
+                    packed = Train.LocalImages.Inline(original, Path.GetDirectoryName(full)!, problems, out count);
+                if (problems.Count > 0)
+                {
+                    ctx.Error.WriteLine($"error: {full}: {problems.Count} image file problem{(problems.Count == 1 ? "" : "s")}; nothing was uploaded:");
+                    foreach (var e in problems.Take(20)) ctx.Error.WriteLine($"  {e}");
+                    return ExitCodes.Usage;
+                }
+                if (packed is not null) ctx.Error.WriteLine($"note: packed {count} local image file{(count == 1 ? "" : "s")} into the upload");
+            }
             FileObject file;
-            await using (var stream = File.OpenRead(full))
+            await using (Stream stream = packed is null ? File.OpenRead(full) : new MemoryStream(packed, writable: false))
             {
                 try
                 {
@@ -93,7 +110,8 @@ public static class FilesCommand
         // server decides with the model it trains. A known text-only model rejects them here.
         var known = model is null ? null : ModelRegistry.Find(model);
         var vision = known?.SupportsVision ?? true;
-        var options = new DatasetValidationOptions(20, vision, Math.Max(1, known?.MaxImagesPerMessage ?? 64));
+        // Local image paths are checked here and packed into the upload.
+        var options = new DatasetValidationOptions(20, vision, Math.Max(1, known?.MaxImagesPerMessage ?? 64), LocalImagePaths: true);
         var report = DatasetValidator.ValidateFile(full, options);
         if (report.IsValid && known is null && report.ExamplesWithImages > 0)
             ctx.Error.WriteLine(model is null

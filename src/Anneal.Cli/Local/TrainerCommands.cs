@@ -98,7 +98,8 @@ public static class TrainerCommands
                 OutputDir: ctx.FullPath(p.GetValue(output)!),
                 Settings: settings,
                 Device: p.GetValue(device)!,
-                BaseModelName: modelDir);
+                BaseModelName: modelDir,
+                LocalImageFiles: true);
             return await TrainerProcess.RunAsync(spec, ctx.Out, ctx.Error, ct);
         });
         return command;

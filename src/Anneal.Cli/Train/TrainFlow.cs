@@ -90,7 +90,8 @@ public static class TrainFlow
         }
 
         var validationOptions = new DatasetValidationOptions(MaxErrorsShown, ModelRegistry.IsVision(model),
-            config.MaxImagesPerMessage ?? Math.Max(1, ModelRegistry.Find(model)?.MaxImagesPerMessage ?? 1));
+            config.MaxImagesPerMessage ?? Math.Max(1, ModelRegistry.Find(model)?.MaxImagesPerMessage ?? 1),
+            LocalImagePaths: true);   // packed into the upload below (LocalImages)
         var training = Prepare(datasetPath, req.Examples, validationOptions, ctx, out var trainingProblem);
         if (training is null) return new TrainOutcome(trainingProblem, null);
         DatasetUpload? validation = null;

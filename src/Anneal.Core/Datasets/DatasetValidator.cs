@@ -15,7 +15,13 @@ using Anneal.Core.Contracts;
 
 namespace Anneal.Core.Datasets;
 
-public sealed record DatasetValidationOptions(int MaxErrorsShown = 20, bool Vision = false, int MaxImagesPerMessage = 1);
+/// <param name="LocalImagePaths">
+/// Whether an image url may be a path relative to the dataset's folder: true only where the files
+/// are at hand and are packed with the dataset (the CLI before an upload, a local training run).
+/// The server refuses them: an uploaded JSONL carries no files, and a path would name whatever
+/// sits beside it in the server's storage.
+/// </param>
+public sealed record DatasetValidationOptions(int MaxErrorsShown = 20, bool Vision = false, int MaxImagesPerMessage = 1, bool LocalImagePaths = false);
 
 /// <summary>
 /// Result of validating a dataset: Errors holds at most MaxErrorsShown, TotalErrors counts all.
@@ -311,8 +317,9 @@ public static class DatasetValidator
                     if (!part.TryGetProperty("image_url", out var image) || image.ValueKind != JsonValueKind.Object
                         || !image.TryGetProperty("url", out var url) || url.ValueKind != JsonValueKind.String)
                         Error($"{path}.image_url", "required: an object {\"url\": \"https://...\" | \"data:image/...;base64,...\" | \"relative/path.png\"}");
-                    else if (ImageUrls.Problem(url.GetString()!) is { } problem)
-                        Error($"{path}.image_url.url", problem);
+                    else if (ImageUrls.Problem(url.GetString()!, options.LocalImagePaths) is { } problem)
+                        // A path where none may be is the part's problem (as a failed https fetch is), not the string's shape.
+                        Error(!options.LocalImagePaths && ImageUrls.IsPath(url.GetString()!) ? path : $"{path}.image_url.url", problem);
                     break;
                 default:
                     Error($"{path}.type", $"must be one of {Quoted(PartTypes)}, got {Value(type)}{(t is null ? "" : Core.Suggest.DidYouMean(t, PartTypes))}");
@@ -427,7 +434,7 @@ public static class DatasetValidator
             foreach (var (field, url) in urls)
             {
                 if (url.ValueKind != JsonValueKind.String) Error(field, $"must be an image URL string, got {Kind(url)}");
-                else if (ImageUrls.Problem(url.GetString()!) is { } problem) Error(field, problem);
+                else if (ImageUrls.Problem(url.GetString()!, options.LocalImagePaths) is { } problem) Error(field, problem);
             }
             if (!record.TryGetProperty("messages", out var ms) || ms.ValueKind != JsonValueKind.Array
                 || !ms.EnumerateArray().Any(m => m.ValueKind == JsonValueKind.Object && m.TryGetProperty("role", out var r) && r.ValueKind == JsonValueKind.String && r.GetString() == "user"))
@@ -479,10 +486,15 @@ public static class DatasetValidator
 /// <summary>Shape checks for image references (no network access here: the trainer fetches them).</summary>
 public static class ImageUrls
 {
-    /// <summary>Null when the url is an https:// URL, a base64 data:image URI or a relative path; otherwise why not.</summary>
-    public static string? Problem(string url)
+    /// <summary>
+    /// Null when the url is an https:// URL, a base64 data:image URI or (with `localPaths`) a path
+    /// relative to the dataset and inside its folder; otherwise why not.
+    /// </summary>
+    public static string? Problem(string url, bool localPaths)
     {
-        const string allowed = "expected an https:// URL, a data:image/...;base64,... URI or a path relative to the dataset";
+        var allowed = localPaths
+            ? "expected an https:// URL, a data:image/...;base64,... URI or a path relative to the dataset"
+            : "expected an https:// URL, a data:image/...;base64,... URI or an image file packed with the dataset (`anneal train` and `anneal files upload` pack the local files a dataset names)";
         if (url.Length == 0) return $"is empty; {allowed}";
         if (url.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
             return Uri.TryCreate(url, UriKind.Absolute, out var u) && u.Host.Length > 0 ? null : $"\"{Short(url)}\" is not a valid URL";
@@ -497,15 +509,26 @@ public static class ImageUrls
                 return "data URI payload is not valid base64";
             return null;
         }
+        if (!IsPath(url))
+            return $"URL scheme \"{url[..url.IndexOf(':')]}:\" is not supported; {allowed}";
         var colon = url.IndexOf(':');
-        var slash = url.IndexOfAny(['/', '\\']);
-        if (colon > 1 && (slash < 0 || colon < slash))
-            return $"URL scheme \"{url[..colon]}:\" is not supported; {allowed}";
+        if (!localPaths)
+            return $"local image path \"{Short(url)}\" cannot be read from an uploaded JSONL file; {allowed}";
         if (url[0] is '/' or '\\' or '~' || (colon == 1 && char.IsLetter(url[0])))
             return $"absolute path \"{Short(url)}\" is not inside the uploaded dataset; {allowed}";
         if (url.Replace('\\', '/').Split('/').Contains(".."))
             return $"path \"{Short(url)}\" leaves the dataset folder (\"..\"); {allowed}";
         return null;
+    }
+
+    /// <summary>Whether the url is a file path (relative or absolute) rather than an https/data/other-scheme URL.</summary>
+    public static bool IsPath(string url)
+    {
+        if (url.Length == 0 || url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) || url.StartsWith("data:", StringComparison.OrdinalIgnoreCase))
+            return false;
+        var colon = url.IndexOf(':');
+        var slash = url.IndexOfAny(['/', '\\']);
+        return !(colon > 1 && (slash < 0 || colon < slash));
     }
 
     static string Short(string s) => s.Length <= 60 ? s : s[..57] + "...";

@@ -36,7 +36,13 @@ public sealed record TrainerJobSpec(
     /// <summary>SHA-256 of the training file when the caller knows it (a server upload is stored under it); null: the trainer hashes the file.</summary>
     string? TrainingFileSha256 = null,
     /// <summary>Same for the validation file.</summary>
-    string? ValidationFileSha256 = null)
+    string? ValidationFileSha256 = null,
+    /// <summary>
+    /// Vision: image urls that are paths name files beside the dataset (train-local, a user's own
+    /// folder). False for a server's upload, stored among other organisations' files: a path then
+    /// names only a stored image of this dataset (its content hash in `&lt;dataset&gt;.images/`).
+    /// </summary>
+    bool LocalImageFiles = false)
 {
     [System.Text.Json.Serialization.JsonIgnore]
     public string AdapterBaseName => BaseModelName ?? Model;

@@ -31,6 +31,24 @@ public static class StoredImages
         };
     }
 
+    /// <summary>
+    /// The bytes of one of this dataset's stored images named by its content hash (64 lowercase hex
+    /// digits, listed in the dataset's index, hash checked), or null when the dataset stored none
+    /// such. Nothing outside the dataset's own image folder is ever read.
+    /// </summary>
+    public static byte[]? ReadByHash(string datasetPath, string hash)
+    {
+        if (hash.Length != 64 || !hash.All(char.IsAsciiHexDigitLower)) return null;
+        var folder = FolderFor(datasetPath);
+        var indexPath = Path.Combine(folder, IndexFile);
+        if (!File.Exists(indexPath)) return null;
+        var index = JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllText(indexPath)) ?? [];
+        if (!index.ContainsValue(hash)) return null;
+        var bytes = File.ReadAllBytes(Path.Combine(folder, hash));
+        if (Hash(bytes) != hash) throw new InvalidDataException($"stored image {hash} does not match its hash");
+        return bytes;
+    }
+
     public static string Hash(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
 
     /// <summary>

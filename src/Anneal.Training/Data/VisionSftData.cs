@@ -5,8 +5,10 @@
 //   {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,…"}},
 //                                              {"type": "text", "text": "What is shown?"}]},
 //                 {"role": "assistant", "content": "A red square."}]}
-// Image sources: data: URIs, paths relative to the dataset's folder (inside it), and https URLs the
-// server fetched at upload (looked up through `resolveUrl`). Truncation never cuts through an
+// Image sources: data: URIs, https URLs the server fetched at upload (looked up through
+// `resolveUrl`), and paths: with `localImageFiles` (a user's own folder) relative to the dataset's
+// folder and inside it; otherwise (a server's upload, stored beside other organisations' files)
+// only the content hash of an image stored for this very dataset. Truncation never cuts through an
 // image: an image that does not fit whole is dropped with the text after it.
 using System.Text.Json.Nodes;
 using Anneal.Core.Datasets;
@@ -46,9 +48,9 @@ public static class VisionSftData
     /// </summary>
     public static (List<VisionSftExample> Examples, DataStats Stats) Load(string path, string displayName, Qwen3Tokenizer tokenizer,
         Qwen3VLConfig config, ImageProcessorConfig processor, int sequenceLength, bool thinkBlocks, Func<string, byte[]?>? resolveUrl = null,
-        int maxImagesPerMessage = int.MaxValue, Action<int, int>? trimmed = null)
+        int maxImagesPerMessage = int.MaxValue, Action<int, int>? trimmed = null, bool localImageFiles = false)
     {
-        var folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        var fullPath = Path.GetFullPath(path);
         var examples = new List<VisionSftExample>();
         int total = 0, truncated = 0, dropped = 0, longest = 0, keepAll = 0;
         long tokens = 0, trained = 0;
@@ -60,13 +62,13 @@ public static class VisionSftData
             foreach (var (field, url) in ImageReferences.Of(record))
             {
                 byte[]? bytes;
-                try { bytes = ReadSource(url, folder, resolveUrl); }
+                try { bytes = ReadSource(url, fullPath, localImageFiles, resolveUrl); }
                 catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException)
                 {
                     throw TrainerUserException.BadData($"{displayName}: Line {line}: {field}: the image cannot be read ({e.Message})");
                 }
                 if (bytes is null)
-                    throw TrainerUserException.BadData($"{displayName}: Line {line}: {field}: {Describe(url)} was not found");
+                    throw TrainerUserException.BadData($"{displayName}: Line {line}: {field}: {Describe(url, localImageFiles)}");
                 var image = ImageDecoder.TryDecode(bytes, out var problem)
                     ?? throw TrainerUserException.BadData($"{displayName}: Line {line}: {field}: {problem}");
                 (int h, int w) size;
@@ -115,12 +117,18 @@ public static class VisionSftData
         return removed;
     }
 
-    static string Describe(string url) => url.StartsWith("https://", StringComparison.OrdinalIgnoreCase)
-        ? $"the image at {url} (https images are fetched by the server when the file is uploaded)"
-        : $"the image file \"{url}\"";
+    static string Describe(string url, bool localImageFiles) =>
+        url.StartsWith("https://", StringComparison.OrdinalIgnoreCase)
+            ? $"the image at {url} was not found (https images are fetched by the server when the file is uploaded)"
+            : localImageFiles
+                ? $"the image file \"{url}\" was not found"
+                : $"the local image path \"{url}\" names no image stored with this dataset (an uploaded file refers to images by data: URI or https URL; `anneal train` packs local files)";
 
-    /// <summary>The encoded bytes of a data: URI, a file inside the dataset folder, or a URL the server stored.</summary>
-    static byte[]? ReadSource(string url, string folder, Func<string, byte[]?>? resolveUrl)
+    /// <summary>
+    /// The encoded bytes of a data: URI, a URL the server stored, or a path: a file inside the
+    /// dataset's folder (`localImageFiles`) or else only a stored image of this dataset named by its hash.
+    /// </summary>
+    static byte[]? ReadSource(string url, string datasetPath, bool localImageFiles, Func<string, byte[]?>? resolveUrl)
     {
         if (url.StartsWith("data:", StringComparison.OrdinalIgnoreCase))
         {
@@ -130,6 +138,8 @@ public static class VisionSftData
         }
         if (url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) || url.StartsWith("http://", StringComparison.OrdinalIgnoreCase))
             return resolveUrl?.Invoke(url);
+        if (!localImageFiles) return StoredImages.ReadByHash(datasetPath, url);
+        var folder = Path.GetDirectoryName(datasetPath)!;
         var full = Path.GetFullPath(Path.Combine(folder, url));
         if (!full.StartsWith(folder + Path.DirectorySeparatorChar, StringComparison.Ordinal))
             throw new IOException($"\"{url}\" is outside the dataset's folder");

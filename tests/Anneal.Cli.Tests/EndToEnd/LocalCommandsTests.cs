@@ -133,6 +133,28 @@ public class LocalCommandsTests
     }
 
     [Fact]
+    public async Task Demo_vision_fine_tunes_the_tiny_vl_model_and_answers_about_a_picture()
+    {
+        using var box = new CliSandbox();
+        var result = await box.RunAsync("demo", "--vision", "--data-dir", "demo-data", "--steps", "1", "--poll-interval", "0.3");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("Training anneal/tiny-qwen3-vl (full fine-tune, 1 steps):", result.Out);
+        Assert.Contains("note: packed 4 local image files into the upload", result.Err);
+        Assert.Contains("status: succeeded", result.Out);
+        Assert.Contains("sft.progress step 1/1", result.Out);
+        Assert.Contains("fine_tuned_model: fft:anneal/tiny-qwen3-vl:", result.Out);
+        // `anneal generate --image` on the job's final folder, asked about one of the demo's pictures.
+        var picture = Path.Combine(box.Dir, "demo-data", "demo", "blue.png");
+        Assert.Contains($"Asking the fine-tuned model about {picture}: \"What colour is the picture?\"", result.Out);
+        Assert.NotNull(Anneal.Core.Vision.ImageDecoder.Sniff(File.ReadAllBytes(picture)));
+        var answer = result.Out.Split('\n').Single(l => l.StartsWith("Answer:", StringComparison.Ordinal))["Answer:".Length..].Trim();
+        Assert.NotEmpty(answer);   // one step teaches the tiny model nothing reliable; VisionTrainingTests checks the words
+        Assert.Contains("(the dataset's answer: \"The picture is blue.\")", result.Out);
+        var final = Path.Combine(box.Dir, "demo-data", "jobs");
+        Assert.Single(Directory.GetDirectories(final), d => File.Exists(Path.Combine(d, "output", "final", "preprocessor_config.json")));
+    }
+
+    [Fact]
     public async Task Demo_in_a_temporary_folder_does_not_print_a_folder_it_removes()
     {
         using var box = new CliSandbox();

@@ -1,10 +1,18 @@
 // The spec's vision workflow end to end on the tiny Qwen3-VL model, on CPU: `anneal train` uploads
-// a multimodal JSONL (data: URIs in OpenAI image_url parts, a legacy top-level `images` record, a
-// turn with two images), the server validates it and runs a real trainer process in vision mode to
+// a multimodal JSONL (data: URIs in OpenAI image_url parts, an https URL served over TLS on
+// loopback, local files packed by the CLI, legacy top-level `images` records, a turn with two
+// images), the server fetches and stores the https image,  validates it and runs a real trainer process in vision mode to
 // `succeeded` (with [model] image settings and train_vision = "merger", which the job records and
 // the trainer applies), and `anneal generate --image` answers from the fine-tuned folder, and the
 // same through the server's /v1 with the fine_tuned_model id.
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text.Json.Nodes;
+using Anneal.Core.Vision;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
 using SkiaSharp;
 
 namespace Anneal.Cli.Tests.EndToEnd;
@@ -24,7 +32,22 @@ public class VisionJobTests
     static string DataUri(byte[] png) => "data:image/png;base64," + Convert.ToBase64String(png);
     static JsonObject Image(string url) => new() { ["type"] = "image_url", ["image_url"] = new JsonObject { ["url"] = url } };
 
-    static string Dataset()
+    /// <summary>An https image server on loopback with a throwaway certificate for "localhost".</summary>
+    static async Task<(WebApplication App, int Port)> StartImageServerAsync(string path, byte[] png)
+    {
+        using var key = RSA.Create(2048);
+        var request = new CertificateRequest("CN=localhost", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        using var selfSigned = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        var cert = X509CertificateLoader.LoadPkcs12(selfSigned.Export(X509ContentType.Pfx), null);
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.UseHttps(cert)));
+        var app = builder.Build();
+        app.MapGet(path, () => Results.Bytes(png, "image/png"));
+        await app.StartAsync();
+        return (app, new Uri(app.Urls.First()).Port);
+    }
+
+    static string Dataset(string? httpsUrl = null)
     {
         var lines = new List<string>();
         foreach (var (name, colour) in new[] { ("red", SKColors.Red), ("green", SKColors.Green), ("blue", SKColors.Blue) })
@@ -64,6 +87,14 @@ public class VisionJobTests
                 new JsonObject { ["role"] = "user", ["content"] = "Name the colour." },
                 new JsonObject { ["role"] = "assistant", ["content"] = "blue" }),
         }.ToJsonString());
+        // An https URL: the server fetches it once at upload and the trainer reads the stored copy.
+        if (httpsUrl is not null)
+            lines.Add(new JsonObject
+            {
+                ["messages"] = new JsonArray(
+                    new JsonObject { ["role"] = "user", ["content"] = new JsonArray(Image(httpsUrl), new JsonObject { ["type"] = "text", ["text"] = "What colour is this?" }) },
+                    new JsonObject { ["role"] = "assistant", ["content"] = "It is green." }),
+            }.ToJsonString());
         return string.Join("\n", lines) + "\n";
     }
 
@@ -105,12 +136,15 @@ public class VisionJobTests
     [Fact]
     public async Task Multimodal_dataset_trains_the_tiny_vl_model_to_succeeded_and_answers_about_an_image()
     {
-        await using var server = await TestServer.StartAsync(runJobs: true);
+        var green = Png(SKColors.Green);
+        var (images, port) = await StartImageServerAsync("/green.png", green);
+        await using var _ = images;
+        await using var server = await TestServer.StartAsync(runJobs: true, imageTestHosts: new HashSet<string> { "localhost" });
         using var box = new CliSandbox();
         box.Environment["SYNTH_API_KEY"] = server.ApiKey;
         box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
         box.Write("train.toml", Toml.Replace("mode = \"full_finetune\"", "mode = \"full_finetune\"\ntrain_vision = \"merger\"\n\n[model]\nmin_pixels = 1024\nmax_pixels = 4096"));
-        box.Write("vision.jsonl", Dataset());
+        box.Write("vision.jsonl", Dataset($"https://localhost:{port}/green.png"));
         File.WriteAllBytes(Path.Combine(box.Dir, "blue.png"), Png(SKColors.Blue));
 
         var result = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--poll-interval", "0.3");
@@ -119,6 +153,10 @@ public class VisionJobTests
         Assert.Contains("note: packed 2 local image files into the upload", result.Err);
         Assert.Contains("vision mode: per_device_batch 2 → 1 and gradient_accumulation_steps 1 → 2", result.Out);
         Assert.Contains("sft.progress step 4/4", result.Out);
+        Assert.Contains("; 11 images", result.Out);   // 3 data: parts, 3 legacy, 2 in one turn, 2 packed files, 1 https
+        // The https image was fetched once and stored beside the upload; the trainer read that copy.
+        var stored = Directory.GetDirectories(Path.Combine(server.DataDir, "files"), "*" + ".images").Single();
+        Assert.Equal(green, File.ReadAllBytes(Path.Combine(stored, StoredImages.Hash(green))));
         var id = result.Out.Split('\n').First(l => l.StartsWith("job_id: ", StringComparison.Ordinal))["job_id: ".Length..].Trim();
         Assert.Contains("vision mergers in full", result.Out);
         using (var http = new HttpClient())

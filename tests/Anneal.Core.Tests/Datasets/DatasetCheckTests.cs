@@ -113,7 +113,7 @@ public class DatasetCheckTests
     public void Images_are_counted_by_example_and_refused_for_a_text_model_with_the_same_errors()
     {
         const string parts = """{"messages": [{"role": "user", "content": [{"type": "text", "text": "What?"}, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}, {"role": "assistant", "content": "A cat."}]}""";
-        const string legacy = """{"images": ["b.png"], "messages": [{"role": "user", "content": "What?"}, {"role": "assistant", "content": "A dog."}]}""";
+        const string legacy = """{"images": ["https://example.com/b.png"], "messages": [{"role": "user", "content": "What?"}, {"role": "assistant", "content": "A dog."}]}""";
         var bytes = Encoding.UTF8.GetBytes(string.Join("\n", Good, parts, Good, legacy, parts));
         var vision = new DatasetValidationOptions(Vision: true);
         var report = Chunked(bytes, 13, vision);

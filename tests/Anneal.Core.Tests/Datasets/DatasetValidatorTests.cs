@@ -8,11 +8,11 @@ public class DatasetValidatorTests
 {
     const string Good = """{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}""";
 
-    static DatasetReport Validate(string text, bool vision = false, int maxShown = 20) =>
-        Validate(Encoding.UTF8.GetBytes(text), vision, maxShown);
+    static DatasetReport Validate(string text, bool vision = false, int maxShown = 20, bool localPaths = false) =>
+        Validate(Encoding.UTF8.GetBytes(text), vision, maxShown, localPaths);
 
-    static DatasetReport Validate(byte[] bytes, bool vision = false, int maxShown = 20) =>
-        DatasetValidator.Validate(new MemoryStream(bytes), new DatasetValidationOptions(maxShown, vision));
+    static DatasetReport Validate(byte[] bytes, bool vision = false, int maxShown = 20, bool localPaths = false) =>
+        DatasetValidator.Validate(new MemoryStream(bytes), new DatasetValidationOptions(maxShown, vision, LocalImagePaths: localPaths));
 
     /// <summary>The one error of a one-error dataset, after checking it carries the expected line.</summary>
     static ErrorItem OnlyError(string text, int line = 1, bool vision = false)
@@ -261,7 +261,7 @@ public class DatasetValidatorTests
     public void Image_urls_are_checked_by_shape(string url, string? problem)
     {
         var record = Multimodal.Replace("https://assets.example.com/frame.png", url);
-        var report = Validate(record, vision: true);
+        var report = Validate(record, vision: true, localPaths: true);
         if (problem is null)
         {
             Assert.Empty(report.Errors);
@@ -272,10 +272,27 @@ public class DatasetValidatorTests
         Assert.Contains(problem, e.Message);
     }
 
+    [Theory]
+    [InlineData("frames/001.png")]
+    [InlineData("x.png")]
+    [InlineData("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.images/fedcba9876543210")]
+    [InlineData("/srv/anneal/data/files/a.png")]
+    [InlineData("../outside.png")]
+    public void Local_paths_are_refused_where_no_files_come_with_the_dataset(string url)
+    {
+        var record = Multimodal.Replace("https://assets.example.com/frame.png", url);
+        var e = Assert.Single(Validate(record, vision: true).Errors);
+        Assert.Equal(1, e.Line);
+        Assert.Equal("messages[1].content[1]", e.Field);
+        Assert.StartsWith($"local image path \"{url[..Math.Min(url.Length, 57)]}", e.Message);
+        Assert.Contains("cannot be read from an uploaded JSONL file; expected an https:// URL, a data:image/...;base64,... URI or an image file packed with the dataset", e.Message);
+        Assert.True(Validate(record, vision: true, localPaths: true).IsValid != (url.StartsWith('/') || url.StartsWith("..")));
+    }
+
     [Fact]
     public void Images_in_assistant_messages_are_rejected()
     {
-        var e = OnlyError("""{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "a.png"}}]}]}""", vision: true);
+        var e = OnlyError("""{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "https://x.example/a.png"}}]}]}""", vision: true);
         Assert.Equal("messages[1].content[0]", e.Field);
         Assert.Contains("assistant messages cannot contain images", e.Message);
     }
@@ -284,7 +301,8 @@ public class DatasetValidatorTests
     public void Legacy_images_are_accepted_for_vision_and_rejected_for_text()
     {
         var legacy = """{"images": ["https://x.example/a.png"], "image_url": {"url": "b.png"}, "messages": [{"role": "user", "content": "What?"}, {"role": "assistant", "content": "A cat."}]}""";
-        Assert.True(Validate(legacy, vision: true).IsValid);
+        Assert.True(Validate(legacy, vision: true, localPaths: true).IsValid);
+        Assert.Equal("image_url", Assert.Single(Validate(legacy, vision: true).Errors).Field);
         var e = OnlyError(legacy);
         Assert.Equal("images", e.Field);
         Assert.Contains("text-only", e.Message);

@@ -44,6 +44,46 @@ public sealed class VisionSettingsTests(ITestOutputHelper output) : IDisposable
     static JsonObject Prepared(List<TrainerEvent> events) => Assert.Single(events, e => e.Type == EventTypes.DataPrepared).Data!;
 
     [Fact]
+    public void A_steps_loss_is_its_token_losses_over_the_steps_trained_tokens_whatever_the_split()
+    {
+        // Two examples whose answers differ in length, in one optimizer step: each trained token
+        // weighs the same (Σ token losses / trained tokens of the step), not each example. Asked
+        // for as per_device_batch 2 or as accumulation 2, the step is the same.
+        var path = Path.Combine(dir, "uneven.jsonl");
+        File.WriteAllLines(path, new[] { (VisionTrainingTests.Colours[0].Color, "Red."), (VisionTrainingTests.Colours[2].Color, "It is a blue square with a darker diagonal line from corner to corner.") }
+            .Select(x => new JsonObject
+            {
+                ["messages"] = new JsonArray(
+                    new JsonObject
+                    {
+                        ["role"] = "user", ["content"] = new JsonArray(
+                            new JsonObject { ["type"] = "image_url", ["image_url"] = new JsonObject { ["url"] = "data:image/png;base64," + Convert.ToBase64String(VisionTrainingTests.Png(x.Color, 64, 64)) } },
+                            new JsonObject { ["type"] = "text", ["text"] = "Colour?" }),
+                    },
+                    new JsonObject { ["role"] = "assistant", ["content"] = x.Item2 }),
+            }.ToJsonString()));
+        var settings = new TrainingSettings { TotalSteps = 1, PerDeviceBatch = 1, GradientAccumulationSteps = 2, LearningRate = 1e-3, LrScheduler = "constant", SequenceLength = 128, Seed = 5 };
+        var (exit, events, err) = TinyFixture.Run(Spec(path, settings, "accumulated"));
+        Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+        var loss = Assert.Single(TinyFixture.Losses(events));
+        (exit, events, err) = TinyFixture.Run(Spec(path, settings with { PerDeviceBatch = 2, GradientAccumulationSteps = 1 }, "batched"));
+        Assert.True(exit == 0, err + string.Join("\n", events.Select(e => e.Message)));
+        Assert.Equal(loss, Assert.Single(TinyFixture.Losses(events)), 6);
+
+        using var model = VisionModelFolder.Load(TinyFixture.VisionModelDir, torch.CPU, torch.ScalarType.Float32);
+        var tokenizer = Trainer.LoadTokenizer(TinyFixture.VisionModelDir);
+        var processor = Anneal.Training.Vision.ImageProcessorConfig.Load(TinyFixture.VisionModelDir);
+        var (examples, _) = Anneal.Training.Data.VisionSftData.Load(path, "data", tokenizer, model.Config, processor, 128, false);
+        Assert.Equal(2, examples.Count);
+        Assert.NotEqual(examples[0].TrainedTokens, examples[1].TrainedTokens);
+        var tokenMean = VisionTrainer.Evaluate(model, examples, model.Config, processor, torch.CPU);
+        var exampleMean = examples.Average(e => VisionTrainer.Evaluate(model, [e], model.Config, processor, torch.CPU));
+        output.WriteLine($"step loss {loss}, token mean {tokenMean}, mean of example means {exampleMean}");
+        Assert.Equal(tokenMean, loss, 3);
+        Assert.True(Math.Abs(exampleMean - tokenMean) > 1e-3, "the two means coincide: the test would show nothing");
+    }
+
+    [Fact]
     public void A_smaller_max_pixels_gives_fewer_image_tokens_and_is_kept_with_the_result()
     {
         var data = SquareSet();

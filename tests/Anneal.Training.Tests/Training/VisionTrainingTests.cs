@@ -88,7 +88,7 @@ public sealed class VisionTrainingTests(ITestOutputHelper output) : IDisposable
     }
 
     TrainerJobSpec Spec(string data, TrainingSettings settings) =>
-        new("job_vision", ModelRegistry.TinyVisionModelId, TinyFixture.VisionModelDir, data, null, Path.Combine(dir, "out"), settings, null, "cpu", false);
+        new("job_vision", ModelRegistry.TinyVisionModelId, TinyFixture.VisionModelDir, data, null, Path.Combine(dir, "out"), settings, null, "cpu", false, LocalImageFiles: true);
 
     [Fact]
     public async Task Tiny_vl_model_trains_with_the_tower_frozen_and_reloads()
@@ -192,6 +192,41 @@ public sealed class VisionTrainingTests(ITestOutputHelper output) : IDisposable
         var failed = Assert.Single(events, e => e.Type == EventTypes.Failed);
         Assert.Contains("\"qlora\" is not yet supported for Qwen3-VL", failed.Message);
         Assert.DoesNotContain(events, e => e.Type == EventTypes.Progress);
+    }
+
+    [Fact]
+    public void A_server_upload_reads_no_image_file_but_its_own_stored_ones()
+    {
+        // The layout of the server's files/ folder: another dataset's fetched image and a loose file beside this one.
+        var png = Png(Colours[0].Color);
+        var hash = Anneal.Core.Vision.StoredImages.Hash(png);
+        Anneal.Core.Vision.StoredImages.Write(Path.Combine(dir, "other"), new Dictionary<string, byte[]> { ["https://x.example/red.png"] = png });
+        File.WriteAllBytes(Path.Combine(dir, "red.png"), png);
+        var path = Path.Combine(dir, "upload.jsonl");
+        void WriteWith(string url) => File.WriteAllText(path, new JsonObject
+        {
+            ["messages"] = new JsonArray(
+                new JsonObject { ["role"] = "user", ["content"] = new JsonArray(Part(url), Text("Colour?")) },
+                new JsonObject { ["role"] = "assistant", ["content"] = "Red." }),
+        }.ToJsonString() + "\n");
+        var upload = new TrainerJobSpec("job_vision", ModelRegistry.TinyVisionModelId, TinyFixture.VisionModelDir, path, null, Path.Combine(dir, "out"),
+            new TrainingSettings { TotalSteps = 1, SequenceLength = 128 }, null, "cpu", false);
+        Assert.False(upload.LocalImageFiles);
+        foreach (var url in new[] { $"other.images/{hash}", "red.png", hash, $"../{Path.GetFileName(dir)}/red.png" })
+        {
+            WriteWith(url);
+            var (exit, events, _) = TinyFixture.Run(upload);
+            Assert.Equal(TrainerProcess.ExitUserError, exit);
+            var failed = Assert.Single(events, e => e.Type == EventTypes.Failed);
+            Assert.Contains(url.StartsWith("..") ? "leaves the dataset folder" : $"Line 1: messages[0].content[0]: the local image path \"{url}\" names no image stored with this dataset", failed.Message);
+            Assert.DoesNotContain(events, e => e.Type == EventTypes.Progress);
+        }
+        // The dataset's own stored image, named by its content hash, is read.
+        WriteWith(hash);
+        Anneal.Core.Vision.StoredImages.Write(path, new Dictionary<string, byte[]> { ["https://x.example/red.png"] = png });
+        var (ok, okEvents, err) = TinyFixture.Run(upload);
+        Assert.True(ok == 0, err + string.Join("\n", okEvents.Select(e => e.Message)));
+        Assert.Equal(1, Assert.Single(okEvents, e => e.Type == EventTypes.DataPrepared).Data!["images"]!.GetValue<int>());
     }
 
     [Theory]
