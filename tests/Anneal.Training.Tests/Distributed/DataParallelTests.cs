@@ -134,6 +134,92 @@ public sealed partial class DataParallelTests(ITestOutputHelper output) : IDispo
         }
     }
 
+    // A crash, then a resume: 2 ranks with ZeRO-1 save every 2 steps; once a checkpoint is complete
+    // (its checkpoint.saved event) rank 1 is SIGKILLed. Resumed on 2 ranks from the last complete
+    // checkpoint, the job gives the losses and final weights of the same job never interrupted. The
+    // learning rate is constant, so the killed job may run long (it is killed well before its end)
+    // and the resumed and uninterrupted jobs stop 3 steps after the checkpoint.
+    [MpiFact]
+    public void A_rank_killed_after_a_checkpoint_resumes_on_the_same_curve()
+    {
+        var data = TinyFixture.WriteChatSet(dir, repeat: 2);
+        var settings = Settings(TrainingModes.FullFinetune, 1) with { LrScheduler = "constant", TotalSteps = 100_000, SaveSteps = 2 };
+        var stdout = new List<string>();
+        var stderr = new System.Text.StringBuilder();
+        int? victim = null;
+        var saved = new ManualResetEventSlim();
+        using (var p = MpiRanks.Start(2, TinyFixture.Spec(Path.Combine(dir, "killed"), data, settings)))
+        {
+            p.ErrorDataReceived += (_, e) =>
+            {
+                if (e.Data is null) return;
+                lock (stderr) stderr.AppendLine(e.Data);
+                if (RankOnePid().Match(e.Data) is { Success: true } m) victim = int.Parse(m.Groups[1].Value);
+            };
+            p.OutputDataReceived += (_, e) =>
+            {
+                if (e.Data is null) return;
+                lock (stdout) stdout.Add(e.Data);
+                if (e.Data.Contains(EventTypes.CheckpointSaved, StringComparison.Ordinal)) saved.Set();
+            };
+            p.BeginErrorReadLine();
+            p.BeginOutputReadLine();
+            try
+            {
+                Assert.True(saved.Wait(TimeSpan.FromSeconds(120)), "no checkpoint within 120 s:\n" + stderr);
+                Assert.NotNull(victim);
+                Process.GetProcessById(victim!.Value).Kill();   // SIGKILL
+                Assert.True(p.WaitForExit(TimeSpan.FromSeconds(30)), "rank 0 was still running 30 s after rank 1 died");
+                p.WaitForExit();   // the output is read to its end
+                Assert.NotEqual(0, p.ExitCode);
+            }
+            finally
+            {
+                if (!p.HasExited) p.Kill(entireProcessTree: true);
+            }
+        }
+        List<TrainerEvent> killed;
+        lock (stdout) killed = MpiRanks.ParseEvents(string.Join('\n', stdout));
+        Assert.DoesNotContain(killed, e => e.Type == EventTypes.Completed);
+        // The last checkpoint the job reported is complete (it is reported once its folder is renamed into place).
+        var checkpoint = EventData.Read<CheckpointSavedData>(killed.Last(e => e.Type == EventTypes.CheckpointSaved).Data)!;
+        var at = (int)checkpoint.Step;
+        output.WriteLine($"killed after step {TinyFixture.Losses(killed).Count}; resuming from {checkpoint.Path}");
+
+        var uninterrupted = settings with { TotalSteps = at + 3 };
+        var whole = MpiRanks.Run(2, TinyFixture.Spec(Path.Combine(dir, "whole"), data, uninterrupted));
+        Assert.True(whole.Exit == 0, whole.Stderr);
+        var resumed = MpiRanks.Run(2, TinyFixture.Spec(Path.Combine(dir, "resumed"), data, uninterrupted, resumeFrom: checkpoint.Path));
+        output.WriteLine($"resumed 3 steps on 2 ranks in {resumed.Elapsed.TotalSeconds:F1} s");
+        Assert.True(resumed.Exit == 0, resumed.Stderr);
+        Assert.Contains($"resumed from {checkpoint.Path} at step {at}", resumed.Stderr + string.Join("\n", resumed.Events.Select(e => e.Message)));
+
+        var expected = TinyFixture.Losses(whole.Events);
+        var before = TinyFixture.Losses(killed);
+        var after = TinyFixture.Losses(resumed.Events);
+        output.WriteLine($"whole:   {string.Join(" ", expected)}\nkilled:  {string.Join(" ", before)}\nresumed: {string.Join(" ", after)}");
+        Assert.Equal(at + 3, expected.Count);
+        Assert.Equal(3, after.Count);
+        for (var i = 0; i < at; i++) Assert.Equal(expected[i], before[i], 1e-5);
+        for (var i = 0; i < 3; i++) Assert.Equal(expected[at + i], after[i], 1e-5);
+        var worst = MaxWeightDiff(Path.Combine(dir, "whole", "out", "final"), Path.Combine(dir, "resumed", "out", "final"), ModelFolder.WeightsFile);
+        output.WriteLine($"max |Δw| = {worst:E2}");
+        Assert.True(worst < 2e-5, $"final weights differ by up to {worst}");
+    }
+
+    static float MaxWeightDiff(string folderA, string folderB, string file)
+    {
+        var a = SafetensorsSet.OpenFolder(folderA, file);
+        var b = SafetensorsSet.OpenFolder(folderB, file);
+        Assert.Equal(a.Names.Order(), b.Names.Order());
+        return a.Names.Max(n =>
+        {
+            using var x = a.Read(n, ScalarType.Float32);
+            using var y = b.Read(n, ScalarType.Float32);
+            return (x - y).abs().max().item<float>();
+        });
+    }
+
     [GeneratedRegex(@"^rank 1: rank 1 of 2 \(local rank 1, pid (\d+)\)")]
     private static partial Regex RankOnePid();
 
