@@ -51,4 +51,15 @@ public sealed class RankPlacementTests
         ]));
         Assert.Null(MpirunExit.DeadRank(["rank 1: rank 1 of 2", "Process name: [[1,1],1]"]));
     }
+
+    [Fact]
+    public void A_worker_slot_never_takes_a_job_asking_for_several_hosts()
+    {
+        var several = Anneal.Server.Workers.ComputeRequest.Of("""{"effective_config":{"compute":{"gpu_type":"H100","gpu_count":1,"nodes":2}}}""");
+        Assert.Equal(2, several!.Nodes);
+        var (fits, why) = Anneal.Server.Workers.Placement.Check(several, "H100", 8);
+        Assert.False(fits);
+        Assert.Contains("on 2 nodes; several hosts per job are not supported yet", why);
+        Assert.True(Anneal.Server.Workers.Placement.Check(Anneal.Server.Workers.ComputeRequest.Of("""{"effective_config":{"compute":{"gpu_type":"H100","gpu_count":1,"nodes":1}}}"""), "H100", 1).Fits);
+    }
 }

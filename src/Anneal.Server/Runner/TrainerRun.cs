@@ -47,7 +47,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         Directory.CreateDirectory(_jobDir);
         // [compute].gpu_count → ranks (RankPlacement.cs); a request this server cannot meet is refused here.
         var placement = RankPlacement.Decide(RankPlacement.RequestedGpus(job), options, RankPlacement.MpirunFound());
-        if (placement.Refusal is { } refusal)
+        if ((RankPlacement.NodesRefusal(job) ?? placement.Refusal) is { } refusal)
         {
             Finish(JobStatus.Failed, EventTypes.Failed, refusal, new JobError(ErrorCodes.UserConfigError, refusal));
             return;
