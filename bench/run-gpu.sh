@@ -14,6 +14,9 @@
 #   ./run-gpu.sh table               side-by-side tables                → table.md
 #   ./run-gpu.sh all                 everything above, in that order
 #   ./run-gpu.sh qlora               QLoRA vs LoRA: one Qwen3-8B-shaped layer, 4 steps of a 1.7B shape → qlora.md (not in all)
+#   ./run-gpu.sh nccl                the tiny model's job through `anneal trainer run`, plain and as a world of one
+#                                    rank through the NCCL collectives (ZeRO-1, replicated, LoRA): losses compared,
+#                                    step times side by side → nccl.md, nccl.json (exit 1 on failure; not in all; < 5 min)
 # SHAPE: qwen3-0.6b, qwen3-1.7b (default both). Each part stays under 10 minutes on one H100 when the
 # lengths parts are run one shape at a time; run them as separate commands where a time limit applies.
 set -euo pipefail
@@ -114,6 +117,92 @@ if [[ $PART == qlora ]]; then
         --json "$OUT/qlora_steps.jsonl" | tail -1
     done; } 2>>"$OUT/qlora.stderr" | tee "$OUT/qlora.md"
 fi
+if [[ $PART == nccl ]]; then
+  # One GPU cannot hold two NCCL ranks (NCCL refuses a duplicate device), so the multi-rank path is
+  # checked here as a world of one: ANNEAL_WORLD_SIZE=1 ANNEAL_COLLECTIVES=nccl puts the single rank
+  # through DataParallel.Join → NcclCollectives (unique id through the job folder, cudaSetDevice,
+  # ncclCommInitRank), the broadcast of the initial weights, the per-step agreement on stopping,
+  # and FlatAdamW's all-reduce (replicated) or reduce-scatter + all-gather (ZeRO-1) of the flat
+  # buffers. A sum over one rank changes nothing: the losses must equal the plain run's (a second
+  # plain run gives the device's own run-to-run noise). Step time: wall time between progress events.
+  NCCL_WORK=$(mktemp -d) python3 - "$HERE/anneal" "$OUT" <<'PY' || NCCL_FAILED=1
+import json, os, statistics, subprocess, sys, threading, time
+anneal, out = sys.argv[1], sys.argv[2]
+work = os.environ["NCCL_WORK"]
+facts = [("What is the capital of France?", "Paris is the capital of France."), ("What colour is the sky?", "The sky is blue."),
+         ("How many legs does a cat have?", "A cat has four legs."), ("What do bees make?", "Bees make honey."),
+         ("What is two plus two?", "Two plus two is four."), ("Which animal barks?", "A dog barks."),
+         ("What melts ice?", "Heat melts ice."), ("Where do fish live?", "Fish live in water.")]
+data = os.path.join(work, "train.jsonl")
+with open(data, "w") as f:
+    for _ in range(16):
+        for q, a in facts:
+            f.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n")
+STEPS, TOL = 30, 1e-3
+full = {"mode": "full_finetune", "total_steps": STEPS, "per_device_batch": 4, "gradient_accumulation_steps": 2,
+        "learning_rate": 1e-3, "seed": 7, "sequence_length": 64, "save_steps": 1000}
+lora = dict(full, mode="lora", learning_rate=5e-3, lora={"r": 4, "alpha": 8})
+nccl = {"ANNEAL_WORLD_SIZE": "1", "ANNEAL_RANK": "0", "ANNEAL_LOCAL_RANK": "0", "ANNEAL_COLLECTIVES": "nccl"}
+runs = [("full, plain", full, {}), ("full, plain again", full, {}),
+        ("full, nccl ZeRO-1", full, nccl), ("full, nccl replicated", full, dict(nccl, ANNEAL_ZERO1="off")),
+        ("lora, plain", lora, {}), ("lora, nccl", lora, nccl)]
+results = {}
+for name, settings, env in runs:
+    slug = name.replace(", ", "-").replace(" ", "-")
+    spec = {"job_id": "job_nccl_check", "model": "anneal/tiny-qwen3", "model_path": os.path.join(work, "tiny-qwen3"),
+            "training_file": data, "validation_file": None, "output_dir": os.path.join(work, slug), "settings": settings, "device": "cuda"}
+    path = os.path.join(work, slug + ".json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    losses, stamps, failed, start = [], [], None, time.monotonic()
+    with open(os.path.join(out, "nccl.stderr"), "a") as log:
+        log.write(f"== {name}\n"); log.flush()
+        p = subprocess.Popen([anneal, "trainer", "run", "--spec", path], stdout=subprocess.PIPE, stderr=log, text=True,
+                             env=dict(os.environ, **env))
+        guard = threading.Timer(150, p.kill)   # a hung collective must not hold the part past its budget
+        guard.start()
+        for line in p.stdout:
+            if not line.startswith("{"):
+                continue
+            e = json.loads(line)
+            if e["type"] == "sft.progress":
+                losses.append(e["data"]["loss"]); stamps.append(time.monotonic())
+            elif e["type"] == "sft.failed":
+                failed = e["message"] + ": " + json.dumps(e.get("data"))
+        p.wait()
+        guard.cancel()
+    gaps = [b - a for a, b in zip(stamps[2:], stamps[3:])]   # steps 4.. (the first steps warm up)
+    results[name] = {"losses": losses, "exit": p.returncode, "failed": failed, "seconds": time.monotonic() - start,
+                     "step_ms": 1000 * statistics.median(gaps) if gaps else None}
+def diff(a, b):
+    if len(a) != len(b) or not a:
+        return float("inf")
+    return max(abs(x - y) / abs(x) for x, y in zip(a, b))
+rows, ok = [], True
+for name, ref in [("full, plain again", "full, plain"), ("full, nccl ZeRO-1", "full, plain"),
+                  ("full, nccl replicated", "full, plain"), ("lora, nccl", "lora, plain")]:
+    r, b = results[name], results[ref]
+    d = diff(b["losses"], r["losses"])
+    passed = r["exit"] == 0 and b["exit"] == 0 and d <= TOL
+    ok &= passed
+    rows.append((name, ref, d, b["step_ms"], r["step_ms"], passed, r["failed"] or b["failed"]))
+lines = ["| run | against | worst relative loss difference | step ms (against) | step ms (run) | step time Δ | result |", "|---|---|---|---|---|---|---|"]
+for name, ref, d, ms_ref, ms, passed, failed in rows:
+    delta = f"{(ms - ms_ref):+.1f} ms ({(ms / ms_ref - 1) * 100:+.0f} %)" if ms and ms_ref else "—"
+    ms_text = lambda v: f"{v:.1f}" if v else "—"
+    lines.append(f"| {name} | {ref} | {d:.2e} | {ms_text(ms_ref)} | {ms_text(ms)} | {delta} | {'ok' if passed else 'FAILED' + (': ' + failed if failed else '')} |")
+lines.append(f"{'PASSED' if ok else 'FAILED'}: {STEPS} steps of the tiny model (per_device_batch 4 × accumulation 2, sequence_length 64) per run; "
+             f"tolerance {TOL:.0e} relative; step time = median wall time between progress events from step 4")
+report = "\n".join(lines)
+print(report)
+with open(os.path.join(out, "nccl.md"), "w") as f:
+    f.write(report + "\n")
+with open(os.path.join(out, "nccl.json"), "w") as f:
+    json.dump(results, f, indent=1)
+sys.exit(0 if ok else 1)
+PY
+fi
+[[ -z ${NCCL_FAILED:-} ]] || echo "NCCL check FAILED (see $OUT/nccl.md and nccl.stderr)" >&2
 [[ -z ${DEVICE_CHECK_FAILED:-} ]] || echo "device check FAILED (see $OUT/device-check.md)" >&2
 [[ -z ${PARITY_FAILED:-} ]] || echo "parity checks FAILED (see $OUT/parity.md)" >&2
-[[ -z ${DEVICE_CHECK_FAILED:-}${PARITY_FAILED:-} ]] || exit 1
+[[ -z ${DEVICE_CHECK_FAILED:-}${PARITY_FAILED:-}${NCCL_FAILED:-} ]] || exit 1

@@ -127,6 +127,26 @@ public class JobsTests
         Assert.Contains("4096", both["detail"]!.GetValue<string>());
     }
 
+    // Every rank of a job runs on one host: [compute] nodes > 1 is refused at creation (upstream's
+    // example configs all say nodes = 1, which is accepted), whatever the spelling of the number.
+    [Theory]
+    [InlineData("2")]
+    [InlineData("\"4\"")]
+    public async Task Several_nodes_are_422_naming_compute_nodes_and_create_no_job(string nodes)
+    {
+        await using var t = await TestServer.StartAsync();
+        var file = await t.UploadReadyAsync();
+        var body = (JsonObject)TestServer.JobBody(file.Id, hyperparameters: new JsonObject { ["n_epochs"] = 1 });
+        body["metadata"] = new JsonObject { ["effective_config"] = new JsonObject { ["compute"] = new JsonObject { ["gpu_type"] = "H100", ["gpu_count"] = 4, ["nodes"] = JsonNode.Parse(nodes) } } };
+        var problem = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(body)), HttpStatusCode.UnprocessableEntity);
+        Assert.Contains("\"field\":\"metadata.effective_config.compute.nodes\"", TestServer.ErrorsText(problem));
+        Assert.Contains($"is {nodes.Trim('"')}; several hosts per job are not supported yet", problem["detail"]!.GetValue<string>());
+        Assert.Empty((await t.Http.GetFromJsonAsync<JobList>("learning/jobs", AnnealJson.Options))!.Jobs);
+
+        body["metadata"]!["effective_config"]!["compute"]!["nodes"] = 1;
+        Assert.Equal(HttpStatusCode.Created, (await t.Http.PostAsync("learning/jobs", TestServer.Json(body))).StatusCode);
+    }
+
     [Fact]
     public async Task Malformed_json_and_wrong_field_types_are_400_naming_the_field()
     {

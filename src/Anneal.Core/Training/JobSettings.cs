@@ -25,11 +25,23 @@ public sealed record JobSettings(
     TrainingSettings Training,
     /// <summary>The validation file (an uploaded file id; a local path when normalising a config file), or null.</summary>
     string? ValidationFileId,
-    /// <summary>metadata.effective_config.compute as sent ({gpu_type, gpu_count, nodes}); recorded, not scheduled by.</summary>
+    /// <summary>metadata.effective_config.compute as sent ({gpu_type, gpu_count, nodes}); gpu_count places the ranks, nodes > 1 is refused.</summary>
     JsonObject? Compute,
     IReadOnlyList<SettingWarning> Warnings)
 {
     const string Hp = "hyperparameters";
+
+    /// <summary>[compute].nodes as a number (an integer or a string of digits); null when absent or not a number.</summary>
+    public static int? Nodes(JsonObject? compute) =>
+        compute?["nodes"] is JsonValue v && (v.TryGetValue<long>(out var n)   // long: a TOML integer; int: parsed JSON
+            || (v.TryGetValue<int>(out var i) && (n = i) == i)
+            || (v.TryGetValue<string>(out var text) && long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out n)))
+            ? (int)Math.Clamp(n, int.MinValue, int.MaxValue) : null;
+
+    /// <summary>Why a job asking for several hosts is refused: every rank of a job runs on one host.</summary>
+    public static string NodesUnsupported(int nodes) =>
+        $"is {nodes}; several hosts per job are not supported yet: every rank of a job runs on one host. " +
+        "Set nodes = 1 and gpu_count to the devices of one host (gpu_count = N runs N data-parallel ranks)";
 
     /// <summary>
     /// Normalises a job request's settings. <paramref name="validationFileId"/> is the request's
@@ -100,6 +112,8 @@ public sealed record JobSettings(
             warnings.Add(new SettingWarning($"{Hp}.packing",
                 $"is the old spelling of batching: read as {(packing.GetValueKind() == System.Text.Json.JsonValueKind.True ? "batching = \"packed\"" : "no packing (batching as given, else the default \"" + BatchingModes.Default + "\")")}; write batching instead"));
         var compute = request["metadata"]?["effective_config"]?["compute"] as JsonObject;
+        if (Nodes(compute) is > 1 and var nodes)
+            errors.Add(new ErrorItem(null, "metadata.effective_config.compute.nodes", NodesUnsupported(nodes)));
 
         // 3. The canonical object, by the API's rules; errors name the spelling the request used.
         var (training, parseErrors) = HyperparameterParser.Parse(hp);

@@ -1,5 +1,5 @@
 // How many trainer ranks a job runs as, and on what: [compute].gpu_count (metadata.effective_config.compute)
-// against this server's GPUs (--gpus). One rank per GPU, launched together by mpirun
+// against this server's GPUs (--gpus); [compute].nodes > 1 (several hosts) is refused. One rank per GPU, launched together by mpirun
 // (Anneal.Core.Training.RankLaunch), each seeing all of the job's GPUs and using the one of its local rank.
 //   gpu_count ≤ 1 ...................... one trainer process, as always;
 //   GPUs configured, gpu_count ≤ their number: gpu_count ranks, once that many GPUs are free (the
@@ -9,6 +9,7 @@
 //   no GPUs otherwise .................. one CPU process, with the warning that names the difference.
 using System.Globalization;
 using System.Text.Json.Nodes;
+using Anneal.Core.Training;
 using Anneal.Server.Jobs;
 
 namespace Anneal.Server.Runner;
@@ -18,14 +19,21 @@ public sealed record Placement(int Requested, int Ranks, bool OnGpus, string? Re
 
 public static class RankPlacement
 {
-    /// <summary>The job's [compute].gpu_count × nodes (1 when absent or not a positive number).</summary>
+    /// <summary>The job's [compute].gpu_count (1 when absent or not a positive number): all of its ranks run on this host.</summary>
     public static int RequestedGpus(JobRow job)
     {
         if (job.Wire.Metadata?["effective_config"]?["compute"] is not JsonObject compute) return 1;
-        static int Positive(JsonNode? n) =>
-            n is JsonValue v && (v.TryGetValue<int>(out var i) || (v.TryGetValue<string>(out var s) && int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out i))) && i > 0 ? i : 1;
-        return Positive(compute["gpu_count"]) * Positive(compute["nodes"]);
+        return compute["gpu_count"] is JsonValue v && (v.TryGetValue<int>(out var i)
+            || (v.TryGetValue<string>(out var s) && int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out i))) && i > 0 ? i : 1;
     }
+
+    /// <summary>
+    /// Why a job asking for several hosts ([compute].nodes > 1) cannot run; null otherwise. Job
+    /// creation refuses such jobs (JobSettings.Normalize); this covers one stored before that.
+    /// </summary>
+    public static string? NodesRefusal(JobRow job) =>
+        JobSettings.Nodes(job.Wire.Metadata?["effective_config"]?["compute"] as JsonObject) is > 1 and var nodes
+            ? "[compute] nodes " + JobSettings.NodesUnsupported(nodes) : null;
 
     /// <summary>GPUs the job takes from the server's free GPUs when it starts (0 when it will be refused).</summary>
     public static int GpusToTake(int requested, ServerOptions options) =>

@@ -47,7 +47,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         Directory.CreateDirectory(_jobDir);
         // [compute].gpu_count → ranks (RankPlacement.cs); a request this server cannot meet is refused here.
         var placement = RankPlacement.Decide(RankPlacement.RequestedGpus(job), options, RankPlacement.MpirunFound());
-        if (placement.Refusal is { } refusal)
+        if ((RankPlacement.NodesRefusal(job) ?? placement.Refusal) is { } refusal)
         {
             Finish(JobStatus.Failed, EventTypes.Failed, refusal, new JobError(ErrorCodes.UserConfigError, refusal));
             return;
@@ -367,7 +367,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             Finish(JobStatus.Failed, EventTypes.Failed, message, new JobError(code, message, tail), _failed);
             return;
         }
-        var why = exitCode switch
+        // Several ranks: mpirun's exit status is the dead rank's; its notice in the log names the rank.
+        var why = MpirunExit.DeadRank(tail) is { } rank ? $"{rank}; mpirun ended the other ranks (exit code {exitCode})" : exitCode switch
         {
             0 => "the trainer exited with code 0 without reporting sft.completed",
             137 => "the trainer was killed (exit code 137, SIGKILL; often the out-of-memory killer)",

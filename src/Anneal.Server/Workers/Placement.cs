@@ -1,13 +1,14 @@
 // Placement of jobs on workers by the TOML's [compute] section (metadata.effective_config.compute
 // = {gpu_type?, gpu_count?}): a worker slot offers its GPU type (`anneal worker --gpu-type`) and
 // one GPU (a CPU slot none). A job that names a GPU type runs only on a slot of that type
-// (case-insensitive), and one that asks for more GPUs than a slot has waits; a job without
+// (case-insensitive), and one that asks for more GPUs than a slot has, or for several hosts
+// (nodes > 1, refused at job creation since), waits; a job without
 // [compute] runs anywhere. A job passed over gets one sft.placement.waiting event saying why.
 using System.Text.Json.Nodes;
 
 namespace Anneal.Server.Workers;
 
-public sealed record ComputeRequest(string? GpuType, int GpuCount)
+public sealed record ComputeRequest(string? GpuType, int GpuCount, int Nodes = 1)
 {
     public static ComputeRequest? Of(string? metadataJson)
     {
@@ -19,7 +20,7 @@ public sealed record ComputeRequest(string? GpuType, int GpuCount)
         var type = compute["gpu_type"] is JsonValue t && t.TryGetValue<string>(out var s) && s.Trim().Length > 0 ? s.Trim() : null;
         var count = compute["gpu_count"] is JsonValue c && c.TryGetValue<int>(out var n) ? n
             : compute["gpu_count"] is JsonValue cs && cs.TryGetValue<string>(out var ns) && int.TryParse(ns, out var parsed) ? parsed : 1;
-        return new ComputeRequest(type, Math.Max(count, 0));
+        return new ComputeRequest(type, Math.Max(count, 0), Math.Max(Anneal.Core.Training.JobSettings.Nodes(compute) ?? 1, 1));
     }
 
     public override string ToString() => $"{GpuCount} × {GpuType ?? "GPU"}";
@@ -33,6 +34,8 @@ public static class Placement
     public static (bool Fits, string? Why) Check(ComputeRequest? request, string? gpuType, int gpus)
     {
         if (request is null) return (true, null);
+        if (request.Nodes > 1)
+            return (false, $"requested {request} on {request.Nodes} nodes; several hosts per job are not supported yet (a worker slot is one host)");
         if (request.GpuType is { } wanted && !string.Equals(wanted, gpuType, StringComparison.OrdinalIgnoreCase))
             return (false, $"requested {request}; this worker offers {(gpuType is null ? "GPUs of no declared type" : gpuType)}");
         if (request.GpuCount > gpus)

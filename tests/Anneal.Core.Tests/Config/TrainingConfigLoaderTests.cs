@@ -40,6 +40,16 @@ public class TrainingConfigLoaderTests
         """;
 
     [Fact]
+    public void Several_nodes_are_refused_naming_the_toml_key()
+    {
+        var e = OnlyError(Minimal + "[compute]\ngpu_count = 4\nnodes = 2\n");
+        Assert.Equal("compute.nodes", e.Key);
+        Assert.StartsWith("is 2; several hosts per job are not supported yet", e.Message);
+        Assert.Equal(8, e.Line);
+        Assert.Equal(4, Ok(Minimal + "[compute]\ngpu_count = 4\nnodes = 1\n").EffectiveConfig["compute"]!["gpu_count"]!.GetValue<long>());
+    }
+
+    [Fact]
     public void The_spec_example_loads_as_written()
     {
         var (config, errors) = TrainingConfigLoader.Load(RepoPaths.Of("examples", "configs", "train.toml"));
