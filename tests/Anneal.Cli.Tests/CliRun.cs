@@ -50,7 +50,7 @@ public sealed class TestServer : IAsyncDisposable
     public string BaseUrl => Server.BaseUrl;
 
     public static async Task<TestServer> StartAsync(bool runJobs = false, int maxConcurrentJobs = 1, string? dataDir = null, string urls = "http://127.0.0.1:0",
-        long maxUploadBytes = 512L * 1024 * 1024, IReadOnlyList<string>? trainerCommand = null)
+        long maxUploadBytes = 512L * 1024 * 1024, IReadOnlyList<string>? trainerCommand = null, string? inferenceUrl = null)
     {
         dataDir ??= Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
         var server = await ServerHost.StartAsync(new ServerOptions
@@ -62,6 +62,8 @@ public sealed class TestServer : IAsyncDisposable
             MaxConcurrentJobs = maxConcurrentJobs,
             CancelGracePeriod = TimeSpan.FromSeconds(10),
             AllowModelDownload = false, // tests never reach for the network
+            InferenceUrl = inferenceUrl,
+            InferenceKey = inferenceUrl is null ? null : "test-inference-key",
         });
         // FirstApiKey is null when keys already existed (a data dir prepared by `anneal setup`).
         return new TestServer { Server = server, DataDir = dataDir, ApiKey = server.FirstApiKey ?? "" };
