@@ -14,6 +14,8 @@
 #   ./run-gpu.sh table               side-by-side tables                → table.md
 #   ./run-gpu.sh all                 everything above, in that order
 #   ./run-gpu.sh qlora               QLoRA vs LoRA: one Qwen3-8B-shaped layer, 4 steps of a 1.7B shape → qlora.md (not in all)
+#   ./run-gpu.sh serve               serving: 8 streams with continuous batching vs one stream alone and one at a
+#                                    time, ~100M model (bf16 on CUDA) → serve.md (not in all; ~1 min)
 # SHAPE: qwen3-0.6b, qwen3-1.7b (default both). Each part stays under 10 minutes on one H100 when the
 # lengths parts are run one shape at a time; run them as separate commands where a time limit applies.
 set -euo pipefail
@@ -113,6 +115,13 @@ if [[ $PART == qlora ]]; then
       "$HERE/Anneal.Bench" train --device cuda --shape qwen3-1.7b --mode "$mode" --micro 4 --seq 2048 --steps 4 \
         --json "$OUT/qlora_steps.jsonl" | tail -1
     done; } 2>>"$OUT/qlora.stderr" | tee "$OUT/qlora.md"
+fi
+if [[ $PART == serve ]]; then
+  # bench/README.md, "Serving": the CPU table's two settings, on the GPU; then longer answers, where
+  # the decode steps (batched or not) dominate. Each line a separate process; tables in serve.md.
+  { "$HERE/Anneal.ServeBench" --device cuda --shape 100m --streams 8 --tokens 32
+    "$HERE/Anneal.ServeBench" --device cuda --shape 100m --streams 8 --tokens 64 --prompt-words 6
+    "$HERE/Anneal.ServeBench" --device cuda --shape 100m --streams 8 --tokens 256 --prompt-words 6; } 2>>"$OUT/serve.stderr" | tee "$OUT/serve.md"
 fi
 [[ -z ${DEVICE_CHECK_FAILED:-} ]] || echo "device check FAILED (see $OUT/device-check.md)" >&2
 [[ -z ${PARITY_FAILED:-} ]] || echo "parity checks FAILED (see $OUT/parity.md)" >&2
