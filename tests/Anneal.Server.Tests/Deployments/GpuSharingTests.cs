@@ -19,6 +19,7 @@ namespace Anneal.Server.Tests.Deployments;
 public sealed class GpuSharingTests : IAsyncLifetime
 {
     const string Model = "anneal/tiny-qwen3";
+    const string VisionModel = "anneal/tiny-qwen3-vl";
     WebApplication _inference = null!;
     string _inferenceUrl = "";
     int _loads;
@@ -29,9 +30,12 @@ public sealed class GpuSharingTests : IAsyncLifetime
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         _inference = builder.Build();
-        _inference.MapPost("/v1/completions", () =>
+        _inference.MapPost("/v1/completions", async (HttpRequest request) =>
         {
             Interlocked.Increment(ref _loads);
+            // The vision model stands for a model that does not load.
+            if (JsonNode.Parse(await new StreamReader(request.Body).ReadToEndAsync())!["model"]!.GetValue<string>() == VisionModel)
+                return Results.Json(new { error = new { message = "out of memory while loading", type = "server_error" } }, statusCode: 500);
             return Results.Json(new { id = "cmpl-1", @object = "text_completion", choices = new[] { new { index = 0, text = "!", finish_reason = "length" } } });
         });
         await _inference.StartAsync();
@@ -45,15 +49,15 @@ public sealed class GpuSharingTests : IAsyncLifetime
         TrainerCommand = ScriptTrainer.Write(trainer), Gpus = ["3"], InferenceGpu = "3", InferenceUrl = _inferenceUrl, InferenceKey = "k",
     });
 
-    static async Task<JsonObject> Deploy(TestServer t, string device, int expectedStatus)
+    static async Task<JsonObject> Deploy(TestServer t, string device, int expectedStatus, string model = Model)
     {
-        var response = await t.Http.PostAsJsonAsync("learning/deployments", new JsonObject { ["model"] = Model, ["device"] = device });
+        var response = await t.Http.PostAsJsonAsync("learning/deployments", new JsonObject { ["model"] = model, ["device"] = device });
         var body = (await response.Content.ReadFromJsonAsync<JsonObject>())!;
         Assert.True(expectedStatus == (int)response.StatusCode, $"{(int)response.StatusCode}: {body.ToJsonString()}");
         return body;
     }
 
-    static async Task<JsonObject> WaitReady(TestServer t, string id)
+    static async Task<JsonObject> WaitReady(TestServer t, string id, string status = DeploymentStatus.Ready)
     {
         JsonObject d;
         var i = 0;
@@ -63,7 +67,7 @@ public sealed class GpuSharingTests : IAsyncLifetime
             if (d["status"]!.GetValue<string>() != DeploymentStatus.Loading) break;
             await Task.Delay(50);
         } while (++i < 200);
-        Assert.Equal(DeploymentStatus.Ready, d["status"]!.GetValue<string>());
+        Assert.Equal(status, d["status"]!.GetValue<string>());
         return d;
     }
 
@@ -128,5 +132,19 @@ public sealed class GpuSharingTests : IAsyncLifetime
         await t.Http.DeleteAsync($"learning/deployments/{cpu["id"]!.GetValue<string>()}");
         var gpu = await Deploy(t, "gpu", 201);
         await WaitReady(t, gpu["id"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task A_gpu_deployment_that_fails_to_load_gives_the_gpu_back()
+    {
+        await using var t = await Start(ScriptTrainer.ShortSuccess);
+        var dep = await Deploy(t, "gpu", 201, VisionModel);
+        var failed = await WaitReady(t, dep["id"]!.GetValue<string>(), DeploymentStatus.Failed);
+        Assert.Contains("out of memory while loading", failed["error"]!["message"]!.GetValue<string>());
+
+        var job = await Submit(t);
+        var done = await t.WaitJobAsync(job.Id, j => JobStatus.IsTerminal(j.Status));
+        Assert.Equal(JobStatus.Succeeded, done.Status);
+        Assert.Equal("cuda=[3]", (await File.ReadAllLinesAsync(Args(t, job.Id)))[1]);
     }
 }
