@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds bundle/anneal-gpu.tar.xz: the `anneal` command and the benchmark program, self-contained for
+# Builds bundle/anneal-gpu.tar.xz: the `anneal` command and the benchmark programs (training, serving), self-contained for
 # linux-x64 and without libtorch (-p:AnnealGpu=true drops the libtorch-cpu package; at run time
 # NativeLibraries takes libtorch from ANNEAL_LIBTORCH_DIR or the installed PyTorch), plus run-gpu.sh,
 # compare.py, the anchor scripts and the parity scripts. Run from anywhere; bundle/ is not committed.
@@ -7,7 +7,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=$ROOT/bundle/anneal-gpu
 rm -rf "$DIR" && mkdir -p "$DIR"
-for project in src/Anneal.Cli bench/Anneal.Bench; do
+for project in src/Anneal.Cli bench/Anneal.Bench bench/Anneal.ServeBench; do
   dotnet publish "$ROOT/$project" -c Release -r linux-x64 --self-contained true \
     -p:AnnealGpu=true -p:InvariantGlobalization=true -o "$DIR"
 done

@@ -17,6 +17,8 @@
 #   ./run-gpu.sh nccl                the tiny model's job through `anneal trainer run`, plain and as a world of one
 #                                    rank through the NCCL collectives (ZeRO-1, replicated, LoRA): losses compared,
 #                                    step times side by side → nccl.md, nccl.json (exit 1 on failure; not in all; < 5 min)
+#   ./run-gpu.sh serve               serving: 8 streams with continuous batching vs one stream alone and one at a
+#                                    time, ~100M model (bf16 on CUDA) → serve.md (not in all; ~1 min)
 # SHAPE: qwen3-0.6b, qwen3-1.7b (default both). Each part stays under 10 minutes on one H100 when the
 # lengths parts are run one shape at a time; run them as separate commands where a time limit applies.
 set -euo pipefail
@@ -203,6 +205,13 @@ sys.exit(0 if ok else 1)
 PY
 fi
 [[ -z ${NCCL_FAILED:-} ]] || echo "NCCL check FAILED (see $OUT/nccl.md and nccl.stderr)" >&2
+if [[ $PART == serve ]]; then
+  # bench/README.md, "Serving": the CPU table's two settings, on the GPU; then longer answers, where
+  # the decode steps (batched or not) dominate. Each line a separate process; tables in serve.md.
+  { "$HERE/Anneal.ServeBench" --device cuda --shape 100m --streams 8 --tokens 32
+    "$HERE/Anneal.ServeBench" --device cuda --shape 100m --streams 8 --tokens 64 --prompt-words 6
+    "$HERE/Anneal.ServeBench" --device cuda --shape 100m --streams 8 --tokens 256 --prompt-words 6; } 2>>"$OUT/serve.stderr" | tee "$OUT/serve.md"
+fi
 [[ -z ${DEVICE_CHECK_FAILED:-} ]] || echo "device check FAILED (see $OUT/device-check.md)" >&2
 [[ -z ${PARITY_FAILED:-} ]] || echo "parity checks FAILED (see $OUT/parity.md)" >&2
 [[ -z ${DEVICE_CHECK_FAILED:-}${PARITY_FAILED:-}${NCCL_FAILED:-} ]] || exit 1

@@ -28,6 +28,8 @@ public sealed record InferenceOptions
     public IReadOnlyList<ModelTarget> Models { get; init; } = [];
     public EngineOptions Engine { get; init; } = new();
     public LogLevel LogLevel { get; init; } = LogLevel.Warning;
+    /// <summary>Opens a base folder's engine in place of the model's own (tests drive the /v1 layer with fixed answers); null: the real engines.</summary>
+    public Func<string, ModelTarget, IGenerationEngine>? OpenEngine { get; init; }
 }
 
 public static class InferenceHost
@@ -43,7 +45,7 @@ public static class InferenceHost
     {
         if (options.RouteByHeaders && options.ApiKey is null)
             throw new ArgumentException("routing by headers needs an API key", nameof(options));
-        var catalog = new ModelCatalog(options.Models, options.Engine);
+        var catalog = new ModelCatalog(options.Models, options.Engine, options.OpenEngine);
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ApplicationName = typeof(InferenceHost).Assembly.GetName().Name });
         builder.WebHost.UseUrls(options.Urls);
         builder.Logging.SetMinimumLevel(options.LogLevel);

@@ -21,7 +21,9 @@ namespace Anneal.Inference;
 /// <param name="Nf4Base">load BaseDir's decoder projections in NF4 (a QLoRA adapter's base, as trained).</param>
 public sealed record ModelTarget(string Id, string BaseDir, string? AdapterDir, string? BaseModel = null, bool Nf4Base = false);
 
-public sealed class ModelCatalog(IReadOnlyList<ModelTarget> models, EngineOptions engineOptions) : IDisposable
+/// <param name="openEngine">opens the engine of a base folder instead of ServingEngine/VisionEngine (tests: an engine with fixed answers).</param>
+public sealed class ModelCatalog(IReadOnlyList<ModelTarget> models, EngineOptions engineOptions,
+    Func<string, ModelTarget, IGenerationEngine>? openEngine = null) : IDisposable
 {
     readonly ConcurrentDictionary<string, Lazy<IGenerationEngine>> _engines = new();
 
@@ -52,6 +54,7 @@ public sealed class ModelCatalog(IReadOnlyList<ModelTarget> models, EngineOption
 
     IGenerationEngine Open(string folder, ModelTarget target)
     {
+        if (openEngine is not null) return openEngine(folder, target);
         if (!VisionModelFolder.IsVisionFolder(folder)) return ServingEngine.Open(folder, engineOptions, target.Nf4Base);
         if (target.AdapterDir is not null || target.Nf4Base)
             throw TrainerUserException.Config($"{target.Id}: adapters are not served on Qwen3-VL models; serve the fine-tuned model's merged folder");

@@ -140,6 +140,7 @@ public static class ServerHost
         builder.Services.AddSingleton<OperationsCounters>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobScheduler>());
         builder.Services.AddSingleton<InferenceSupervisor>();
+        builder.Services.AddSingleton<InferenceDevices>();
 
         var app = builder.Build();
         app.UseProblemContentNegotiation();
@@ -164,6 +165,8 @@ public static class ServerHost
         app.MapV1Api();
         app.MapRankRendezvousApi();   // the ranks of a multi-rank job meet here (its own token, not an API key)
         app.MapConsole();
+        // Before the scheduler starts: "gpu" deployments left loading or ready keep a shared GPU from jobs.
+        app.Services.GetRequiredService<InferenceDevices>().Restore();
 
         try { await app.StartAsync(ct); }
         catch (IOException e) when (e.InnerException is AddressInUseException)

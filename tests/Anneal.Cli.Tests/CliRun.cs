@@ -50,7 +50,8 @@ public sealed class TestServer : IAsyncDisposable
     public string BaseUrl => Server.BaseUrl;
 
     public static async Task<TestServer> StartAsync(bool runJobs = false, int maxConcurrentJobs = 1, string? dataDir = null, string urls = "http://127.0.0.1:0",
-        long maxUploadBytes = 512L * 1024 * 1024, IReadOnlyList<string>? trainerCommand = null, IReadOnlySet<string>? imageTestHosts = null)
+        long maxUploadBytes = 512L * 1024 * 1024, IReadOnlyList<string>? trainerCommand = null, IReadOnlySet<string>? imageTestHosts = null,
+        string? inferenceUrl = null)
     {
         dataDir ??= Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
         var server = await ServerHost.StartAsync(new ServerOptions
@@ -64,6 +65,8 @@ public sealed class TestServer : IAsyncDisposable
             AllowModelDownload = false, // tests never reach for the network
             // https images from these hosts (a loopback TLS server in the test) are fetched on any address, certificate unchecked.
             ImageFetch = new Anneal.Server.Files.ImageFetchSettings { TestHosts = imageTestHosts ?? new HashSet<string>() },
+            InferenceUrl = inferenceUrl,
+            InferenceKey = inferenceUrl is null ? null : "test-inference-key",
         });
         // FirstApiKey is null when keys already existed (a data dir prepared by `anneal setup`).
         return new TestServer { Server = server, DataDir = dataDir, ApiKey = server.FirstApiKey ?? "" };

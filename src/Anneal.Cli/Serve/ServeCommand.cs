@@ -14,7 +14,7 @@ public static class ServeCommand
         var maxJobs = new Option<int>("--max-concurrent-jobs") { Description = "Trainer processes run at the same time; more jobs wait queued", DefaultValueFactory = _ => 1 };
         var modelsDir = new Option<string?>("--models-dir") { Description = "Folder of local Hugging Face model folders, searched first" };
         var gpus = new Option<string?>("--gpus") { HelpName = "0,1,...", Description = "GPU indices for training, one per rank of a job ([compute].gpu_count ranks, default 1; default: train on CPU)" };
-        var inferenceGpu = new Option<string?>("--inference-gpu") { HelpName = "N", Description = "GPU index for the inference process behind /v1 (never handed to training; default: inference on CPU)" };
+        var inferenceGpu = new Option<string?>("--inference-gpu") { HelpName = "N", Description = "GPU index for the inference process behind /v1 (default: inference on CPU); if it is also in --gpus, training and GPU deployments take turns on it" };
         var cpuRanks = new Option<bool>("--cpu-ranks") { Description = "Without --gpus, run a job's [compute].gpu_count > 1 as that many CPU ranks under mpirun (default: one CPU process)" };
         var database = new Option<string?>("--database")
         {
@@ -77,8 +77,6 @@ public static class ServeCommand
         }
         if (o.Gpus.FirstOrDefault(g => !int.TryParse(g, out var i) || i < 0) is { } bad) return $"--gpus: '{bad}' is not a GPU index (expected e.g. 0,1)";
         if (o.InferenceGpu is { } ig && (!int.TryParse(ig, out var n) || n < 0)) return $"--inference-gpu: '{ig}' is not a GPU index (expected e.g. 1)";
-        if (o.InferenceGpu is { } shared && o.Gpus.Contains(shared))
-            return $"--inference-gpu {shared} is also in --gpus: a GPU serves either training or inference, so neither runs out of memory because of the other";
         return null;
     }
 

@@ -84,6 +84,8 @@ public static class ErrorCodes
     public const string BadRequest = "bad_request";
     public const string IdempotencyKeyReused = "idempotency_key_reused";
     public const string FileFailed = "file_failed";
+    /// <summary>A deployment asked for a device that a training job (or the other device's deployments) holds now.</summary>
+    public const string DeviceBusy = "device_busy";
 }
 
 public static class FilePurpose

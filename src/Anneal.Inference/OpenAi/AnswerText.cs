@@ -39,6 +39,17 @@ public sealed class AnswerText(Qwen3Tokenizer tokenizer, IReadOnlyList<string> s
     /// <summary>The rest of the text, at the end of the answer.</summary>
     public string Flush() => Take(_text.Length);
 
+    /// <summary>
+    /// At the end of an answer whose content is `content` (its tool calls taken out): the part of it
+    /// not handed out yet; the tool-call blocks are never streamed as content.
+    /// </summary>
+    public string FlushContent(string content)
+    {
+        var sent = _text[.._emitted];
+        _emitted = _text.Length;
+        return content.StartsWith(sent, StringComparison.Ordinal) ? content[sent.Length..] : "";
+    }
+
     string Take(int upTo)
     {
         if (upTo <= _emitted) return "";

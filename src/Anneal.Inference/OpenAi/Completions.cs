@@ -234,7 +234,8 @@ public static class Completions
                 break;
             }
         }
-        await Emit(answer.Flush());
+        // With tools, the `<tool_call>` blocks come back as tool_calls in the last chunk, not as content.
+        await Emit(job.Tools && ToolCalls.Parse(answer.Text) is { Calls.Count: > 0 } parsed ? answer.FlushContent(parsed.Content ?? "") : answer.Flush());
         ct.ThrowIfCancellationRequested();
         return new ChoiceResult(index, answer.Text, finish, answer.Tokens);
     }

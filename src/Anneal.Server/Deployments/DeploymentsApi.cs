@@ -3,9 +3,9 @@
 // with the reason) and the endpoint to call: this server's /v1 with that model id. GET lists or
 // shows them; DELETE stops one. Any model id also answers on /v1 without a deployment (loaded on
 // first use); a deployment loads it ahead of the first request and tells when it is ready.
-// Devices: one inference process per server, on the CPU or on the GPU given by
-// `anneal serve --inference-gpu N`, which serve refuses to hand to training too (--gpus), so a
-// deployment never shares a device with a training job.
+// Devices: one inference process per server, on the CPU or on the GPU of `anneal serve
+// --inference-gpu N`; when N is also in --gpus, training and "gpu" deployments take turns on it
+// through the scheduler (InferenceDevices), so a deployment never shares a device with a job.
 using System.Data.Common;
 using System.Text;
 using System.Text.Json.Nodes;
@@ -31,44 +31,43 @@ public static class DeploymentsApi
 
     static string Endpoint(HttpContext http) => $"{http.Request.Scheme}://{http.Request.Host}/v1";
 
-    static string InferenceDevice(ServerOptions o) => o.InferenceGpu is null ? "cpu" : "gpu";
-
     static async Task<Results<Created<DeploymentObject>, Ok<DeploymentObject>, ProblemHttpResult>> Create(
-        CreateDeploymentRequest? body, HttpContext http, Db db, ServerOptions options, InferenceSupervisor supervisor, IHostApplicationLifetime lifetime)
+        CreateDeploymentRequest? body, HttpContext http, Db db, ServerOptions options, InferenceSupervisor supervisor, InferenceDevices devices,
+        IHostApplicationLifetime lifetime)
     {
         if (body?.Model is not { Length: > 0 } model)
             return Problems.Validation("model is required", [new ErrorItem(null, "model", "expected a model id: a base model or a fine_tuned_model of your organisation")]);
-        var device = body.Device ?? InferenceDevice(options);
+        var device = body.Device ?? devices.DefaultDevice;
         if (device is not ("cpu" or "gpu"))
             return Problems.Validation($"device \"{device}\" is not allowed", [new ErrorItem(null, "device", "expected \"cpu\" or \"gpu\"")]);
-        if (device != InferenceDevice(options))
-            return Problems.Validation($"this server runs inference on the {InferenceDevice(options).ToUpperInvariant()}",
-                [new ErrorItem(null, "device", device == "gpu"
-                    ? "no GPU is set aside for inference: start the server with `anneal serve --inference-gpu N` (a GPU not listed in --gpus, so training never shares it)"
-                    : $"the inference process runs on GPU {options.InferenceGpu}; ask for \"gpu\" or leave device out")]);
         var org = http.Org();
         var (served, error) = await ServedModels.ResolveAsync(db, options, org, model, http.RequestAborted);
         if (served is null) return Problems.NotFound("model", model + (error is null ? "" : $" ({error})"));
 
-        var now = Db.Now();
+        using (await devices.LockAsync(http.RequestAborted))
         using (var conn = db.Connect())
         {
             var existing = Find(conn, org, null, model);
-            if (existing is not null) return TypedResults.Ok(existing with { Endpoint = Endpoint(http) });
+            if (existing is not null && existing.Device == device) return TypedResults.Ok(existing with { Endpoint = Endpoint(http) });
+            if (await devices.AcquireAsync(conn, device) is { } refused)
+                return refused.Status == 409
+                    ? Problems.Make(409, ErrorCodes.DeviceBusy, "Device busy", refused.Detail, [new ErrorItem(null, "device", refused.Reason)])
+                    : Problems.Validation(refused.Detail, [new ErrorItem(null, "device", refused.Reason)]);
+            var now = Db.Now();
             var id = Ids.New("dep");
             Db.Exec(conn, null, """
                 INSERT INTO deployments (id, org, model, status, device, model_dir, adapter_dir, created_at, updated_at)
                 VALUES (@id, @org, @model, @status, @device, @dir, @adapter, @t, @t)
                 """, ("@id", id), ("@org", org), ("@model", model), ("@status", DeploymentStatus.Loading), ("@device", device),
                 ("@dir", served.ModelDir), ("@adapter", served.AdapterDir), ("@t", now));
-            _ = Task.Run(() => LoadAsync(db, supervisor, served, id, lifetime.ApplicationStopping), CancellationToken.None);
+            _ = Task.Run(() => LoadAsync(db, supervisor, devices, served, id, lifetime.ApplicationStopping), CancellationToken.None);
             var created = Find(conn, org, id, null)!;
             return TypedResults.Created($"/api/learning/deployments/{id}", created with { Endpoint = Endpoint(http) });
         }
     }
 
     /// <summary>One answer of one token loads the weights (and adapter) into the inference process.</summary>
-    static async Task LoadAsync(Db db, InferenceSupervisor supervisor, ServedModel served, string id, CancellationToken ct)
+    static async Task LoadAsync(Db db, InferenceSupervisor supervisor, InferenceDevices devices, ServedModel served, string id, CancellationToken ct)
     {
         string? error = null;
         try
@@ -88,9 +87,14 @@ public static class DeploymentsApi
             error = e.Message;
         }
         catch (OperationCanceledException) { return; }
-        using var conn = db.Connect();
-        Db.Exec(conn, null, "UPDATE deployments SET status = @s, error = @e, updated_at = @t WHERE id = @id AND status = @loading",
-            ("@s", error is null ? DeploymentStatus.Ready : DeploymentStatus.Failed), ("@e", error), ("@t", Db.Now()), ("@id", id), ("@loading", DeploymentStatus.Loading));
+        using (await devices.LockAsync(CancellationToken.None))
+        using (var conn = db.Connect())
+        {
+            Db.Exec(conn, null, "UPDATE deployments SET status = @s, error = @e, updated_at = @t WHERE id = @id AND status = @loading",
+                ("@s", error is null ? DeploymentStatus.Ready : DeploymentStatus.Failed), ("@e", error), ("@t", Db.Now()), ("@id", id), ("@loading", DeploymentStatus.Loading));
+            // A failed "gpu" deployment holds the GPU no longer.
+            if (error is not null) await devices.ReleaseUnusedAsync(conn);
+        }
     }
 
     static Ok<DeploymentList> List(HttpContext http, Db db, string? status)
@@ -107,12 +111,17 @@ public static class DeploymentsApi
         return Find(conn, http.Org(), id, null) is { } d ? TypedResults.Ok(d with { Endpoint = Endpoint(http) }) : Problems.NotFound("deployment", id);
     }
 
-    static Results<Ok<DeploymentObject>, ProblemHttpResult> Stop(string id, HttpContext http, Db db)
+    /// <summary>Stops a deployment; the last "gpu" one hands a shared GPU back to training (once the inference process has left it).</summary>
+    static async Task<Results<Ok<DeploymentObject>, ProblemHttpResult>> Stop(string id, HttpContext http, Db db, InferenceDevices devices)
     {
-        using var conn = db.Connect();
-        if (Find(conn, http.Org(), id, null) is null) return Problems.NotFound("deployment", id);
-        Db.Exec(conn, null, "UPDATE deployments SET status = @s, updated_at = @t WHERE id = @id", ("@s", DeploymentStatus.Stopped), ("@t", Db.Now()), ("@id", id));
-        return TypedResults.Ok(Find(conn, http.Org(), id, null)! with { Endpoint = Endpoint(http) });
+        using (await devices.LockAsync(http.RequestAborted))
+        using (var conn = db.Connect())
+        {
+            if (Find(conn, http.Org(), id, null) is null) return Problems.NotFound("deployment", id);
+            Db.Exec(conn, null, "UPDATE deployments SET status = @s, updated_at = @t WHERE id = @id", ("@s", DeploymentStatus.Stopped), ("@t", Db.Now()), ("@id", id));
+            await devices.ReleaseUnusedAsync(conn);
+            return TypedResults.Ok(Find(conn, http.Org(), id, null)! with { Endpoint = Endpoint(http) });
+        }
     }
 
     /// <summary>By id, or the active (loading/ready) deployment of a model.</summary>

@@ -1,8 +1,9 @@
 // The inference process behind /v1 (DESIGN §1: the control plane never loads libtorch). Started
 // on the first /v1 request that needs a model, as `<trainer command> inference run --urls
 // http://127.0.0.1:0` with a fresh random key in ANNEAL_INFERENCE_KEY (only this server can call
-// it), on the CPU (CUDA_VISIBLE_DEVICES="") unless ServerOptions.InferenceGpu gives it a GPU that
-// training is then never handed. Its first stdout line says where it listens; its log goes to
+// it), on the CPU (CUDA_VISIBLE_DEVICES="") or on the GPU of ServerOptions.InferenceGpu: always
+// when that GPU is not one of --gpus, else only while GPU deployments hold it (InferenceDevices
+// moves it with UseGpuAsync, which stops a process on the other device). Its first stdout line says where it listens; its log goes to
 // <data-dir>/inference.log. If it dies, the next request starts a new one. Stopped with the server
 // (SIGTERM, then killed); its stdin is a pipe from this process, so it also ends if the server dies.
 using System.Diagnostics;
@@ -20,6 +21,12 @@ public sealed class InferenceSupervisor(ServerOptions options, Db db, ILogger<In
     readonly SemaphoreSlim _gate = new(1, 1);
     Process? _process;
     InferenceEndpoint? _endpoint;
+    // The GPU the next process starts on (null: the CPU). A GPU of --gpus is the scheduler's until
+    // a deployment takes it, so the process starts on the CPU then.
+    string? _gpu = options.InferenceGpu is { } g && !options.Gpus.Contains(g) ? g : null;
+
+    /// <summary>The GPU the inference process runs on (or starts on next), or null for the CPU.</summary>
+    public string? Gpu => _gpu;
 
     /// <summary>The pid of the running inference process, or null.</summary>
     public int? ProcessId => _process is { HasExited: false } p ? p.Id : null;
@@ -45,9 +52,9 @@ public sealed class InferenceSupervisor(ServerOptions options, Db db, ILogger<In
             };
             foreach (var a in options.TrainerCommand.Skip(1)) psi.ArgumentList.Add(a);
             foreach (var a in new[] { "inference", "run", "--urls", "http://127.0.0.1:0", "--max-batch", options.InferenceMaxBatch.ToString(),
-                         "--device", options.InferenceGpu is null ? "cpu" : "cuda" })
+                         "--device", _gpu is null ? "cpu" : "cuda" })
                 psi.ArgumentList.Add(a);
-            psi.Environment["CUDA_VISIBLE_DEVICES"] = options.InferenceGpu ?? "";
+            psi.Environment["CUDA_VISIBLE_DEVICES"] = _gpu ?? "";
             psi.Environment["ANNEAL_INFERENCE_KEY"] = key;
             var process = new Process { StartInfo = psi };
             try { process.Start(); }
@@ -87,25 +94,47 @@ public sealed class InferenceSupervisor(ServerOptions options, Db db, ILogger<In
         finally { _gate.Release(); }
     }
 
-    /// <summary>Stops the inference process (SIGTERM, killed after the grace period); the next request starts a new one.</summary>
-    public async Task StopAsync()
+    /// <summary>
+    /// Runs the inference process on this GPU (null: the CPU) from now on: a process running on the
+    /// other device is stopped (it has left the device when this returns); the next request starts one here.
+    /// </summary>
+    public async Task UseGpuAsync(string? gpu)
     {
         await _gate.WaitAsync();
         try
         {
-            if (_process is not { } p) return;
-            _process = null;
-            _endpoint = null;
-            if (!p.HasExited)
-            {
-                Native.Kill(p.Id, Native.SigTerm);
-                using var grace = new CancellationTokenSource(options.CancelGracePeriod);
-                try { await p.WaitForExitAsync(grace.Token); }
-                catch (OperationCanceledException) { p.Kill(entireProcessTree: true); }
-            }
-            p.Dispose();
+            if (_gpu == gpu) return;
+            _gpu = gpu;
+            await StopLockedAsync();
         }
         finally { _gate.Release(); }
+    }
+
+    /// <summary>Stops the inference process (SIGTERM, killed after the grace period); the next request starts a new one.</summary>
+    public async Task StopAsync()
+    {
+        await _gate.WaitAsync();
+        try { await StopLockedAsync(); }
+        finally { _gate.Release(); }
+    }
+
+    async Task StopLockedAsync()
+    {
+        if (_process is not { } p) return;
+        _process = null;
+        _endpoint = null;
+        if (!p.HasExited)
+        {
+            Native.Kill(p.Id, Native.SigTerm);
+            using var grace = new CancellationTokenSource(options.CancelGracePeriod);
+            try { await p.WaitForExitAsync(grace.Token); }
+            catch (OperationCanceledException)
+            {
+                p.Kill(entireProcessTree: true);
+                await p.WaitForExitAsync(CancellationToken.None);
+            }
+        }
+        p.Dispose();
     }
 
     public async ValueTask DisposeAsync() => await StopAsync();

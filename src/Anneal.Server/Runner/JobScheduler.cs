@@ -4,6 +4,10 @@
 // so several servers claim from the same table without taking the same job. While trainers run,
 // their leases are renewed every third of LeaseDuration; on a shared store this loop also recovers
 // jobs whose lease lapsed (their server died), and a graceful stop hands its leases back.
+// Devices: the scheduler owns the GPUs of --gpus. A job takes as many as it has ranks; the
+// inference GPU (--inference-gpu, when it is also in --gpus) is taken out of the pool while GPU
+// deployments hold it (InferenceDevices) and comes back when the last one ends, so a job never
+// gets a device a deployment holds and a deployment never gets one a job holds.
 using System.Data.Common;
 using System.Collections.Concurrent;
 using Anneal.Core.Contracts;
@@ -17,8 +21,10 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
     RankRendezvousStore rendezvous, Microsoft.AspNetCore.Hosting.Server.IServer server) : BackgroundService
 {
     readonly ConcurrentDictionary<string, TrainerRun> _runs = new();
-    readonly ConcurrentQueue<string> _freeGpus = new(options.Gpus);
-    // Held across claim + registration, so a cancel never sees a job `running` without its run.
+    // GPUs no job and no deployment holds, in --gpus order; guarded by _claimGate.
+    readonly List<string> _freeGpus = [.. options.Gpus];
+    // Held across claim + registration (a cancel never sees a job `running` without its run) and
+    // around every change of _freeGpus.
     readonly Lock _claimGate = new();
     /// <summary>Trainer processes this server runs now.</summary>
     public int RunningCount => _runs.Count;
@@ -108,12 +114,39 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
         return RankPlacement.GpusToTake(RankPlacement.RequestedGpus(next), options) <= _freeGpus.Count;
     }
 
+    /// <summary>GPUs of --gpus that no job and no deployment holds now.</summary>
+    public IReadOnlyList<string> FreeGpus
+    {
+        get { lock (_claimGate) return [.. _freeGpus]; }
+    }
+
+    /// <summary>
+    /// Takes a GPU of --gpus out of the jobs' pool for the inference process; false when a running
+    /// job holds it. Give it back with <see cref="ReturnGpu"/> once the inference process has left it.
+    /// </summary>
+    public bool TryTakeGpu(string gpu)
+    {
+        lock (_claimGate) return _freeGpus.Remove(gpu);
+    }
+
+    /// <summary>Puts a GPU taken with <see cref="TryTakeGpu"/> back in the jobs' pool; a queued job may start on it at once.</summary>
+    public void ReturnGpu(string gpu)
+    {
+        lock (_claimGate)
+            if (!_freeGpus.Contains(gpu)) _freeGpus.Add(gpu);
+        signals.WorkAvailable.Signal();
+    }
+
     void Launch(JobRow job, JobLease lease)
     {
         // One GPU per rank, handed over as one CUDA_VISIBLE_DEVICES list ("0,1,2,3").
         var taken = new List<string>();
         for (var i = RankPlacement.GpusToTake(RankPlacement.RequestedGpus(job), options); i > 0; i--)
-            taken.Add(_freeGpus.TryDequeue(out var g) ? g : throw new InvalidOperationException("claimed a job with no free GPU")); // checked before the claim
+        {
+            if (_freeGpus.Count == 0) throw new InvalidOperationException("claimed a job with no free GPU"); // checked before the claim, under the same lock
+            taken.Add(_freeGpus[0]);
+            _freeGpus.RemoveAt(0);
+        }
         var gpu = taken.Count > 0 ? string.Join(',', taken) : null;
         var run = new TrainerRun(db, options, signals, log, job, gpu, lease) { Rendezvous = (rendezvous, ServerAddress) };
         _runs[job.Wire.Id] = run;
@@ -128,7 +161,7 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
             finally
             {
                 _runs.TryRemove(job.Wire.Id, out _);
-                foreach (var g in taken) _freeGpus.Enqueue(g);
+                lock (_claimGate) _freeGpus.AddRange(taken);
                 signals.WorkAvailable.Signal();
             }
         });

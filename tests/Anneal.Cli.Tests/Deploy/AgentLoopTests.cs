@@ -1,7 +1,7 @@
 // The spec's agent loop closed on one server, as a user runs it: examples/agent_loop.sh drives
 // the real `anneal` (eval through /v1 → filter → train → deploy → eval) against a server that
-// starts real trainer processes and its own inference process. One round on the tiny model
-// (examples/agent_loop.toml: 40 steps of a full fine-tune, seconds on a quiet CPU).
+// starts real trainer processes and its own inference process. Two rounds on the tiny model, as
+// the example runs by default (examples/agent_loop.toml: 40 steps of a full fine-tune per round).
 using System.Diagnostics;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -29,7 +29,7 @@ public class AgentLoopTests
         psi.Environment["ANNEAL"] = string.Join(' ', CliContext.SelfCommandOfThisProcess());   // word-split by the script: no spaces in these paths
         psi.Environment["SYNTH_API_KEY"] = server.ApiKey;
         psi.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
-        psi.Environment["ROUNDS"] = "1";
+        psi.Environment["ROUNDS"] = "2";
         psi.Environment["WORK"] = Path.Combine(box.Dir, "work");
         using var process = Process.Start(psi)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
@@ -41,9 +41,14 @@ public class AgentLoopTests
 
         var scores = File.ReadAllLines(Path.Combine(box.Dir, "work", "scores.txt"));
         double Score(string line) => double.Parse(line.Split(' ')[line.StartsWith("round") ? 3 : 2], System.Globalization.CultureInfo.InvariantCulture);
-        var before = Score(scores.First());
-        var after = Score(scores.Last());
+        // round 1 (the base model), round 2 (after one round of training), final (after two).
+        Assert.Equal(3, scores.Length);
+        var before = Score(scores[0]);
+        var afterOne = Score(scores[1]);
+        var after = Score(scores[2]);
+        Assert.True(afterOne > before + 0.3, string.Join('\n', scores) + "\n" + log);
         Assert.True(after > before + 0.3, string.Join('\n', scores) + "\n" + log);
+        Assert.NotEqual(scores[1].Split('(', ')')[1], scores[2].Split('(', ')')[1]);   // round 2 trained a new model
         var model = scores.Last().Split('(', ')')[1];
         Assert.StartsWith("fft:anneal/tiny-qwen3:job_", model);
 

@@ -24,12 +24,12 @@ public class DeployCommandTests
     }
 
     [Fact]
-    public async Task Serve_refuses_an_inference_gpu_that_training_also_uses()
+    public async Task Serve_refuses_an_inference_gpu_that_is_not_a_gpu_index()
     {
         using var box = new CliSandbox();
-        var r = await box.RunAsync("serve", "--data-dir", "data", "--gpus", "0,1", "--inference-gpu", "1");
+        var r = await box.RunAsync("serve", "--data-dir", "data", "--gpus", "0,1", "--inference-gpu", "x");
         Assert.Equal(2, r.ExitCode);
-        Assert.Contains("--inference-gpu 1 is also in --gpus", r.Err);
+        Assert.Contains("--inference-gpu: 'x' is not a GPU index", r.Err);
     }
 
     [Fact]
