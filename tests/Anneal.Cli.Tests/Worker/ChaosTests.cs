@@ -293,6 +293,10 @@ public partial class ChaosTests(ITestOutputHelper output)
             await stopSampling.CancelAsync();
             foreach (var w in workers.Concat(killed)) w.Dispose();
             foreach (var s in servers) s.Dispose();
+            foreach (var dir in new[] { dataDir, workersRoot })
+                try { Directory.Delete(dir, recursive: true); }
+                catch (IOException) { }
+                catch (UnauthorizedAccessException) { }
         }
     }
 }
