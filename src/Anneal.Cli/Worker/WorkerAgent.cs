@@ -1,7 +1,8 @@
 // `anneal worker`: runs jobs of a server on this host. One loop per GPU (or one on the CPU) claims a
 // job over /api/workers, fetches its dataset (kept by sha256 in the work folder's cache), finds the
 // base model (models folder, Hugging Face cache, else the Hub), downloads the checkpoint to resume
-// from when the server has one, then runs the same trainer process `anneal serve` runs. Trainer
+// from when the server has one (checked against the sha256 the server sends; a mismatch abandons
+// the claim), then runs the same trainer process `anneal serve` runs. Trainer
 // stdout lines go to the server as they come; a saved checkpoint is uploaded (tar, sha256-checked)
 // before its line is sent, the final model before the exit. A heartbeat renews the lease; when the
 // server answers 409 lease_lost (the job was recovered elsewhere, or cancelled) the trainer is
