@@ -11,7 +11,13 @@ public static class ServeCommand
     {
         var urls = new Option<string>("--urls") { Description = "Address to listen on (port 0 picks a free port)", DefaultValueFactory = _ => "http://127.0.0.1:8000" };
         var maxUpload = new Option<long>("--max-upload-mb") { Description = "Largest dataset upload accepted, in MiB", DefaultValueFactory = _ => 512 };
-        var maxJobs = new Option<int>("--max-concurrent-jobs") { Description = "Trainer processes run at the same time; more jobs wait queued", DefaultValueFactory = _ => 1 };
+        var maxJobs = new Option<int>("--max-concurrent-jobs") { Description = "Trainer processes run at the same time; more jobs wait queued (0: none, a control plane for `anneal worker` hosts)", DefaultValueFactory = _ => 1 };
+        var leaseSeconds = new Option<double>("--lease-seconds")
+        {
+            HelpName = "S",
+            Description = "How long a running job stays its server's or worker's without a heartbeat before another server re-queues it",
+            DefaultValueFactory = _ => 30,
+        };
         var modelsDir = new Option<string?>("--models-dir") { Description = "Folder of local Hugging Face model folders, searched first" };
         var gpus = new Option<string?>("--gpus") { HelpName = "0,1,...", Description = "GPU indices for training, one per rank of a job ([compute].gpu_count ranks, default 1; default: train on CPU)" };
         var inferenceGpu = new Option<string?>("--inference-gpu") { HelpName = "N", Description = "GPU index for the inference process behind /v1 (default: inference on CPU); if it is also in --gpus, training and GPU deployments take turns on it" };
@@ -31,7 +37,7 @@ public static class ServeCommand
         var offline = new Option<bool>("--offline") { Description = "Never download base models from the Hugging Face Hub; use local folders only" };
         var command = new Command("serve", "Run the Anneal server (HTTP API, storage, job runner) until Ctrl+C")
         {
-            urls, shared.DataDir, maxUpload, maxJobs, modelsDir, gpus, cpuRanks, offline, inferenceGpu, database, workerToken,
+            urls, shared.DataDir, maxUpload, maxJobs, leaseSeconds, modelsDir, gpus, cpuRanks, offline, inferenceGpu, database, workerToken,
         };
         command.SetAction(async (p, ct) =>
         {
@@ -40,6 +46,7 @@ public static class ServeCommand
                 Urls = p.GetValue(urls)!,
                 MaxUploadBytes = p.GetValue(maxUpload) * 1024 * 1024,
                 MaxConcurrentJobs = p.GetValue(maxJobs),
+                LeaseDuration = TimeSpan.FromSeconds(p.GetValue(leaseSeconds)),
                 ModelsDir = p.GetValue(modelsDir) is { } m ? ctx.FullPath(m) : null,
                 TrainerCommand = ctx.SelfCommand,
                 Gpus = (p.GetValue(gpus) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
@@ -63,7 +70,9 @@ public static class ServeCommand
     static string? Validate(ServerOptions o)
     {
         if (o.MaxUploadBytes <= 0) return $"--max-upload-mb {o.MaxUploadBytes / 1024 / 1024}: expected a positive number of MiB";
-        if (o.MaxConcurrentJobs <= 0) return $"--max-concurrent-jobs {o.MaxConcurrentJobs}: expected at least 1";
+        if (o.MaxConcurrentJobs < 0) return $"--max-concurrent-jobs {o.MaxConcurrentJobs}: expected 0 (no trainers here, only workers) or more";
+        if (o.MaxConcurrentJobs == 0 && o.WorkerToken is null) return "--max-concurrent-jobs 0 runs no trainer here: give --worker-token so `anneal worker` hosts run the jobs";
+        if (!(o.LeaseDuration.TotalSeconds >= 1)) return $"--lease-seconds {o.LeaseDuration.TotalSeconds}: expected at least 1 (heartbeats come every third of it)";
         foreach (var url in o.Urls.Split(';', StringSplitOptions.RemoveEmptyEntries))
             if (!Uri.TryCreate(url, UriKind.Absolute, out var u) || u.Scheme is not ("http" or "https"))
                 return $"--urls {url}: expected an http:// or https:// address such as http://127.0.0.1:8000";

@@ -1,7 +1,8 @@
 // `anneal worker`: runs jobs of a server on this host. One loop per GPU (or one on the CPU) claims a
 // job over /api/workers, fetches its dataset (kept by sha256 in the work folder's cache), finds the
 // base model (models folder, Hugging Face cache, else the Hub), downloads the checkpoint to resume
-// from when the server has one, then runs the same trainer process `anneal serve` runs. Trainer
+// from when the server has one (checked against the sha256 the server sends; a mismatch abandons
+// the claim), then runs the same trainer process `anneal serve` runs. Trainer
 // stdout lines go to the server as they come; a saved checkpoint is uploaded (tar, sha256-checked)
 // before its line is sent, the final model before the exit. A heartbeat renews the lease; when the
 // server answers 409 lease_lost (the job was recovered elsewhere, or cancelled) the trainer is
@@ -109,8 +110,14 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
             }
             return await TrainAsync(claim, lease, spec, gpu, jobDir, output, lost);
         }
-        catch (LeaseLostException) { return "lease lost: stopped, nothing more sent"; }
-        catch (OperationCanceledException) when (lost.IsCancellationRequested && !ct.IsCancellationRequested) { return "lease lost: stopped, nothing more sent"; }
+        catch (LeaseLostException e) { return $"lease lost ({e.Message}): stopped, nothing more sent"; }
+        catch (CheckpointIntegrityException e)
+        {
+            // Nothing ran: the lease is left to lapse and the server re-queues the job for a fresh download.
+            ctx.Error.WriteLine($"worker: job {claim.JobId} attempt {claim.Attempt}: {e.Message}; abandoning the claim");
+            return $"abandoned: {e.Message}; the server re-queues it when the lease lapses";
+        }
+        catch (OperationCanceledException) when (lost.IsCancellationRequested && !ct.IsCancellationRequested) { return "lease lost (the server refused the heartbeat with 409 lease_lost): stopped, nothing more sent"; }
         finally
         {
             await heartbeat.CancelAsync();
@@ -126,10 +133,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         if (claim.ResumeFrom is { } from)
         {
             resume = Path.Combine(output, from);
-            if (Directory.Exists(resume)) Directory.Delete(resume, recursive: true);
-            Directory.CreateDirectory(resume);
-            await using var tar = await _http.GetStreamAsync($"jobs/{claim.JobId}/artifacts/{from}", ct);
-            await TarFile.ExtractToDirectoryAsync(tar, resume, overwriteFiles: true, ct);
+            await FetchCheckpointAsync(claim, from, resume, jobDir, ct);
         }
         var models = settings.ModelsDir ?? Path.Combine(settings.WorkDir, "models");
         var modelPath = await ModelResolver.ResolveAsync(claim.Model, ModelSources.FromEnvironment(models, settings.AllowModelDownload), ct: ct);
@@ -157,6 +161,44 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
             throw new InvalidDataException($"file {file.Id}: downloaded bytes have sha256 {actual}, the server said {file.Sha256}");
         File.Move(tmp, path, overwrite: true);
         return path;
+    }
+
+    /// <summary>
+    /// The checkpoint to resume from, as the server's tar, checked against the sha256 it sent
+    /// (X-Content-SHA256) before anything is extracted; a mismatch abandons the claim.
+    /// </summary>
+    async Task FetchCheckpointAsync(WorkerClaim claim, string from, string resume, string jobDir, CancellationToken ct)
+    {
+        var tmp = Path.Combine(jobDir, $"resume-{Guid.NewGuid():n}.tar");
+        try
+        {
+            string? expected;
+            string actual;
+            using (var response = await _http.GetAsync($"jobs/{claim.JobId}/artifacts/{from}", HttpCompletionOption.ResponseHeadersRead, ct))
+            {
+                await EnsureAsync(response, $"download of {from}", ct);
+                expected = response.Headers.TryGetValues(WorkerProtocol.Sha256Header, out var values) ? values.FirstOrDefault()?.Trim().ToLowerInvariant() : null;
+                await using var body = await response.Content.ReadAsStreamAsync(ct);
+                await using var file = File.Create(tmp);
+                using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+                var buffer = new byte[81920];
+                int n;
+                while ((n = await body.ReadAsync(buffer, ct)) > 0)
+                {
+                    sha.AppendData(buffer, 0, n);
+                    await file.WriteAsync(buffer.AsMemory(0, n), ct);
+                }
+                actual = Convert.ToHexStringLower(sha.GetHashAndReset());
+            }
+            if (expected is null)
+                throw new CheckpointIntegrityException($"checkpoint {from}: the server sent no {WorkerProtocol.Sha256Header} header, so the download cannot be checked");
+            if (actual != expected)
+                throw new CheckpointIntegrityException($"checkpoint {from}: the downloaded tar has sha256 {actual}, the server said {expected}");
+            if (Directory.Exists(resume)) Directory.Delete(resume, recursive: true);
+            Directory.CreateDirectory(resume);
+            await TarFile.ExtractToDirectoryAsync(tmp, resume, overwriteFiles: true, ct);
+        }
+        finally { File.Delete(tmp); }
     }
 
     async Task<string> TrainAsync(WorkerClaim claim, WorkerLease lease, TrainerJobSpec spec, string? gpu, string jobDir, string output, CancellationTokenSource lost)
@@ -196,7 +238,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         string Portable(string line) => line.Replace(outputJson, WorkerProtocol.OutputPlaceholder, StringComparison.Ordinal);
         while (await process.StandardOutput.ReadLineAsync() is { } line)
         {
-            if (lost.IsCancellationRequested) throw new LeaseLostException();
+            if (lost.IsCancellationRequested) throw new LeaseLostException("the heartbeat");
             TrainerEvent? e = null;
             try { e = JsonSerializer.Deserialize<TrainerEvent>(line, AnnealJson.Options); } catch (JsonException) { }
             if (e?.Type is EventTypes.Completed or EventTypes.Failed or EventTypes.Cancelled)
@@ -214,7 +256,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         }
         await process.WaitForExitAsync(lost.Token);
         await Task.WhenAny(stderr, Task.Delay(TimeSpan.FromSeconds(5)));
-        if (lost.IsCancellationRequested) throw new LeaseLostException();
+        if (lost.IsCancellationRequested) throw new LeaseLostException("the heartbeat");
         if (process.ExitCode == 0 && Directory.Exists(Path.Combine(output, "final")))
             await UploadAsync(claim, lease, Path.Combine(output, "final"), "final", lost.Token);
         List<string> logTail;
@@ -277,7 +319,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
     static async Task EnsureAsync(HttpResponseMessage response, string what, CancellationToken ct)
     {
         if (response.IsSuccessStatusCode) return;
-        if (response.StatusCode == HttpStatusCode.Conflict) throw new LeaseLostException();
+        if (response.StatusCode == HttpStatusCode.Conflict) throw new LeaseLostException(what);
         var text = await response.Content.ReadAsStringAsync(ct);
         throw new HttpRequestException($"{what}: {(int)response.StatusCode} {text}");
     }
@@ -291,5 +333,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         return Convert.ToHexStringLower(await SHA256.HashDataAsync(stream, ct));
     }
 
-    sealed class LeaseLostException : Exception;
+    sealed class LeaseLostException(string refused) : Exception($"the server refused {refused} with 409 lease_lost");
+
+    sealed class CheckpointIntegrityException(string message) : Exception(message);
 }

@@ -1,6 +1,9 @@
 // GET /api/learning/jobs/{id}/events?since_seq=&limit= → {events:[…]}; with
 // `Accept: text/event-stream` the same URL streams events as SSE (id: seq, event: type,
 // data: the JobEvent JSON) until the job is terminal and every event has been sent.
+// An idle stream wakes when this process appends an event; on a shared store (PostgreSQL, several
+// servers) events of a job another server or its worker records never signal this process, so
+// the stream also looks again every SharedStorePoll (one indexed read per open stream).
 using System.Text.Json;
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
@@ -14,6 +17,8 @@ namespace Anneal.Server.Events;
 public static class EventsApi
 {
     static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(15);
+    /// <summary>How often an idle stream reads the shared store for events other servers wrote.</summary>
+    public static readonly TimeSpan SharedStorePoll = TimeSpan.FromMilliseconds(500);
 
     public static IEndpointRouteBuilder MapEventsApi(this IEndpointRouteBuilder api)
     {
@@ -44,6 +49,7 @@ public static class EventsApi
         http.Response.Headers.CacheControl = "no-cache";
         http.Response.Headers["X-Accel-Buffering"] = "no";
         await http.Response.Body.FlushAsync(ct);
+        var idleSince = DateTime.UtcNow;
         try
         {
             while (!ct.IsCancellationRequested)
@@ -63,17 +69,24 @@ public static class EventsApi
                     await http.Response.WriteAsync($"id: {e.Seq}\nevent: {e.Type}\ndata: {JsonSerializer.Serialize(e, AnnealJson.Options)}\n\n", ct);
                     since = e.Seq;
                 }
-                if (batch.Count > 0) await http.Response.Body.FlushAsync(ct);
+                if (batch.Count > 0)
+                {
+                    await http.Response.Body.FlushAsync(ct);
+                    idleSince = DateTime.UtcNow;
+                }
                 if (terminal && batch.Count < 1000) break;
                 if (batch.Count == 0)
                 {
-                    // An idle stream sleeps until an event is appended (any job: one notifier for
-                    // all streams) and costs nothing meanwhile but a keep-alive now and then.
-                    try { await wake.WaitAsync(KeepAliveInterval, ct); }
+                    // An idle stream sleeps until an event is appended here (any job: one notifier
+                    // for all streams) or, on a shared store, until the next look; it sends a
+                    // keep-alive now and then.
+                    try { await wake.WaitAsync(db.Shared ? SharedStorePoll : KeepAliveInterval, ct); }
+                    catch (TimeoutException) when (DateTime.UtcNow - idleSince < KeepAliveInterval) { }
                     catch (TimeoutException)
                     {
                         await http.Response.WriteAsync(": keep-alive\n\n", ct);
                         await http.Response.Body.FlushAsync(ct);
+                        idleSince = DateTime.UtcNow;
                     }
                 }
             }

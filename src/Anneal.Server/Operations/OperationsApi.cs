@@ -19,6 +19,10 @@ public sealed class OperationsCounters
     long _artifactBytes;
     public long ArtifactBytes => Interlocked.Read(ref _artifactBytes);
     public void AddArtifactBytes(long n) => Interlocked.Add(ref _artifactBytes, n);
+    long _leaseRefusals;
+    /// <summary>Worker calls (heartbeat, lines, exit, upload) answered 409 lease_lost: late writes of a fenced attempt.</summary>
+    public long LeaseRefusals => Interlocked.Read(ref _leaseRefusals);
+    public void AddLeaseRefusal() => Interlocked.Increment(ref _leaseRefusals);
 }
 
 public static class OperationsApi
@@ -83,6 +87,7 @@ public static class OperationsApi
             select ($"{{holder=\"{holder}\",state=\"{state}\"}}", leases.Where(l => l.Holder == holder && l.State == state).Sum(l => l.Count)));
         Metric("anneal_upload_bytes", "gauge", "Bytes of uploaded files in the store.", [("", uploadBytes)]);
         Metric("anneal_worker_artifact_bytes_total", "counter", "Bytes of checkpoints and final models received from workers by this server.", [("", counters.ArtifactBytes)]);
+        Metric("anneal_worker_lease_refusals_total", "counter", "Worker calls this server refused with 409 lease_lost (late writes of an attempt whose lease is gone).", [("", counters.LeaseRefusals)]);
         return Results.Text(text.ToString(), "text/plain; version=0.0.4; charset=utf-8");
     }
 }

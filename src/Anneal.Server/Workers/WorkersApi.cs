@@ -7,7 +7,7 @@
 //   POST jobs/{id}/exit                 → the exit code, last lines and stderr tail: final status
 //   GET  files/{id}                     → a dataset's bytes (X-Content-SHA256)
 //   PUT  jobs/{id}/artifacts/{path}     → a tar of checkpoints/step-N or final (sha256-checked)
-//   GET  jobs/{id}/artifacts/{path}     → a tar of a checkpoint to resume from
+//   GET  jobs/{id}/artifacts/{path}     → a tar of a checkpoint to resume from (X-Content-SHA256)
 // Every call that writes carries the lease and is refused (409) when it no longer holds the job.
 using System.Formats.Tar;
 using System.Security.Cryptography;
@@ -53,8 +53,11 @@ public static partial class WorkersApi
         return await next(ctx);
     }
 
-    static ProblemHttpResult Lost(string id) =>
-        Problems.Make(409, WorkerProtocol.LeaseLost, "Lease lost", $"Job '{id}' is no longer this worker's (its lease lapsed and the job was recovered, or it was cancelled); stop its trainer and discard its results.");
+    static ProblemHttpResult Lost(string id, Operations.OperationsCounters counters)
+    {
+        counters.AddLeaseRefusal();
+        return Problems.Make(409, WorkerProtocol.LeaseLost, "Lease lost", $"Job '{id}' is no longer this worker's (its lease lapsed and the job was recovered, or it was cancelled); stop its trainer and discard its results.");
+    }
 
     static Results<Ok<WorkerClaim>, NoContent, ProblemHttpResult> Claim(WorkerClaimRequest? request, Db db, ServerOptions options, JobSignals signals)
     {
@@ -120,26 +123,26 @@ public static partial class WorkersApi
             new System.Text.Json.Nodes.JsonObject { ["reason"] = why, ["worker"] = worker });
     }
 
-    static Results<Ok, ProblemHttpResult> Heartbeat(string id, WorkerLease? lease, Db db, ServerOptions options)
+    static Results<Ok, ProblemHttpResult> Heartbeat(string id, WorkerLease? lease, Db db, ServerOptions options, Operations.OperationsCounters counters)
     {
         if (lease is null) return Problems.BadRequest("The request body must be {\"owner\": …, \"attempt\": …} as the claim returned.");
         using var conn = db.Connect();
-        return JobLeases.Renew(conn, id, new JobLease(lease.Owner, lease.Attempt), options.LeaseDuration) ? TypedResults.Ok() : Lost(id);
+        return JobLeases.Renew(conn, id, new JobLease(lease.Owner, lease.Attempt), options.LeaseDuration) ? TypedResults.Ok() : Lost(id, counters);
     }
 
-    static Results<Ok, ProblemHttpResult> Lines(string id, WorkerLines? body, Db db, ServerOptions options, JobSignals signals)
+    static Results<Ok, ProblemHttpResult> Lines(string id, WorkerLines? body, Db db, ServerOptions options, JobSignals signals, Operations.OperationsCounters counters)
     {
         if (body?.Lines is null) return Problems.BadRequest("The request body must be {\"owner\", \"attempt\", \"lines\": [...]}.");
-        if (RunOf(id, body.Owner, body.Attempt, db, options, signals) is not { } run) return Lost(id);
+        if (RunOf(id, body.Owner, body.Attempt, db, options, signals) is not { } run) return Lost(id, counters);
         var output = Path.Combine(db.JobsDir, id, "output");
         foreach (var line in body.Lines) run.RecordRemoteLine(Localise(line, output));
-        return RunOf(id, body.Owner, body.Attempt, db, options, signals) is null ? Lost(id) : TypedResults.Ok();
+        return RunOf(id, body.Owner, body.Attempt, db, options, signals) is null ? Lost(id, counters) : TypedResults.Ok();
     }
 
-    static Results<Ok<JobObject>, ProblemHttpResult> Exit(string id, WorkerExit? body, Db db, ServerOptions options, JobSignals signals)
+    static Results<Ok<JobObject>, ProblemHttpResult> Exit(string id, WorkerExit? body, Db db, ServerOptions options, JobSignals signals, Operations.OperationsCounters counters)
     {
         if (body?.Lines is null) return Problems.BadRequest("The request body must be {\"owner\", \"attempt\", \"exit_code\", \"lines\": [...]}.");
-        if (RunOf(id, body.Owner, body.Attempt, db, options, signals) is not { } run) return Lost(id);
+        if (RunOf(id, body.Owner, body.Attempt, db, options, signals) is not { } run) return Lost(id, counters);
         var output = Path.Combine(db.JobsDir, id, "output");
         foreach (var line in body.Lines) run.RecordRemoteLine(Localise(line, output));
         run.RecordRemoteExit(body.ExitCode, body.LogTail ?? []);
@@ -156,7 +159,13 @@ public static partial class WorkersApi
         return TypedResults.File(new FileStream(FileRows.BlobPath(db, sha), FileMode.Open, FileAccess.Read, FileShare.Read), "application/octet-stream");
     }
 
-    /// <summary>Receives a tar of checkpoints/step-N or final into the job's output folder (aside, then renamed), after its sha256 matches.</summary>
+    /// <summary>
+    /// Receives a tar of checkpoints/step-N or final into the job's output folder after its sha256
+    /// matches: extracted into a folder of this upload's own (`….a{attempt}-{id}.partial`), then, in
+    /// one transaction that locks the job's row and checks the lease again, swapped into place. A
+    /// recovery or a newer attempt's claim needs that row, so a fenced upload never replaces what a
+    /// newer attempt wrote, and one that lost its lease meanwhile leaves nothing behind.
+    /// </summary>
     static async Task<Results<Ok, ProblemHttpResult>> Upload(string id, string path, string? owner, long? attempt, HttpContext http, Db db, Operations.OperationsCounters counters)
     {
         if (!ArtifactPath().IsMatch(path)) return Problems.BadRequest($"artifact path '{path}': expected checkpoints/step-N or final");
@@ -164,8 +173,10 @@ public static partial class WorkersApi
         if (expected.Length != 64) return Problems.BadRequest($"header {WorkerProtocol.Sha256Header}: expected the hex sha256 of the body");
         var lease = new JobLease(owner ?? "", attempt ?? -1);
         using (var conn = db.Connect())
-            if (!JobLeases.Holds(conn, null, id, lease)) return Lost(id);
+            if (!JobLeases.Holds(conn, null, id, lease)) return Lost(id, counters);
         var tmp = Path.Combine(db.TmpDir, $"artifact-{Guid.NewGuid():n}.tar");
+        var target = Path.Combine(db.JobsDir, id, "output", path);
+        var aside = $"{target}.a{lease.Attempt}-{Guid.NewGuid().ToString("n")[..8]}.partial";
         try
         {
             await using (var file = new FileStream(tmp, DataDirPermissions.NewFile(FileMode.CreateNew, FileAccess.Write, FileOptions.None)))
@@ -182,34 +193,52 @@ public static partial class WorkersApi
                 var actual = Convert.ToHexStringLower(sha.GetHashAndReset());
                 if (actual != expected) return Problems.BadRequest($"artifact {path}: the body's sha256 is {actual}, the header said {expected}; send it again");
             }
-            var target = Path.Combine(db.JobsDir, id, "output", path);
-            var aside = target + ".partial";
-            if (Directory.Exists(aside)) Directory.Delete(aside, recursive: true);
             Directory.CreateDirectory(aside);
-            await TarFile.ExtractToDirectoryAsync(tmp, aside, overwriteFiles: false, http.RequestAborted);
+            try { await TarFile.ExtractToDirectoryAsync(tmp, aside, overwriteFiles: false, http.RequestAborted); }
+            catch (DirectoryNotFoundException)
+            {
+                // A newer attempt's claim (or a recovery) swept the job's partial folders meanwhile.
+                return Lost(id, counters);
+            }
             using (var conn = db.Connect())
-                if (!JobLeases.Holds(conn, null, id, lease))
-                {
-                    Directory.Delete(aside, recursive: true);
-                    return Lost(id);
-                }
-            if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
-            Directory.Move(aside, target);
+            using (var tx = Db.BeginRowLocked(conn))
+            {
+                if (!JobLeases.Holds(conn, tx, id, lease) || !Directory.Exists(aside)) return Lost(id, counters);
+                if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
+                Directory.Move(aside, target);
+                tx.Commit();
+            }
             return TypedResults.Ok();
         }
-        finally { File.Delete(tmp); }
+        finally
+        {
+            File.Delete(tmp);
+            try { if (Directory.Exists(aside)) Directory.Delete(aside, recursive: true); }
+            catch (IOException) { }
+        }
     }
 
-    static Results<PushStreamHttpResult, ProblemHttpResult> Download(string id, string path, Db db)
+    /// <summary>A checkpoint as a tar (built aside first), with its sha256 in <see cref="WorkerProtocol.Sha256Header"/> for the worker to check.</summary>
+    static async Task<Results<FileStreamHttpResult, ProblemHttpResult>> Download(string id, string path, HttpContext http, Db db)
     {
         if (!ArtifactPath().IsMatch(path)) return Problems.BadRequest($"artifact path '{path}': expected checkpoints/step-N or final");
         var dir = Path.Combine(db.JobsDir, id, "output", path);
         if (!Directory.Exists(dir)) return Problems.NotFound("artifact", $"{id}/{path}");
-        return TypedResults.Stream(async body =>
+        var tmp = Path.Combine(db.TmpDir, $"artifact-{Guid.NewGuid():n}.tar");
+        var file = new FileStream(tmp, DataDirPermissions.NewFile(FileMode.CreateNew, FileAccess.ReadWrite, FileOptions.DeleteOnClose));
+        try
         {
-            // TarWriter needs a synchronous-capable stream position only for seeking; the response is written straight through.
-            await TarFile.CreateFromDirectoryAsync(dir, body, includeBaseDirectory: false);
-        }, "application/x-tar");
+            await TarFile.CreateFromDirectoryAsync(dir, file, includeBaseDirectory: false, http.RequestAborted);
+            file.Position = 0;
+            http.Response.Headers[WorkerProtocol.Sha256Header] = Convert.ToHexStringLower(await SHA256.HashDataAsync(file, http.RequestAborted));
+            file.Position = 0;
+        }
+        catch
+        {
+            await file.DisposeAsync();
+            throw;
+        }
+        return TypedResults.File(file, "application/x-tar");
     }
 
     /// <summary>This worker's run of the job if its lease still holds it, else null.</summary>

@@ -106,6 +106,9 @@ public class LocalCommandsTests
         var result = await box.RunAsync("serve", "--max-concurrent-jobs", "0");
         Assert.Equal(2, result.ExitCode);
         Assert.Contains("--max-concurrent-jobs 0", result.Err);
+        var lease = await box.RunAsync("serve", "--lease-seconds", "0.5");
+        Assert.Equal(2, lease.ExitCode);
+        Assert.Contains("--lease-seconds 0.5: expected at least 1", lease.Err);
         var urls = await box.RunAsync("serve", "--urls", "127.0.0.1:8000");
         Assert.Equal(2, urls.ExitCode);
         Assert.Contains("--urls 127.0.0.1:8000", urls.Err);

@@ -11,11 +11,12 @@ public sealed class ServeProcess : IDisposable
     public required string BaseUrl { get; init; }
     public string? FirstKey { get; init; }
 
-    public static async Task<ServeProcess> StartAsync(string dataDir)
+    /// <summary>Starts `anneal serve` on <paramref name="urls"/> (default: a free port) with <paramref name="more"/> options.</summary>
+    public static async Task<ServeProcess> StartAsync(string dataDir, string urls = "http://127.0.0.1:0", params string[] more)
     {
         var self = CliContext.SelfCommandOfThisProcess();
         var psi = new ProcessStartInfo(self[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in self.Skip(1).Concat(["serve", "--urls", "http://127.0.0.1:0", "--data-dir", dataDir, "--offline"]))
+        foreach (var a in self.Skip(1).Concat(["serve", "--urls", urls, "--data-dir", dataDir, "--offline"]).Concat(more))
             psi.ArgumentList.Add(a);
         var process = Process.Start(psi)!;
         var stderr = process.StandardError.ReadToEndAsync();

@@ -175,4 +175,49 @@ public class SharedStoreTests
         Assert.StartsWith("database postgres://anneal:***@127.0.0.1:1/jobs: ", e.Message);
         Assert.DoesNotContain("pw", e.Message.Replace("postgres", ""));
     }
+
+    [PostgresFact]
+    public async Task An_event_stream_on_one_server_sees_the_events_of_a_job_another_server_runs_promptly()
+    {
+        // One progress event at once, then quiet for 5 s (well past the poll, short of the 15 s keep-alive), then done.
+        var trainer = ScriptTrainer.Write("""
+            set -u
+            OUT="$(sed -n 's/.*"output_dir": *"\([^"]*\)".*/\1/p' "$4")"
+            printf '%s\n' '{"type":"sft.progress","level":"info","message":"step 1/2","data":{"step":1,"total_steps":2,"loss":2.5}}'
+            sleep 5
+            mkdir -p "$OUT/final"
+            printf '{"type":"sft.completed","level":"info","message":"done","data":{"output_dir":"%s","final_path":"%s/final"}}\n' "$OUT" "$OUT"
+            """);
+        var (a, b, bHttp) = await TwoServers(trainer, []);
+        await using var _ = a;
+        await using var __ = b;
+        var file = await a.UploadReadyAsync();
+        var response = await a.Http.PostAsync("learning/jobs", TestServer.Json(TestServer.JobBody(file.Id)));
+        var job = (await response.Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options))!;
+
+        // The stream is on B (which runs no trainer); the job runs on A.
+        var request = new HttpRequestMessage(HttpMethod.Get, $"learning/jobs/{job.Id}/events");
+        request.Headers.Accept.ParseAdd("text/event-stream");
+        using var stream = await bHttp.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        using var reader = new StreamReader(await stream.Content.ReadAsStreamAsync());
+        async Task<TimeSpan> Until(string type, System.Diagnostics.Stopwatch since)
+        {
+            while (await reader.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60)) is { } line)
+            {
+                if (line == $"event: {type}") return since.Elapsed;
+                if (since.Elapsed > TimeSpan.FromSeconds(60)) break;
+            }
+            throw new InvalidOperationException($"no {type} on the stream within a minute");
+        }
+        await Until(EventTypes.Created, System.Diagnostics.Stopwatch.StartNew());
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Assert.Equal(HttpStatusCode.OK, (await a.Http.PostAsync($"learning/jobs/{job.Id}/start", null)).StatusCode);
+        var progress = await Until(EventTypes.Progress, clock);
+        Assert.True(progress < TimeSpan.FromSeconds(4), $"B's stream saw A's first progress event after {progress.TotalSeconds:0.0} s");
+        var atProgress = System.Diagnostics.Stopwatch.StartNew();
+        var completed = await Until(EventTypes.Completed, atProgress);
+        // The trainer's 5 s of quiet, then the event within a poll or two (not after a 15 s wait).
+        Assert.True(completed < TimeSpan.FromSeconds(10), $"B's stream saw completion {completed.TotalSeconds:0.0} s after progress");
+        Assert.Equal(JobStatus.Succeeded, (await a.GetJobAsync(job.Id)).Status);
+    }
 }

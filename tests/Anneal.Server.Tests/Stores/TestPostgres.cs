@@ -67,6 +67,9 @@ public sealed class TestPostgres : IDisposable
         catch (InvalidOperationException) { }
     }
 
+    /// <summary>Whether PostgreSQL's binaries are installed here (tests that need a cluster skip without them).</summary>
+    public static bool Available => FindBin() is not null;
+
     static string? FindBin()
     {
         if (Environment.GetEnvironmentVariable("ANNEAL_PG_BIN") is { Length: > 0 } env) return env;

@@ -118,8 +118,12 @@ public class WorkersApiTests
         var second = await ClaimAsync(worker);
         Assert.Equal(2, second.Attempt);
         Assert.Equal("checkpoints/step-2", second.ResumeFrom);
-        using (var download = new MemoryStream(await worker.GetByteArrayAsync($"jobs/{job.Id}/artifacts/checkpoints/step-2")))
+        using (var response = await worker.GetAsync($"jobs/{job.Id}/artifacts/checkpoints/step-2"))
+        using (var download = new MemoryStream(await response.Content.ReadAsByteArrayAsync()))
         {
+            // The tar comes with its sha256 for the worker to check, and leaves nothing in tmp/.
+            Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(download.ToArray())), response.Headers.GetValues(WorkerProtocol.Sha256Header).Single());
+            Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(t.DataDir, "tmp")));
             var names = new List<string>();
             using var reader = new TarReader(download);
             while (reader.GetNextEntry() is { } entry) names.Add(entry.Name.TrimStart('.', '/'));
@@ -204,5 +208,61 @@ public class WorkersApiTests
         Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(t.DataDir, "tmp")));
         await TestServer.ProblemAsync(await Upload(worker, claim, "final", tar, sha, attempt: claim.Attempt + 1), HttpStatusCode.Conflict);
         await TestServer.ProblemAsync(await worker.GetAsync("files/file_missing"), HttpStatusCode.NotFound);
+    }
+
+    /// <summary>A body sent in two halves: the second only once <see cref="Release"/> is set.</summary>
+    sealed class GatedContent(byte[] bytes) : HttpContent
+    {
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public TaskCompletionSource HalfSent { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+        {
+            await stream.WriteAsync(bytes.AsMemory(0, bytes.Length / 2));
+            await stream.FlushAsync();
+            HalfSent.SetResult();
+            await Release.Task;
+            await stream.WriteAsync(bytes.AsMemory(bytes.Length / 2));
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = bytes.Length;
+            return true;
+        }
+    }
+
+    [Fact]
+    public async Task An_upload_whose_lease_lapses_while_its_body_is_on_the_way_is_refused_and_keeps_the_newer_attempts_checkpoint()
+    {
+        await using var t = await Start(lease: TimeSpan.FromSeconds(1.5));
+        using var worker = Worker(t);
+        var job = await t.CreateJobAsync((await t.UploadReadyAsync()).Id);
+        await t.StartJobAsync(job.Id);
+        var first = await ClaimAsync(worker);
+
+        // Attempt 1 starts uploading step-2 while it still holds the lease (the first check passes) ...
+        var (staleTar, staleSha) = CheckpointTar(1);
+        var gated = new GatedContent(staleTar);
+        gated.Headers.Add(WorkerProtocol.Sha256Header, staleSha);
+        var stale = worker.PutAsync($"jobs/{job.Id}/artifacts/checkpoints/step-2?owner={Uri.EscapeDataString(first.Owner)}&attempt={first.Attempt}", gated);
+        await gated.HalfSent.Task;
+        await Task.Delay(300);
+
+        // ... then stalls: its lease lapses, attempt 2 claims the job and uploads its own step-2.
+        await t.WaitJobAsync(job.Id, j => j.Status == JobStatus.Queued, 30);
+        var second = await ClaimAsync(worker);
+        Assert.Equal(2, second.Attempt);
+        var (tar, sha) = CheckpointTar(2);
+        Assert.Equal(HttpStatusCode.OK, (await Upload(worker, second, "checkpoints/step-2", tar, sha)).StatusCode);
+
+        // The rest of attempt 1's body arrives: the check under the job's row lock refuses the swap.
+        gated.Release.SetResult();
+        var problem = await TestServer.ProblemAsync(await stale, HttpStatusCode.Conflict);
+        Assert.Equal(WorkerProtocol.LeaseLost, problem["code"]!.GetValue<string>());
+        var checkpoints = Path.Combine(t.DataDir, "jobs", job.Id, "output", "checkpoints");
+        Assert.Equal("{\"step\":2}", File.ReadAllText(Path.Combine(checkpoints, "step-2", "trainer_state.json")));
+        Assert.Equal(["step-2"], Directory.GetDirectories(checkpoints).Select(Path.GetFileName));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(t.DataDir, "tmp")));
     }
 }
