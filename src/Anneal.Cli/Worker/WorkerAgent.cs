@@ -1,6 +1,7 @@
 // `anneal worker`: runs jobs of a server on this host. One loop per GPU (or one on the CPU) claims a
 // job over /api/workers, fetches its dataset (kept by sha256 in the work folder's cache), finds the
-// base model (models folder, Hugging Face cache, else the Hub), downloads the checkpoint to resume
+// base model (models folder, Hugging Face cache, else the Hub), the https images the server stored
+// with the dataset, downloads the checkpoint to resume
 // from when the server has one (checked against the sha256 the server sends; a mismatch abandons
 // the claim), then runs the same trainer process `anneal serve` runs. Trainer
 // stdout lines go to the server as they come; a saved checkpoint is uploaded (tar, sha256-checked)
@@ -18,6 +19,7 @@ using System.Text.Json;
 using Anneal.Core.Contracts;
 using Anneal.Core.Models;
 using Anneal.Core.Training;
+using Anneal.Core.Vision;
 using Anneal.Server.Workers;
 
 namespace Anneal.Cli.Worker;
@@ -111,7 +113,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
             return await TrainAsync(claim, lease, spec, gpu, jobDir, output, lost);
         }
         catch (LeaseLostException e) { return $"lease lost ({e.Message}): stopped, nothing more sent"; }
-        catch (CheckpointIntegrityException e)
+        catch (TransferIntegrityException e)
         {
             // Nothing ran: the lease is left to lapse and the server re-queues the job for a fresh download.
             ctx.Error.WriteLine($"worker: job {claim.JobId} attempt {claim.Attempt}: {e.Message}; abandoning the claim");
@@ -129,6 +131,8 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
     {
         var train = await FetchFileAsync(claim.TrainingFile, ct);
         var validation = claim.ValidationFile is { } v ? await FetchFileAsync(v, ct) : null;
+        await FetchImagesAsync(claim.TrainingFile, train, ct);
+        if (claim.ValidationFile is { } vi) await FetchImagesAsync(vi, validation!, ct);
         string? resume = null;
         if (claim.ResumeFrom is { } from)
         {
@@ -164,6 +168,40 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
     }
 
     /// <summary>
+    /// The https images the server fetched for a dataset, stored beside the cached copy as the server
+    /// keeps them (Core's StoredImages), so the trainer reads the same bytes and never the network.
+    /// Each is checked against its sha256; a damaged transfer abandons the claim.
+    /// </summary>
+    async Task FetchImagesAsync(WorkerFile file, string datasetPath, CancellationToken ct)
+    {
+        var index = await _http.GetFromJsonAsync<Dictionary<string, string>>($"files/{file.Id}/images", AnnealJson.Options, ct) ?? [];
+        if (index.Count == 0) return;
+        var have = StoredImages.Resolver(datasetPath);
+        var images = new Dictionary<string, byte[]>();
+        var byHash = new Dictionary<string, byte[]>();
+        var downloaded = false;
+        foreach (var (url, hash) in index)
+        {
+            if (!byHash.TryGetValue(hash, out var bytes))
+            {
+                try { bytes = have(url); }
+                catch (InvalidDataException) { bytes = null; }   // a damaged cached copy is fetched again
+                if (bytes is null || StoredImages.Hash(bytes) != hash)
+                {
+                    bytes = await _http.GetByteArrayAsync($"files/{file.Id}/images/{hash}", ct);
+                    if (StoredImages.Hash(bytes) != hash)
+                        throw new TransferIntegrityException($"image {hash} of file {file.Id}: the downloaded bytes do not match its sha256");
+                    downloaded = true;
+                }
+                byHash[hash] = bytes;
+            }
+            images[url] = bytes;
+        }
+        // Rewritten only when something was missing: another slot's trainer may be reading the folder.
+        if (downloaded) StoredImages.Write(datasetPath, images);
+    }
+
+    /// <summary>
     /// The checkpoint to resume from, as the server's tar, checked against the sha256 it sent
     /// (X-Content-SHA256) before anything is extracted; a mismatch abandons the claim.
     /// </summary>
@@ -191,9 +229,9 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
                 actual = Convert.ToHexStringLower(sha.GetHashAndReset());
             }
             if (expected is null)
-                throw new CheckpointIntegrityException($"checkpoint {from}: the server sent no {WorkerProtocol.Sha256Header} header, so the download cannot be checked");
+                throw new TransferIntegrityException($"checkpoint {from}: the server sent no {WorkerProtocol.Sha256Header} header, so the download cannot be checked");
             if (actual != expected)
-                throw new CheckpointIntegrityException($"checkpoint {from}: the downloaded tar has sha256 {actual}, the server said {expected}");
+                throw new TransferIntegrityException($"checkpoint {from}: the downloaded tar has sha256 {actual}, the server said {expected}");
             if (Directory.Exists(resume)) Directory.Delete(resume, recursive: true);
             Directory.CreateDirectory(resume);
             await TarFile.ExtractToDirectoryAsync(tmp, resume, overwriteFiles: true, ct);
@@ -335,5 +373,5 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
 
     sealed class LeaseLostException(string refused) : Exception($"the server refused {refused} with 409 lease_lost");
 
-    sealed class CheckpointIntegrityException(string message) : Exception(message);
+    sealed class TransferIntegrityException(string message) : Exception(message);
 }

@@ -6,6 +6,8 @@
 //   POST jobs/{id}/lines                → trainer stdout lines, recorded as a local trainer's
 //   POST jobs/{id}/exit                 → the exit code, last lines and stderr tail: final status
 //   GET  files/{id}                     → a dataset's bytes (X-Content-SHA256)
+//   GET  files/{id}/images              → the https images stored with it: {url: sha256} ({} if none)
+//   GET  files/{id}/images/{sha256}     → one stored image's bytes (X-Content-SHA256)
 //   PUT  jobs/{id}/artifacts/{path}     → a tar of checkpoints/step-N or final (sha256-checked)
 //   GET  jobs/{id}/artifacts/{path}     → a tar of a checkpoint to resume from (X-Content-SHA256)
 // Every call that writes carries the lease and is refused (409) when it no longer holds the job.
@@ -15,6 +17,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using Anneal.Core.Contracts;
 using Anneal.Core.Training;
+using Anneal.Core.Vision;
 using Anneal.Server.Events;
 using Anneal.Server.Files;
 using Anneal.Server.Http;
@@ -36,6 +39,8 @@ public static partial class WorkersApi
         g.MapPost("/jobs/{id}/lines", Lines);
         g.MapPost("/jobs/{id}/exit", Exit);
         g.MapGet("/files/{id}", FileBytes);
+        g.MapGet("/files/{id}/images", FileImageIndex);
+        g.MapGet("/files/{id}/images/{hash}", FileImage);
         g.MapPut("/jobs/{id}/artifacts/{*path}", Upload);
         g.MapGet("/jobs/{id}/artifacts/{*path}", Download);
         return app;
@@ -157,6 +162,37 @@ public static partial class WorkersApi
         if (sha is null) return Problems.NotFound("file", id);
         http.Response.Headers[WorkerProtocol.Sha256Header] = sha;
         return TypedResults.File(new FileStream(FileRows.BlobPath(db, sha), FileMode.Open, FileAccess.Read, FileShare.Read), "application/octet-stream");
+    }
+
+    /// <summary>The images the server fetched for a ready dataset (url → sha256), so a worker trains on the same bytes.</summary>
+    static Results<Ok<Dictionary<string, string>>, ProblemHttpResult> FileImageIndex(string id, Db db)
+    {
+        if (ReadyBlob(id, db) is not { } blob) return Problems.NotFound("file", id);
+        var index = Path.Combine(StoredImages.FolderFor(blob), StoredImages.IndexFile);
+        return TypedResults.Ok(File.Exists(index)
+            ? JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllText(index)) ?? []
+            : new Dictionary<string, string>());
+    }
+
+    /// <summary>One of a ready dataset's stored images, named by its sha256 (only those its index lists).</summary>
+    static Results<FileStreamHttpResult, ProblemHttpResult> FileImage(string id, string hash, HttpContext http, Db db)
+    {
+        if (ReadyBlob(id, db) is not { } blob) return Problems.NotFound("file", id);
+        if (hash.Length != 64 || !hash.All(char.IsAsciiHexDigitLower))
+            return Problems.BadRequest($"image '{hash}': expected the 64 lowercase hex digits of its sha256");
+        var folder = StoredImages.FolderFor(blob);
+        var index = Path.Combine(folder, StoredImages.IndexFile);
+        if (!File.Exists(index) || !(JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllText(index)) ?? []).ContainsValue(hash))
+            return Problems.NotFound("image", hash);
+        http.Response.Headers[WorkerProtocol.Sha256Header] = hash;
+        return TypedResults.File(new FileStream(Path.Combine(folder, hash), FileMode.Open, FileAccess.Read, FileShare.Read), "application/octet-stream");
+    }
+
+    static string? ReadyBlob(string id, Db db)
+    {
+        using var conn = db.Connect();
+        var sha = Db.Scalar<string>(conn, null, "SELECT sha256 FROM files WHERE id = @id AND status = @s", ("@id", id), ("@s", FileStatus.Ready));
+        return sha is null ? null : FileRows.BlobPath(db, sha);
     }
 
     /// <summary>

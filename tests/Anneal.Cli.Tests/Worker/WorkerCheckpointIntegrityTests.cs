@@ -54,6 +54,7 @@ public class WorkerCheckpointIntegrityTests
                     c.Response.Headers[WorkerProtocol.Sha256Header] = datasetSha;
                     body = dataset;
                 }
+                else if (path == "/api/workers/files/file_1/images") body = "{}"u8.ToArray();
                 else if (path == "/api/workers/jobs/job_1/artifacts/checkpoints/step-2")
                 {
                     c.Response.Headers[WorkerProtocol.Sha256Header] = sentSha;
@@ -87,6 +88,72 @@ public class WorkerCheckpointIntegrityTests
         Assert.False(Directory.Exists(Path.Combine(attempt, "output", "checkpoints", "step-2")));
         Assert.Empty(Directory.GetFiles(attempt, "*.tar"));
         Directory.Delete(ckpt, recursive: true);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task The_https_images_stored_with_a_dataset_are_fetched_beside_it_and_checked(bool damaged)
+    {
+        var dataset = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}]}\n"u8.ToArray();
+        var datasetSha = Convert.ToHexStringLower(SHA256.HashData(dataset));
+        var image = "the stored image's bytes"u8.ToArray();
+        var imageSha = Convert.ToHexStringLower(SHA256.HashData(image));
+        var sent = damaged ? [.. image[..^1], (byte)(image[^1] ^ 0x5a)] : image;
+        var port = FreePort();
+        using var listener = new HttpListener();
+        listener.Prefixes.Add($"http://127.0.0.1:{port}/");
+        listener.Start();
+        var calls = new List<string>();
+        var claims = 0;
+        var serving = Task.Run(async () =>
+        {
+            while (listener.IsListening)
+            {
+                HttpListenerContext c;
+                try { c = await listener.GetContextAsync(); }
+                catch (Exception e) when (e is HttpListenerException or ObjectDisposedException) { return; }
+                var path = c.Request.Url!.AbsolutePath;
+                lock (calls) calls.Add($"{c.Request.HttpMethod} {path}");
+                byte[] body = [];
+                if (path == "/api/workers/claim" && Interlocked.Increment(ref claims) == 1)
+                    body = JsonSerializer.SerializeToUtf8Bytes(new WorkerClaim("job_1", "worker:test:1", 1, 30, "no-such-model",
+                        new TrainingSettings { TotalSteps = 4 }, false, new WorkerFile("file_1", "data.jsonl", datasetSha, dataset.Length), null,
+                        null), AnnealJson.Options);
+                else if (path == "/api/workers/claim") c.Response.StatusCode = 204;
+                else if (path == "/api/workers/files/file_1") body = dataset;
+                else if (path == "/api/workers/files/file_1/images")
+                    body = JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string> { ["https://images.example/a.png"] = imageSha });
+                else if (path == $"/api/workers/files/file_1/images/{imageSha}") body = sent;
+                else if (path.EndsWith("/heartbeat", StringComparison.Ordinal)) { }
+                else if (path.EndsWith("/exit", StringComparison.Ordinal)) body = "null"u8.ToArray();
+                else c.Response.StatusCode = 500;
+                await c.Response.OutputStream.WriteAsync(body);
+                c.Response.Close();
+            }
+        });
+
+        using var box = new CliSandbox();
+        var workDir = Path.Combine(box.Dir, "worker");
+        var result = await box.RunAsync("worker", "--server", $"http://127.0.0.1:{port}", "--token", "t", "--work-dir", workDir, "--offline", "--exit-when-idle");
+        listener.Stop();
+        await serving;
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var stored = Path.Combine(workDir, "files", datasetSha + ".images");
+        if (damaged)
+        {
+            Assert.Contains($"abandoned: image {imageSha} of file file_1: the downloaded bytes do not match its sha256", result.Out);
+            Assert.False(Directory.Exists(stored));
+            lock (calls) Assert.DoesNotContain(calls, c => c.EndsWith("/exit", StringComparison.Ordinal));
+        }
+        else
+        {
+            // Stored as the server keeps them; the job then fails on its (unknown) model, after the images arrived.
+            Assert.Equal(image, File.ReadAllBytes(Path.Combine(stored, imageSha)));
+            Assert.Equal(image, Anneal.Core.Vision.StoredImages.Resolver(Path.Combine(workDir, "files", datasetSha))("https://images.example/a.png"));
+            Assert.Contains("failed before training", result.Out);
+        }
     }
 
     static int FreePort()

@@ -96,6 +96,37 @@ public class WorkersApiTests
     }
 
     [Fact]
+    public async Task A_worker_gets_the_https_images_stored_with_a_dataset_by_their_sha256()
+    {
+        await using var t = await Start();
+        using var worker = Worker(t);
+        var file = await t.UploadReadyAsync();
+        var plain = await worker.GetFromJsonAsync<Dictionary<string, string>>($"files/{file.Id}/images");
+        Assert.Empty(plain!);   // a text dataset: nothing stored
+
+        // As the server stores what it fetched while validating (ImageFetching → StoredImages).
+        var red = "not really a png, stored bytes"u8.ToArray();
+        Anneal.Core.Vision.StoredImages.Write(Path.Combine(t.DataDir, "files", file.Sha256),
+            new Dictionary<string, byte[]> { ["https://images.example/red.png"] = red, ["https://images.example/same.png"] = red });
+        var hash = Convert.ToHexStringLower(SHA256.HashData(red));
+        var index = await worker.GetFromJsonAsync<Dictionary<string, string>>($"files/{file.Id}/images");
+        Assert.Equal(new Dictionary<string, string> { ["https://images.example/red.png"] = hash, ["https://images.example/same.png"] = hash }, index);
+        using var image = await worker.GetAsync($"files/{file.Id}/images/{hash}");
+        Assert.Equal(HttpStatusCode.OK, image.StatusCode);
+        Assert.Equal(red, await image.Content.ReadAsByteArrayAsync());
+        Assert.Equal(hash, image.Headers.GetValues(WorkerProtocol.Sha256Header).Single());
+
+        // Only the dataset's own images, named by a sha256; unknown files and other tokens get nothing.
+        Assert.Equal(HttpStatusCode.NotFound, (await worker.GetAsync($"files/{file.Id}/images/{new string('a', 64)}")).StatusCode);
+        var bad = await worker.GetAsync($"files/{file.Id}/images/..%2Findex.json");
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        Assert.Contains("expected the 64 lowercase hex digits of its sha256", await bad.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.NotFound, (await worker.GetAsync("files/file_missing/images")).StatusCode);
+        using var stranger = Worker(t, "wrong-token");
+        Assert.NotEqual(HttpStatusCode.OK, (await stranger.GetAsync($"files/{file.Id}/images/{hash}")).StatusCode);
+    }
+
+    [Fact]
     public async Task A_dead_workers_job_is_requeued_from_its_uploaded_checkpoint_and_its_late_writes_are_refused()
     {
         await using var t = await Start(lease: TimeSpan.FromSeconds(1.5));
