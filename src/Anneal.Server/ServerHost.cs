@@ -49,6 +49,8 @@ public sealed record ServerOptions
     public bool AllowModelDownload { get; init; } = true;
     /// <summary>Minimum level of the server's console log.</summary>
     public LogLevel LogLevel { get; init; } = LogLevel.Warning;
+    /// <summary>The console log as plain text, or one JSON object per line (timestamp, level, category, message and its named values) for log collectors.</summary>
+    public bool JsonLogs { get; init; }
     /// <summary>/v1 goes to this running inference server instead of a process started here (tests, remote GPU hosts).</summary>
     public string? InferenceUrl { get; init; }
     /// <summary>The key of <see cref="InferenceUrl"/>.</summary>
@@ -107,6 +109,11 @@ public static class ServerHost
         builder.WebHost.UseUrls(options.Urls);
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxUploadBytes + 1024 * 1024);
         builder.Logging.SetMinimumLevel(options.LogLevel);
+        if (options.JsonLogs)
+        {
+            builder.Logging.ClearProviders();
+            builder.Logging.AddJsonConsole(j => { j.UseUtcTimestamp = true; j.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ"; });
+        }
         // A failed start is reported once, by ServerStartException, not also as a logged stack trace.
         var listening = false;
         // (A filter rule replaces the minimum level, so it checks the level itself.)

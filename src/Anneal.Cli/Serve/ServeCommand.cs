@@ -35,9 +35,12 @@ public static class ServeCommand
             DefaultValueFactory = _ => Environment.GetEnvironmentVariable("ANNEAL_WORKER_TOKEN") is { Length: > 0 } env ? env : null,
         };
         var offline = new Option<bool>("--offline") { Description = "Never download base models from the Hugging Face Hub; use local folders only" };
+        var logFormat = new Option<string>("--log-format") { HelpName = "text|json", Description = "The server's log on stdout: plain text, or one JSON object per line (timestamp, level, category, message, named values)", DefaultValueFactory = _ => "text" };
+        var logLevel = new Option<string>("--log-level") { HelpName = "LEVEL", Description = "Least severe log entries shown: debug, information, warning, error", DefaultValueFactory = _ => "warning" };
         var command = new Command("serve", "Run the Anneal server (HTTP API, storage, job runner) until Ctrl+C")
         {
             urls, shared.DataDir, maxUpload, maxJobs, leaseSeconds, modelsDir, gpus, cpuRanks, offline, inferenceGpu, database, workerToken,
+            logFormat, logLevel,
         };
         command.SetAction(async (p, ct) =>
         {
@@ -57,6 +60,18 @@ public static class ServeCommand
                 WorkerToken = p.GetValue(workerToken),
             };
             if (p.GetValue(shared.DataDir) is { } d) options = options with { DataDir = ctx.FullPath(d) };
+            var (format, level) = (p.GetValue(logFormat)!, p.GetValue(logLevel)!);
+            if (format is not ("text" or "json"))
+            {
+                ctx.Error.WriteLine($"error: --log-format {format}: expected text or json");
+                return ExitCodes.Usage;
+            }
+            if (!LogLevels.TryGetValue(level, out var minimum))
+            {
+                ctx.Error.WriteLine($"error: --log-level {level}: expected one of {string.Join(", ", LogLevels.Keys)}");
+                return ExitCodes.Usage;
+            }
+            options = options with { JsonLogs = format == "json", LogLevel = minimum };
             if (Validate(options) is { } error)
             {
                 ctx.Error.WriteLine($"error: {error}");
@@ -66,6 +81,12 @@ public static class ServeCommand
         });
         return command;
     }
+
+    static readonly Dictionary<string, Microsoft.Extensions.Logging.LogLevel> LogLevels = new()
+    {
+        ["debug"] = Microsoft.Extensions.Logging.LogLevel.Debug, ["information"] = Microsoft.Extensions.Logging.LogLevel.Information,
+        ["warning"] = Microsoft.Extensions.Logging.LogLevel.Warning, ["error"] = Microsoft.Extensions.Logging.LogLevel.Error,
+    };
 
     static string? Validate(ServerOptions o)
     {

@@ -108,9 +108,12 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
     bool EnoughFreeGpusForNext()
     {
         if (options.Gpus.Count == 0) return true;
+        if (_freeGpus.Count == 0) return false;   // jobs and deployments hold every GPU
         using var conn = db.Connect();
         var id = Db.Scalar<string>(conn, null, "SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1");
-        if (id is null || JobRows.FindAny(conn, null, id) is not { } next) return true;
+        // Nothing queued now: a job queued between this check and the claim must not be claimed
+        // unchecked (it may need more GPUs than are free); the next turn checks it.
+        if (id is null || JobRows.FindAny(conn, null, id) is not { } next) return false;
         return RankPlacement.GpusToTake(RankPlacement.RequestedGpus(next), options) <= _freeGpus.Count;
     }
 

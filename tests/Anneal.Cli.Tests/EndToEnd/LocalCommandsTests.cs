@@ -115,6 +115,43 @@ public class LocalCommandsTests
         var gpus = await box.RunAsync("serve", "--gpus", "0,x");
         Assert.Equal(2, gpus.ExitCode);
         Assert.Contains("--gpus: 'x' is not a GPU index", gpus.Err);
+        var format = await box.RunAsync("serve", "--log-format", "xml");
+        Assert.Equal(2, format.ExitCode);
+        Assert.Contains("--log-format xml: expected text or json", format.Err);
+        var level = await box.RunAsync("serve", "--log-level", "loud");
+        Assert.Equal(2, level.ExitCode);
+        Assert.Contains("--log-level loud: expected one of debug, information, warning, error", level.Err);
+    }
+
+    [Fact]
+    public async Task Serve_writes_its_log_as_one_json_object_per_line_when_asked()
+    {
+        using var box = new CliSandbox();
+        var self = CliContext.SelfCommandOfThisProcess();
+        var psi = new System.Diagnostics.ProcessStartInfo(self[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in self.Skip(1).Concat(["serve", "--urls", "http://127.0.0.1:0", "--data-dir", Path.Combine(box.Dir, "data"), "--offline",
+                     "--log-format", "json", "--log-level", "information"]))
+            psi.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(psi)!;
+        var logs = new List<System.Text.Json.Nodes.JsonObject>();
+        string? url = null;
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            while (await process.StandardOutput.ReadLineAsync(timeout.Token) is { } line)
+            {
+                if (line.StartsWith('{')) logs.Add(System.Text.Json.Nodes.JsonNode.Parse(line)!.AsObject());   // every log line is one JSON object
+                if (line.StartsWith("Anneal is listening on ")) url = line.Split(' ')[4];
+                if (line.StartsWith("Press Ctrl+C")) break;
+            }
+        }
+        finally { process.Kill(); }
+        Assert.NotNull(url);
+        var listening = Assert.Single(logs, l => (string?)l["Message"] == $"Now listening on: {url}");
+        Assert.Equal("Information", (string?)listening["LogLevel"]);
+        Assert.Equal("Microsoft.Hosting.Lifetime", (string?)listening["Category"]);
+        Assert.Equal(url, (string?)listening["State"]!["address"]);   // the message's named values, for a log collector
+        Assert.EndsWith("Z", (string?)listening["Timestamp"]);
     }
 
     [Fact]
