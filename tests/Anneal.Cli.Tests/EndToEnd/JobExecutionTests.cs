@@ -206,7 +206,9 @@ public class JobExecutionTests
         var dataDir = Directory.CreateTempSubdirectory("anneal-cli-restart-").FullName;
         var first = await TestServer.StartAsync(runJobs: true, dataDir: dataDir, urls: url);
         using var box = Sandbox(first, url);
-        box.Write("train.toml", SmallToml(12, saveSteps: 2));
+        // Long enough (about 5 s on a quiet machine, 12 ms a step) that the trainer is still running
+        // when the server stops after the first checkpoint.
+        box.Write("train.toml", SmallToml(400, saveSteps: 20));
         box.Write("data.jsonl", Samples.Dataset(8));
         var follow = box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--poll-interval", "0.3");
         var id = await FirstJobIdAsync(first);
@@ -230,7 +232,8 @@ public class JobExecutionTests
     {
         await using var server = await TestServer.StartAsync(runJobs: true);
         using var box = Sandbox(server, server.BaseUrl);
-        box.Write("train.toml", SmallToml(10, saveSteps: 2));
+        // Long enough that the pause (a CLI process away) lands while the trainer runs, also on a quiet machine.
+        box.Write("train.toml", SmallToml(400, saveSteps: 20));
         box.Write("data.jsonl", Samples.Dataset(8));
         var submitted = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--no-poll");
         var id = JobId(submitted);
@@ -245,7 +248,7 @@ public class JobExecutionTests
         var result = await box.RunAsync("jobs", "events", id, "--follow", "--poll-interval", "0.3");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Contains("status: succeeded", result.Out);
-        Assert.Contains("sft.progress step 10/10", result.Out);
+        Assert.Contains("sft.progress step 400/400", result.Out);
     }
 
     [Fact]
