@@ -90,8 +90,8 @@ public class WorkerEndToEndTests
             model = "{Samples.TinyModel}"
 
             [hyperparameters]
-            total_steps = 40
-            save_steps = 4
+            total_steps = 200
+            save_steps = 20
             per_device_batch = 1
             learning_rate = 1e-3
             sequence_length = 32
@@ -109,7 +109,7 @@ public class WorkerEndToEndTests
         using var first = Process.Start(psi)!;
         _ = first.StandardOutput.ReadToEndAsync();
         _ = first.StandardError.ReadToEndAsync();
-        var uploaded = Path.Combine(dataDir, "jobs", jobId, "output", "checkpoints", "step-4");
+        var uploaded = Path.Combine(dataDir, "jobs", jobId, "output", "checkpoints", "step-20");
         for (var i = 0; i < 1200 && !Directory.Exists(uploaded) && !first.HasExited; i++) await Task.Delay(100);
         Assert.True(Directory.Exists(uploaded), "the first worker never uploaded its checkpoint");
         first.Kill(entireProcessTree: false);
@@ -125,7 +125,7 @@ public class WorkerEndToEndTests
         Assert.NotNull(requeued);
         Assert.Equal("lease_expired", requeued.Data!["reason"]!.GetValue<string>());
         var resumeStep = requeued.Data!["resume_step"]!.GetValue<long>();
-        Assert.True(resumeStep >= 4, requeued.Message);
+        Assert.True(resumeStep >= 20, requeued.Message);
 
         var second = await box.RunAsync("worker", "--server", server.BaseUrl, "--token", Token, "--work-dir", Path.Combine(box.Dir, "worker-2"), "--offline", "--exit-when-idle");
         Assert.True(second.ExitCode == 0, second.ToString());
@@ -156,8 +156,8 @@ public class WorkerEndToEndTests
             model = "{Samples.TinyModel}"
 
             [hyperparameters]
-            total_steps = 24
-            save_steps = 4
+            total_steps = 200
+            save_steps = 20
             per_device_batch = 1
             learning_rate = 1e-3
             sequence_length = 32
@@ -168,7 +168,7 @@ public class WorkerEndToEndTests
         var jobId = submitted.Out.Split('\n').First(l => l.StartsWith("job_id: ", StringComparison.Ordinal))["job_id: ".Length..].Trim();
 
         using var paused = WorkerProcess.Start(server.BaseUrl, Token, Path.Combine(box.Dir, "worker-1"), "paused-host");
-        var uploaded = Path.Combine(dataDir, "jobs", jobId, "output", "checkpoints", "step-4");
+        var uploaded = Path.Combine(dataDir, "jobs", jobId, "output", "checkpoints", "step-20");
         for (var i = 0; i < 1200 && !Directory.Exists(uploaded) && !paused.Process.HasExited; i++) await Task.Delay(100);
         Assert.True(Directory.Exists(uploaded), "the first worker never uploaded its checkpoint: " + paused.Output);
         var trainer = Assert.Single(EndToEnd.ServeProcess.TrainersOf(paused.WorkDir));
@@ -216,7 +216,7 @@ public class WorkerEndToEndTests
         var steps = after.Where(e => e.Seq > secondRun.Seq && e.Type == EventTypes.Progress).Select(e => e.Data!["step"]!.GetValue<long>()).ToList();
         Assert.True(steps[0] > requeued.Data!["resume_step"]!.GetValue<long>());
         Assert.Equal(steps.Order(), steps);
-        Assert.Equal(24, steps[^1]);
+        Assert.Equal(200, steps[^1]);
     }
 
     static async Task<List<JobEvent>> AllEvents(Anneal.Cli.Http.AnnealClient client, string jobId)
