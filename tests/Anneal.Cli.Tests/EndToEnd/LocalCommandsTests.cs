@@ -138,11 +138,12 @@ public class LocalCommandsTests
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            // The logger writes from its own thread: its lines may come before or after the server's own.
             while (await process.StandardOutput.ReadLineAsync(timeout.Token) is { } line)
             {
                 if (line.StartsWith('{')) logs.Add(System.Text.Json.Nodes.JsonNode.Parse(line)!.AsObject());   // every log line is one JSON object
                 if (line.StartsWith("Anneal is listening on ")) url = line.Split(' ')[4];
-                if (line.StartsWith("Press Ctrl+C")) break;
+                if (url is not null && logs.Any(l => (string?)l["Message"] == $"Now listening on: {url}")) break;
             }
         }
         finally { process.Kill(); }
