@@ -71,6 +71,9 @@ sealed class ChunkedCrossEntropyFunction : autograd.SingleTensorFunction<Chunked
         long n = hidden.shape[0];
         var total = zeros([], ScalarType.Float32, hidden.device);
         var lse = empty(n, ScalarType.Float32, hidden.device);  // [N] log-sum-exp, for backward
+        // Scalars held for the whole loop: an implicit temporary can be finalized by the GC while the
+        // native call still reads it (a rare crash of the test host in toDouble).
+        using var zero = 0L.ToScalar();
         for (long start = 0; start < n; start += chunk)
         {
             using var scope = NewDisposeScope();
@@ -78,7 +81,7 @@ sealed class ChunkedCrossEntropyFunction : autograd.SingleTensorFunction<Chunked
             var logits = matmul(hidden.narrow(0, start, len), weight.t()).to(ScalarType.Float32);  // [C, V]
             var t = targets.narrow(0, start, len);
             var valid = t.ne(ChunkedCrossEntropy.IgnoreIndex);
-            var index = t.clamp_min(0).unsqueeze(1);                                               // [C, 1]
+            var index = t.clamp_min(zero).unsqueeze(1);                                            // [C, 1]
             // One fused log_softmax pass; lse = logit − log p at any index, here the target's.
             var logp = logits.log_softmax(1).gather(1, index).squeeze(1);                          // [C]
             lse.narrow(0, start, len).copy_(logits.gather(1, index).squeeze(1) - logp);
@@ -104,6 +107,8 @@ sealed class ChunkedCrossEntropyFunction : autograd.SingleTensorFunction<Chunked
             var dloss = gradOutput.to(ScalarType.Float32);
             var gh = needHidden ? empty_like(hidden) : null;
             var gw = needWeight ? zeros(weight.shape, ScalarType.Float32, weight.device) : null;  // [V, H] fp32 sum
+            using var zero = 0L.ToScalar();      // held for the loop, as in forward
+            using var minusOne = (-1f).ToScalar();
             for (long start = 0; start < n; start += chunk)
             {
                 using var chunkScope = NewDisposeScope();
@@ -113,7 +118,7 @@ sealed class ChunkedCrossEntropyFunction : autograd.SingleTensorFunction<Chunked
                 var valid = t.ne(ChunkedCrossEntropy.IgnoreIndex);
                 var logits = matmul(h, weight.t()).to(ScalarType.Float32);                        // [C, V]
                 var dlogits = logits.sub_(lse.narrow(0, start, len).unsqueeze(1)).exp_();          // softmax
-                dlogits.scatter_add_(1, t.clamp_min(0).unsqueeze(1), full([len, 1], -1f, ScalarType.Float32, h.device));
+                dlogits.scatter_add_(1, t.clamp_min(zero).unsqueeze(1), full([len, 1], minusOne, ScalarType.Float32, h.device));
                 dlogits.mul_((valid.to(ScalarType.Float32) * dloss).unsqueeze(1));
                 var d = dlogits.to(hidden.dtype);
                 gh?.narrow(0, start, len).copy_(matmul(d, weight));                               // [C, H]
