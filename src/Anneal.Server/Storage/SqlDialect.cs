@@ -114,6 +114,9 @@ public abstract partial class SqlDialect : IDisposable
             using var cmd = conn.CreateCommand();
             cmd.Transaction = tx;
             cmd.CommandText = $"SELECT pg_advisory_xact_lock({WriterLockKey})";
+            // Writers queue here one at a time: a burst (50 uploads and job creations at once on a
+            // loaded host) can wait longer than Npgsql's 30 s default, which would fail the request.
+            cmd.CommandTimeout = 300;
             cmd.ExecuteNonQuery();
             return tx;
         }
