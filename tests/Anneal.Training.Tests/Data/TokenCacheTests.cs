@@ -252,11 +252,13 @@ public sealed class TokenCacheMemoryTests(ITestOutputHelper output) : IDisposabl
     public void A_dataset_many_times_a_memory_bound_trains_within_the_bound()
     {
         // The trainer finds a cache file under the key of a small JSONL file (as if it had tokenized a
-        // large one) and trains on it. A 2 MiB file first, then a 120 MiB one: the second run's growth
+        // large one) and trains on it. A 2 MiB file first, then a 240 MiB one: the second run's growth
         // of anonymous memory over the first's is what the data costs, and must stay under the bound.
-        const long bound = 40L << 20;
+        // (Typically a few MiB; the bound leaves room for the managed heap's own growth, which varies
+        // with what earlier tests left: once 59 MiB over a first run that grew by 0.)
+        const long bound = 80L << 20;
         var (small, smallSize, _) = TrainOnSyntheticCache("small", 2L << 20);
-        var (large, largeSize, examples) = TrainOnSyntheticCache("large", 120L << 20);
+        var (large, largeSize, examples) = TrainOnSyntheticCache("large", 240L << 20);
         output.WriteLine($"anonymous memory grew by {small >> 20} MiB training on {smallSize >> 20} MiB, {large >> 20} MiB on {largeSize >> 20} MiB ({examples} examples); bound on the difference {bound >> 20} MiB");
         Assert.True(largeSize > 2 * bound, $"the file ({largeSize >> 20} MiB) must be several times the bound");
         Assert.True(large - small < bound, $"training on {largeSize >> 20} MiB took {(large - small) >> 20} MiB more than on {smallSize >> 20} MiB (bound {bound >> 20} MiB)");
