@@ -28,51 +28,37 @@ public class WorkerCheckpointIntegrityTests
         var sentSha = Convert.ToHexStringLower(SHA256.HashData(tar));
         tar[^1] ^= 0x5a; // damaged on the way: the bytes no longer match what the server hashed
 
-        var port = FreePort();
-        using var listener = new HttpListener();
-        listener.Prefixes.Add($"http://127.0.0.1:{port}/");
-        listener.Start();
-        var calls = new List<string>();
         var claims = 0;
-        var serving = Task.Run(async () =>
+        var server = new StandInServer((c, path) =>
         {
-            while (listener.IsListening)
-            {
-                HttpListenerContext c;
-                try { c = await listener.GetContextAsync(); }
-                catch (Exception e) when (e is HttpListenerException or ObjectDisposedException) { return; }
-                var path = c.Request.Url!.AbsolutePath;
-                lock (calls) calls.Add($"{c.Request.HttpMethod} {path}");
-                byte[] body = [];
-                if (path == "/api/workers/claim" && Interlocked.Increment(ref claims) == 1)
-                    body = JsonSerializer.SerializeToUtf8Bytes(new WorkerClaim("job_1", "worker:test:1", 2, 30, "tiny-model",
-                        new TrainingSettings { TotalSteps = 4 }, false, new WorkerFile("file_1", "data.jsonl", datasetSha, dataset.Length), null,
-                        "checkpoints/step-2"), AnnealJson.Options);
-                else if (path == "/api/workers/claim") c.Response.StatusCode = 204;
-                else if (path == "/api/workers/files/file_1")
-                {
-                    c.Response.Headers[WorkerProtocol.Sha256Header] = datasetSha;
-                    body = dataset;
-                }
-                else if (path == "/api/workers/files/file_1/images") body = "{}"u8.ToArray();
-                else if (path == "/api/workers/jobs/job_1/artifacts/checkpoints/step-2")
-                {
-                    c.Response.Headers[WorkerProtocol.Sha256Header] = sentSha;
-                    body = tar;
-                }
-                else if (path.EndsWith("/heartbeat", StringComparison.Ordinal)) { }
-                else c.Response.StatusCode = 500; // lines, exit, uploads: never expected here
-                if (body.Length > 0) c.Response.ContentType = "application/json";
-                await c.Response.OutputStream.WriteAsync(body);
-                c.Response.Close();
-            }
+            byte[] body = [];
+        if (path == "/api/workers/claim" && Interlocked.Increment(ref claims) == 1)
+            body = JsonSerializer.SerializeToUtf8Bytes(new WorkerClaim("job_1", "worker:test:1", 2, 30, "tiny-model",
+                new TrainingSettings { TotalSteps = 4 }, false, new WorkerFile("file_1", "data.jsonl", datasetSha, dataset.Length), null,
+                "checkpoints/step-2"), AnnealJson.Options);
+        else if (path == "/api/workers/claim") c.Response.StatusCode = 204;
+        else if (path == "/api/workers/files/file_1")
+        {
+            c.Response.Headers[WorkerProtocol.Sha256Header] = datasetSha;
+            body = dataset;
+        }
+        else if (path == "/api/workers/files/file_1/images") body = "{}"u8.ToArray();
+        else if (path == "/api/workers/jobs/job_1/artifacts/checkpoints/step-2")
+        {
+            c.Response.Headers[WorkerProtocol.Sha256Header] = sentSha;
+            body = tar;
+        }
+        else if (path.EndsWith("/heartbeat", StringComparison.Ordinal)) { }
+        else c.Response.StatusCode = 500; // lines, exit, uploads: never expected here
+        if (body.Length > 0) c.Response.ContentType = "application/json";
+            return body;
         });
+        var (calls, port) = (server.Calls, server.Port);
 
         using var box = new CliSandbox();
         var workDir = Path.Combine(box.Dir, "worker");
         var result = await box.RunAsync("worker", "--server", $"http://127.0.0.1:{port}", "--token", "t", "--work-dir", workDir, "--offline", "--exit-when-idle");
-        listener.Stop();
-        await serving;
+        await server.StopAsync();
 
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Contains($"worker: job job_1 attempt 2: abandoned: checkpoint checkpoints/step-2: the downloaded tar has sha256 ", result.Out);
@@ -100,44 +86,30 @@ public class WorkerCheckpointIntegrityTests
         var image = "the stored image's bytes"u8.ToArray();
         var imageSha = Convert.ToHexStringLower(SHA256.HashData(image));
         var sent = damaged ? [.. image[..^1], (byte)(image[^1] ^ 0x5a)] : image;
-        var port = FreePort();
-        using var listener = new HttpListener();
-        listener.Prefixes.Add($"http://127.0.0.1:{port}/");
-        listener.Start();
-        var calls = new List<string>();
         var claims = 0;
-        var serving = Task.Run(async () =>
+        var server = new StandInServer((c, path) =>
         {
-            while (listener.IsListening)
-            {
-                HttpListenerContext c;
-                try { c = await listener.GetContextAsync(); }
-                catch (Exception e) when (e is HttpListenerException or ObjectDisposedException) { return; }
-                var path = c.Request.Url!.AbsolutePath;
-                lock (calls) calls.Add($"{c.Request.HttpMethod} {path}");
-                byte[] body = [];
-                if (path == "/api/workers/claim" && Interlocked.Increment(ref claims) == 1)
-                    body = JsonSerializer.SerializeToUtf8Bytes(new WorkerClaim("job_1", "worker:test:1", 1, 30, "no-such-model",
-                        new TrainingSettings { TotalSteps = 4 }, false, new WorkerFile("file_1", "data.jsonl", datasetSha, dataset.Length), null,
-                        null), AnnealJson.Options);
-                else if (path == "/api/workers/claim") c.Response.StatusCode = 204;
-                else if (path == "/api/workers/files/file_1") body = dataset;
-                else if (path == "/api/workers/files/file_1/images")
-                    body = JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string> { ["https://images.example/a.png"] = imageSha });
-                else if (path == $"/api/workers/files/file_1/images/{imageSha}") body = sent;
-                else if (path.EndsWith("/heartbeat", StringComparison.Ordinal)) { }
-                else if (path.EndsWith("/exit", StringComparison.Ordinal)) body = "null"u8.ToArray();
-                else c.Response.StatusCode = 500;
-                await c.Response.OutputStream.WriteAsync(body);
-                c.Response.Close();
-            }
+            byte[] body = [];
+        if (path == "/api/workers/claim" && Interlocked.Increment(ref claims) == 1)
+            body = JsonSerializer.SerializeToUtf8Bytes(new WorkerClaim("job_1", "worker:test:1", 1, 30, "no-such-model",
+                new TrainingSettings { TotalSteps = 4 }, false, new WorkerFile("file_1", "data.jsonl", datasetSha, dataset.Length), null,
+                null), AnnealJson.Options);
+        else if (path == "/api/workers/claim") c.Response.StatusCode = 204;
+        else if (path == "/api/workers/files/file_1") body = dataset;
+        else if (path == "/api/workers/files/file_1/images")
+            body = JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string> { ["https://images.example/a.png"] = imageSha });
+        else if (path == $"/api/workers/files/file_1/images/{imageSha}") body = sent;
+        else if (path.EndsWith("/heartbeat", StringComparison.Ordinal)) { }
+        else if (path.EndsWith("/exit", StringComparison.Ordinal)) body = "null"u8.ToArray();
+        else c.Response.StatusCode = 500;
+            return body;
         });
+        var (calls, port) = (server.Calls, server.Port);
 
         using var box = new CliSandbox();
         var workDir = Path.Combine(box.Dir, "worker");
         var result = await box.RunAsync("worker", "--server", $"http://127.0.0.1:{port}", "--token", "t", "--work-dir", workDir, "--offline", "--exit-when-idle");
-        listener.Stop();
-        await serving;
+        await server.StopAsync();
 
         Assert.True(result.ExitCode == 0, result.ToString());
         var stored = Path.Combine(workDir, "files", datasetSha + ".images");
@@ -153,6 +125,41 @@ public class WorkerCheckpointIntegrityTests
             Assert.Equal(image, File.ReadAllBytes(Path.Combine(stored, imageSha)));
             Assert.Equal(image, Anneal.Core.Vision.StoredImages.Resolver(Path.Combine(workDir, "files", datasetSha))("https://images.example/a.png"));
             Assert.Contains("failed before training", result.Out);
+        }
+    }
+
+    /// <summary>Answers the worker's calls on a free loopback port with <c>answer(context, path)</c>'s bytes, recording each call.</summary>
+    sealed class StandInServer
+    {
+        readonly HttpListener _listener = new();
+        readonly Task _serving;
+        public List<string> Calls { get; } = [];
+        public int Port { get; } = FreePort();
+
+        public StandInServer(Func<HttpListenerContext, string, byte[]> answer)
+        {
+            _listener.Prefixes.Add($"http://127.0.0.1:{Port}/");
+            _listener.Start();
+            _serving = Task.Run(async () =>
+            {
+                while (_listener.IsListening)
+                {
+                    HttpListenerContext c;
+                    try { c = await _listener.GetContextAsync(); }
+                    catch (Exception e) when (e is HttpListenerException or ObjectDisposedException) { return; }
+                    var path = c.Request.Url!.AbsolutePath;
+                    lock (Calls) Calls.Add($"{c.Request.HttpMethod} {path}");
+                    await c.Response.OutputStream.WriteAsync(answer(c, path));
+                    c.Response.Close();
+                }
+            });
+        }
+
+        public async Task StopAsync()
+        {
+            _listener.Stop();
+            await _serving;
+            _listener.Close();
         }
     }
 
