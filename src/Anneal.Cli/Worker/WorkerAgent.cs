@@ -1,6 +1,6 @@
 // `anneal worker`: runs jobs of a server on this host. One loop per GPU (or one on the CPU) claims a
 // job over /api/workers, fetches its dataset (kept by sha256 in the work folder's cache), finds the
-// base model (models folder, Hugging Face cache, else the Hub), the https images the server stored
+// base model (models folder, Hugging Face cache, else the server's copy, else the Hub), the https images the server stored
 // with the dataset, downloads the checkpoint to resume
 // from when the server has one (checked against the sha256 the server sends; a mismatch abandons
 // the claim), then runs the same trainer process `anneal serve` runs. Trainer
@@ -139,14 +139,28 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
             resume = Path.Combine(output, from);
             await FetchCheckpointAsync(claim, from, resume, jobDir, ct);
         }
-        var models = settings.ModelsDir ?? Path.Combine(settings.WorkDir, "models");
-        var modelPath = await ModelResolver.ResolveAsync(claim.Model, ModelSources.FromEnvironment(models, settings.AllowModelDownload), ct: ct);
+        var modelPath = await BaseModelAsync(claim, ct);
         var spec = new TrainerJobSpec(claim.JobId, claim.Model, modelPath, train, validation, output, claim.Settings,
             ResumeFrom: resume, Device: gpu is null ? "cpu" : "cuda", MergeLora: claim.MergeLora,
             TrainingFileName: $"{claim.TrainingFile.Name} ({claim.TrainingFile.Id})",
             ValidationFileName: claim.ValidationFile is { } vf ? $"{vf.Name} ({vf.Id})" : null);
         await File.WriteAllTextAsync(Path.Combine(jobDir, "spec.json"), JsonSerializer.Serialize(spec, AnnealJson.Indented), ct);
         return spec;
+    }
+
+    /// <summary>
+    /// The base model: generated (the built-in tiny model), on this host (models folder, Hugging Face
+    /// cache), else the server's copy (fine-tuned ids always come from there), else the Hub.
+    /// </summary>
+    async Task<string> BaseModelAsync(WorkerClaim claim, CancellationToken ct)
+    {
+        var sources = ModelSources.FromEnvironment(settings.ModelsDir ?? Path.Combine(settings.WorkDir, "models"), settings.AllowModelDownload);
+        if (ModelRegistry.IsBuiltIn(claim.Model) || ModelResolver.FindLocal(claim.Model, sources) is not null)
+            return await ModelResolver.ResolveAsync(claim.Model, sources, ct: ct);
+        var (fromServer, why) = await ServerModelCache.FetchAsync(_http, claim.JobId, settings.WorkDir, ct);
+        if (fromServer is not null) return fromServer;
+        if (!ModelResolver.IsValidId(claim.Model)) throw new ModelDownloadException(why!);
+        return await ModelResolver.ResolveAsync(claim.Model, sources, ct: ct);
     }
 
     /// <summary>The dataset from the cache (files/&lt;sha256&gt;, checked) or the server.</summary>
@@ -373,5 +387,5 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
 
     sealed class LeaseLostException(string refused) : Exception($"the server refused {refused} with 409 lease_lost");
 
-    sealed class TransferIntegrityException(string message) : Exception(message);
+    internal sealed class TransferIntegrityException(string message) : Exception(message);
 }

@@ -33,3 +33,8 @@ public sealed record WorkerLease(string Owner, long Attempt);
 public sealed record WorkerLines(string Owner, long Attempt, IReadOnlyList<string> Lines);
 
 public sealed record WorkerExit(string Owner, long Attempt, int ExitCode, IReadOnlyList<string> Lines, IReadOnlyList<string>? LogTail = null);
+
+/// <summary>A job's base model as the server has it: every file with its size and sha256 (paths use '/').</summary>
+public sealed record WorkerModel(string Model, IReadOnlyList<WorkerModelFile> Files);
+
+public sealed record WorkerModelFile(string Path, long Bytes, string Sha256);

@@ -10,6 +10,7 @@
 //   GET  files/{id}/images/{sha256}     → one stored image's bytes (X-Content-SHA256)
 //   PUT  jobs/{id}/artifacts/{path}     → a tar of checkpoints/step-N or final (sha256-checked)
 //   GET  jobs/{id}/artifacts/{path}     → a tar of a checkpoint to resume from (X-Content-SHA256)
+//   GET  jobs/{id}/model[/{path}]       → the job's base model as the server has it (WorkerModels)
 // Every call that writes carries the lease and is refused (409) when it no longer holds the job.
 using System.Formats.Tar;
 using System.Security.Cryptography;
@@ -43,6 +44,8 @@ public static partial class WorkersApi
         g.MapGet("/files/{id}/images/{hash}", FileImage);
         g.MapPut("/jobs/{id}/artifacts/{*path}", Upload);
         g.MapGet("/jobs/{id}/artifacts/{*path}", Download);
+        g.MapGet("/jobs/{id}/model", WorkerModels.Manifest);
+        g.MapGet("/jobs/{id}/model/{*path}", WorkerModels.FileBytes);
         return app;
     }
 
