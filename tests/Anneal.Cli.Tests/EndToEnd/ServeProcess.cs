@@ -21,17 +21,25 @@ public sealed class ServeProcess : IDisposable
         var process = Process.Start(psi)!;
         var stderr = process.StandardError.ReadToEndAsync();
         string? url = null, key = null;
+        var said = new List<string>();
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        while (await process.StandardOutput.ReadLineAsync(timeout.Token) is { } line)
+        try
         {
-            if (line.StartsWith("Anneal is listening on ")) url = line.Split(' ')[4];
-            if (line.StartsWith("Created the first API key: ")) key = line["Created the first API key: ".Length..];
-            if (line.StartsWith("Press Ctrl+C")) break;
+            while (await process.StandardOutput.ReadLineAsync(timeout.Token) is { } line)
+            {
+                said.Add(line);
+                if (line.StartsWith("Anneal is listening on ")) url = line.Split(' ')[4];
+                if (line.StartsWith("Created the first API key: ")) key = line["Created the first API key: ".Length..];
+                if (line.StartsWith("Press Ctrl+C")) break;
+            }
         }
+        catch (OperationCanceledException) { url = null; }
         if (url is null)
         {
             process.Kill();
-            throw new InvalidOperationException("anneal serve did not start: " + await stderr);
+            await process.WaitForExitAsync();
+            var why = timeout.IsCancellationRequested ? "did not start within 60 s" : $"exited with {process.ExitCode}";
+            throw new InvalidOperationException($"anneal serve {why}; it said: {string.Join(" | ", said)}; stderr: {await stderr}");
         }
         _ = process.StandardOutput.ReadToEndAsync(); // keep the pipe drained
         return new ServeProcess { Process = process, BaseUrl = url, FirstKey = key };
@@ -51,8 +59,13 @@ public sealed class ServeProcess : IDisposable
         Process.WaitForExit();
     }
 
+    bool _disposed;
+
+    /// <summary>Kills it if it still runs; a second call does nothing.</summary>
     public void Dispose()
     {
+        if (_disposed) return;
+        _disposed = true;
         if (!Process.HasExited) Crash();
         Process.Dispose();
     }
