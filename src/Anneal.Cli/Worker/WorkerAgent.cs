@@ -1,5 +1,6 @@
 // `anneal worker`: runs jobs of a server on this host. One loop per GPU (or one on the CPU) claims a
-// job over /api/workers, fetches its dataset (kept by sha256 in the work folder's cache), finds the
+// job over /api/workers (offering the other free GPUs too, so a job asking for several takes them
+// and runs as that many ranks under mpirun), fetches its dataset (kept by sha256 in the work folder's cache), finds the
 // base model (models folder, Hugging Face cache, else the server's copy, else the Hub), the https images the server stored
 // with the dataset, downloads the checkpoint to resume
 // from when the server has one (checked against the sha256 the server sends; a mismatch abandons
@@ -25,12 +26,18 @@ using Anneal.Server.Workers;
 namespace Anneal.Cli.Worker;
 
 public sealed record WorkerSettings(Uri Server, string Token, string Name, IReadOnlyList<string?> Slots, string? GpuType, string WorkDir, string? ModelsDir,
-    bool AllowModelDownload, bool ExitWhenIdle, TimeSpan Poll);
+    bool AllowModelDownload, bool ExitWhenIdle, TimeSpan Poll, bool CpuRanks = false);
 
 public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisposable
 {
     const int LogTailLines = 20;
     readonly HttpClient _http = Client(settings);
+    // GPUs held by running jobs (a job asking for k GPUs holds k); claims are made one at a time, so
+    // the GPUs a claim offers are still free when the job takes them.
+    readonly HashSet<string> _busy = [];
+    readonly SemaphoreSlim _claiming = new(1, 1);
+    // Several ranks are launched by Open MPI's mpirun: without it a claim offers one GPU (one rank).
+    readonly bool _mpirun = Anneal.Server.Runner.RankPlacement.MpirunFound();
 
     static HttpClient Client(WorkerSettings s)
     {
@@ -39,7 +46,11 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         return http;
     }
 
-    public void Dispose() => _http.Dispose();
+    public void Dispose()
+    {
+        _http.Dispose();
+        _claiming.Dispose();
+    }
 
     /// <summary>Runs every slot until cancelled (or, with ExitWhenIdle, until no job is queued); returns how many jobs ran.</summary>
     public async Task<int> RunAsync(CancellationToken ct)
@@ -54,7 +65,8 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         while (!ct.IsCancellationRequested)
         {
             WorkerClaim? claim;
-            try { claim = await ClaimAsync(gpu, ct); }
+            IReadOnlyList<string> gpus;
+            try { (claim, gpus) = await ClaimAsync(gpu, ct); }
             catch (HttpRequestException e)
             {
                 ctx.Error.WriteLine($"worker: the server at {settings.Server} did not answer ({e.Message}); retrying");
@@ -63,35 +75,64 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
             }
             if (claim is null)
             {
-                if (settings.ExitWhenIdle) break;
+                if (settings.ExitWhenIdle && (gpu is null || !Busy(gpu))) break;
                 await Task.Delay(settings.Poll, ct);
                 continue;
             }
-            ctx.Out.WriteLine($"worker: job {claim.JobId} attempt {claim.Attempt} on {(gpu is null ? "cpu" : $"GPU {gpu}")}");
+            var on = gpus.Count > 0 ? $"GPU{(gpus.Count > 1 ? "s" : "")} {string.Join(',', gpus)}" : claim.Ranks > 1 ? $"{claim.Ranks} CPU ranks" : "cpu";
+            ctx.Out.WriteLine($"worker: job {claim.JobId} attempt {claim.Attempt} on {on}");
             string outcome;
-            try { outcome = await RunJobAsync(claim, gpu, ct); }
+            try { outcome = await RunJobAsync(claim, gpus, ct); }
             catch (HttpRequestException e)
             {
                 // The server is unreachable or refused a call: the trainer is stopped and the lease
                 // left to lapse, so the server re-queues the job from its last uploaded checkpoint.
                 outcome = $"abandoned ({e.Message}); the server re-queues it when the lease lapses";
             }
+            finally { lock (_busy) _busy.ExceptWith(gpus); }
             ctx.Out.WriteLine($"worker: job {claim.JobId} attempt {claim.Attempt}: {outcome}");
             ran++;
         }
         return ran;
     }
 
-    async Task<WorkerClaim?> ClaimAsync(string? gpu, CancellationToken ct)
+    bool Busy(string gpu)
     {
-        using var response = await _http.PostAsJsonAsync("claim", new WorkerClaimRequest(settings.Name, gpu is null ? [] : [gpu], gpu is null ? null : settings.GpuType), AnnealJson.Options, ct);
-        if (response.StatusCode == HttpStatusCode.NoContent) return null;
-        await EnsureAsync(response, "claim", ct);
-        return await response.Content.ReadFromJsonAsync<WorkerClaim>(AnnealJson.Options, ct);
+        lock (_busy) return _busy.Contains(gpu);
     }
 
-    /// <summary>One attempt of one job; returns what happened, for the log.</summary>
-    async Task<string> RunJobAsync(WorkerClaim claim, string? gpu, CancellationToken ct)
+    /// <summary>
+    /// Asks for a job for this slot's GPU, offering with it every other GPU free now (this one
+    /// first); a job asking for several GPUs takes that many and holds them until it ends.
+    /// </summary>
+    async Task<(WorkerClaim? Claim, IReadOnlyList<string> Gpus)> ClaimAsync(string? gpu, CancellationToken ct)
+    {
+        await _claiming.WaitAsync(ct);
+        try
+        {
+            List<string> offered = [];
+            if (gpu is not null)
+            {
+                lock (_busy)
+                {
+                    if (_busy.Contains(gpu)) return (null, []);   // another slot's job holds it
+                    offered = [gpu, .. _mpirun ? settings.Slots.OfType<string>().Where(g => g != gpu && !_busy.Contains(g)) : []];
+                }
+            }
+            var request = new WorkerClaimRequest(settings.Name, offered, gpu is null ? null : settings.GpuType, gpu is null && settings.CpuRanks && _mpirun);
+            using var response = await _http.PostAsJsonAsync("claim", request, AnnealJson.Options, ct);
+            if (response.StatusCode == HttpStatusCode.NoContent) return (null, []);
+            await EnsureAsync(response, "claim", ct);
+            var claim = (await response.Content.ReadFromJsonAsync<WorkerClaim>(AnnealJson.Options, ct))!;
+            var taken = offered.Take(Math.Max(1, claim.Ranks)).ToList();
+            lock (_busy) _busy.UnionWith(taken);
+            return (claim, taken);
+        }
+        finally { _claiming.Release(); }
+    }
+
+    /// <summary>One attempt of one job on <paramref name="gpus"/> (none: the CPU); returns what happened, for the log.</summary>
+    async Task<string> RunJobAsync(WorkerClaim claim, IReadOnlyList<string> gpus, CancellationToken ct)
     {
         var lease = new WorkerLease(claim.Owner, claim.Attempt);
         var jobDir = Path.Combine(settings.WorkDir, "jobs", claim.JobId, $"attempt-{claim.Attempt}");
@@ -103,14 +144,14 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         try
         {
             TrainerJobSpec spec;
-            try { spec = await PrepareAsync(claim, gpu, jobDir, output, lost.Token); }
+            try { spec = await PrepareAsync(claim, gpus, jobDir, output, lost.Token); }
             catch (Exception e) when (e is ModelDownloadException or IOException or HttpRequestException or InvalidDataException)
             {
                 var failed = Line(EventTypes.Failed, "error", e.Message, new() { ["error"] = new System.Text.Json.Nodes.JsonObject { ["code"] = ErrorCodes.UserConfigError, ["message"] = e.Message } });
                 await ExitAsync(claim, 2, [failed], [], ct);
                 return $"failed before training: {e.Message}";
             }
-            return await TrainAsync(claim, lease, spec, gpu, jobDir, output, lost);
+            return await TrainAsync(claim, lease, gpus, jobDir, output, lost);
         }
         catch (LeaseLostException e) { return $"lease lost ({e.Message}): stopped, nothing more sent"; }
         catch (TransferIntegrityException e)
@@ -127,7 +168,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         }
     }
 
-    async Task<TrainerJobSpec> PrepareAsync(WorkerClaim claim, string? gpu, string jobDir, string output, CancellationToken ct)
+    async Task<TrainerJobSpec> PrepareAsync(WorkerClaim claim, IReadOnlyList<string> gpus, string jobDir, string output, CancellationToken ct)
     {
         var train = await FetchFileAsync(claim.TrainingFile, ct);
         var validation = claim.ValidationFile is { } v ? await FetchFileAsync(v, ct) : null;
@@ -141,7 +182,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         }
         var modelPath = await BaseModelAsync(claim, ct);
         var spec = new TrainerJobSpec(claim.JobId, claim.Model, modelPath, train, validation, output, claim.Settings,
-            ResumeFrom: resume, Device: gpu is null ? "cpu" : "cuda", MergeLora: claim.MergeLora,
+            ResumeFrom: resume, Device: gpus.Count == 0 ? "cpu" : "cuda", MergeLora: claim.MergeLora,
             TrainingFileName: $"{claim.TrainingFile.Name} ({claim.TrainingFile.Id})",
             ValidationFileName: claim.ValidationFile is { } vf ? $"{vf.Name} ({vf.Id})" : null);
         await File.WriteAllTextAsync(Path.Combine(jobDir, "spec.json"), JsonSerializer.Serialize(spec, AnnealJson.Indented), ct);
@@ -253,14 +294,20 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         finally { File.Delete(tmp); }
     }
 
-    async Task<string> TrainAsync(WorkerClaim claim, WorkerLease lease, TrainerJobSpec spec, string? gpu, string jobDir, string output, CancellationTokenSource lost)
+    async Task<string> TrainAsync(WorkerClaim claim, WorkerLease lease, IReadOnlyList<string> gpus, string jobDir, string output, CancellationTokenSource lost)
     {
-        var psi = new ProcessStartInfo(ctx.SelfCommand[0])
+        // Several ranks: mpirun starts them all (one per GPU, or CPU ranks) and ends them all when one
+        // dies, as `anneal serve` launches them (RankLaunch); they meet through the job folder.
+        IReadOnlyList<string> command = claim.Ranks > 1
+            ? [.. RankLaunch.MpirunPrefix(claim.Ranks, Environment.UserName == "root"), .. ctx.SelfCommand]
+            : ctx.SelfCommand;
+        var psi = new ProcessStartInfo(command[0])
         {
             RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false, WorkingDirectory = jobDir,
         };
-        foreach (var a in ctx.SelfCommand.Skip(1).Concat(["trainer", "run", "--spec", Path.Combine(jobDir, "spec.json")])) psi.ArgumentList.Add(a);
-        psi.Environment["CUDA_VISIBLE_DEVICES"] = gpu ?? "";
+        foreach (var a in command.Skip(1).Concat(["trainer", "run", "--spec", Path.Combine(jobDir, "spec.json")])) psi.ArgumentList.Add(a);
+        if (claim.Ranks > 1) psi.Environment[RankLaunch.RunIdVariable] = Guid.NewGuid().ToString("N");
+        psi.Environment["CUDA_VISIBLE_DEVICES"] = string.Join(',', gpus);
         // The trainer stops (after a checkpoint) when this worker is gone, as it does for a server.
         psi.Environment[TrainerProtocol.ServerPidVariable] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
         using var process = Process.Start(psi)!;

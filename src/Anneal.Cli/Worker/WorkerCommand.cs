@@ -15,7 +15,8 @@ public static class WorkerCommand
             Description = "The server's worker token (default: ANNEAL_WORKER_TOKEN)",
             DefaultValueFactory = _ => ctx.Environment.TryGetValue("ANNEAL_WORKER_TOKEN", out var t) && t.Length > 0 ? t : null,
         };
-        var gpus = new Option<string?>("--gpus") { HelpName = "0,1,...", Description = "GPU indices, one job on each at a time (default: one job at a time on the CPU)" };
+        var gpus = new Option<string?>("--gpus") { HelpName = "0,1,...", Description = "GPU indices: a job takes as many as its [compute].gpu_count asks (one rank each, under mpirun), one job per GPU otherwise (default: one job at a time on the CPU)" };
+        var cpuRanks = new Option<bool>("--cpu-ranks") { Description = "Without --gpus, run a job's [compute].gpu_count > 1 as that many CPU ranks under mpirun (development and tests)" };
         var gpuType = new Option<string?>("--gpu-type") { HelpName = "TYPE", Description = "The GPUs' type, e.g. H100: jobs whose [compute] names another type are left to other workers" };
         var workDir = new Option<string?>("--work-dir") { Description = "Datasets cache, job folders and models (default: ~/.anneal-worker)" };
         var modelsDir = new Option<string?>("--models-dir") { Description = "Folder of local Hugging Face model folders, searched first (default: <work-dir>/models)" };
@@ -24,7 +25,7 @@ public static class WorkerCommand
         var exitWhenIdle = new Option<bool>("--exit-when-idle") { Description = "Stop once no job is queued (default: wait for jobs until Ctrl+C)" };
         var command = new Command("worker", "Run a server's training jobs on this host's GPUs (or CPU) until Ctrl+C")
         {
-            server, token, gpus, gpuType, workDir, modelsDir, offline, name, exitWhenIdle,
+            server, token, gpus, gpuType, workDir, modelsDir, offline, name, exitWhenIdle, cpuRanks,
         };
         command.SetAction(async (p, ct) =>
         {
@@ -33,10 +34,13 @@ public static class WorkerCommand
             if (p.GetValue(token) is not { Length: > 0 } t) return Usage("--token: the server's worker token is required (or set ANNEAL_WORKER_TOKEN)");
             var slots = (p.GetValue(gpus) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             if (slots.FirstOrDefault(g => !int.TryParse(g, out var i) || i < 0) is { } bad) return Usage($"--gpus: '{bad}' is not a GPU index (expected e.g. 0,1)");
+            if (p.GetValue(cpuRanks) && slots.Length > 0) return Usage("--cpu-ranks: only without --gpus (with GPUs a job runs one rank per GPU)");
+            if ((p.GetValue(cpuRanks) || slots.Length > 1) && !Anneal.Server.Runner.RankPlacement.MpirunFound())
+                ctx.Error.WriteLine("worker: mpirun is not installed (apt-get install openmpi-bin libopenmpi-dev): jobs run as one rank each, and a job asking for several GPUs is left to other workers");
             var work = p.GetValue(workDir) is { } w ? ctx.FullPath(w) : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".anneal-worker");
             var settings = new WorkerSettings(new Uri(url.ToString().TrimEnd('/') + "/"), t, p.GetValue(name) ?? Environment.MachineName,
                 slots.Length == 0 ? new string?[] { null } : slots, p.GetValue(gpuType), work, p.GetValue(modelsDir) is { } m ? ctx.FullPath(m) : null,
-                !p.GetValue(offline), p.GetValue(exitWhenIdle), TimeSpan.FromSeconds(2));
+                !p.GetValue(offline), p.GetValue(exitWhenIdle), TimeSpan.FromSeconds(2), p.GetValue(cpuRanks));
             using var agent = new WorkerAgent(ctx, settings);
             try
             {

@@ -1,9 +1,9 @@
 // Placement of jobs on workers by the TOML's [compute] section (metadata.effective_config.compute
-// = {gpu_type?, gpu_count?}): a worker slot offers its GPU type (`anneal worker --gpu-type`) and
-// one GPU (a CPU slot none). A job that names a GPU type runs only on a slot of that type
-// (case-insensitive), and one that asks for more GPUs than a slot has, or for several hosts
-// (nodes > 1, refused at job creation since), waits; a job without
-// [compute] runs anywhere. A job passed over gets one sft.placement.waiting event saying why.
+// = {gpu_type?, gpu_count?}): a worker asking for a job offers its GPU type (`anneal worker
+// --gpu-type`) and the GPUs free on it at that moment (a CPU slot none, or CPU ranks). A job that
+// names a GPU type runs only on GPUs of that type (case-insensitive), one that asks for more GPUs
+// than are free there, or for several hosts (nodes > 1, refused at job creation since), waits; a
+// job without [compute] runs anywhere. A job passed over gets one sft.placement.waiting event saying why.
 using System.Text.Json.Nodes;
 
 namespace Anneal.Server.Workers;
@@ -31,15 +31,16 @@ public static class Placement
     public const string WaitingEvent = "sft.placement.waiting";
 
     /// <summary>Whether a slot with <paramref name="gpus"/> GPUs of <paramref name="gpuType"/> can run the job; why not, otherwise.</summary>
-    public static (bool Fits, string? Why) Check(ComputeRequest? request, string? gpuType, int gpus)
+    public static (bool Fits, string? Why) Check(ComputeRequest? request, string? gpuType, int gpus, bool cpuRanks = false)
     {
         if (request is null) return (true, null);
+        if (gpus == 0 && cpuRanks && request.GpuType is null && request.Nodes <= 1) return (true, null);   // gpu_count CPU ranks
         if (request.Nodes > 1)
             return (false, $"requested {request} on {request.Nodes} nodes; several hosts per job are not supported yet (a worker slot is one host)");
         if (request.GpuType is { } wanted && !string.Equals(wanted, gpuType, StringComparison.OrdinalIgnoreCase))
             return (false, $"requested {request}; this worker offers {(gpuType is null ? "GPUs of no declared type" : gpuType)}");
         if (request.GpuCount > gpus)
-            return (false, $"requested {request}; this worker offers {gpus} per job");
+            return (false, $"requested {request}; this worker has {gpus} free");
         return (true, null);
     }
 }

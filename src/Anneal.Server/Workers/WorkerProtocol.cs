@@ -15,8 +15,12 @@ public static class WorkerProtocol
     public const string LeaseLost = "lease_lost";
 }
 
-/// <summary>A slot asking for a job: its GPUs (none: the CPU) and their type, matched against jobs' [compute].</summary>
-public sealed record WorkerClaimRequest(string Worker, IReadOnlyList<string>? Gpus = null, string? GpuType = null);
+/// <summary>
+/// A worker asking for a job: the GPUs free on it now (none: a CPU slot) and their type, matched
+/// against jobs' [compute]; a job asking for k GPUs takes k of them and runs as k ranks. CpuRanks: a
+/// CPU slot runs a job's gpu_count > 1 as that many CPU ranks (development and tests, as `serve --cpu-ranks`).
+/// </summary>
+public sealed record WorkerClaimRequest(string Worker, IReadOnlyList<string>? Gpus = null, string? GpuType = null, bool CpuRanks = false);
 
 public sealed record WorkerFile(string Id, string Name, string Sha256, long Bytes);
 
@@ -26,7 +30,9 @@ public sealed record WorkerClaim(
     string Model, TrainingSettings Settings, bool MergeLora,
     WorkerFile TrainingFile, WorkerFile? ValidationFile,
     /// <summary>Relative to the job's output folder (e.g. checkpoints/step-3): download it and resume from it.</summary>
-    string? ResumeFrom);
+    string? ResumeFrom,
+    /// <summary>Trainer ranks: the first Ranks of the GPUs offered (or CPU ranks), launched together by mpirun when more than one.</summary>
+    int Ranks = 1);
 
 public sealed record WorkerLease(string Owner, long Attempt);
 

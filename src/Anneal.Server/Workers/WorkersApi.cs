@@ -79,9 +79,9 @@ public static partial class WorkersApi
         {
             var gpus = request.Gpus?.Count ?? 0;
             var (claimed, passedOver) = JobLeases.ClaimFitting(conn, tx, owner, options.LeaseDuration,
-                metadata => Placement.Check(ComputeRequest.Of(metadata), request.GpuType, gpus).Fits);
+                metadata => Placement.Check(ComputeRequest.Of(metadata), request.GpuType, gpus, request.CpuRanks).Fits);
             foreach (var (passedId, metadata) in passedOver)
-                SayWaiting(conn, tx, passedId, Placement.Check(ComputeRequest.Of(metadata), request.GpuType, gpus).Why!, request.Worker.Trim());
+                SayWaiting(conn, tx, passedId, Placement.Check(ComputeRequest.Of(metadata), request.GpuType, gpus, request.CpuRanks).Why!, request.Worker.Trim());
             if (claimed is not { } claim)
             {
                 tx.Commit();
@@ -115,9 +115,12 @@ public static partial class WorkersApi
         JobOutput.RemovePartials(output);
         var resume = JobOutput.NewestCompleteCheckpoint(output) is { } c ? Path.GetRelativePath(output, c.Path) : null;
         static WorkerFile Describe(FileObject f) => new(f.Id, f.Filename, f.Sha256, f.Bytes);
+        // [compute].gpu_count GPUs of those offered (placement checked they are there), or as many CPU ranks.
+        var requested = RankPlacement.RequestedGpus(job);
+        var ranks = (request.Gpus?.Count ?? 0) > 0 ? Math.Min(requested, request.Gpus!.Count) : request.CpuRanks ? requested : 1;
         return TypedResults.Ok(new WorkerClaim(job.Wire.Id, lease.Owner, lease.Attempt, options.LeaseDuration.TotalSeconds,
             job.Wire.Model, settings!.Training, settings.Training.Mode != TrainingModes.FullFinetune,
-            Describe(train!), validation is null ? null : Describe(validation), resume));
+            Describe(train!), validation is null ? null : Describe(validation), resume, ranks));
     }
 
     /// <summary>One sft.placement.waiting event per job and reason (not one per poll).</summary>
