@@ -8,8 +8,11 @@
 //   GET  files/{id}                     → a dataset's bytes (X-Content-SHA256)
 //   GET  files/{id}/images              → the https images stored with it: {url: sha256} ({} if none)
 //   GET  files/{id}/images/{sha256}     → one stored image's bytes (X-Content-SHA256)
-//   PUT  jobs/{id}/artifacts/{path}     → a tar of checkpoints/step-N or final (sha256-checked)
+//   PUT  jobs/{id}/artifacts/{path}     → a tar of checkpoints/step-N or final (sha256-checked), whole
+//                                         or in Content-Range chunks (ArtifactUploads)
+//   HEAD jobs/{id}/artifacts/{path}     → Upload-Offset: the bytes of a chunked upload the server has
 //   GET  jobs/{id}/artifacts/{path}     → a tar of a checkpoint to resume from (X-Content-SHA256)
+// Downloads honour Range/If-Range with the sha256 as ETag (Ranged), so a broken one resumes.
 // Every call that writes carries the lease and is refused (409) when it no longer holds the job.
 using System.Formats.Tar;
 using System.Security.Cryptography;
@@ -42,6 +45,7 @@ public static partial class WorkersApi
         g.MapGet("/files/{id}/images", FileImageIndex);
         g.MapGet("/files/{id}/images/{hash}", FileImage);
         g.MapPut("/jobs/{id}/artifacts/{*path}", Upload);
+        g.MapMethods("/jobs/{id}/artifacts/{*path}", [HttpMethods.Head], UploadOffset);
         g.MapGet("/jobs/{id}/artifacts/{*path}", Download);
         return app;
     }
@@ -110,6 +114,7 @@ public static partial class WorkersApi
         }
         var output = Path.Combine(db.JobsDir, job.Wire.Id, "output");
         JobOutput.RemovePartials(output);
+        ArtifactUploads.SweepAbandoned(db);   // earlier attempts' unfinished uploads (their leases are gone)
         var resume = JobOutput.NewestCompleteCheckpoint(output) is { } c ? Path.GetRelativePath(output, c.Path) : null;
         static WorkerFile Describe(FileObject f) => new(f.Id, f.Filename, f.Sha256, f.Bytes);
         return TypedResults.Ok(new WorkerClaim(job.Wire.Id, lease.Owner, lease.Attempt, options.LeaseDuration.TotalSeconds,
@@ -151,6 +156,7 @@ public static partial class WorkersApi
         var output = Path.Combine(db.JobsDir, id, "output");
         foreach (var line in body.Lines) run.RecordRemoteLine(Localise(line, output));
         run.RecordRemoteExit(body.ExitCode, body.LogTail ?? []);
+        ArtifactUploads.SweepAbandoned(db);   // the attempt is over: its unfinished uploads can never complete
         using var conn = db.Connect();
         return TypedResults.Ok(JobRows.FindAny(conn, null, id)!.Wire);
     }
@@ -160,8 +166,7 @@ public static partial class WorkersApi
         using var conn = db.Connect();
         var sha = Db.Scalar<string>(conn, null, "SELECT sha256 FROM files WHERE id = @id AND status = @s", ("@id", id), ("@s", FileStatus.Ready));
         if (sha is null) return Problems.NotFound("file", id);
-        http.Response.Headers[WorkerProtocol.Sha256Header] = sha;
-        return TypedResults.File(new FileStream(FileRows.BlobPath(db, sha), FileMode.Open, FileAccess.Read, FileShare.Read), "application/octet-stream");
+        return Ranged(http, new FileStream(FileRows.BlobPath(db, sha), FileMode.Open, FileAccess.Read, FileShare.Read), sha, "application/octet-stream");
     }
 
     /// <summary>The images the server fetched for a ready dataset (url → sha256), so a worker trains on the same bytes.</summary>
@@ -184,8 +189,18 @@ public static partial class WorkersApi
         var index = Path.Combine(folder, StoredImages.IndexFile);
         if (!File.Exists(index) || !(JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllText(index)) ?? []).ContainsValue(hash))
             return Problems.NotFound("image", hash);
-        http.Response.Headers[WorkerProtocol.Sha256Header] = hash;
-        return TypedResults.File(new FileStream(Path.Combine(folder, hash), FileMode.Open, FileAccess.Read, FileShare.Read), "application/octet-stream");
+        return Ranged(http, new FileStream(Path.Combine(folder, hash), FileMode.Open, FileAccess.Read, FileShare.Read), hash, "application/octet-stream");
+    }
+
+    /// <summary>
+    /// Bytes a worker downloads, resumable: HTTP Range (206 with Content-Range; 416 with `bytes */LENGTH`
+    /// past the end), the sha256 as ETag so `If-Range` restarts a changed file from 0, and in
+    /// <see cref="WorkerProtocol.Sha256Header"/> for the check once the whole file is there.
+    /// </summary>
+    static FileStreamHttpResult Ranged(HttpContext http, Stream bytes, string sha256, string contentType)
+    {
+        http.Response.Headers[WorkerProtocol.Sha256Header] = sha256;
+        return TypedResults.File(bytes, contentType, enableRangeProcessing: true, entityTag: new Microsoft.Net.Http.Headers.EntityTagHeaderValue($"\"{sha256}\""));
     }
 
     static string? ReadyBlob(string id, Db db)
@@ -197,22 +212,38 @@ public static partial class WorkersApi
 
     /// <summary>
     /// Receives a tar of checkpoints/step-N or final into the job's output folder after its sha256
-    /// matches: extracted into a folder of this upload's own (`….a{attempt}-{id}.partial`), then, in
-    /// one transaction that locks the job's row and checks the lease again, swapped into place. A
-    /// recovery or a newer attempt's claim needs that row, so a fenced upload never replaces what a
-    /// newer attempt wrote, and one that lost its lease meanwhile leaves nothing behind.
+    /// matches: the whole body at once, or chunk by chunk with Content-Range (ArtifactUploads: a
+    /// partial file per attempt that a broken connection resumes). Every chunk is refused (409)
+    /// once the lease is gone. The complete tar is extracted into a folder of this upload's own
+    /// (`….a{attempt}-{id}.partial`), then, in one transaction that locks the job's row and checks
+    /// the lease again, swapped into place. A recovery or a newer attempt's claim needs that row, so
+    /// a fenced upload never replaces what a newer attempt wrote, and one that lost its lease
+    /// meanwhile leaves nothing behind.
     /// </summary>
-    static async Task<Results<Ok, ProblemHttpResult>> Upload(string id, string path, string? owner, long? attempt, HttpContext http, Db db, Operations.OperationsCounters counters)
+    static async Task<Results<Ok, NoContent, ProblemHttpResult>> Upload(string id, string path, string? owner, long? attempt, HttpContext http, Db db, Operations.OperationsCounters counters)
     {
         if (!ArtifactPath().IsMatch(path)) return Problems.BadRequest($"artifact path '{path}': expected checkpoints/step-N or final");
-        var expected = http.Request.Headers[WorkerProtocol.Sha256Header].ToString().ToLowerInvariant();
-        if (expected.Length != 64) return Problems.BadRequest($"header {WorkerProtocol.Sha256Header}: expected the hex sha256 of the body");
+        if (ExpectedSha(http) is not { } expected) return BadShaHeader();
+        ChunkRange? range = null;
+        if (http.Request.Headers.ContentRange.ToString() is { Length: > 0 } header)
+        {
+            var (parsed, error) = ChunkRange.Parse(header);
+            if (parsed is null) return Problems.BadRequest(error!, [new ErrorItem(null, "Content-Range", $"expected {ChunkRange.Expected}")]);
+            range = parsed;
+            if (http.Request.ContentLength is { } length && length != parsed.Value.Length)
+                return Problems.BadRequest($"header Content-Length {length} does not match Content-Range '{parsed}' ({parsed.Value.Length} bytes)",
+                    [new ErrorItem(null, "Content-Length", $"expected {parsed.Value.Length}")]);
+        }
         var lease = new JobLease(owner ?? "", attempt ?? -1);
         using (var conn = db.Connect())
-            if (!JobLeases.Holds(conn, null, id, lease)) return Lost(id, counters);
+            if (!JobLeases.Holds(conn, null, id, lease))
+            {
+                ArtifactUploads.SweepAbandoned(db);
+                return Lost(id, counters);
+            }
+        if (range is { } chunk) return await UploadChunk(id, path, expected, chunk, lease, http, db, counters);
+
         var tmp = Path.Combine(db.TmpDir, $"artifact-{Guid.NewGuid():n}.tar");
-        var target = Path.Combine(db.JobsDir, id, "output", path);
-        var aside = $"{target}.a{lease.Attempt}-{Guid.NewGuid().ToString("n")[..8]}.partial";
         try
         {
             await using (var file = new FileStream(tmp, DataDirPermissions.NewFile(FileMode.CreateNew, FileAccess.Write, FileOptions.None)))
@@ -229,8 +260,96 @@ public static partial class WorkersApi
                 var actual = Convert.ToHexStringLower(sha.GetHashAndReset());
                 if (actual != expected) return Problems.BadRequest($"artifact {path}: the body's sha256 is {actual}, the header said {expected}; send it again");
             }
+            return await SwapIn(id, path, tmp, lease, http, db, counters);
+        }
+        finally { File.Delete(tmp); }
+    }
+
+    /// <summary>One Content-Range chunk of a resumable upload (ArtifactUploads); the last one swaps the artifact in.</summary>
+    static async Task<Results<Ok, NoContent, ProblemHttpResult>> UploadChunk(string id, string path, string expected, ChunkRange range, JobLease lease,
+        HttpContext http, Db db, Operations.OperationsCounters counters)
+    {
+        var partial = ArtifactUploads.PartialPath(db, id, lease.Attempt, path, expected);
+        var file = ArtifactUploads.OpenExclusive(partial);
+        if (file is null) return Busy(path, http);
+        var complete = false;
+        try
+        {
+            var have = file.Length;
+            if (range.Start != have)
+            {
+                http.Response.Headers[ArtifactUploads.OffsetHeader] = have.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                return Problems.Make(409, ArtifactUploads.OffsetMismatch, "Upload offset mismatch",
+                    $"artifact {path}: the chunk '{range}' starts at byte {range.Start}, the server has {have} bytes of this upload; send from byte {have}",
+                    extra: new Dictionary<string, object?> { ["offset"] = have });
+            }
+            var appended = await ArtifactUploads.AppendAsync(file, range, http.Request.Body, counters.AddArtifactBytes, http.RequestAborted);
+            var now = file.Length;
+            http.Response.Headers[ArtifactUploads.OffsetHeader] = now.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            switch (appended)
+            {
+                case ArtifactUploads.Appended.Interrupted:
+                    return TypedResults.NoContent();   // the client is gone; what arrived is kept for its retry
+                case ArtifactUploads.Appended.TooLong:
+                    return Problems.BadRequest($"artifact {path}: the body is longer than Content-Range '{range}' says ({range.Length} bytes); nothing of it was kept, send from byte {now}",
+                        [new ErrorItem(null, "Content-Range", $"the body is longer than {range.Length} bytes")]);
+                case ArtifactUploads.Appended.Incomplete:
+                    return Problems.BadRequest($"artifact {path}: the body ended after {now - have} of the {range.Length} bytes Content-Range '{range}' says; they were kept, send from byte {now}",
+                        [new ErrorItem(null, "Content-Range", $"the body is shorter than {range.Length} bytes")]);
+            }
+            if (now < range.Total) return TypedResults.NoContent();
+            var actual = await ArtifactUploads.Sha256Async(file, http.RequestAborted);
+            complete = true;   // removed below whatever comes next: complete, or wrong and started again from 0
+            if (actual != expected)
+                return Problems.BadRequest($"artifact {path}: the {range.Total} bytes received have sha256 {actual}, the header said {expected}; send it again from byte 0");
+            await file.DisposeAsync();
+            return await SwapIn(id, path, partial, lease, http, db, counters);
+        }
+        finally
+        {
+            await file.DisposeAsync();
+            if (complete) File.Delete(partial);
+        }
+    }
+
+    /// <summary>HEAD of an upload (same query and X-Content-SHA256 as its chunks): Upload-Offset, the bytes the server has.</summary>
+    static Results<Ok, ProblemHttpResult> UploadOffset(string id, string path, string? owner, long? attempt, HttpContext http, Db db, Operations.OperationsCounters counters)
+    {
+        if (!ArtifactPath().IsMatch(path)) return Problems.BadRequest($"artifact path '{path}': expected checkpoints/step-N or final");
+        if (ExpectedSha(http) is not { } expected) return BadShaHeader();
+        var lease = new JobLease(owner ?? "", attempt ?? -1);
+        using (var conn = db.Connect())
+            if (!JobLeases.Holds(conn, null, id, lease)) return Lost(id, counters);
+        if (ArtifactUploads.Offset(ArtifactUploads.PartialPath(db, id, lease.Attempt, path, expected)) is not { } offset) return Busy(path, http);
+        http.Response.Headers[ArtifactUploads.OffsetHeader] = offset.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return TypedResults.Ok();
+    }
+
+    static string? ExpectedSha(HttpContext http)
+    {
+        var sha = http.Request.Headers[WorkerProtocol.Sha256Header].ToString().Trim().ToLowerInvariant();
+        return sha.Length == 64 && sha.All(char.IsAsciiHexDigitLower) ? sha : null;
+    }
+
+    static ProblemHttpResult BadShaHeader() =>
+        Problems.BadRequest($"header {WorkerProtocol.Sha256Header}: expected the hex sha256 of the whole tar (64 hex digits)",
+            [new ErrorItem(null, WorkerProtocol.Sha256Header, "expected 64 hex digits")]);
+
+    static ProblemHttpResult Busy(string path, HttpContext http)
+    {
+        http.Response.Headers.RetryAfter = "1";
+        return Problems.Make(503, "upload_busy", "Upload busy", $"artifact {path}: another request is still writing this upload (a broken connection being read to its end); retry in a moment");
+    }
+
+    /// <summary>Extracts a checked tar aside and swaps it in as output/<paramref name="path"/> under the job's row lock, if the lease still holds.</summary>
+    static async Task<Results<Ok, NoContent, ProblemHttpResult>> SwapIn(string id, string path, string tar, JobLease lease, HttpContext http, Db db, Operations.OperationsCounters counters)
+    {
+        var target = Path.Combine(db.JobsDir, id, "output", path);
+        var aside = $"{target}.a{lease.Attempt}-{Guid.NewGuid().ToString("n")[..8]}.partial";
+        try
+        {
             Directory.CreateDirectory(aside);
-            try { await TarFile.ExtractToDirectoryAsync(tmp, aside, overwriteFiles: false, http.RequestAborted); }
+            try { await TarFile.ExtractToDirectoryAsync(tar, aside, overwriteFiles: false, http.RequestAborted); }
             catch (DirectoryNotFoundException)
             {
                 // A newer attempt's claim (or a recovery) swept the job's partial folders meanwhile.
@@ -248,13 +367,16 @@ public static partial class WorkersApi
         }
         finally
         {
-            File.Delete(tmp);
             try { if (Directory.Exists(aside)) Directory.Delete(aside, recursive: true); }
             catch (IOException) { }
         }
     }
 
-    /// <summary>A checkpoint as a tar (built aside first), with its sha256 in <see cref="WorkerProtocol.Sha256Header"/> for the worker to check.</summary>
+    /// <summary>
+    /// A checkpoint as a tar (built aside first), with its sha256 in <see cref="WorkerProtocol.Sha256Header"/>
+    /// for the worker to check, and ranges (<see cref="Ranged"/>): the tar of an unchanged folder
+    /// is the same bytes each time, so a broken download resumes.
+    /// </summary>
     static async Task<Results<FileStreamHttpResult, ProblemHttpResult>> Download(string id, string path, HttpContext http, Db db)
     {
         if (!ArtifactPath().IsMatch(path)) return Problems.BadRequest($"artifact path '{path}': expected checkpoints/step-N or final");
@@ -266,15 +388,15 @@ public static partial class WorkersApi
         {
             await TarFile.CreateFromDirectoryAsync(dir, file, includeBaseDirectory: false, http.RequestAborted);
             file.Position = 0;
-            http.Response.Headers[WorkerProtocol.Sha256Header] = Convert.ToHexStringLower(await SHA256.HashDataAsync(file, http.RequestAborted));
+            var sha = Convert.ToHexStringLower(await SHA256.HashDataAsync(file, http.RequestAborted));
             file.Position = 0;
+            return Ranged(http, file, sha, "application/x-tar");
         }
         catch
         {
             await file.DisposeAsync();
             throw;
         }
-        return TypedResults.File(file, "application/x-tar");
     }
 
     /// <summary>This worker's run of the job if its lease still holds it, else null.</summary>
