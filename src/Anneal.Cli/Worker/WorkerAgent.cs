@@ -9,7 +9,8 @@
 // broken connection left them (WorkerTransfers). A heartbeat renews the lease; when the
 // server answers 409 lease_lost (the job was recovered elsewhere, or cancelled) the trainer is
 // stopped and nothing more is sent. A worker that dies simply stops renewing: the server re-queues
-// the job from its last uploaded checkpoint.
+// the job from its last uploaded checkpoint. On start the worker registers its slots (name, GPU
+// type, one GPU per slot or the CPU, slot count), against which job creation checks [compute].
 using System.Diagnostics;
 using System.Formats.Tar;
 using System.Net;
@@ -49,8 +50,37 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
     /// <summary>Runs every slot until cancelled (or, with ExitWhenIdle, until no job is queued); returns how many jobs ran.</summary>
     public async Task<int> RunAsync(CancellationToken ct)
     {
+        await RegisterAsync(ct);
         var counts = await Task.WhenAll(settings.Slots.Select(gpu => Task.Run(() => SlotAsync(gpu, ct), ct)));
         return counts.Sum();
+    }
+
+    volatile bool _registered;
+
+    /// <summary>
+    /// Tells the server this host's slots (job creation checks [compute] against them); when the
+    /// server cannot be reached yet, the next claim tries again.
+    /// </summary>
+    async Task RegisterAsync(CancellationToken ct)
+    {
+        var gpuSlots = settings.Slots.Any(s => s is not null);
+        var registration = new WorkerRegistration(settings.Name, gpuSlots ? settings.GpuType : null, gpuSlots ? 1 : 0, settings.Slots.Count);
+        try
+        {
+            using var response = await _http.PostAsJsonAsync("register", registration, AnnealJson.Options, ct);
+            await EnsureAsync(response, "register", ct);
+            _registered = true;
+        }
+        catch (HttpRequestException e) when (e.StatusCode is null)
+        {
+            ctx.Error.WriteLine($"worker: registering with {settings.Server} failed ({e.Message}); trying again with the next claim");
+        }
+        catch (HttpRequestException e)
+        {
+            // Refused (an older server without /register): claims still mark this worker seen.
+            ctx.Error.WriteLine($"worker: the server refused the registration ({e.Message}); claiming jobs anyway");
+            _registered = true;
+        }
     }
 
     async Task<int> SlotAsync(string? gpu, CancellationToken ct)
@@ -59,6 +89,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         while (!ct.IsCancellationRequested)
         {
             WorkerClaim? claim;
+            if (!_registered) await RegisterAsync(ct);
             try { claim = await ClaimAsync(gpu, ct); }
             catch (HttpRequestException e)
             {

@@ -1,7 +1,9 @@
 // /api/workers: trainers on other hosts (`anneal worker`). Authenticated by the server's worker
 // token (`anneal serve --worker-token`, ANNEAL_WORKER_TOKEN), not by an organisation's API key,
 // since a worker runs every organisation's jobs. Absent token: the endpoints answer 404.
-//   POST claim                          → 200 WorkerClaim | 204 nothing queued
+//   GET  (/api/workers itself)          → the registered workers (worker token or an admin API key)
+//   POST register                       → a worker's slots: name, GPU type, GPUs per slot, slots (WorkerRegistry)
+//   POST claim                          → 200 WorkerClaim | 204 nothing queued (marks the worker seen)
 //   POST jobs/{id}/heartbeat            → renews the lease (409 lease_lost: stop the trainer)
 //   POST jobs/{id}/lines                → trainer stdout lines, recorded as a local trainer's
 //   POST jobs/{id}/exit                 → the exit code, last lines and stderr tail: final status
@@ -36,7 +38,9 @@ public static partial class WorkersApi
 {
     public static IEndpointRouteBuilder MapWorkersApi(this IEndpointRouteBuilder app)
     {
+        app.MapGet("/api/workers", ListWorkers).AddEndpointFilter(RequireAdminKeyOrToken);
         var g = app.MapGroup("/api/workers").AddEndpointFilter(RequireToken);
+        g.MapPost("/register", Register);
         g.MapPost("/claim", Claim);
         g.MapPost("/jobs/{id}/heartbeat", Heartbeat);
         g.MapPost("/jobs/{id}/lines", Lines);
@@ -53,13 +57,46 @@ public static partial class WorkersApi
     static async ValueTask<object?> RequireToken(EndpointFilterInvocationContext ctx, EndpointFilterDelegate next)
     {
         var http = ctx.HttpContext;
+        if (http.RequestServices.GetRequiredService<ServerOptions>().WorkerToken is null) return Problems.NotFound("endpoint", http.Request.Path);
+        if (!TokenGiven(http)) return Problems.Unauthorized("Invalid worker token.");
+        return await next(ctx);
+    }
+
+    static bool TokenGiven(HttpContext http)
+    {
         var token = http.RequestServices.GetRequiredService<ServerOptions>().WorkerToken;
-        if (token is null) return Problems.NotFound("endpoint", http.Request.Path);
+        if (token is null) return false;
         var header = http.Request.Headers.Authorization.ToString();
         var given = header.StartsWith("Bearer ", StringComparison.Ordinal) ? header[7..].Trim() : "";
-        if (!CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(given), System.Text.Encoding.UTF8.GetBytes(token)))
-            return Problems.Unauthorized("Invalid worker token.");
-        return await next(ctx);
+        return CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(given), System.Text.Encoding.UTF8.GetBytes(token));
+    }
+
+    /// <summary>GET /api/workers: the worker token, or an organisation's admin key (workers run every organisation's jobs; the list names hosts, never jobs).</summary>
+    static async ValueTask<object?> RequireAdminKeyOrToken(EndpointFilterInvocationContext ctx, EndpointFilterDelegate next)
+    {
+        if (TokenGiven(ctx.HttpContext)) return await next(ctx);
+        return await Auth.ApiKeys.Require(ctx, async c => Auth.ApiKeys.Key(c.HttpContext).Admin
+            ? await next(c)
+            : Problems.Make(403, "forbidden", "Not an admin key", "Only an admin key (or the worker token) lists the workers; create one on the server's machine with `anneal keys create --org NAME`."));
+    }
+
+    static Ok<WorkerList> ListWorkers(Db db, ServerOptions options)
+    {
+        using var conn = db.Connect();
+        return TypedResults.Ok(new WorkerList(WorkerRegistry.List(conn, options.WorkerWindow)));
+    }
+
+    /// <summary>POST register {worker, gpu_type?, gpus_per_slot, slots}: a worker's slots, on start (400 naming a bad field).</summary>
+    static async Task<Results<Ok<WorkerInfo>, ProblemHttpResult>> Register(HttpContext http, Db db, ServerOptions options)
+    {
+        System.Text.Json.Nodes.JsonNode? body;
+        try { body = await System.Text.Json.Nodes.JsonNode.ParseAsync(http.Request.Body, cancellationToken: http.RequestAborted); }
+        catch (JsonException e) { return Problems.BadRequest($"The request body is not valid JSON ({e.Message})."); }
+        var (registration, problem) = WorkerRegistry.Parse(body);
+        if (registration is null) return problem!;
+        WorkerRegistry.Register(db, registration);
+        using var conn = db.Connect();
+        return TypedResults.Ok(WorkerRegistry.List(conn, options.WorkerWindow).Single(w => w.Name == registration.Worker));
     }
 
     static ProblemHttpResult Lost(string id, Operations.OperationsCounters counters)
@@ -74,6 +111,7 @@ public static partial class WorkersApi
             return Problems.BadRequest("The request body must be a JSON object like {\"worker\": \"gpu-host-1\", \"gpus\": [\"0\"]}.");
         var owner = $"worker:{request.Worker.Trim()}:{Guid.NewGuid().ToString("n")[..8]}";
         using var conn = db.Connect();
+        WorkerRegistry.Seen(conn, null, request.Worker.Trim(), request.GpuType, request.Gpus?.Count ?? 0);
         JobRow job;
         JobLease lease;
         using (var tx = Db.BeginRowLocked(conn))
@@ -137,7 +175,9 @@ public static partial class WorkersApi
     {
         if (lease is null) return Problems.BadRequest("The request body must be {\"owner\": …, \"attempt\": …} as the claim returned.");
         using var conn = db.Connect();
-        return JobLeases.Renew(conn, id, new JobLease(lease.Owner, lease.Attempt), options.LeaseDuration) ? TypedResults.Ok() : Lost(id, counters);
+        if (!JobLeases.Renew(conn, id, new JobLease(lease.Owner, lease.Attempt), options.LeaseDuration)) return Lost(id, counters);
+        WorkerRegistry.SeenByLease(conn, lease.Owner);
+        return TypedResults.Ok();
     }
 
     static Results<Ok, ProblemHttpResult> Lines(string id, WorkerLines? body, Db db, ServerOptions options, JobSignals signals, Operations.OperationsCounters counters)
@@ -384,6 +424,9 @@ public static partial class WorkersApi
         if (!Directory.Exists(dir)) return Problems.NotFound("artifact", $"{id}/{path}");
         var tmp = Path.Combine(db.TmpDir, $"artifact-{Guid.NewGuid():n}.tar");
         var file = new FileStream(tmp, DataDirPermissions.NewFile(FileMode.CreateNew, FileAccess.ReadWrite, FileOptions.DeleteOnClose));
+        // Unlinked at once where the open stream keeps its bytes (Unix): nothing is left in tmp/ however the
+        // response ends, and none while the client reads its last bytes (the stream closes only after).
+        if (!OperatingSystem.IsWindows()) File.Delete(tmp);
         try
         {
             await TarFile.CreateFromDirectoryAsync(dir, file, includeBaseDirectory: false, http.RequestAborted);
