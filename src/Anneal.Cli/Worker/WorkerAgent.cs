@@ -149,6 +149,12 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
             return await TrainAsync(claim, lease, spec, gpu, jobDir, output, lost);
         }
         catch (LeaseLostException e) { return $"lease lost ({e.Message}): stopped, nothing more sent"; }
+        catch (TransferFailedException e)
+        {
+            // The network or the server failed, not the job: the lease is left to lapse and the job re-queued.
+            ctx.Error.WriteLine($"worker: job {claim.JobId} attempt {claim.Attempt}: {e.Message}; abandoning the claim");
+            return $"abandoned: {e.Message}; the server re-queues it when the lease lapses";
+        }
         catch (TransferIntegrityException e)
         {
             // Nothing ran: the lease is left to lapse and the server re-queues the job for a fresh download.

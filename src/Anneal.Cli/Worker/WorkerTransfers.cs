@@ -9,7 +9,9 @@
 //     it asks the server where to resume (HEAD → Upload-Offset) and goes on from there. The server
 //     refuses a chunk at the wrong offset with the right one (409 upload_offset_mismatch), and any
 //     chunk of a fenced attempt with 409 lease_lost, which ends the attempt as every 409 does.
-// Retries: Retries consecutive failures without progress, waiting Backoff, 2×, 4×, … (at most 30 s).
+// Retries: Retries consecutive failures without progress, waiting Backoff, 2×, 4×, … (at most 30 s);
+// then TransferFailedException, on which the worker abandons the claim (the server re-queues the job
+// when the lease lapses) rather than failing a job for its network.
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json.Nodes;
@@ -84,7 +86,8 @@ public sealed class WorkerTransfers(HttpClient http, TextWriter log, TransferSet
             {
                 var now = File.Exists(partial) ? new FileInfo(partial).Length : 0;
                 if (now > progress) (failures, progress) = (0, now);
-                if (++failures > settings.Retries) throw;
+                if (++failures > settings.Retries)
+                    throw new TransferFailedException($"download of {url} failed {failures} times in a row, the last at byte {now} ({e.Message})", e);
                 var wait = Backoff(failures);
                 log.WriteLine($"worker: download of {url} broke at byte {now} ({e.Message}); retry {failures} of {settings.Retries} in {wait.TotalSeconds:0.#} s");
                 await Task.Delay(wait, ct);
@@ -133,7 +136,7 @@ public sealed class WorkerTransfers(HttpClient http, TextWriter log, TransferSet
                     // The server has other bytes of it than this worker thought (a chunk that broke
                     // after some of it arrived): go on from there. No progress counts as a failure.
                     if (theirs <= progress && ++failures > settings.Retries)
-                        throw new HttpRequestException($"upload to {url}: the server keeps answering offset {theirs}", null, response.StatusCode);
+                        throw new TransferFailedException($"upload to {url}: the server keeps answering offset {theirs}", null);
                     offset = theirs;
                 }
                 else if ((int)response.StatusCode >= 500)
@@ -144,7 +147,8 @@ public sealed class WorkerTransfers(HttpClient http, TextWriter log, TransferSet
             }
             catch (Exception e) when (Retriable(e, ct))
             {
-                if (++failures > settings.Retries) throw;
+                if (++failures > settings.Retries)
+                    throw new TransferFailedException($"upload to {url} failed {failures} times in a row near byte {offset} of {length} ({e.Message})", e);
                 var wait = Backoff(failures);
                 log.WriteLine($"worker: upload to {url} broke near byte {offset} of {length} ({e.Message}); retry {failures} of {settings.Retries} in {wait.TotalSeconds:0.#} s");
                 await Task.Delay(wait, ct);
@@ -190,3 +194,6 @@ public sealed class WorkerTransfers(HttpClient http, TextWriter log, TransferSet
         return wait < MaxBackoff ? wait : MaxBackoff;
     }
 }
+
+/// <summary>A transfer that kept failing without progress through every retry (the network or the server, not the job).</summary>
+public sealed class TransferFailedException(string message, Exception? inner) : Exception(message, inner);

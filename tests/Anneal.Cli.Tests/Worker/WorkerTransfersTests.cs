@@ -164,8 +164,9 @@ public class WorkerTransfersTests
         var file = await UploadReadyAsync(server, Samples.Dataset(50));
         var network = new Network(cutResponses: 100, cutAfter: 0);
         using var http = WorkerClient(server, network);
-        await Assert.ThrowsAnyAsync<IOException>(() =>
+        var failed = await Assert.ThrowsAsync<TransferFailedException>(() =>
             new WorkerTransfers(http, TextWriter.Null, Fast).DownloadAsync($"files/{file.Id}", Path.Combine(dataDir, "d.partial"), file.Sha256, default));
+        Assert.Contains($"failed {Fast.Retries + 1} times in a row, the last at byte 0 (connection reset (test))", failed.Message);
         Assert.Equal(1 + Fast.Retries, network.Requests.Count);
     }
 
