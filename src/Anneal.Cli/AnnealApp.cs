@@ -44,7 +44,7 @@ public static class AnnealApp
             FilterCommand.Create(ctx),
             InferenceCommand.Create(ctx),
             DeployCommand.Create(ctx, shared),
-            Anneal.Cli.Worker.WorkerCommand.Create(ctx),
+            Anneal.Cli.Worker.WorkerCommand.Create(ctx, shared),
         };
         return root;
     }

@@ -67,6 +67,8 @@ public sealed record ServerOptions
     public TimeSpan LeaseDuration { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>The bearer token `anneal worker` hosts present on /api/workers; null: no workers (the endpoints answer 404).</summary>
     public string? WorkerToken { get; init; }
+    /// <summary>Workers seen (registered, claimed, heartbeat) within this window count when job creation checks that a job's [compute] can run somewhere.</summary>
+    public TimeSpan WorkerWindow { get; init; } = TimeSpan.FromHours(24);
 }
 
 public static class ServerHost

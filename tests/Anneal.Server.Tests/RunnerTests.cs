@@ -279,13 +279,11 @@ public class RunnerTests
         {
             ["effective_config"] = new JsonObject { ["compute"] = new JsonObject { ["gpu_type"] = "H100", ["gpu_count"] = 4, ["nodes"] = 1 } },
         };
-        var job = (await (await t.Http.PostAsync("learning/jobs", TestServer.Json(body))).Content.ReadFromJsonAsync<JobObject>(AnnealJson.Options))!;
-        await t.StartJobAsync(job.Id);
-        var done = await t.WaitJobAsync(job.Id, j => JobStatus.IsTerminal(j.Status));
-        Assert.Equal(JobStatus.Failed, done.Status);
-        Assert.Equal(ErrorCodes.UserConfigError, done.Error!.Code);
-        Assert.Contains("[compute] asks for 4 GPUs; this server trains on 1 (--gpus 3)", done.Error.Message);
-        Assert.False(File.Exists(Path.Combine(JobDir(t, job.Id), "args.txt")), "no trainer may start");
+        // Refused when created (no worker can take it either: the server has no worker token), so no trainer ever starts.
+        var refused = await TestServer.ProblemAsync(await t.Http.PostAsync("learning/jobs", TestServer.Json(body)), System.Net.HttpStatusCode.UnprocessableEntity);
+        Assert.Equal(ErrorCodes.ComputeUnavailable, refused["code"]!.GetValue<string>());
+        Assert.Contains("requested 4 × H100; this server trains on 1 GPU (--gpus 3)", refused["detail"]!.GetValue<string>());
+        Assert.Empty((await t.Http.GetFromJsonAsync<JobList>("learning/jobs", AnnealJson.Options))!.Jobs);
     }
 
     [Fact]

@@ -111,6 +111,12 @@ public sealed class AnnealClient : IDisposable
     public Task<FileList> ListFilesAsync(int? limit, CancellationToken ct) =>
         SendAsync<FileList>(HttpMethod.Get, "learning/files" + Query(("limit", limit?.ToString())), null, ct);
 
+    // ---- workers ----
+
+    /// <summary>GET /api/workers (an admin key): the worker hosts registered with the server.</summary>
+    public Task<Anneal.Server.Workers.WorkerList> ListWorkersAsync(CancellationToken ct) =>
+        SendAsync<Anneal.Server.Workers.WorkerList>(HttpMethod.Get, "workers", null, ct);
+
     // ---- jobs ----
 
     public Task<JobObject> CreateJobAsync(CreateJobRequest request, string? idempotencyKey, CancellationToken ct) =>

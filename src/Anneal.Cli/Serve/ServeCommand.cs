@@ -34,13 +34,19 @@ public static class ServeCommand
             Description = "Let `anneal worker` hosts presenting this token run queued jobs (default: ANNEAL_WORKER_TOKEN; none: no workers)",
             DefaultValueFactory = _ => Environment.GetEnvironmentVariable("ANNEAL_WORKER_TOKEN") is { Length: > 0 } env ? env : null,
         };
+        var workerWindow = new Option<double>("--worker-window-hours")
+        {
+            HelpName = "H",
+            Description = "Workers seen within this many hours count when a job's [compute] is checked at creation; a request none of them (nor this server) can meet is refused",
+            DefaultValueFactory = _ => 24,
+        };
         var offline = new Option<bool>("--offline") { Description = "Never download base models from the Hugging Face Hub; use local folders only" };
         var logFormat = new Option<string>("--log-format") { HelpName = "text|json", Description = "The server's log on stdout: plain text, or one JSON object per line (timestamp, level, category, message, named values)", DefaultValueFactory = _ => "text" };
         var logLevel = new Option<string>("--log-level") { HelpName = "LEVEL", Description = "Least severe log entries shown: debug, information, warning, error", DefaultValueFactory = _ => "warning" };
         var command = new Command("serve", "Run the Anneal server (HTTP API, storage, job runner) until Ctrl+C")
         {
             urls, shared.DataDir, maxUpload, maxJobs, leaseSeconds, modelsDir, gpus, cpuRanks, offline, inferenceGpu, database, workerToken,
-            logFormat, logLevel,
+            workerWindow, logFormat, logLevel,
         };
         command.SetAction(async (p, ct) =>
         {
@@ -58,6 +64,7 @@ public static class ServeCommand
                 InferenceGpu = p.GetValue(inferenceGpu),
                 Database = p.GetValue(database),
                 WorkerToken = p.GetValue(workerToken),
+                WorkerWindow = p.GetValue(workerWindow) is var h && h > 0 && h <= MaxWindowHours ? TimeSpan.FromHours(h) : TimeSpan.Zero,
             };
             if (p.GetValue(shared.DataDir) is { } d) options = options with { DataDir = ctx.FullPath(d) };
             var (format, level) = (p.GetValue(logFormat)!, p.GetValue(logLevel)!);
@@ -72,6 +79,11 @@ public static class ServeCommand
                 return ExitCodes.Usage;
             }
             options = options with { JsonLogs = format == "json", LogLevel = minimum };
+            if (options.WorkerWindow == TimeSpan.Zero)
+            {
+                ctx.Error.WriteLine($"error: --worker-window-hours {p.GetValue(workerWindow)}: expected a number of hours above 0 and at most {MaxWindowHours} (e.g. 24)");
+                return ExitCodes.Usage;
+            }
             if (Validate(options) is { } error)
             {
                 ctx.Error.WriteLine($"error: {error}");
@@ -81,6 +93,8 @@ public static class ServeCommand
         });
         return command;
     }
+
+    const double MaxWindowHours = 24 * 365;
 
     static readonly Dictionary<string, Microsoft.Extensions.Logging.LogLevel> LogLevels = new()
     {

@@ -6,10 +6,12 @@
 // from when the server has one (checked against the sha256 the server sends; a mismatch abandons
 // the claim), then runs the same trainer process `anneal serve` runs. Trainer
 // stdout lines go to the server as they come; a saved checkpoint is uploaded (tar, sha256-checked)
-// before its line is sent, the final model before the exit. A heartbeat renews the lease; when the
+// before its line is sent, the final model before the exit. Downloads and uploads resume where a
+// broken connection left them (WorkerTransfers). A heartbeat renews the lease; when the
 // server answers 409 lease_lost (the job was recovered elsewhere, or cancelled) the trainer is
 // stopped and nothing more is sent. A worker that dies simply stops renewing: the server re-queues
-// the job from its last uploaded checkpoint.
+// the job from its last uploaded checkpoint. On start the worker registers its slots (name, GPU
+// type, one GPU per slot or the CPU, slot count), against which job creation checks [compute].
 using System.Diagnostics;
 using System.Formats.Tar;
 using System.Net;
@@ -26,7 +28,7 @@ using Anneal.Server.Workers;
 namespace Anneal.Cli.Worker;
 
 public sealed record WorkerSettings(Uri Server, string Token, string Name, IReadOnlyList<string?> Slots, string? GpuType, string WorkDir, string? ModelsDir,
-    bool AllowModelDownload, bool ExitWhenIdle, TimeSpan Poll, bool CpuRanks = false);
+    bool AllowModelDownload, bool ExitWhenIdle, TimeSpan Poll, bool CpuRanks = false, TransferSettings? Transfers = null);
 
 public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisposable
 {
@@ -38,6 +40,10 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
     readonly SemaphoreSlim _claiming = new(1, 1);
     // Several ranks are launched by Open MPI's mpirun: without it a claim offers one GPU (one rank).
     readonly bool _mpirun = Anneal.Server.Runner.RankPlacement.MpirunFound();
+    WorkerTransfers? _transfers;
+    WorkerTransfers Transfers => _transfers ??= new WorkerTransfers(_http, ctx.Error, settings.Transfers ?? new TransferSettings());
+    // Slots fetching the same dataset or image take turns: one writer per .partial file.
+    readonly Dictionary<string, SemaphoreSlim> _fetching = [];
 
     static HttpClient Client(WorkerSettings s)
     {
@@ -55,8 +61,39 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
     /// <summary>Runs every slot until cancelled (or, with ExitWhenIdle, until no job is queued); returns how many jobs ran.</summary>
     public async Task<int> RunAsync(CancellationToken ct)
     {
+        await RegisterAsync(ct);
         var counts = await Task.WhenAll(settings.Slots.Select(gpu => Task.Run(() => SlotAsync(gpu, ct), ct)));
         return counts.Sum();
+    }
+
+    volatile bool _registered;
+
+    /// <summary>
+    /// Tells the server this host's slots (job creation checks [compute] against them); when the
+    /// server cannot be reached yet, the next claim tries again.
+    /// </summary>
+    async Task RegisterAsync(CancellationToken ct)
+    {
+        // With mpirun one job may take every GPU of this host (gpus_per_slot); without, one each.
+        var gpuCount = settings.Slots.Count(s => s is not null);
+        var registration = new WorkerRegistration(settings.Name, gpuCount > 0 ? settings.GpuType : null,
+            gpuCount == 0 ? 0 : _mpirun ? gpuCount : 1, settings.Slots.Count);
+        try
+        {
+            using var response = await _http.PostAsJsonAsync("register", registration, AnnealJson.Options, ct);
+            await EnsureAsync(response, "register", ct);
+            _registered = true;
+        }
+        catch (HttpRequestException e) when (e.StatusCode is null)
+        {
+            ctx.Error.WriteLine($"worker: registering with {settings.Server} failed ({e.Message}); trying again with the next claim");
+        }
+        catch (HttpRequestException e)
+        {
+            // Refused (an older server without /register): claims still mark this worker seen.
+            ctx.Error.WriteLine($"worker: the server refused the registration ({e.Message}); claiming jobs anyway");
+            _registered = true;
+        }
     }
 
     async Task<int> SlotAsync(string? gpu, CancellationToken ct)
@@ -66,6 +103,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         {
             WorkerClaim? claim;
             IReadOnlyList<string> gpus;
+            if (!_registered) await RegisterAsync(ct);
             try { (claim, gpus) = await ClaimAsync(gpu, ct); }
             catch (HttpRequestException e)
             {
@@ -154,6 +192,12 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
             return await TrainAsync(claim, lease, gpus, jobDir, output, lost);
         }
         catch (LeaseLostException e) { return $"lease lost ({e.Message}): stopped, nothing more sent"; }
+        catch (TransferFailedException e)
+        {
+            // The network or the server failed, not the job: the lease is left to lapse and the job re-queued.
+            ctx.Error.WriteLine($"worker: job {claim.JobId} attempt {claim.Attempt}: {e.Message}; abandoning the claim");
+            return $"abandoned: {e.Message}; the server re-queues it when the lease lapses";
+        }
         catch (TransferIntegrityException e)
         {
             // Nothing ran: the lease is left to lapse and the server re-queues the job for a fresh download.
@@ -210,16 +254,34 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         var cache = Path.Combine(settings.WorkDir, "files");
         Directory.CreateDirectory(cache);
         var path = Path.Combine(cache, file.Sha256);
+        using var turn = await TurnAsync(path, ct);
         if (File.Exists(path) && await Sha256Async(path, ct) == file.Sha256) return path;
+        // Resumable (also across restarts of this worker): the partial's bytes are known by the sha256.
         var tmp = path + ".partial";
-        await using (var body = await _http.GetStreamAsync($"files/{file.Id}", ct))
-        await using (var stream = File.Create(tmp))
-            await body.CopyToAsync(stream, ct);
+        await Transfers.DownloadAsync($"files/{file.Id}", tmp, file.Sha256, ct);
         var actual = await Sha256Async(tmp, ct);
         if (actual != file.Sha256)
+        {
+            File.Delete(tmp);
             throw new InvalidDataException($"file {file.Id}: downloaded bytes have sha256 {actual}, the server said {file.Sha256}");
+        }
         File.Move(tmp, path, overwrite: true);
         return path;
+    }
+
+    /// <summary>Waits until no other slot of this worker fetches <paramref name="path"/>; dispose to let the next one in.</summary>
+    async Task<IDisposable> TurnAsync(string path, CancellationToken ct)
+    {
+        SemaphoreSlim gate;
+        lock (_fetching)
+            if (!_fetching.TryGetValue(path, out gate!)) _fetching[path] = gate = new SemaphoreSlim(1, 1);
+        await gate.WaitAsync(ct);
+        return new Release(gate);
+    }
+
+    sealed class Release(SemaphoreSlim gate) : IDisposable
+    {
+        public void Dispose() => gate.Release();
     }
 
     /// <summary>
@@ -243,7 +305,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
                 catch (InvalidDataException) { bytes = null; }   // a damaged cached copy is fetched again
                 if (bytes is null || StoredImages.Hash(bytes) != hash)
                 {
-                    bytes = await _http.GetByteArrayAsync($"files/{file.Id}/images/{hash}", ct);
+                    bytes = await FetchImageAsync(file, hash, datasetPath, ct);
                     if (StoredImages.Hash(bytes) != hash)
                         throw new TransferIntegrityException($"image {hash} of file {file.Id}: the downloaded bytes do not match its sha256");
                     downloaded = true;
@@ -256,6 +318,19 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         if (downloaded) StoredImages.Write(datasetPath, images);
     }
 
+    /// <summary>One stored image, through a resumable download beside the dataset's cached copy.</summary>
+    async Task<byte[]> FetchImageAsync(WorkerFile file, string hash, string datasetPath, CancellationToken ct)
+    {
+        var tmp = $"{datasetPath}.image-{hash}.partial";
+        using var turn = await TurnAsync(tmp, ct);
+        try
+        {
+            await Transfers.DownloadAsync($"files/{file.Id}/images/{hash}", tmp, hash, ct);
+            return await File.ReadAllBytesAsync(tmp, ct);
+        }
+        finally { File.Delete(tmp); }
+    }
+
     /// <summary>
     /// The checkpoint to resume from, as the server's tar, checked against the sha256 it sent
     /// (X-Content-SHA256) before anything is extracted; a mismatch abandons the claim.
@@ -265,24 +340,8 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         var tmp = Path.Combine(jobDir, $"resume-{Guid.NewGuid():n}.tar");
         try
         {
-            string? expected;
-            string actual;
-            using (var response = await _http.GetAsync($"jobs/{claim.JobId}/artifacts/{from}", HttpCompletionOption.ResponseHeadersRead, ct))
-            {
-                await EnsureAsync(response, $"download of {from}", ct);
-                expected = response.Headers.TryGetValues(WorkerProtocol.Sha256Header, out var values) ? values.FirstOrDefault()?.Trim().ToLowerInvariant() : null;
-                await using var body = await response.Content.ReadAsStreamAsync(ct);
-                await using var file = File.Create(tmp);
-                using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-                var buffer = new byte[81920];
-                int n;
-                while ((n = await body.ReadAsync(buffer, ct)) > 0)
-                {
-                    sha.AppendData(buffer, 0, n);
-                    await file.WriteAsync(buffer.AsMemory(0, n), ct);
-                }
-                actual = Convert.ToHexStringLower(sha.GetHashAndReset());
-            }
+            var expected = await Transfers.DownloadAsync($"jobs/{claim.JobId}/artifacts/{from}", tmp, null, ct);
+            var actual = await Sha256Async(tmp, ct);
             if (expected is null)
                 throw new TransferIntegrityException($"checkpoint {from}: the server sent no {WorkerProtocol.Sha256Header} header, so the download cannot be checked");
             if (actual != expected)
@@ -384,7 +443,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         }
     }
 
-    /// <summary>Tars <paramref name="folder"/> and uploads it as the job's output/<paramref name="relative"/> with its sha256.</summary>
+    /// <summary>Tars <paramref name="folder"/> and uploads it as the job's output/<paramref name="relative"/> with its sha256, in resumable chunks.</summary>
     async Task UploadAsync(WorkerClaim claim, WorkerLease lease, string folder, string relative, CancellationToken ct)
     {
         var tmp = Path.Combine(settings.WorkDir, $"upload-{Guid.NewGuid():n}.tar");
@@ -392,12 +451,8 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         {
             await TarFile.CreateFromDirectoryAsync(folder, tmp, includeBaseDirectory: false, ct);
             var sha = await Sha256Async(tmp, ct);
-            await using var body = File.OpenRead(tmp);
-            using var content = new StreamContent(body);
-            content.Headers.Add(WorkerProtocol.Sha256Header, sha);
             var query = $"owner={Uri.EscapeDataString(lease.Owner)}&attempt={lease.Attempt}";
-            using var response = await _http.PutAsync($"jobs/{claim.JobId}/artifacts/{relative}?{query}", content, ct);
-            await EnsureAsync(response, $"upload of {relative}", ct);
+            await Transfers.UploadAsync($"jobs/{claim.JobId}/artifacts/{relative}?{query}", tmp, sha, ct);
         }
         finally { File.Delete(tmp); }
     }
@@ -415,12 +470,13 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         await EnsureAsync(response, path, ct);
     }
 
-    static async Task EnsureAsync(HttpResponseMessage response, string what, CancellationToken ct)
+    /// <summary>Throws for an error answer: LeaseLostException for 409, else HttpRequestException carrying the status.</summary>
+    internal static async Task EnsureAsync(HttpResponseMessage response, string what, CancellationToken ct)
     {
         if (response.IsSuccessStatusCode) return;
         if (response.StatusCode == HttpStatusCode.Conflict) throw new LeaseLostException(what);
         var text = await response.Content.ReadAsStringAsync(ct);
-        throw new HttpRequestException($"{what}: {(int)response.StatusCode} {text}");
+        throw new HttpRequestException($"{what}: {(int)response.StatusCode} {text}", null, response.StatusCode);
     }
 
     static string Line(string type, string level, string message, System.Text.Json.Nodes.JsonObject? data = null) =>
@@ -432,7 +488,8 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         return Convert.ToHexStringLower(await SHA256.HashDataAsync(stream, ct));
     }
 
-    sealed class LeaseLostException(string refused) : Exception($"the server refused {refused} with 409 lease_lost");
-
     internal sealed class TransferIntegrityException(string message) : Exception(message);
 }
+
+/// <summary>The server answered 409 lease_lost: this attempt is no longer the worker's.</summary>
+sealed class LeaseLostException(string refused) : Exception($"the server refused {refused} with 409 lease_lost");

@@ -1,15 +1,18 @@
 // `anneal worker --server URL --token T [--gpus 0,1 --gpu-type H100] [--work-dir DIR] [--models-dir DIR]`: runs a
 // server's jobs on this host (WorkerAgent). The server must be started with the same token
 // (`anneal serve --worker-token`, or ANNEAL_WORKER_TOKEN on both sides).
+// `anneal worker list [--json]`: the workers registered with the server (an admin API key).
 using System.CommandLine;
+using Anneal.Cli.Http;
 
 namespace Anneal.Cli.Worker;
 
 public static class WorkerCommand
 {
-    public static Command Create(CliContext ctx)
+    public static Command Create(CliContext ctx, SharedOptions shared)
     {
-        var server = new Option<string>("--server") { Description = "The Anneal server's address, e.g. http://10.0.0.5:8000", Required = true };
+        // Checked in the action rather than by the parser, which would ask for it after `worker list` too.
+        var server = new Option<string?>("--server") { Description = "The Anneal server's address, e.g. http://10.0.0.5:8000 (required)" };
         var token = new Option<string?>("--token")
         {
             Description = "The server's worker token (default: ANNEAL_WORKER_TOKEN)",
@@ -25,10 +28,11 @@ public static class WorkerCommand
         var exitWhenIdle = new Option<bool>("--exit-when-idle") { Description = "Stop once no job is queued (default: wait for jobs until Ctrl+C)" };
         var command = new Command("worker", "Run a server's training jobs on this host's GPUs (or CPU) until Ctrl+C")
         {
-            server, token, gpus, gpuType, workDir, modelsDir, offline, name, exitWhenIdle, cpuRanks,
+            server, token, gpus, gpuType, workDir, modelsDir, offline, name, exitWhenIdle, cpuRanks, List(ctx, shared),
         };
         command.SetAction(async (p, ct) =>
         {
+            if (p.GetValue(server) is null) return Usage("--server: the Anneal server's address is required, e.g. --server http://10.0.0.5:8000");
             if (!Uri.TryCreate(p.GetValue(server), UriKind.Absolute, out var url) || url.Scheme is not ("http" or "https"))
                 return Usage($"--server {p.GetValue(server)}: expected an http:// or https:// address such as http://10.0.0.5:8000");
             if (p.GetValue(token) is not { Length: > 0 } t) return Usage("--token: the server's worker token is required (or set ANNEAL_WORKER_TOKEN)");
@@ -57,5 +61,30 @@ public static class WorkerCommand
             ctx.Error.WriteLine($"error: {message}");
             return ExitCodes.Usage;
         }
+    }
+
+    static Command List(CliContext ctx, SharedOptions shared)
+    {
+        var list = new Command("list", "List the worker hosts registered with the server, their slots and when each was last seen (an admin key)");
+        list.SetApiAction(ctx, shared, json: true, async (p, client, ct) =>
+        {
+            var workers = (await client.ListWorkersAsync(ct)).Data;
+            if (p.GetValue(shared.Json))
+            {
+                ctx.WriteJson(workers);
+                return ExitCodes.Ok;
+            }
+            if (workers.Count == 0)
+            {
+                ctx.Out.WriteLine("No worker has registered (start one with `anneal worker --server URL --token T --gpus 0,1 --gpu-type H100`).");
+                return ExitCodes.Ok;
+            }
+            ctx.Out.WriteLine($"{"NAME",-24} {"GPU TYPE",-10} {"GPUS/SLOT",9} {"SLOTS",5}  LAST SEEN");
+            foreach (var w in workers)
+                ctx.Out.WriteLine($"{w.Name,-24} {(w.GpusPerSlot == 0 ? "cpu" : w.GpuType ?? "-"),-10} {w.GpusPerSlot,9} {w.Slots,5}  " +
+                    $"{w.LastSeen.UtcDateTime:yyyy-MM-dd HH:mm:ss}Z{(w.Recent ? "" : " (not recently: not counted for placement)")}");
+            return ExitCodes.Ok;
+        });
+        return list;
     }
 }

@@ -86,6 +86,8 @@ public static class ErrorCodes
     public const string FileFailed = "file_failed";
     /// <summary>A deployment asked for a device that a training job (or the other device's deployments) holds now.</summary>
     public const string DeviceBusy = "device_busy";
+    /// <summary>A job's [compute] that neither the server's own runner nor any recently seen worker can ever meet.</summary>
+    public const string ComputeUnavailable = "compute_unavailable";
 }
 
 public static class FilePurpose

@@ -3,6 +3,7 @@
 // type, files and settings (422 listing every problem; 409 file_not_ready when the only problem is
 // a file still being validated), honour Idempotency-Key, and store the job, its normalised settings,
 // its `sft.created` event and a `sft.config.warning` per setting without effect, in one transaction.
+// A [compute] section no runner can ever meet is refused (422 compute_unavailable, Workers/WorkerRegistry).
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -36,7 +37,7 @@ public static partial class JobCreation
         ["suffix"] = "a string or null",
     };
 
-    public static async Task<Results<Created<JobObject>, Ok<JobObject>, ProblemHttpResult>> Create(HttpContext http, Db db, CancellationToken ct)
+    public static async Task<Results<Created<JobObject>, Ok<JobObject>, ProblemHttpResult>> Create(HttpContext http, Db db, ServerOptions options, CancellationToken ct)
     {
         var org = http.Org();
         var body = await ReadBody(http.Request, ct);
@@ -58,6 +59,11 @@ public static partial class JobCreation
         var model = ModelRegistry.Find(request.Model!.Trim())?.Id ?? request.Model!.Trim();
         if (RegistryBase(conn, org, model) is { } registryBase && ModelRegistry.Find(registryBase) is { } baseInfo)
             settings = settings with { Warnings = [.. settings.Warnings, .. JobChecks.WarningsAgainstModel(baseInfo, settings.Training)] };
+
+        // A [compute] that no runner can ever meet is refused now, not left queued forever; with no
+        // runner known at all the job is accepted and says what it waits for (WorkerRegistry).
+        if (Workers.WorkerRegistry.Refusal(conn, options, Workers.ComputeRequest.Of(request.Metadata?.ToJsonString())) is { } unplaceable) return unplaceable;
+        var waiting = Workers.WorkerRegistry.NoCapacityYet(conn, options);
 
         var id = Ids.New("job");
         try
@@ -83,6 +89,8 @@ public static partial class JobCreation
             foreach (var w in settings.Warnings)
                 JobEvents.Append(conn, tx, id, EventTypes.ConfigWarning, "warning", w.ToString(),
                     new JsonObject { ["field"] = w.Field, ["message"] = w.Message });
+            if (waiting is not null)
+                JobEvents.Append(conn, tx, id, Workers.Placement.WaitingEvent, "warning", waiting, new JsonObject { ["reason"] = "no_worker" });
             tx.Commit();
         }
         catch (DbException e) when (Db.IsUniqueViolation(e) && idempotencyKey.Length > 0)

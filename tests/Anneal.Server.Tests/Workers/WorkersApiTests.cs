@@ -194,7 +194,9 @@ public class WorkersApiTests
         Assert.Equal(HttpStatusCode.NoContent, (await worker.PostAsJsonAsync("claim", new WorkerClaimRequest("l4-host", ["0"], "L4"), AnnealJson.Options)).StatusCode);
         Assert.Equal(HttpStatusCode.NoContent, (await worker.PostAsJsonAsync("claim", new WorkerClaimRequest("l4-host", ["0"], "L4"), AnnealJson.Options)).StatusCode);
         var waiting = (await t.EventsAsync(h100Job.Id)).Where(e => e.Type == Placement.WaitingEvent).Select(e => e.Message).ToList();
-        Assert.Equal(["Waiting for a worker that fits: requested 1 × H100; this worker offers GPUs of no declared type.",
+        // (The first: created before any worker registered, on a server that runs no trainer itself.)
+        Assert.Equal(["No worker has registered in the last 24 h and this server runs no trainer itself; the job waits for a worker (anneal worker --server … --gpus …).",
+                      "Waiting for a worker that fits: requested 1 × H100; this worker offers GPUs of no declared type.",
                       "Waiting for a worker that fits: requested 1 × H100; this worker offers L4."], waiting);
         Assert.Equal(JobStatus.Queued, (await t.GetJobAsync(h100Job.Id)).Status);
 
