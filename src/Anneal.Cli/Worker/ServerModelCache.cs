@@ -1,10 +1,10 @@
 // A job's base model fetched from the server (GET jobs/{id}/model, WorkerModels on the server) into
 // the work folder: <work-dir>/server-models/<sha256 of the listing>/, so the same model is fetched
 // once and a changed one (another sha256 anywhere) gets a folder of its own. Files arrive in
-// "<folder>.partial/", each checked against its sha256; a broken transfer keeps what arrived and the
-// next try asks for the rest with a Range request. The folder is renamed into place when complete.
+// "<folder>.partial/" through WorkerTransfers (a broken transfer keeps what arrived and asks for the
+// rest with a Range request), each checked against its sha256; the folder is renamed into place
+// when complete.
 using System.Net;
-using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Security.Cryptography;
 using System.Text;
@@ -16,10 +16,8 @@ namespace Anneal.Cli.Worker;
 
 public static class ServerModelCache
 {
-    const int Tries = 4;
-
     /// <summary>The local folder of the job's base model, or null when the server has no copy (its reason in <paramref name="why"/>).</summary>
-    public static async Task<(string? Path, string? Why)> FetchAsync(HttpClient http, string jobId, string workDir, CancellationToken ct)
+    public static async Task<(string? Path, string? Why)> FetchAsync(HttpClient http, WorkerTransfers transfers, string jobId, string workDir, CancellationToken ct)
     {
         WorkerModel? manifest;
         using (var response = await http.GetAsync($"jobs/{jobId}/model", ct))
@@ -41,55 +39,23 @@ public static class ServerModelCache
         if (Directory.Exists(folder)) return (folder, null);
         var partial = folder + ".partial";
         foreach (var file in manifest.Files)
-            await FetchFileAsync(http, jobId, file, Path.Combine(partial, file.Path), ct);
+            await FetchFileAsync(transfers, jobId, file, Path.Combine(partial, file.Path), ct);
         try { Directory.Move(partial, folder); }
         catch (IOException) when (Directory.Exists(folder)) { Directory.Delete(partial, recursive: true); } // another slot finished first
         return (folder, null);
     }
 
-    static async Task FetchFileAsync(HttpClient http, string jobId, WorkerModelFile file, string path, CancellationToken ct)
+    static async Task FetchFileAsync(WorkerTransfers transfers, string jobId, WorkerModelFile file, string path, CancellationToken ct)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        if (File.Exists(path) && new FileInfo(path).Length == file.Bytes && await Sha256Async(path, ct) == file.Sha256) return;
-        for (var attempt = 1; ; attempt++)
-        {
-            try
-            {
-                await ResumeAsync(http, $"jobs/{jobId}/model/{string.Join('/', file.Path.Split('/').Select(Uri.EscapeDataString))}", file, path, ct);
-                break;
-            }
-            catch (Exception e) when (attempt < Tries && !ct.IsCancellationRequested && e is IOException or HttpRequestException)
-            {
-                await Task.Delay(TimeSpan.FromSeconds(attempt), ct);   // keep what arrived; ask for the rest
-            }
-        }
+        if (!(File.Exists(path) && new FileInfo(path).Length == file.Bytes && await Sha256Async(path, ct) == file.Sha256))
+            await transfers.DownloadAsync($"jobs/{jobId}/model/{string.Join('/', file.Path.Split('/').Select(Uri.EscapeDataString))}", path, file.Sha256, ct);
         var actual = await Sha256Async(path, ct);
         if (actual != file.Sha256)
         {
             File.Delete(path);
             throw new WorkerAgent.TransferIntegrityException($"base model file {file.Path}: the downloaded bytes have sha256 {actual}, the server listed {file.Sha256}");
         }
-    }
-
-    /// <summary>Appends the bytes past what <paramref name="path"/> already holds (a Range request), or writes it whole.</summary>
-    static async Task ResumeAsync(HttpClient http, string url, WorkerModelFile file, string path, CancellationToken ct)
-    {
-        var have = File.Exists(path) ? new FileInfo(path).Length : 0;
-        if (have > file.Bytes) { File.Delete(path); have = 0; }
-        if (have == file.Bytes) return;
-        using var request = new HttpRequestMessage(HttpMethod.Get, url);
-        if (have > 0)
-        {
-            request.Headers.Range = new RangeHeaderValue(have, null);
-            request.Headers.IfRange = new RangeConditionHeaderValue(new EntityTagHeaderValue($"\"{file.Sha256}\""));
-        }
-        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
-        if (!response.IsSuccessStatusCode)
-            throw new HttpRequestException($"base model file {file.Path} answered {(int)response.StatusCode}: {Problem(await response.Content.ReadAsStringAsync(ct))}");
-        var append = response.StatusCode == HttpStatusCode.PartialContent;
-        await using var body = await response.Content.ReadAsStreamAsync(ct);
-        await using var stream = new FileStream(path, append ? FileMode.Append : FileMode.Create, FileAccess.Write);
-        await body.CopyToAsync(stream, ct);
     }
 
     static async Task<string> Sha256Async(string path, CancellationToken ct)

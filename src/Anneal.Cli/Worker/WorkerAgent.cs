@@ -242,7 +242,7 @@ public sealed class WorkerAgent(CliContext ctx, WorkerSettings settings) : IDisp
         var sources = ModelSources.FromEnvironment(settings.ModelsDir ?? Path.Combine(settings.WorkDir, "models"), settings.AllowModelDownload);
         if (ModelRegistry.IsBuiltIn(claim.Model) || ModelResolver.FindLocal(claim.Model, sources) is not null)
             return await ModelResolver.ResolveAsync(claim.Model, sources, ct: ct);
-        var (fromServer, why) = await ServerModelCache.FetchAsync(_http, claim.JobId, settings.WorkDir, ct);
+        var (fromServer, why) = await ServerModelCache.FetchAsync(_http, Transfers, claim.JobId, settings.WorkDir, ct);
         if (fromServer is not null) return fromServer;
         if (!ModelResolver.IsValidId(claim.Model)) throw new ModelDownloadException(why!);
         return await ModelResolver.ResolveAsync(claim.Model, sources, ct: ct);

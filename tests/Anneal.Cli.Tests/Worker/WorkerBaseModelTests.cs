@@ -68,10 +68,11 @@ public class WorkerBaseModelTests
         using (var http = new HttpClient { BaseAddress = new Uri(server.BaseUrl + "/api/workers/") })
         {
             http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", Token);
+            var transfers = new WorkerTransfers(http, TextWriter.Null, new TransferSettings());
             var weights = File.ReadAllBytes(Path.Combine(fetched, "model.safetensors"));
             Directory.Move(fetched, fetched + ".partial");
             File.WriteAllBytes(Path.Combine(fetched + ".partial", "model.safetensors"), weights[..(weights.Length / 2)]);
-            var (resumed, _) = await ServerModelCache.FetchAsync(http, second, worker2, default);
+            var (resumed, _) = await ServerModelCache.FetchAsync(http, transfers, second, worker2, default);
             Assert.Equal(fetched, resumed);
             Assert.Equal(weights, File.ReadAllBytes(Path.Combine(fetched, "model.safetensors")));
 
@@ -79,10 +80,10 @@ public class WorkerBaseModelTests
             var damaged = weights[..(weights.Length / 2)];
             damaged[0] ^= 0xff;
             File.WriteAllBytes(Path.Combine(fetched + ".partial", "model.safetensors"), damaged);
-            var refused = await Assert.ThrowsAnyAsync<Exception>(() => ServerModelCache.FetchAsync(http, second, worker2, default));
+            var refused = await Assert.ThrowsAnyAsync<Exception>(() => ServerModelCache.FetchAsync(http, transfers, second, worker2, default));
             Assert.Contains("model.safetensors: the downloaded bytes have sha256", refused.Message);
             Assert.False(File.Exists(Path.Combine(fetched + ".partial", "model.safetensors")), "the damaged file was kept");
-            var (again, _) = await ServerModelCache.FetchAsync(http, second, worker2, default);
+            var (again, _) = await ServerModelCache.FetchAsync(http, transfers, second, worker2, default);
             Assert.Equal(weights, File.ReadAllBytes(Path.Combine(again!, "model.safetensors")));
         }
 
