@@ -1,7 +1,7 @@
 // The durability suite: `anneal serve` in a child process is SIGKILLed at random points (fixed
 // seeds, so a failure reproduces) while concurrent clients upload, create, start and delete; then
 // every acknowledged write is checked (row, bytes, sha256), no job is left `running`, no trainer is
-// left behind, SQLite's integrity check passes and tmp/ is empty. And the trainer-orphan case: a
+// left behind, SQLite's integrity check passes (on SQLite) and tmp/ is empty. And the trainer-orphan case: a
 // trainer whose server is killed stops by itself after a checkpoint, and the job resumes from it.
 using System.Collections.Concurrent;
 using System.Diagnostics;
@@ -11,7 +11,9 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
+using Anneal.Server.Storage;
 using Microsoft.Data.Sqlite;
+using Npgsql;
 using Xunit.Abstractions;
 
 namespace Anneal.Cli.Tests.EndToEnd;
@@ -168,13 +170,7 @@ public class CrashDurabilityTests(ITestOutputHelper output)
             else survived++;
         }
 
-        using var conn = new SqliteConnection($"Data Source={Path.Combine(dataDir, "anneal.db")};Pooling=false");
-        conn.Open();
-        using var cmd = conn.CreateCommand();
-        cmd.CommandText = "PRAGMA integrity_check";
-        var integrity = (string)cmd.ExecuteScalar()!;
-        cmd.CommandText = "SELECT COUNT(*) FROM jobs WHERE status = 'running'";
-        var running = (long)cmd.ExecuteScalar()!;
+        var (integrity, running) = CheckStore(dataDir);
         var temp = Directory.GetFileSystemEntries(Path.Combine(dataDir, "tmp")).Length;
 
         var summary = $"{Rounds} SIGKILLs, {Clients} clients, seed {Seed}: acknowledged {ledger.Acknowledged} " +
@@ -188,6 +184,29 @@ public class CrashDurabilityTests(ITestOutputHelper output)
         Assert.Equal("ok", integrity);
         Assert.Equal(0, running);
         Assert.Equal(0, temp);
+    }
+
+    /// <summary>
+    /// SQLite's integrity check and the jobs left `running`. On PostgreSQL only the server was killed,
+    /// never the database, so there is no file of the server's to check: "ok", and the count.
+    /// </summary>
+    static (string Integrity, long Running) CheckStore(string dataDir)
+    {
+        const string Running = "SELECT COUNT(*) FROM jobs WHERE status = 'running'";
+        if (TestStore.IsPostgres)
+        {
+            using var pg = new NpgsqlConnection(DatabaseUrl.ToConnectionString(DatabaseUrl.Recorded(dataDir)!));
+            pg.Open();
+            using var count = new NpgsqlCommand(Running, pg);
+            return ("ok", (long)count.ExecuteScalar()!);
+        }
+        using var conn = new SqliteConnection($"Data Source={Path.Combine(dataDir, "anneal.db")};Pooling=false");
+        conn.Open();
+        using var cmd = conn.CreateCommand();
+        cmd.CommandText = "PRAGMA integrity_check";
+        var integrity = (string)cmd.ExecuteScalar()!;
+        cmd.CommandText = Running;
+        return (integrity, (long)cmd.ExecuteScalar()!);
     }
 
     [Fact]

@@ -5,7 +5,7 @@ namespace Anneal.Cli.Tests.Setup;
 
 public class KeysAndPermissionsTests
 {
-    [Fact]
+    [SqliteFact("checks the mode of the SQLite file `anneal setup` creates in a new folder")]
     public async Task Setup_writes_dotenv_and_the_data_folder_for_their_owner_only()
     {
         if (OperatingSystem.IsWindows()) return;
