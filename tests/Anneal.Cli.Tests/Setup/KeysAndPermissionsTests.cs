@@ -53,7 +53,7 @@ public class KeysAndPermissionsTests
         Assert.Contains($"no API key with id '{id}'", again.Err);
         var nowhere = await box.RunAsync("keys", "list", "--data-dir", "nowhere");
         Assert.Equal(2, nowhere.ExitCode);
-        Assert.Contains("anneal.db is missing", nowhere.Err);
+        Assert.Contains("no server data folder there (neither anneal.db nor database.url)", nowhere.Err);
         Assert.False(Directory.Exists(Path.Combine(box.Dir, "nowhere")));
     }
 }
