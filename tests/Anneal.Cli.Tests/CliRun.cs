@@ -1,5 +1,6 @@
 // Test helpers: run `anneal` in-process with captured output in a temporary working directory,
-// and start a real server (Kestrel on a loopback port, SQLite in a temporary data folder).
+// and start a real server (Kestrel on a loopback port, a temporary data folder, SQLite in it or,
+// with ANNEAL_TEST_DATABASE=postgres, a PostgreSQL database of its own: Shared/TestStore.cs).
 using Anneal.Cli;
 using Anneal.Cli.Http;
 using Anneal.Server;
@@ -67,6 +68,7 @@ public sealed class TestServer : IAsyncDisposable
             ImageFetch = new Anneal.Server.Files.ImageFetchSettings { TestHosts = imageTestHosts ?? new HashSet<string>() },
             InferenceUrl = inferenceUrl,
             InferenceKey = inferenceUrl is null ? null : "test-inference-key",
+            Database = TestStore.DatabaseFor(dataDir),
         });
         // FirstApiKey is null when keys already existed (a data dir prepared by `anneal setup`).
         return new TestServer { Server = server, DataDir = dataDir, ApiKey = server.FirstApiKey ?? "" };

@@ -29,7 +29,7 @@ public static class KeysCommand
             var dataDir = p.GetValue(shared.DataDir) is { } d ? ctx.FullPath(d) : LocalKeys.DefaultDataDir;
             if (!LocalKeys.Exists(dataDir))
             {
-                ctx.Error.WriteLine($"error: --data-dir {dataDir}: no server data folder there (anneal.db is missing)");
+                ctx.Error.WriteLine($"error: --data-dir {dataDir}: no server data folder there (neither anneal.db nor database.url)");
                 return ExitCodes.Usage;
             }
             var keys = Anneal.Server.Auth.ApiKeys.List(dataDir, p.GetValue(all) ? null : p.GetValue(shared.Org));
@@ -47,7 +47,7 @@ public static class KeysCommand
             var keyId = p.GetValue(id)!;
             if (!LocalKeys.Exists(dataDir))
             {
-                ctx.Error.WriteLine($"error: --data-dir {dataDir}: no server data folder there (anneal.db is missing)");
+                ctx.Error.WriteLine($"error: --data-dir {dataDir}: no server data folder there (neither anneal.db nor database.url)");
                 return ExitCodes.Usage;
             }
             if (!Anneal.Server.Auth.ApiKeys.Revoke(dataDir, keyId))

@@ -14,6 +14,10 @@ public static class LocalKeys
         return Anneal.Server.Auth.ApiKeys.CreateAsync(dataDir, org);
     }
 
-    /// <summary>Whether the folder holds a server's database (list and revoke never create one).</summary>
-    public static bool Exists(string dataDir) => File.Exists(Path.Combine(dataDir, "anneal.db"));
+    /// <summary>
+    /// Whether the folder holds a server's database (list and revoke never create one): its SQLite
+    /// file, or the record of the PostgreSQL database it belongs to (`anneal serve --database`).
+    /// </summary>
+    public static bool Exists(string dataDir) =>
+        File.Exists(Path.Combine(dataDir, "anneal.db")) || Anneal.Server.Storage.DatabaseUrl.Recorded(dataDir) is not null;
 }

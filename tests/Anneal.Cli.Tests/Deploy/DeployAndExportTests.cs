@@ -48,7 +48,7 @@ public class DeployAndExportTests
             Lora.SaveAdapter(model, final, "anneal/tiny-qwen3");
             ModelFolder.Save(model, merged, baseDir);
         }
-        using var db = Db.Open(server.DataDir);
+        using var db = Db.OpenDataDir(server.DataDir);
         using var conn = db.Connect();
         Db.Exec(conn, null, "INSERT INTO fine_tuned_models (id, org, base_model, job_id, path, status, created_at) VALUES (@id, 'default', 'anneal/tiny-qwen3', 'job_exp', @path, 'succeeded', @t)",
             ("@id", FtId), ("@path", merged), ("@t", Db.Now()));

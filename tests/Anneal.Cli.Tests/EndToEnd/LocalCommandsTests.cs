@@ -76,7 +76,7 @@ public class LocalCommandsTests
         using var box = new CliSandbox();
         var self = CliContext.SelfCommandOfThisProcess();
         var psi = new ProcessStartInfo(self[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in self.Skip(1).Concat(["serve", "--urls", "http://127.0.0.1:0", "--data-dir", Path.Combine(box.Dir, "data")]))
+        foreach (var a in self.Skip(1).Concat(["serve", "--urls", "http://127.0.0.1:0", "--data-dir", Path.Combine(box.Dir, "data"), .. TestStore.ServeOptions(Path.Combine(box.Dir, "data"))]))
             psi.ArgumentList.Add(a);
         using var process = Process.Start(psi)!;
         var stderr = process.StandardError.ReadToEndAsync();
@@ -130,7 +130,7 @@ public class LocalCommandsTests
         var self = CliContext.SelfCommandOfThisProcess();
         var psi = new System.Diagnostics.ProcessStartInfo(self[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in self.Skip(1).Concat(["serve", "--urls", "http://127.0.0.1:0", "--data-dir", Path.Combine(box.Dir, "data"), "--offline",
-                     "--log-format", "json", "--log-level", "information"]))
+                     "--log-format", "json", "--log-level", "information", .. TestStore.ServeOptions(Path.Combine(box.Dir, "data"))]))
             psi.ArgumentList.Add(a);
         using var process = System.Diagnostics.Process.Start(psi)!;
         var logs = new List<System.Text.Json.Nodes.JsonObject>();

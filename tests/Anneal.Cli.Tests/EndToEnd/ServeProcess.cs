@@ -11,9 +11,13 @@ public sealed class ServeProcess : IDisposable
     public required string BaseUrl { get; init; }
     public string? FirstKey { get; init; }
 
-    /// <summary>Starts `anneal serve` on <paramref name="urls"/> (default: a free port) with <paramref name="more"/> options.</summary>
+    /// <summary>
+    /// Starts `anneal serve` on <paramref name="urls"/> (default: a free port) with <paramref name="more"/> options,
+    /// on the test store (TestStore) unless they name a --database.
+    /// </summary>
     public static async Task<ServeProcess> StartAsync(string dataDir, string urls = "http://127.0.0.1:0", params string[] more)
     {
+        if (!more.Contains("--database")) more = [.. more, .. TestStore.ServeOptions(dataDir)];
         var self = CliContext.SelfCommandOfThisProcess();
         var psi = new ProcessStartInfo(self[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in self.Skip(1).Concat(["serve", "--urls", urls, "--data-dir", dataDir, "--offline"]).Concat(more))

@@ -9,7 +9,7 @@ public class ServeStartTests
     {
         await using var server = await TestServer.StartAsync();
         using var box = new CliSandbox();
-        var result = await box.RunAsync("serve", "--urls", server.BaseUrl, "--data-dir", "other-data");
+        var result = await box.RunAsync(["serve", "--urls", server.BaseUrl, "--data-dir", "other-data", .. TestStore.ServeOptions(Path.Combine(box.Dir, "other-data"))]);
         Assert.True(result.ExitCode == 2, result.ToString());
         var lines = result.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.True(lines.Length == 1, result.ToString());
@@ -19,7 +19,7 @@ public class ServeStartTests
         Assert.DoesNotContain("   at ", result.Out + result.Err);
     }
 
-    [Fact]
+    [SqliteFact("the data-folder lock guards the SQLite store; servers on one PostgreSQL database share their folder")]
     public async Task A_data_folder_in_use_is_one_line_and_exit_2()
     {
         await using var server = await TestServer.StartAsync();

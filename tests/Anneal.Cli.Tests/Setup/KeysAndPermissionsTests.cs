@@ -5,7 +5,7 @@ namespace Anneal.Cli.Tests.Setup;
 
 public class KeysAndPermissionsTests
 {
-    [Fact]
+    [SqliteFact("checks the mode of the SQLite file `anneal setup` creates in a new folder")]
     public async Task Setup_writes_dotenv_and_the_data_folder_for_their_owner_only()
     {
         if (OperatingSystem.IsWindows()) return;
@@ -53,7 +53,7 @@ public class KeysAndPermissionsTests
         Assert.Contains($"no API key with id '{id}'", again.Err);
         var nowhere = await box.RunAsync("keys", "list", "--data-dir", "nowhere");
         Assert.Equal(2, nowhere.ExitCode);
-        Assert.Contains("anneal.db is missing", nowhere.Err);
+        Assert.Contains("no server data folder there (neither anneal.db nor database.url)", nowhere.Err);
         Assert.False(Directory.Exists(Path.Combine(box.Dir, "nowhere")));
     }
 }

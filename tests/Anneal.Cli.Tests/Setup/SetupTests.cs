@@ -14,7 +14,7 @@ public class SetupTests
         return values;
     }
 
-    [Fact]
+    [SqliteFact("`anneal setup --data-dir` on a new folder creates the SQLite store; a PostgreSQL folder is made by `anneal serve --database`")]
     public async Task Setup_for_a_local_server_writes_a_working_key_and_the_backend_to_dotenv()
     {
         using var box = new CliSandbox();

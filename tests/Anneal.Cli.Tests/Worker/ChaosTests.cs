@@ -20,7 +20,6 @@ using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Anneal.Cli.Tests.EndToEnd;
 using Anneal.Core.Contracts;
-using Anneal.Server.Tests.Stores;
 using Xunit.Abstractions;
 
 namespace Anneal.Cli.Tests.Worker;

@@ -25,7 +25,7 @@ public class WorkerEndToEndTests
         var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
         await using var server = await ServerHost.StartAsync(new ServerOptions
         {
-            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false,
+            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, Database = TestStore.DatabaseFor(dataDir),
         });
         using var box = new CliSandbox();
         box.Environment["SYNTH_API_KEY"] = server.FirstApiKey!;
@@ -80,7 +80,7 @@ public class WorkerEndToEndTests
         var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
         await using var server = await ServerHost.StartAsync(new ServerOptions
         {
-            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, LeaseDuration = TimeSpan.FromSeconds(6),
+            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, Database = TestStore.DatabaseFor(dataDir), LeaseDuration = TimeSpan.FromSeconds(6),
         });
         using var box = new CliSandbox();
         box.Environment["SYNTH_API_KEY"] = server.FirstApiKey!;
@@ -145,7 +145,7 @@ public class WorkerEndToEndTests
         var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
         await using var server = await ServerHost.StartAsync(new ServerOptions
         {
-            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false,
+            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, Database = TestStore.DatabaseFor(dataDir),
             LeaseDuration = TimeSpan.FromSeconds(3), CancelGracePeriod = TimeSpan.FromSeconds(2),
         });
         using var box = new CliSandbox();
