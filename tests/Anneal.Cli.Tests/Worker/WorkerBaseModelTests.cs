@@ -22,7 +22,7 @@ public class WorkerBaseModelTests
         var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
         await using var server = await ServerHost.StartAsync(new ServerOptions
         {
-            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false,
+            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, Database = TestStore.DatabaseFor(dataDir),
         });
         using var box = new CliSandbox();
         box.Environment["SYNTH_API_KEY"] = server.FirstApiKey!;

@@ -111,7 +111,7 @@ public class WorkerTransfersTests
     static async Task<(RunningServer Server, string DataDir)> StartServerAsync()
     {
         var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
-        var server = await ServerHost.StartAsync(new ServerOptions { Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false });
+        var server = await ServerHost.StartAsync(new ServerOptions { Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, Database = TestStore.DatabaseFor(dataDir) });
         return (server, dataDir);
     }
 
