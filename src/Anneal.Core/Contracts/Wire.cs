@@ -86,6 +86,8 @@ public static class ErrorCodes
     public const string FileFailed = "file_failed";
     /// <summary>A deployment asked for a device that a training job (or the other device's deployments) holds now.</summary>
     public const string DeviceBusy = "device_busy";
+    /// <summary>The object store (`anneal serve --object-store`) could not be reached, refused a request, or held damaged bytes.</summary>
+    public const string ObjectStore = "object_store_error";
 }
 
 public static class FilePurpose

@@ -161,17 +161,31 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         }
         if (modelPath is null) return (null, new JobError(ErrorCodes.UserConfigError, modelError!));
         // (blob path, "name.jsonl (file_…)", sha256): the trainer names the user's upload in its messages, never the blob path.
-        (string? Path, string? Name, string? Sha256) FileOf(string? fileId)
+        // A server that lacks the bytes fetches them from the object store first (FileBlobs).
+        async Task<(string? Path, string? Name, string? Sha256)> FileOf(string? fileId)
         {
             if (fileId is null) return (null, null, null);
-            using var conn = db.Connect();
-            var file = FileRows.Find(conn, null, job.Org, fileId);
-            return file is null ? (null, null, null) : (FileRows.BlobPath(db, file.Sha256), $"{file.Filename} ({file.Id})", file.Sha256);
+            FileObject? file;
+            using (var conn = db.Connect()) file = FileRows.Find(conn, null, job.Org, fileId);
+            if (file is null) return (null, null, null);
+            return (await FileBlobs.EnsureLocalAsync(db, file.Sha256, _stop.Token), $"{file.Filename} ({file.Id})", file.Sha256);
         }
-        var (train, trainName, trainSha) = FileOf(job.Wire.TrainingFileId);
+        string? train, trainName, trainSha, validation, validationName, validationSha;
+        try
+        {
+            (train, trainName, trainSha) = await FileOf(job.Wire.TrainingFileId);
+            (validation, validationName, validationSha) = await FileOf(job.Wire.ValidationFileId);
+        }
+        catch (ObjectStoreException e)
+        {
+            return (null, new JobError(ErrorCodes.ObjectStore, $"the job's files could not be read from the object store: {e.Message}"));
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            return (null, new JobError(ErrorCodes.Internal, "stopped while fetching the job's files"));
+        }
         if (train is null || !File.Exists(train))
             return (null, new JobError(ErrorCodes.UserDataError, $"training file '{job.Wire.TrainingFileId}' was deleted before the job ran"));
-        var (validation, validationName, validationSha) = FileOf(job.Wire.ValidationFileId);
         if (job.Wire.ValidationFileId is not null && (validation is null || !File.Exists(validation)))
             return (null, new JobError(ErrorCodes.UserDataError, $"validation file '{job.Wire.ValidationFileId}' was deleted before the job ran"));
         // The newest complete checkpoint on disk: the previous trainer may have saved some the

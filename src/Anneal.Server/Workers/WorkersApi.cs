@@ -38,9 +38,9 @@ public static partial class WorkersApi
         g.MapPost("/jobs/{id}/heartbeat", Heartbeat);
         g.MapPost("/jobs/{id}/lines", Lines);
         g.MapPost("/jobs/{id}/exit", Exit);
-        g.MapGet("/files/{id}", FileBytes);
-        g.MapGet("/files/{id}/images", FileImageIndex);
-        g.MapGet("/files/{id}/images/{hash}", FileImage);
+        g.MapGet("/files/{id}", FileBytes).AddEndpointFilter(FileBlobs.EnsureCached);
+        g.MapGet("/files/{id}/images", FileImageIndex).AddEndpointFilter(FileBlobs.EnsureCached);
+        g.MapGet("/files/{id}/images/{hash}", FileImage).AddEndpointFilter(FileBlobs.EnsureCached);
         g.MapPut("/jobs/{id}/artifacts/{*path}", Upload);
         g.MapGet("/jobs/{id}/artifacts/{*path}", Download);
         return app;
