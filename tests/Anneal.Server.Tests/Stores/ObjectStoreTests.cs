@@ -29,6 +29,41 @@ public class ObjectStoreTests
         exit 0
         """;
 
+    /// <summary>A full fine-tune's outputs as the trainer writes them: checkpoint step-1, then final/ (a Hugging Face folder in a subfolder too).</summary>
+    const string WritesOutputs = """
+        set -u
+        SPEC="$4"
+        OUT="$(sed -n 's/.*"output_dir": *"\([^"]*\)".*/\1/p' "$SPEC")"
+        mkdir -p "$OUT/checkpoints/step-1"
+        echo '{"step":1}' > "$OUT/checkpoints/step-1/trainer_state.json"
+        echo moments > "$OUT/checkpoints/step-1/optimizer.bin"
+        printf '{"type":"sft.checkpoint.saved","level":"info","message":"saved","data":{"step":1,"path":"%s/checkpoints/step-1"}}\n' "$OUT"
+        mkdir -p "$OUT/final/extra"
+        echo '{"model_type":"qwen3"}' > "$OUT/final/config.json"
+        echo weights > "$OUT/final/model.safetensors"
+        echo nested > "$OUT/final/extra/notes.txt"
+        printf '{"type":"sft.completed","level":"info","message":"done","data":{"output_dir":"%s","final_path":"%s/final"}}\n' "$OUT" "$OUT"
+        exit 0
+        """;
+
+    static async Task<Dictionary<string, string>> ExportAsync(TestServer server, string model, string format)
+    {
+        var response = await server.Http.GetAsync($"learning/model-export?model={Uri.EscapeDataString(model)}&format={format}");
+        Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
+        var files = new Dictionary<string, string>();
+        using var tar = new System.Formats.Tar.TarReader(await response.Content.ReadAsStreamAsync());
+        while (await tar.GetNextEntryAsync() is { } entry)
+            files[entry.Name] = new StreamReader(entry.DataStream!).ReadToEnd();
+        return files;
+    }
+
+    static string? StoredPath(TestServer server, string sql, string id)
+    {
+        using var db = new Db(server.DataDir, server.Options.Database);
+        using var conn = db.Connect();
+        return Db.Scalar<string>(conn, null, sql, ("@id", id));
+    }
+
     static string Sha(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
 
     static Task<TestServer> Start(ObjectStoreSettings store, Func<ServerOptions, ServerOptions>? more = null, string? dataDir = null) =>
@@ -146,6 +181,44 @@ public class ObjectStoreTests
         // The server still works on the bucket afterwards: the same bytes again are stored again.
         var again = await server.UploadReadyAsync();
         Assert.NotNull(await TestS3.Shared.GetAsync(store, $"files/{again.Sha256}"));
+    }
+
+    [S3Fact]
+    public async Task Checkpoints_and_the_final_model_go_into_the_bucket_and_a_server_that_lacks_them_exports_them()
+    {
+        var store = TestS3.Shared.NewBucket();
+        await using var server = await Start(store, o => o with { TrainerCommand = ScriptTrainer.Write(WritesOutputs) });
+        var file = await server.UploadReadyAsync();
+        var job = await server.CreateJobAsync(file.Id);
+        await server.StartJobAsync(job.Id);
+        var done = await server.WaitJobAsync(job.Id, j => JobStatus.IsTerminal(j.Status));
+        Assert.True(done.Status == JobStatus.Succeeded, done.Error?.Message);
+        var model = done.FineTunedModel!;
+
+        // Rows name the folders by their key (relative to the data folder), the same on every server.
+        var output = $"jobs/{job.Id}/output";
+        Assert.Equal($"{output}/final", StoredPath(server, "SELECT path FROM fine_tuned_models WHERE id = @id", model));
+        Assert.Equal($"{output}/checkpoints/step-1", StoredPath(server, "SELECT path FROM checkpoints WHERE job_id = @id", job.Id));
+        Assert.Equal("nested\n", Encoding.UTF8.GetString((await TestS3.Shared.GetAsync(store, $"{output}/final/extra/notes.txt"))!));
+        Assert.NotNull(await TestS3.Shared.GetAsync(store, $"{output}/final{ObjectFiles.ManifestSuffix}"));
+        Assert.Equal("moments\n", Encoding.UTF8.GetString((await TestS3.Shared.GetAsync(store, $"{output}/checkpoints/step-1/optimizer.bin"))!));
+        Assert.NotNull(await TestS3.Shared.GetAsync(store, $"{output}/checkpoints/step-1{ObjectFiles.ManifestSuffix}"));
+
+        // The job's folder is gone from this server: the model comes back from the bucket, whole.
+        await server.RestartAsync();
+        Directory.Delete(Path.Combine(server.DataDir, "jobs", job.Id), recursive: true);
+        var exported = await ExportAsync(server, model, "merged");
+        Assert.Equal("weights\n", exported["model.safetensors"]);
+        Assert.Equal("{\"model_type\":\"qwen3\"}\n", exported["config.json"]);
+        Assert.Equal("nested\n", File.ReadAllText(Path.Combine(server.DataDir, "jobs", job.Id, "output", "final", "extra", "notes.txt")));
+
+        // A damaged copy in the bucket is refused by name, never exported.
+        Directory.Delete(Path.Combine(server.DataDir, "jobs", job.Id), recursive: true);
+        await TestS3.Shared.DamageAsync(store, $"{output}/final/model.safetensors", Encoding.UTF8.GetBytes("tampered"));
+        var problem = await TestServer.ProblemAsync(
+            await server.Http.GetAsync($"learning/model-export?model={Uri.EscapeDataString(model)}&format=merged"), HttpStatusCode.NotFound);
+        Assert.Contains($"'{output}/final/model.safetensors' is damaged", problem["detail"]!.GetValue<string>());
+        Assert.False(Directory.Exists(Path.Combine(server.DataDir, "jobs", job.Id, "output", "final")));
     }
 
     [Theory]

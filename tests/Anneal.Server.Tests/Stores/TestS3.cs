@@ -98,26 +98,38 @@ public sealed class TestS3
         Directory.CreateDirectory(dir);
         const string script = """
             const S3rver = require('s3rver');
-            new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: process.argv[1] }).run()
+            new S3rver({ address: '127.0.0.1', port: 0, silent: false, directory: process.argv[1] }).run()
               .then(({ port }) => console.log('PORT ' + port), e => { console.error(e); process.exit(1); });
             process.stdin.on('end', () => process.exit(0));
             process.stdin.resume();
             """;
         var psi = new ProcessStartInfo("node") { WorkingDirectory = FixtureDir, UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "-e", script, dir }) psi.ArgumentList.Add(a);
+        // s3rver makes list continuation tokens with DES, which Node's OpenSSL 3 offers only from its legacy provider.
+        foreach (var a in new[] { "--openssl-legacy-provider", "-e", script, Path.Combine(dir, "data") }) psi.ArgumentList.Add(a);
         var process = Process.Start(psi)!;
-        var line = process.StandardOutput.ReadLineAsync();
-        if (!line.Wait(TimeSpan.FromSeconds(30)) || line.Result is not { } text || !text.StartsWith("PORT ", StringComparison.Ordinal))
+        // Its log (requests, errors) is kept beside its objects while the tests run (ANNEAL_KEEP_S3=1 keeps them after).
+        var log = new StreamWriter(Path.Combine(dir, "s3rver.log")) { AutoFlush = true };
+        var port = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            if (e.Data.StartsWith("PORT ", StringComparison.Ordinal)) port.TrySetResult(e.Data["PORT ".Length..]);
+            lock (log) log.WriteLine(e.Data);
+        };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        if (!port.Task.Wait(TimeSpan.FromSeconds(30)))
         {
             process.Kill(true);
-            throw new InvalidOperationException($"s3rver did not start: {process.StandardError.ReadToEnd()}");
+            throw new InvalidOperationException($"s3rver did not start within 30 s; see {Path.Combine(dir, "s3rver.log")}");
         }
         AppDomain.CurrentDomain.ProcessExit += (_, _) =>
         {
-            try { process.Kill(true); Directory.Delete(dir, recursive: true); }
+            try { process.Kill(true); if (Environment.GetEnvironmentVariable("ANNEAL_KEEP_S3") is null) Directory.Delete(dir, recursive: true); }
             catch (Exception e) when (e is InvalidOperationException or IOException) { }
         };
-        return new TestS3($"http://127.0.0.1:{text["PORT ".Length..]}");
+        return new TestS3($"http://127.0.0.1:{port.Task.Result}");
     }
 }
 
