@@ -398,6 +398,9 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     void OnExit(int exitCode)
     {
+        // Whatever the outcome, the checkpoints the trainer reported are in the object store first:
+        // another server may resume the job as soon as its status changes.
+        WaitForPublishing();
         if (_shuttingDown && !_cancelRequested && !_pauseRequested)
         {
             log.LogInformation("Job {JobId}: trainer stopped for server shutdown (exit {Code}); it is re-queued on the next start", _id, exitCode);
@@ -441,7 +444,6 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     void Succeed(CompletedData completed)
     {
-        WaitForPublishing();
         try
         {
             if (RecordSucceeded(db, job, completed, null, lease)) signals.EventsAppended.Signal();

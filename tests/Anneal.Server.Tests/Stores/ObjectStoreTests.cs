@@ -5,6 +5,7 @@
 // --object-store values stop the start with a reason.
 using System.Net;
 using System.Net.Http.Headers;
+using System.Net.Http.Json;
 using System.Security.Cryptography;
 using System.Text;
 using Anneal.Core.Contracts;
@@ -63,6 +64,20 @@ public class ObjectStoreTests
         using var conn = db.Connect();
         return Db.Scalar<string>(conn, null, sql, ("@id", id));
     }
+
+    /// <summary>Succeeds after noting the checkpoint it was told to resume from: its trainer_state.json, and whether optimizer.bin came with it.</summary>
+    const string NotesResume = """
+        set -u
+        SPEC="$4"
+        JOBDIR="$(dirname "$SPEC")"
+        OUT="$(sed -n 's/.*"output_dir": *"\([^"]*\)".*/\1/p' "$SPEC")"
+        RESUME="$(sed -n 's/.*"resume_from": *"\([^"]*\)".*/\1/p' "$SPEC")"
+        cp "$RESUME/trainer_state.json" "$JOBDIR/resumed-state.json"
+        [ -f "$RESUME/optimizer.bin" ] && touch "$JOBDIR/resumed-with-optimizer"
+        mkdir -p "$OUT/final"
+        printf '{"type":"sft.completed","level":"info","message":"done","data":{"output_dir":"%s","final_path":"%s/final"}}\n' "$OUT" "$OUT"
+        exit 0
+        """;
 
     static string Sha(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
 
@@ -254,6 +269,39 @@ public class ObjectStoreTests
         Assert.Contains("NoSuchBucket", e.Message);
         // Nothing holds the folder: a start with a good bucket works.
         await using var server = await Start(TestS3.Shared.NewBucket(), dataDir: dir);
+    }
+
+    [PostgresFact]
+    public async Task A_job_paused_on_one_server_resumes_on_another_from_the_checkpoint_in_the_bucket()
+    {
+        if (!TestS3.NodeAvailable) return;
+        var store = TestS3.Shared.NewBucket();
+        var a = await Start(store, o => o with { TrainerCommand = ScriptTrainer.Write(ScriptTrainer.CheckpointThenWaits) });
+        var file = await a.UploadReadyAsync();
+        var job = await a.CreateJobAsync(file.Id);
+        await a.StartJobAsync(job.Id);
+        for (var i = 0; i < 200 && (await a.EventsAsync(job.Id)).All(e => e.Type != EventTypes.CheckpointSaved); i++) await Task.Delay(50);
+        var paused = await a.Http.PostAsync($"learning/jobs/{job.Id}/pause", null);
+        Assert.True(paused.IsSuccessStatusCode, await paused.Content.ReadAsStringAsync());
+        Assert.Equal(JobStatus.Paused, (await a.GetJobAsync(job.Id)).Status);
+        var (database, key) = (a.Options.Database, a.ApiKey);
+        await a.DisposeAsync();   // its data folder is gone with it
+
+        await using var b = await Start(store, o => o with { TrainerCommand = ScriptTrainer.Write(NotesResume), Database = database });
+        using var bHttp = b.Client(key);
+        var resumed = await bHttp.PostAsync($"learning/jobs/{job.Id}/resume", null);
+        Assert.True(resumed.IsSuccessStatusCode, await resumed.Content.ReadAsStringAsync());
+        JobObject done;
+        for (var i = 0; ; i++)
+        {
+            done = (await bHttp.GetFromJsonAsync<JobObject>($"learning/jobs/{job.Id}", AnnealJson.Options))!;
+            if (JobStatus.IsTerminal(done.Status) || i > 600) break;
+            await Task.Delay(50);
+        }
+        Assert.True(done.Status == JobStatus.Succeeded, done.Error?.Message ?? done.Status);
+        var jobDir = Path.Combine(b.DataDir, "jobs", job.Id);
+        Assert.Equal("{\"step\":3}\n", await File.ReadAllTextAsync(Path.Combine(jobDir, "resumed-state.json")));
+        Assert.True(File.Exists(Path.Combine(jobDir, "resumed-with-optimizer")));
     }
 
     [PostgresFact]
