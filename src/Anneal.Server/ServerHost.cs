@@ -132,6 +132,14 @@ public static class ServerHost
         if (options.Database is not null) DatabaseUrl.Record(options.DataDir, options.Database);
         if (options.ObjectStore is { } objectStore) await OpenObjectStore(db, objectStore, ct);
         StartupSweep.Run(db, SharesDataFolder(options));
+        ObjectStoreBackfill.Result backfill;
+        try { backfill = await ObjectStoreBackfill.RunAsync(db, ct); }
+        catch (ObjectStoreException e)
+        {
+            var name = db.Objects.Name;
+            db.Dispose();
+            throw new ServerStartException($"--object-store {name}: copying this data folder's files into the bucket failed (the next start tries again): {e.Message}", e);
+        }
         var firstKey = ApiKeys.EnsureFirstKey(db);
         Recovery.RequeueInterrupted(db, options);
 
@@ -180,6 +188,10 @@ public static class ServerHost
         builder.Services.AddSingleton<InferenceDevices>();
 
         var app = builder.Build();
+        if (backfill.Files + backfill.Folders > 0)
+            app.Logger.LogInformation("Copied {Files} files and {Folders} folders of the data folder into the object store {Store}", backfill.Files, backfill.Folders, db.Objects.Name);
+        foreach (var skipped in backfill.Skipped)
+            app.Logger.LogWarning("Not copied into the object store {Store}: {Object}", db.Objects.Name, skipped);
         app.UseProblemContentNegotiation();
         app.UseExceptionHandler();
         app.UseStatusCodePages();

@@ -236,6 +236,35 @@ public class ObjectStoreTests
         Assert.False(Directory.Exists(Path.Combine(server.DataDir, "jobs", job.Id, "output", "final")));
     }
 
+    [S3Fact]
+    public async Task A_data_folder_first_started_with_a_bucket_copies_what_it_holds_into_it()
+    {
+        // Files and a model made with the data folder as the store (rows of an earlier version name folders by absolute path).
+        await using var server = await TestServer.StartAsync(o => o with { TrainerCommand = ScriptTrainer.Write(WritesOutputs) });
+        var bytes = TestServer.Dataset(7);
+        var file = await server.UploadReadyAsync(bytes);
+        var job = await server.CreateJobAsync(file.Id);
+        await server.StartJobAsync(job.Id);
+        var done = await server.WaitJobAsync(job.Id, j => JobStatus.IsTerminal(j.Status));
+        Assert.True(done.Status == JobStatus.Succeeded, done.Error?.Message);
+        var final = Path.Combine(server.DataDir, "jobs", job.Id, "output", "final");
+        server.Sql($"UPDATE fine_tuned_models SET path = '{final}'");
+
+        var store = TestS3.Shared.NewBucket();
+        await server.RestartAsync(o => o with { ObjectStore = store });
+        Assert.Equal(bytes, await TestS3.Shared.GetAsync(store, $"files/{file.Sha256}"));
+        var output = $"jobs/{job.Id}/output";
+        Assert.NotNull(await TestS3.Shared.GetAsync(store, $"{output}/final{ObjectFiles.ManifestSuffix}"));
+        Assert.NotNull(await TestS3.Shared.GetAsync(store, $"{output}/checkpoints/step-1{ObjectFiles.ManifestSuffix}"));
+        Assert.Equal($"{output}/final", StoredPath(server, "SELECT path FROM fine_tuned_models WHERE id = @id", done.FineTunedModel!));
+        Assert.Equal(store.Url, File.ReadAllText(Path.Combine(server.DataDir, "object-store.url")).Trim());
+
+        // From the bucket alone: a folder that lost everything still trains on the file and exports the model.
+        Directory.Delete(Path.Combine(server.DataDir, "jobs"), recursive: true);
+        WipeCache(server);
+        Assert.Equal("weights\n", (await ExportAsync(server, done.FineTunedModel!, "merged"))["model.safetensors"]);
+    }
+
     [Theory]
     [InlineData("/srv/anneal", "expected s3://bucket or s3://bucket/prefix")]
     [InlineData("s3://", "bucket '' is not an S3 bucket name")]
