@@ -60,6 +60,17 @@ public static class JobArtifacts
         return await db.Objects.HeadAsync(ObjectFiles.KeyOf(db, unit) + ObjectFiles.ManifestSuffix, ct) is not null;
     }
 
+    /// <summary>
+    /// For recovery, which holds a transaction: whether the object store holds the folder complete
+    /// (false for the data folder, which recovery checks on disk, and when the store cannot say).
+    /// </summary>
+    public static bool InStore(Db db, string stored)
+    {
+        if (db.Objects.IsDataFolder || UnitOf(db, Local(db, stored)) is not { } unit) return false;
+        try { return db.Objects.HeadAsync(ObjectFiles.KeyOf(db, unit) + ObjectFiles.ManifestSuffix, CancellationToken.None).GetAwaiter().GetResult() is not null; }
+        catch (ObjectStoreException) { return false; }
+    }
+
     /// <summary>For a worker's claim: <see cref="EnsureNewestCheckpointAsync"/>, or why the object store could not give the checkpoint.</summary>
     public static string? FetchNewestCheckpoint(Db db, string jobId)
     {

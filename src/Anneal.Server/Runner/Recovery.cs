@@ -89,7 +89,8 @@ public static class Recovery
             // optimizer state was pruned; recorded so it is listed and usable as a model.
             var checkpoint = Db.Query(conn, tx, "SELECT step, path FROM checkpoints WHERE job_id = @id ORDER BY step DESC",
                     r => (Step: r.GetInt64(0), Path: r.GetString(1)), ("@id", id))
-                .FirstOrDefault(c => JobOutput.IsCompleteCheckpoint(JobArtifacts.Local(db, c.Path)));
+                // Another server's checkpoint is in the object store, not on this disk: the run fetches it (JobArtifacts).
+                .FirstOrDefault(c => JobOutput.IsCompleteCheckpoint(JobArtifacts.Local(db, c.Path)) || JobArtifacts.InStore(db, c.Path));
             if (JobOutput.NewestCompleteCheckpoint(output) is { } onDisk && onDisk.Step > checkpoint.Step)
             {
                 checkpoint = (onDisk.Step, JobArtifacts.Stored(db, onDisk.Path));
