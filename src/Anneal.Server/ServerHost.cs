@@ -1,6 +1,6 @@
 // Builds and runs the control plane (eShop Catalog.API style: wiring only; each resource maps
 // its own endpoints). Start order: lock the data folder (one server per folder), open the database
-// (migrations), sweep tmp/ and orphaned blobs, ensure a first API key, recover jobs interrupted by a previous stop or crash, then
+// (migrations) and the object store (if any), sweep tmp/ and orphaned blobs, ensure a first API key, recover jobs interrupted by a previous stop or crash, then
 // listen. A taken data folder or listen address throws ServerStartException (one readable line).
 using Anneal.Core.Contracts;
 using Anneal.Server.Auth;
@@ -65,6 +65,11 @@ public sealed record ServerOptions
     public string? Database { get; init; }
     /// <summary>How long a running job stays this server's without a heartbeat; then another server re-queues it (shared store).</summary>
     public TimeSpan LeaseDuration { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>
+    /// An S3-compatible bucket that keeps uploaded files and job outputs (`--object-store s3://bucket/prefix`);
+    /// the data folder is then this server's own cache of it. Null: the data folder is the store.
+    /// </summary>
+    public ObjectStoreSettings? ObjectStore { get; init; }
     /// <summary>The bearer token `anneal worker` hosts present on /api/workers; null: no workers (the endpoints answer 404).</summary>
     public string? WorkerToken { get; init; }
     /// <summary>Workers seen (registered, claimed, heartbeat) within this window count when job creation checks that a job's [compute] can run somewhere.</summary>
@@ -81,14 +86,38 @@ public static class ServerHost
     public static async Task<RunningServer> StartAsync(ServerOptions options, CancellationToken ct = default)
     {
         // One server per data folder protects the SQLite store; servers sharing a PostgreSQL
-        // database share the folder too and coordinate through job leases instead.
-        IDisposable? dataLock = options.Database is null ? DataDirLock.Acquire(options.DataDir) : null;
+        // database share the folder too and coordinate through job leases instead, unless an
+        // object store holds the files: then each server's folder is its own cache, locked as well.
+        IDisposable? dataLock = SharesDataFolder(options) ? null : DataDirLock.Acquire(options.DataDir);
         try { return await StartLockedAsync(options, dataLock, ct); }
         catch
         {
             dataLock?.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Several servers on one PostgreSQL database keep their files in one data folder (no object store).</summary>
+    static bool SharesDataFolder(ServerOptions options) => options.Database is not null && options.ObjectStore is null;
+
+    /// <summary>Connects to the bucket and lists it once, so a wrong endpoint, bucket or key stops the start with the store's own answer.</summary>
+    static async Task OpenObjectStore(Db db, ObjectStoreSettings settings, CancellationToken ct)
+    {
+        S3ObjectStore store;
+        try { store = S3ObjectStore.Create(settings); }
+        catch (ArgumentException e)
+        {
+            db.Dispose();
+            throw new ServerStartException(e.Message, e);
+        }
+        try { await store.CheckAsync(ct); }
+        catch (ObjectStoreException e)
+        {
+            store.Dispose();
+            db.Dispose();
+            throw new ServerStartException($"--object-store {store.Name}: cannot use the bucket: {e.Message}", e);
+        }
+        db.Objects = store;
     }
 
     static async Task<RunningServer> StartLockedAsync(ServerOptions options, IDisposable? dataLock, CancellationToken ct)
@@ -103,7 +132,16 @@ public static class ServerHost
             throw new ServerStartException($"database {DatabaseUrl.Redact(options.Database)}: {e.Message}", e);
         }
         if (options.Database is not null) DatabaseUrl.Record(options.DataDir, options.Database);
-        StartupSweep.Run(db);
+        if (options.ObjectStore is { } objectStore) await OpenObjectStore(db, objectStore, ct);
+        StartupSweep.Run(db, SharesDataFolder(options));
+        ObjectStoreBackfill.Result backfill;
+        try { backfill = await ObjectStoreBackfill.RunAsync(db, ct); }
+        catch (ObjectStoreException e)
+        {
+            var name = db.Objects.Name;
+            db.Dispose();
+            throw new ServerStartException($"--object-store {name}: copying this data folder's files into the bucket failed (the next start tries again): {e.Message}", e);
+        }
         var firstKey = ApiKeys.EnsureFirstKey(db);
         Recovery.RequeueInterrupted(db, options);
 
@@ -152,6 +190,10 @@ public static class ServerHost
         builder.Services.AddSingleton<InferenceDevices>();
 
         var app = builder.Build();
+        if (backfill.Files + backfill.Folders > 0)
+            app.Logger.LogInformation("Copied {Files} files and {Folders} folders of the data folder into the object store {Store}", backfill.Files, backfill.Folders, db.Objects.Name);
+        foreach (var skipped in backfill.Skipped)
+            app.Logger.LogWarning("Not copied into the object store {Store}: {Object}", db.Objects.Name, skipped);
         app.UseProblemContentNegotiation();
         app.UseExceptionHandler();
         app.UseStatusCodePages();

@@ -91,6 +91,34 @@ public sealed class ImageFetchTests : IAsyncLifetime
         Assert.Equal(RedPng, StoredImages.Resolver(blob)($"https://localhost:{port}/to-red"));
     }
 
+    [Stores.S3Fact]
+    public async Task With_an_object_store_the_images_go_into_the_bucket_and_follow_the_file_to_a_server_that_lacks_them()
+    {
+        const string token = "worker-token-0123456789";
+        var bucket = Stores.TestS3.Shared.NewBucket();
+        await using var t = await TestServer.StartAsync(o => Allow(o) with { ObjectStore = bucket, WorkerToken = token });
+        var file = await t.UploadReadyAsync(Encoding.UTF8.GetBytes(Line($"https://localhost:{port}/red.png") + "\n"));
+        Assert.True(file.Status == FileStatus.Ready, string.Join("; ", file.Errors ?? []));
+        var red = StoredImages.Hash(RedPng);
+        Assert.Equal(RedPng, await Stores.TestS3.Shared.GetAsync(bucket, $"files/{file.Sha256}.images/{red}"));
+        Assert.NotNull(await Stores.TestS3.Shared.GetAsync(bucket, $"files/{file.Sha256}.images{Storage.ObjectFiles.ManifestSuffix}"));
+
+        // This server's data folder loses the file and its images: a worker's image download fetches both.
+        var files = Path.Combine(t.DataDir, "files");
+        Directory.Delete(files, recursive: true);
+        Directory.CreateDirectory(files);
+        using var worker = new HttpClient { BaseAddress = new Uri(t.Server.BaseUrl + "/") };
+        worker.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
+        Assert.Equal(RedPng, await worker.GetByteArrayAsync($"api/workers/files/{file.Id}/images/{red}"));
+        Assert.Equal(RedPng, StoredImages.Resolver(Path.Combine(files, file.Sha256))($"https://localhost:{port}/red.png"));
+
+        // The last file using the bytes takes the images out of the bucket too.
+        Assert.Equal(HttpStatusCode.OK, (await t.Http.DeleteAsync($"learning/files/{file.Id}")).StatusCode);
+        Assert.Null(await Stores.TestS3.Shared.GetAsync(bucket, $"files/{file.Sha256}.images/{red}"));
+        Assert.Null(await Stores.TestS3.Shared.GetAsync(bucket, $"files/{file.Sha256}.images{Storage.ObjectFiles.ManifestSuffix}"));
+        Assert.False(Directory.Exists(StoredImages.FolderFor(Path.Combine(files, file.Sha256))));
+    }
+
     [Theory]
     [InlineData("https://127.0.0.1:{port}/red.png", "refused: 127.0.0.1 resolves to 127.0.0.1, a loopback address")]
     [InlineData("https://10.1.2.3/x.png", "refused: 10.1.2.3 resolves to 10.1.2.3, a private address")]

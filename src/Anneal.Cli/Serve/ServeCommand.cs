@@ -2,6 +2,7 @@
 // processes are this same executable (`anneal trainer run --spec PATH`).
 using System.CommandLine;
 using Anneal.Server;
+using Anneal.Server.Storage;
 
 namespace Anneal.Cli.Serve;
 
@@ -28,6 +29,14 @@ public static class ServeCommand
             Description = "Store jobs and files' records in this PostgreSQL database, which several servers sharing one data folder can use (default: ANNEAL_DATABASE, else SQLite in the data folder)",
             DefaultValueFactory = _ => Environment.GetEnvironmentVariable("ANNEAL_DATABASE") is { Length: > 0 } env ? env : null,
         };
+        var objectStore = new Option<string?>("--object-store")
+        {
+            HelpName = "s3://bucket/prefix",
+            Description = "Keep uploaded files and job outputs in this S3-compatible bucket, the data folder being this server's cache of it, so servers on one --database need not share a disk (default: ANNEAL_OBJECT_STORE, else the data folder). Endpoint, region and keys: --s3-endpoint, --s3-region, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY",
+            DefaultValueFactory = _ => Environment.GetEnvironmentVariable("ANNEAL_OBJECT_STORE") is { Length: > 0 } env ? env : null,
+        };
+        var s3Endpoint = new Option<string?>("--s3-endpoint") { HelpName = "URL", Description = "The S3-compatible service of --object-store, e.g. http://minio.internal:9000 (default: AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else AWS S3)" };
+        var s3Region = new Option<string?>("--s3-region") { HelpName = "REGION", Description = "Region of --object-store's bucket (default: AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1)" };
         var workerToken = new Option<string?>("--worker-token")
         {
             HelpName = "TOKEN",
@@ -45,7 +54,7 @@ public static class ServeCommand
         var logLevel = new Option<string>("--log-level") { HelpName = "LEVEL", Description = "Least severe log entries shown: debug, information, warning, error", DefaultValueFactory = _ => "warning" };
         var command = new Command("serve", "Run the Anneal server (HTTP API, storage, job runner) until Ctrl+C")
         {
-            urls, shared.DataDir, maxUpload, maxJobs, leaseSeconds, modelsDir, gpus, cpuRanks, offline, inferenceGpu, database, workerToken,
+            urls, shared.DataDir, maxUpload, maxJobs, leaseSeconds, modelsDir, gpus, cpuRanks, offline, inferenceGpu, database, objectStore, s3Endpoint, s3Region, workerToken,
             workerWindow, logFormat, logLevel,
         };
         command.SetAction(async (p, ct) =>
@@ -67,6 +76,13 @@ public static class ServeCommand
                 WorkerWindow = p.GetValue(workerWindow) is var h && h > 0 && h <= MaxWindowHours ? TimeSpan.FromHours(h) : TimeSpan.Zero,
             };
             if (p.GetValue(shared.DataDir) is { } d) options = options with { DataDir = ctx.FullPath(d) };
+            if (p.GetValue(objectStore) is { } store)
+                options = options with { ObjectStore = new ObjectStoreSettings { Url = store, Endpoint = p.GetValue(s3Endpoint), Region = p.GetValue(s3Region) }.WithEnvironment() };
+            else if (p.GetValue(s3Endpoint) is not null || p.GetValue(s3Region) is not null)
+            {
+                ctx.Error.WriteLine("error: --s3-endpoint and --s3-region describe the bucket of --object-store s3://bucket/prefix, which was not given");
+                return ExitCodes.Usage;
+            }
             var (format, level) = (p.GetValue(logFormat)!, p.GetValue(logLevel)!);
             if (format is not ("text" or "json"))
             {
@@ -119,6 +135,7 @@ public static class ServeCommand
             try { Anneal.Server.Storage.DatabaseUrl.ToConnectionString(db); }
             catch (ArgumentException e) { return $"--database: {e.Message}"; }
         }
+        if (o.ObjectStore?.Problem() is { } storeProblem) return storeProblem;
         if (o.Gpus.FirstOrDefault(g => !int.TryParse(g, out var i) || i < 0) is { } bad) return $"--gpus: '{bad}' is not a GPU index (expected e.g. 0,1)";
         if (o.InferenceGpu is { } ig && (!int.TryParse(ig, out var n) || n < 0)) return $"--inference-gpu: '{ig}' is not a GPU index (expected e.g. 1)";
         return null;
@@ -138,7 +155,8 @@ public static class ServeCommand
             return ExitCodes.Usage;
         }
         await using var _ = server;
-        var store = options.Database is { } url ? $"; database: {Anneal.Server.Storage.DatabaseUrl.Redact(url)}" : "";
+        var store = (options.Database is { } url ? $"; database: {Anneal.Server.Storage.DatabaseUrl.Redact(url)}" : "")
+            + (options.ObjectStore is { } objects ? $"; object store: {objects.Url}" : "");
         ctx.Out.WriteLine($"Anneal is listening on {server.BaseUrl} (API: {server.BaseUrl}/api; data: {options.DataDir}{store}).");
         ctx.Out.WriteLine($"Web console: {server.BaseUrl}/ (sign in with an API key)");
         if (server.FirstApiKey is { } key)

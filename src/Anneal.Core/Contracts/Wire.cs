@@ -88,6 +88,8 @@ public static class ErrorCodes
     public const string DeviceBusy = "device_busy";
     /// <summary>A job's [compute] that neither the server's own runner nor any recently seen worker can ever meet.</summary>
     public const string ComputeUnavailable = "compute_unavailable";
+    /// <summary>The object store (`anneal serve --object-store`) could not be reached, refused a request, or held damaged bytes.</summary>
+    public const string ObjectStore = "object_store_error";
 }
 
 public static class FilePurpose

@@ -100,7 +100,7 @@ public sealed class FileProcessingWorker(Db db, FileProcessingQueue queue, Serve
         bool? hasImages = null;
         try
         {
-            var path = FileRows.BlobPath(db, sha);
+            var path = FileRows.EnsureLocal(db, sha);
             if (examples is { } n)
             {
                 // Validated while it was uploaded; only images keep such a file `processing`.
@@ -116,6 +116,9 @@ public sealed class FileProcessingWorker(Db db, FileProcessingQueue queue, Serve
             if (report.IsValid && hasImages == true
                 && ImageFetching.FetchAndStoreAsync(path, options.ImageFetch, FileUpload.MaxErrorsShown, CancellationToken.None).GetAwaiter().GetResult() is { Total: > 0 } fetch)
                 report = new DatasetReport(report.NumExamples, fetch.Errors, fetch.Total);
+            // A server that lacks them fetches the images from the object store: they go there before `ready`.
+            if (report.IsValid && Directory.Exists(Anneal.Core.Vision.StoredImages.FolderFor(path)))
+                ObjectFiles.PublishFolderAsync(db, Anneal.Core.Vision.StoredImages.FolderFor(path), CancellationToken.None).GetAwaiter().GetResult();
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

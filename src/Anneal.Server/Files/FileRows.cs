@@ -29,4 +29,8 @@ public static class FileRows
             .FirstOrDefault();
 
     public static string BlobPath(Db db, string sha256) => Path.Combine(db.FilesDir, sha256);
+
+    /// <summary>The blob's path after fetching it (and its images) from the object store when this server lacks it (FileBlobs).</summary>
+    public static string EnsureLocal(Db db, string sha256) =>
+        FileBlobs.EnsureLocalAsync(db, sha256, CancellationToken.None).GetAwaiter().GetResult() ?? BlobPath(db, sha256);
 }

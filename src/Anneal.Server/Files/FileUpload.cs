@@ -3,6 +3,8 @@
 // to files/<sha256> and committed. Memory use is one 80 KiB buffer and the check's line buffer
 // whatever the upload size. Ordering for durability: file fsynced → renamed → directory fsynced
 // → row committed; a crash in between leaves at worst an orphan temp file, never a row without bytes.
+// With an object store (`--object-store s3://…`) the bytes are put there before the row is
+// committed, so a 201 means they are durable in the store, not only on this server's disk.
 // The verdict is the answer: an invalid dataset is a 422 carrying its line-numbered errors (the
 // first 20 and the total) and nothing is kept; a valid text dataset is `ready` in the 201 itself;
 // one with images is `processing` until FileProcessing has fetched them.
@@ -112,7 +114,17 @@ public static class FileUpload
 
         FileObject file;
         bool created;
-        try { (file, created) = Commit(db, org, stored, purpose); }
+        try
+        {
+            // Acknowledged means durable in the object store: the bytes go there before the row.
+            await Publish(db, stored, ct);
+            (file, created) = await Commit(db, org, stored, purpose, ct);
+        }
+        catch (ObjectStoreException e)
+        {
+            Cleanup(stored);
+            return Problems.ObjectStore($"The file '{stored.FileName}' could not be stored, nothing was kept: {e.Message}");
+        }
         catch
         {
             Cleanup(stored);
@@ -169,8 +181,17 @@ public static class FileUpload
         return Convert.ToHexStringLower(SHA256.HashData(stream)) == sha256;
     }
 
+    /// <summary>Puts the bytes into the object store under files/&lt;sha256&gt; unless it holds them already (nothing to do for the data folder).</summary>
+    static async Task Publish(Db db, Stored stored, CancellationToken ct)
+    {
+        if (db.Objects.IsDataFolder) return;
+        var blob = FileRows.BlobPath(db, stored.Sha256);
+        if (await db.Objects.HeadAsync(ObjectFiles.KeyOf(db, blob), ct) is { } head && head.Sha256 == stored.Sha256 && head.Bytes == stored.Bytes) return;
+        await ObjectFiles.PublishAsync(db, blob, stored.Sha256, ct, from: stored.TempPath);
+    }
+
     /// <summary>Moves the temp file into files/ and inserts the row, or returns the org's existing file with the same sha256.</summary>
-    static (FileObject File, bool Created) Commit(Db db, string org, Stored stored, string purpose)
+    static async Task<(FileObject File, bool Created)> Commit(Db db, string org, Stored stored, string purpose, CancellationToken ct)
     {
         using var conn = db.Connect();
         // IMMEDIATE transaction: serialises with DELETE, which removes a blob only when no row uses it.
@@ -184,6 +205,11 @@ public static class FileUpload
             return (existing, false);
         }
         var blob = FileRows.BlobPath(db, stored.Sha256);
+        // A DELETE of the last other row with these bytes may have taken them out of the store
+        // after Publish; it did so in a write transaction, so once this one holds the lock the
+        // object is either there for good or gone: put it back then (rare).
+        if (!db.Objects.IsDataFolder && await db.Objects.HeadAsync(ObjectFiles.KeyOf(db, blob), ct) is null)
+            await ObjectFiles.PublishAsync(db, blob, stored.Sha256, ct, from: stored.TempPath);
         // Same bytes already stored (another org, or a row deleted before its blob): trusted only
         // once re-hashed, so a blob damaged on disk is replaced rather than shared by the new row.
         if (File.Exists(blob) && BlobMatches(blob, stored.Sha256)) File.Delete(stored.TempPath);

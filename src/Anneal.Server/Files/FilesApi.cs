@@ -53,7 +53,7 @@ public static class FilesApi
         return TypedResults.Ok(new FileList(page, rows.Count > page.Count));
     }
 
-    static Results<Ok<DeletedObject>, ProblemHttpResult> Delete(string id, HttpContext http, Db db)
+    static async Task<Results<Ok<DeletedObject>, ProblemHttpResult>> Delete(string id, HttpContext http, Db db, ILoggerFactory logs)
     {
         var org = http.Org();
         using var conn = db.Connect();
@@ -73,10 +73,18 @@ public static class FilesApi
         // swept on start, never a row without bytes). The blob is shared by every row with the same
         // sha256 (any org): removed with the last one, checked in a write transaction so an upload
         // of the same bytes cannot commit its row in between.
+        // The object store's copy and the fetched images go with them (FileBlobs).
         using (var blobTx = Db.Begin(conn))
         {
             if (Db.Scalar<long>(conn, blobTx, "SELECT COUNT(*) FROM files WHERE sha256 = @sha", ("@sha", file.Sha256)) == 0)
-                File.Delete(FileRows.BlobPath(db, file.Sha256));
+            {
+                try { await FileBlobs.DeleteAsync(db, file.Sha256, CancellationToken.None); }
+                catch (ObjectStoreException e)
+                {
+                    // The file is deleted for the user; what is left is an orphan object, which costs only storage.
+                    logs.CreateLogger(typeof(FilesApi)).LogWarning(e, "File {FileId}: its bytes stay in the object store as an orphan", id);
+                }
+            }
             blobTx.Commit();
         }
         return TypedResults.Ok(new DeletedObject(id, "file", true));

@@ -37,6 +37,10 @@ public static class Problems
         return d;
     }
 
+    /// <summary>The object store failed a request this one needed (502: the fault is upstream of this server).</summary>
+    public static ProblemHttpResult ObjectStore(string detail) =>
+        Make(502, ErrorCodes.ObjectStore, "Object store error", detail);
+
     public static ProblemHttpResult NotFound(string what, string id) =>
         Make(404, ErrorCodes.NotFound, "Not found", $"No {what} with id '{id}'.");
 

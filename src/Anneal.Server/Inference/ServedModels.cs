@@ -30,10 +30,14 @@ public static class ServedModels
         if (JobCreation.IsFineTunedId(model))
         {
             (string Path, string Base)? row;
+            string? localPath = null;
             using (var conn = db.Connect())
                 row = Db.Query(conn, null, "SELECT path, base_model FROM fine_tuned_models WHERE id = @id AND org = @org",
                     r => (r.GetString(0), r.GetString(1)), ("@id", model), ("@org", org)).Cast<(string, string)?>().FirstOrDefault();
-            if (row is { } ft && Path.GetDirectoryName(ft.Path.TrimEnd('/')) is { } final && File.Exists(Path.Combine(final, AdapterConfigFile)))
+            // A server that lacks the model's folder fetches it from the object store (JobArtifacts).
+            try { if (row is { } r) localPath = await JobArtifacts.EnsureLocalAsync(db, r.Path, ct); }
+            catch (ObjectStoreException e) { return (null, $"the files of '{model}' could not be read from the object store: {e.Message}"); }
+            if (row is { } ft && Path.GetDirectoryName(localPath!.TrimEnd('/')) is { } final && File.Exists(Path.Combine(final, AdapterConfigFile)))
             {
                 var (baseDir, _) = await ModelPaths.ResolveAsync(db, local, org, ft.Base, _ => { }, ct);
                 if (baseDir is not null && (Directory.Exists(baseDir) || IsTiny(ft.Base)))

@@ -152,7 +152,9 @@ public static class JobsApi
         var job = JobRows.Find(conn, null, org, id);
         if (job is null) return Problems.NotFound("job", id);
         if (job.Wire.Status != JobStatus.Running) return Problems.InvalidState("job", id, job.Wire.Status, "pause");
-        var hasCheckpoint = Db.Query(conn, null, "SELECT path FROM checkpoints WHERE job_id = @id", r => r.GetString(0), ("@id", id)).Any(Directory.Exists);
+        var hasCheckpoint = false;
+        foreach (var path in Db.Query(conn, null, "SELECT path FROM checkpoints WHERE job_id = @id", r => r.GetString(0), ("@id", id)))
+            if (hasCheckpoint = await Runner.JobArtifacts.ExistsAsync(db, path, http.RequestAborted)) break;
         if (!hasCheckpoint)
             return Problems.Make(409, ErrorCodes.InvalidState, "No checkpoint yet",
                 $"Job '{id}' has no checkpoint yet, so pausing would discard all its progress; set hyperparameters.save_steps to checkpoint periodically, wait for the first checkpoint, or cancel.",

@@ -21,7 +21,7 @@ public static class ModelPaths
         var dataModels = Path.Combine(db.DataDir, "models");
         if (ModelRegistry.IsBuiltIn(model))
             return (ModelResolver.ModelsFolderPath(dataModels, ModelRegistry.Find(model)!.Id), null);
-        if (JobCreation.IsFineTunedId(model)) return FineTuned(db, org, model);
+        if (JobCreation.IsFineTunedId(model)) return await FineTuned(db, org, model, ct);
 
         // Local first: the configured models folder, then the data dir's, then the Hub cache.
         var hubCache = ModelResolver.DefaultHubCacheDir();
@@ -51,10 +51,11 @@ public static class ModelPaths
         }
     }
 
-    static (string? Path, string? Error) FineTuned(Db db, string org, string model)
+    static async Task<(string? Path, string? Error)> FineTuned(Db db, string org, string model, CancellationToken ct)
     {
         using var conn = db.Connect();
         var path = Db.Scalar<string>(conn, null, "SELECT path FROM fine_tuned_models WHERE id = @id AND org = @org", ("@id", model), ("@org", org));
+        // Rows name the folder relative to the data folder (JobArtifacts); a server that lacks it fetches it from the object store.
         if (path is null)
         {
             var checkpoint = Db.Query(conn, null, """
@@ -65,6 +66,8 @@ public static class ModelPaths
                 return (null, $"checkpoint '{model}' holds a {checkpoint.Mode} adapter, not a full model; continue from the job's fine-tuned model instead");
             path = checkpoint.Path;
         }
-        return Directory.Exists(path) ? (path, null) : (null, $"the files of '{model}' are missing: {path} does not exist");
+        try { path = await JobArtifacts.EnsureLocalAsync(db, path, ct); }
+        catch (ObjectStoreException e) { return (null, $"the files of '{model}' could not be read from the object store: {e.Message}"); }
+        return Directory.Exists(path) ? (path, null) : (null, $"the files of '{model}' are missing: {path} does not exist" + (db.Objects.IsDataFolder ? "" : $" here or in the object store {db.Objects.Name}"));
     }
 }

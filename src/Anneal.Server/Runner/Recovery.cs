@@ -67,7 +67,9 @@ public static class Recovery
         {
             var merged = Path.Combine(final, "merged");
             var completed = new CompletedData(output, final, Directory.Exists(merged) ? merged : null, null, null);
-            if (TrainerRun.RecordSucceeded(db, job, completed, " (finished while the server was down; adopted on restart)", null)) return;
+            // A model the object store refused is not adopted: the job is re-queued below instead.
+            try { if (TrainerRun.RecordSucceeded(db, job, completed, " (finished while the server was down; adopted on restart)", null)) return; }
+            catch (ObjectStoreException) { }
         }
         using var tx = Db.Begin(conn);
         var restarts = job.Restarts + 1;
@@ -87,16 +89,17 @@ public static class Recovery
             // optimizer state was pruned; recorded so it is listed and usable as a model.
             var checkpoint = Db.Query(conn, tx, "SELECT step, path FROM checkpoints WHERE job_id = @id ORDER BY step DESC",
                     r => (Step: r.GetInt64(0), Path: r.GetString(1)), ("@id", id))
-                .FirstOrDefault(c => JobOutput.IsCompleteCheckpoint(c.Path));
+                // Another server's checkpoint is in the object store, not on this disk: the run fetches it (JobArtifacts).
+                .FirstOrDefault(c => JobOutput.IsCompleteCheckpoint(JobArtifacts.Local(db, c.Path)) || JobArtifacts.InStore(db, c.Path));
             if (JobOutput.NewestCompleteCheckpoint(output) is { } onDisk && onDisk.Step > checkpoint.Step)
             {
-                checkpoint = (onDisk.Step, onDisk.Path);
+                checkpoint = (onDisk.Step, JobArtifacts.Stored(db, onDisk.Path));
                 Db.Exec(conn, tx, """
                     INSERT INTO checkpoints (id, job_id, org, step, path, metrics, created_at)
                     VALUES (@cid, @job, @org, @step, @path, NULL, @t)
                     ON CONFLICT DO NOTHING
                     """, ("@cid", $"{TrainerRun.FineTunedId(db, job)}:step-{onDisk.Step}"), ("@job", id), ("@org", job.Org),
-                    ("@step", (long)onDisk.Step), ("@path", onDisk.Path), ("@t", Db.Now()));
+                    ("@step", (long)onDisk.Step), ("@path", JobArtifacts.Stored(db, onDisk.Path)), ("@t", Db.Now()));
             }
             var resume = checkpoint.Path;
             if (!JobRows.Transition(conn, tx, id, [JobStatus.Running], JobStatus.Queued)) return; // rolled back
@@ -105,7 +108,7 @@ public static class Recovery
             var how = resume is null ? "from scratch (no checkpoint saved yet)" : $"from its checkpoint at step {checkpoint.Step}";
             JobEvents.Append(conn, tx, id, EventTypes.Requeued, "warning",
                 $"{why}; re-queued {how} (restart {restarts} of at most {options.MaxJobRestarts}).",
-                new JsonObject { ["reason"] = reason, ["restarts"] = restarts, ["resume_from"] = resume is null ? null : JobOutput.Relative(resume, Path.Combine(db.JobsDir, id)), ["resume_step"] = resume is null ? null : checkpoint.Step });
+                new JsonObject { ["reason"] = reason, ["restarts"] = restarts, ["resume_from"] = resume is null ? null : JobOutput.Relative(JobArtifacts.Local(db, resume), Path.Combine(db.JobsDir, id)), ["resume_step"] = resume is null ? null : checkpoint.Step });
         }
         tx.Commit();
     }

@@ -161,25 +161,49 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         }
         if (modelPath is null) return (null, new JobError(ErrorCodes.UserConfigError, modelError!));
         // (blob path, "name.jsonl (file_…)", sha256): the trainer names the user's upload in its messages, never the blob path.
-        (string? Path, string? Name, string? Sha256) FileOf(string? fileId)
+        // A server that lacks the bytes fetches them from the object store first (FileBlobs).
+        async Task<(string? Path, string? Name, string? Sha256)> FileOf(string? fileId)
         {
             if (fileId is null) return (null, null, null);
-            using var conn = db.Connect();
-            var file = FileRows.Find(conn, null, job.Org, fileId);
-            return file is null ? (null, null, null) : (FileRows.BlobPath(db, file.Sha256), $"{file.Filename} ({file.Id})", file.Sha256);
+            FileObject? file;
+            using (var conn = db.Connect()) file = FileRows.Find(conn, null, job.Org, fileId);
+            if (file is null) return (null, null, null);
+            return (await FileBlobs.EnsureLocalAsync(db, file.Sha256, _stop.Token), $"{file.Filename} ({file.Id})", file.Sha256);
         }
-        var (train, trainName, trainSha) = FileOf(job.Wire.TrainingFileId);
+        string? train, trainName, trainSha, validation, validationName, validationSha;
+        try
+        {
+            (train, trainName, trainSha) = await FileOf(job.Wire.TrainingFileId);
+            (validation, validationName, validationSha) = await FileOf(job.Wire.ValidationFileId);
+        }
+        catch (ObjectStoreException e)
+        {
+            return (null, new JobError(ErrorCodes.ObjectStore, $"the job's files could not be read from the object store: {e.Message}"));
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            return (null, new JobError(ErrorCodes.Internal, "stopped while fetching the job's files"));
+        }
         if (train is null || !File.Exists(train))
             return (null, new JobError(ErrorCodes.UserDataError, $"training file '{job.Wire.TrainingFileId}' was deleted before the job ran"));
-        var (validation, validationName, validationSha) = FileOf(job.Wire.ValidationFileId);
         if (job.Wire.ValidationFileId is not null && (validation is null || !File.Exists(validation)))
             return (null, new JobError(ErrorCodes.UserDataError, $"validation file '{job.Wire.ValidationFileId}' was deleted before the job ran"));
         // The newest complete checkpoint on disk: the previous trainer may have saved some the
         // database never heard of (the server was down), and the recorded one may be gone.
         var outputDir = Path.Combine(_jobDir, "output");
         JobOutput.RemovePartials(outputDir);
+        // A job that ran on another server: its newest checkpoint comes from the object store.
+        try { await JobArtifacts.EnsureNewestCheckpointAsync(db, _id, _stop.Token); }
+        catch (ObjectStoreException e)
+        {
+            return (null, new JobError(ErrorCodes.ObjectStore, $"the job's checkpoint could not be read from the object store: {e.Message}"));
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            return (null, new JobError(ErrorCodes.Internal, "stopped while fetching the job's checkpoint"));
+        }
         var resume = JobOutput.NewestCompleteCheckpoint(outputDir)?.Path
-            ?? (job.ResumeFrom is { } r && JobOutput.IsCompleteCheckpoint(r) ? r : null);
+            ?? (job.ResumeFrom is { } r && JobOutput.IsCompleteCheckpoint(JobArtifacts.Local(db, r)) ? JobArtifacts.Local(db, r) : null);
         return (new TrainerJobSpec(_id, job.Wire.Model, modelPath, train, validation, outputDir, settings,
             ResumeFrom: resume, Device: options.Gpus.Count > 0 ? "cuda" : "cpu", MergeLora: settings.Mode != TrainingModes.FullFinetune,
             TrainingFileName: trainName, ValidationFileName: validationName, TokenCacheDir: Path.Combine(db.DataDir, "token-cache"),
@@ -279,7 +303,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
                     ON CONFLICT (id) DO UPDATE SET job_id = excluded.job_id, org = excluded.org, step = excluded.step,
                         path = excluded.path, metrics = excluded.metrics, created_at = excluded.created_at
                     """,
-                    ("@id", $"{FineTunedId()}:step-{saved.Step}"), ("@job", _id), ("@org", job.Org), ("@step", saved.Step), ("@path", saved.Path),
+                    ("@id", $"{FineTunedId()}:step-{saved.Step}"), ("@job", _id), ("@org", job.Org), ("@step", saved.Step), ("@path", JobArtifacts.Stored(db, saved.Path)),
                     ("@metrics", saved.Metrics?.ToJsonString(AnnealJson.Options)), ("@t", Db.Now()));
                 break;
         }
@@ -287,6 +311,39 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             JobOutput.Relative(e.Message ?? "", _jobDir), JobOutput.Relative(data, _jobDir));
         tx.Commit();
         signals.EventsAppended.Signal();
+        if (e.Type == EventTypes.CheckpointSaved && EventData.Read<CheckpointSavedData>(data) is { Path: { } checkpoint })
+            PublishCheckpoint(checkpoint);
+    }
+
+    // Checkpoints go into the object store one after another, beside the training: the stdout
+    // reader does not wait for them (a trainer blocked on a full pipe would stall), success does.
+    Task _publishing = Task.CompletedTask;
+
+    void PublishCheckpoint(string folder)
+    {
+        if (db.Objects.IsDataFolder) return;
+        lock (_gate)
+            _publishing = _publishing.ContinueWith(async _ =>
+            {
+                try { await JobArtifacts.PublishAsync(db, folder, CancellationToken.None); }
+                // IOException: the trainer pruned or replaced a file of the folder meanwhile.
+                catch (Exception ex) when (ex is ObjectStoreException or IOException)
+                {
+                    log.LogWarning(ex, "Job {JobId}: checkpoint {Folder} was not stored", _id, folder);
+                    using var conn = db.Connect();
+                    JobEvents.Append(conn, null, _id, EventTypes.Log, "warning",
+                        $"Checkpoint {JobOutput.Relative(folder, _jobDir)} could not be put into the object store, so only this server can resume from it: {ex.Message}");
+                    signals.EventsAppended.Signal();
+                }
+            }, TaskScheduler.Default).Unwrap();
+    }
+
+    /// <summary>Waits for the checkpoints being put into the object store.</summary>
+    void WaitForPublishing()
+    {
+        Task pending;
+        lock (_gate) pending = _publishing;
+        pending.GetAwaiter().GetResult();
     }
 
     void RecordProgress(DbConnection conn, DbTransaction tx, ProgressData p)
@@ -325,7 +382,11 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
     /// A run on a worker host (Workers/WorkersApi): its trainer's stdout lines arrive over HTTP
     /// and go through the same recording as a local trainer's, under the worker's lease.
     /// </summary>
-    internal void RecordRemoteLine(string line) => OnStdout(line);
+    internal void RecordRemoteLine(string line)
+    {
+        OnStdout(line);
+        WaitForPublishing();
+    }
 
     /// <summary>The worker's trainer exited: its stderr tail and exit code decide the final status, as for a local trainer.</summary>
     internal void RecordRemoteExit(int exitCode, IEnumerable<string> logTail)
@@ -337,6 +398,9 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     void OnExit(int exitCode)
     {
+        // Whatever the outcome, the checkpoints the trainer reported are in the object store first:
+        // another server may resume the job as soon as its status changes.
+        WaitForPublishing();
         if (_shuttingDown && !_cancelRequested && !_pauseRequested)
         {
             log.LogInformation("Job {JobId}: trainer stopped for server shutdown (exit {Code}); it is re-queued on the next start", _id, exitCode);
@@ -380,7 +444,15 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
 
     void Succeed(CompletedData completed)
     {
-        if (RecordSucceeded(db, job, completed, null, lease)) signals.EventsAppended.Signal();
+        try
+        {
+            if (RecordSucceeded(db, job, completed, null, lease)) signals.EventsAppended.Signal();
+        }
+        catch (ObjectStoreException e)
+        {
+            var message = $"the fine-tuned model could not be put into the object store: {e.Message}";
+            Finish(JobStatus.Failed, EventTypes.Failed, message, new JobError(ErrorCodes.ObjectStore, message));
+        }
     }
 
     /// <summary>
@@ -397,6 +469,8 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         var final = completed.FinalPath ?? Path.Combine(output, "final");
         // LoRA: serve the merged full model when the trainer wrote one (spec.MergeLora).
         var path = job.Mode == TrainingModes.FullFinetune ? final : merged ?? Path.Combine(final, "merged");
+        // Succeeded means the model is in the object store (final/ as one unit, merged/ within it).
+        JobArtifacts.PublishAsync(db, final, CancellationToken.None).GetAwaiter().GetResult();
         var (trained, weightsStep) = (completed.TrainedTokens, completed.WeightsStep);
         using var conn = db.Connect();
         var baseModel = JobCreation.RegistryBase(conn, job.Org, job.Wire.Model) ?? job.Wire.Model;
@@ -410,7 +484,7 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
             VALUES (@id, @org, @base, @job, @path, 'ready', @t)
             ON CONFLICT (id) DO UPDATE SET org = excluded.org, base_model = excluded.base_model, job_id = excluded.job_id,
                 path = excluded.path, status = excluded.status, created_at = excluded.created_at
-            """, ("@id", ftId), ("@org", job.Org), ("@base", baseModel), ("@job", id), ("@path", path), ("@t", Db.Now()));
+            """, ("@id", ftId), ("@org", job.Org), ("@base", baseModel), ("@job", id), ("@path", JobArtifacts.Stored(db, path)), ("@t", Db.Now()));
         var data = JobOutput.Relative(EventData.ToJson(completed), Path.Combine(db.JobsDir, id))!;
         data["fine_tuned_model"] = ftId;
         JobEvents.Append(conn, tx, id, EventTypes.Completed, "info", $"Training completed: {ftId}{note}", data);
@@ -462,14 +536,14 @@ public sealed class TrainerRun(Db db, ServerOptions options, JobSignals signals,
         using var tx = Db.Begin(conn);
         var checkpoint = Db.Query(conn, tx, "SELECT step, path FROM checkpoints WHERE job_id = @id ORDER BY step DESC",
                 r => (Step: r.GetInt64(0), Path: r.GetString(1)), ("@id", _id))
-            .FirstOrDefault(c => Directory.Exists(c.Path));
+            .FirstOrDefault(c => Directory.Exists(JobArtifacts.Local(db, c.Path)));
         if (!JobLeases.Holds(conn, tx, _id, lease)) return;
         if (!JobRows.Transition(conn, tx, _id, [JobStatus.Running], JobStatus.Paused)) return;
         Db.Exec(conn, tx, "UPDATE jobs SET resume_from = COALESCE(@r, resume_from), trainer_pid = NULL WHERE id = @id", ("@r", checkpoint.Path), ("@id", _id));
         var from = checkpoint.Path is null ? "its previous starting point" : $"its checkpoint at step {checkpoint.Step}";
         JobEvents.Append(conn, tx, _id, EventTypes.Paused, "info",
             $"Job paused; the trainer stopped and released its device. Resume continues from {from}.",
-            new JsonObject { ["resume_from"] = checkpoint.Path is null ? null : JobOutput.Relative(checkpoint.Path, _jobDir), ["resume_step"] = checkpoint.Path is null ? null : checkpoint.Step });
+            new JsonObject { ["resume_from"] = checkpoint.Path is null ? null : JobOutput.Relative(JobArtifacts.Local(db, checkpoint.Path), _jobDir), ["resume_step"] = checkpoint.Path is null ? null : checkpoint.Step });
         tx.Commit();
         signals.EventsAppended.Signal();
     }

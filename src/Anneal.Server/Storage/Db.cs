@@ -1,7 +1,8 @@
 // The store: SQLite (<data-dir>/anneal.db in WAL mode, the embedded default) or PostgreSQL
 // (`--database postgres://…`, shared by several servers). Connections are opened per operation;
 // SqlDialect holds the few differences. Files, job folders and models stay in the data folder,
-// which servers sharing one PostgreSQL database also share.
+// which servers sharing one PostgreSQL database also share, unless an object store holds them
+// (Objects; then each server's data folder is its own cache).
 using System.Data.Common;
 using System.Globalization;
 using System.Reflection;
@@ -18,6 +19,8 @@ public sealed class Db : IDisposable
     public string JobsDir => Path.Combine(DataDir, "jobs");
     public string TmpDir => Path.Combine(DataDir, "tmp");
     public SqlDialect Dialect { get; }
+    /// <summary>Where files and job outputs are kept for good: the data folder itself (default) or a bucket the data folder caches (ObjectStore.cs).</summary>
+    public IObjectStore Objects { get; set; }
     /// <summary>Several servers may share this store (PostgreSQL): no server owns every running job.</summary>
     public bool Shared => Dialect is SqlDialect.Postgres;
 
@@ -25,6 +28,7 @@ public sealed class Db : IDisposable
     public Db(string dataDir, string? database = null)
     {
         DataDir = Path.GetFullPath(dataDir);
+        Objects = new DataFolderStore(DataDir);
         Dialect = database is null
             ? new SqlDialect.Sqlite(Path.Combine(DataDir, "anneal.db"))
             : new SqlDialect.Postgres(DatabaseUrl.ToConnectionString(database));
@@ -58,7 +62,11 @@ public sealed class Db : IDisposable
 
     public DbConnection Connect() => Dialect.Open();
 
-    public void Dispose() => Dialect.Dispose();
+    public void Dispose()
+    {
+        Dialect.Dispose();
+        Objects.Dispose();
+    }
 
     /// <summary>A write transaction, serialised with every other Begin() on the store (see SqlDialect).</summary>
     public static DbTransaction Begin(DbConnection conn) => SqlDialect.Of(conn).BeginWrite(conn);

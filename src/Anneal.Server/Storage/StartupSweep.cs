@@ -5,7 +5,11 @@
 //             so a crash in between leaves an orphan blob, never a row without its bytes.
 // On a shared store (PostgreSQL) other servers use the same folder and may be mid-upload: only
 // what is older than SharedGrace is swept (an upload's temp file, or a blob renamed into files/
-// whose row is not committed yet, is young).
+// whose row is not committed yet, is young). With an object store the folder is this server's own
+// (locked) cache: everything in it is swept at once, and only this cache's copies are removed.
+// Objects in the store are never swept here: another server may be between putting an object and
+// committing its row, and an orphan object costs only storage.
+// TODO: sweep orphan objects older than SharedGrace (files/ keys no row names) in the background.
 using System.Text.RegularExpressions;
 
 namespace Anneal.Server.Storage;
@@ -16,9 +20,10 @@ public static partial class StartupSweep
 
     public static readonly TimeSpan SharedGrace = TimeSpan.FromHours(6);
 
-    public static Result Run(Db db)
+    /// <param name="sharedFolder">Other servers use this data folder too (one PostgreSQL database, no object store).</param>
+    public static Result Run(Db db, bool sharedFolder)
     {
-        var cutoff = db.Shared ? DateTime.UtcNow - SharedGrace : DateTime.MaxValue;
+        var cutoff = sharedFolder ? DateTime.UtcNow - SharedGrace : DateTime.MaxValue;
         bool Old(string path) => File.GetLastWriteTimeUtc(path) < cutoff;
         var temp = 0;
         foreach (var path in Directory.EnumerateFileSystemEntries(db.TmpDir).ToList())

@@ -46,9 +46,9 @@ public static partial class WorkersApi
         g.MapPost("/jobs/{id}/heartbeat", Heartbeat);
         g.MapPost("/jobs/{id}/lines", Lines);
         g.MapPost("/jobs/{id}/exit", Exit);
-        g.MapGet("/files/{id}", FileBytes);
-        g.MapGet("/files/{id}/images", FileImageIndex);
-        g.MapGet("/files/{id}/images/{hash}", FileImage);
+        g.MapGet("/files/{id}", FileBytes).AddEndpointFilter(FileBlobs.EnsureCached);
+        g.MapGet("/files/{id}/images", FileImageIndex).AddEndpointFilter(FileBlobs.EnsureCached);
+        g.MapGet("/files/{id}/images/{hash}", FileImage).AddEndpointFilter(FileBlobs.EnsureCached);
         g.MapPut("/jobs/{id}/artifacts/{*path}", Upload);
         g.MapMethods("/jobs/{id}/artifacts/{*path}", [HttpMethods.Head], UploadOffset);
         g.MapGet("/jobs/{id}/artifacts/{*path}", Download);
@@ -145,10 +145,12 @@ public static partial class WorkersApi
             : train is null ? $"training file '{job.Wire.TrainingFileId}' was deleted before the job ran"
             : job.Wire.ValidationFileId is not null && validation is null ? $"validation file '{job.Wire.ValidationFileId}' was deleted before the job ran"
             : null;
+        var code = ErrorCodes.UserDataError;
+        if (problem is null && JobArtifacts.FetchNewestCheckpoint(db, job.Wire.Id) is { } storeProblem) (problem, code) = (storeProblem, ErrorCodes.ObjectStore);
         if (problem is not null)
         {
             var failed = JsonSerializer.Serialize(new TrainerEvent(EventTypes.Failed, "error", problem,
-                new System.Text.Json.Nodes.JsonObject { ["error"] = new System.Text.Json.Nodes.JsonObject { ["code"] = ErrorCodes.UserDataError, ["message"] = problem } }), AnnealJson.Options);
+                new System.Text.Json.Nodes.JsonObject { ["error"] = new System.Text.Json.Nodes.JsonObject { ["code"] = code, ["message"] = problem } }), AnnealJson.Options);
             run.RecordRemoteLine(failed);
             run.RecordRemoteExit(2, []);
             return TypedResults.NoContent();

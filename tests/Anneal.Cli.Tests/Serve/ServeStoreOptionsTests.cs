@@ -1,5 +1,5 @@
-// `anneal serve --database` and `--worker-token`: bad values are one line naming the option and
-// what was expected; a data folder that belongs to a PostgreSQL database is not opened as SQLite.
+// `anneal serve --database`, `--object-store` and `--worker-token`: bad values are one line naming
+// the option and what was expected; a data folder that belongs to a PostgreSQL database is not opened as SQLite.
 namespace Anneal.Cli.Tests.Serve;
 
 public class ServeStoreOptionsTests
@@ -16,6 +16,22 @@ public class ServeStoreOptionsTests
         var lines = result.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.True(lines.Length == 1, result.ToString());
         Assert.Contains(expected, lines[0]);
+    }
+
+    [Theory]
+    [InlineData("--object-store '/mnt/shared': expected s3://bucket or s3://bucket/prefix", "--object-store", "/mnt/shared")]
+    [InlineData("bucket 'My_Bucket' is not an S3 bucket name", "--object-store", "s3://My_Bucket/anneal")]
+    [InlineData("--s3-endpoint 'minio:9000' (or AWS_ENDPOINT_URL): expected an http:// or https:// address", "--object-store", "s3://anneal/prod", "--s3-endpoint", "minio:9000")]
+    [InlineData("--s3-endpoint and --s3-region describe the bucket of --object-store s3://bucket/prefix, which was not given", "--s3-endpoint", "http://127.0.0.1:9000")]
+    public async Task A_bad_object_store_option_is_one_line_naming_it_and_exit_2(string expected, params string[] options)
+    {
+        using var box = new CliSandbox();
+        var result = await box.RunAsync(["serve", "--urls", "http://127.0.0.1:0", "--data-dir", "data", .. options]);
+        Assert.True(result.ExitCode == 2, result.ToString());
+        var lines = result.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 1, result.ToString());
+        Assert.Contains(expected, lines[0]);
+        Assert.False(File.Exists(Path.Combine(box.Dir, "data", "anneal.db")));
     }
 
     [Fact]
