@@ -289,4 +289,23 @@ public class WorkerTransfersTests
         Assert.Equal(HttpStatusCode.NoContent, (await Chunk(worker, claim, "final", tar, sha, 0, tar.Length - 1025)).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await Chunk(worker, claim, "final", tar, sha, tar.Length - 1024, tar.Length - 1)).StatusCode);
     }
+
+    [Fact]
+    public void A_partial_upload_has_one_writer_at_a_time_and_its_offset_waits_for_it()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"upload-test-{Guid.NewGuid():n}.partial");
+        try
+        {
+            using (var first = ArtifactUploads.OpenExclusive(path))
+            {
+                Assert.NotNull(first);
+                first!.Write([1, 2, 3]);
+                Assert.Null(ArtifactUploads.OpenExclusive(path));   // a second request: 503, retry
+                Assert.Null(ArtifactUploads.Offset(path));
+            }
+            Assert.Equal(3, ArtifactUploads.Offset(path));
+        }
+        finally { File.Delete(path); }
+        Assert.Equal(0, ArtifactUploads.Offset(path));
+    }
 }
