@@ -1,4 +1,4 @@
-// `anneal serve --database`, `--worker-token` and `--worker-window-hours`: bad values are one line naming the option and
+// `anneal serve --database` and `--worker-token`: bad values are one line naming the option and
 // what was expected; a data folder that belongs to a PostgreSQL database is not opened as SQLite.
 namespace Anneal.Cli.Tests.Serve;
 
