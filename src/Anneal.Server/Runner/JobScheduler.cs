@@ -99,6 +99,8 @@ public sealed class JobScheduler(Db db, ServerOptions options, JobSignals signal
                 try
                 {
                     if (Recovery.RequeueLapsed(db, options, Owner) > 0) signals.WorkAvailable.Signal();
+                    // Chunked uploads of worker attempts that lost their lease can never complete.
+                    if (options.WorkerToken is not null) Workers.ArtifactUploads.SweepAbandoned(db);
                 }
                 catch (Exception e) { log.LogError(e, "Recovering jobs with lapsed leases failed"); }
             });

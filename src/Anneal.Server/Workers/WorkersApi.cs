@@ -282,6 +282,10 @@ public static partial class WorkersApi
                 return Problems.BadRequest($"header Content-Length {length} does not match Content-Range '{parsed}' ({parsed.Value.Length} bytes)",
                     [new ErrorItem(null, "Content-Length", $"expected {parsed.Value.Length}")]);
         }
+        // An artifact is not a dataset: --max-upload-mb (the server-wide body limit) does not bound it.
+        // A chunk is bounded by its Content-Range (with room for AppendAsync to name a longer body).
+        if (http.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+            limit.MaxRequestBodySize = range is { } r ? r.Length + 1024 * 1024 : null;
         var lease = new JobLease(owner ?? "", attempt ?? -1);
         using (var conn = db.Connect())
             if (!JobLeases.Holds(conn, null, id, lease))

@@ -8,6 +8,8 @@ public class ServeStoreOptionsTests
     [InlineData("--database", "mysql://u@h/db", "--database: database 'mysql://u@h/db' is not a postgres://user@host:port/dbname URL")]
     [InlineData("--database", "postgres://u@h:5432/", "names no database")]
     [InlineData("--worker-token", "short", "--worker-token: 5 characters is too short")]
+    [InlineData("--worker-window-hours", "0", "--worker-window-hours 0: expected a number of hours above 0 and at most 8760")]
+    [InlineData("--worker-window-hours", "1e300", "--worker-window-hours 1E+300: expected a number of hours above 0")]
     public async Task A_bad_store_option_is_one_line_naming_it_and_exit_2(string option, string value, string expected)
     {
         using var box = new CliSandbox();

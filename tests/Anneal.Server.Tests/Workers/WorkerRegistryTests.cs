@@ -95,6 +95,21 @@ public class WorkerRegistryTests
     }
 
     [Fact]
+    public async Task A_heartbeat_marks_its_worker_seen()
+    {
+        await using var t = await Start();
+        using var worker = Worker(t);
+        await Register(worker, "gpu-host-1", "L4", 1, 1);
+        var job = await t.CreateJobAsync((await t.UploadReadyAsync()).Id);
+        await t.StartJobAsync(job.Id);
+        var claim = (await (await worker.PostAsJsonAsync("claim", new WorkerClaimRequest("gpu-host-1", ["0"], "L4"), AnnealJson.Options)).Content.ReadFromJsonAsync<WorkerClaim>(AnnealJson.Options))!;
+        Assert.Equal(1, t.Sql("UPDATE workers SET last_seen_ms = last_seen_ms - 172800000"));
+        Assert.False(Assert.Single((await worker.GetFromJsonAsync<WorkerList>("", AnnealJson.Options))!.Data).Recent);
+        Assert.Equal(HttpStatusCode.OK, (await worker.PostAsJsonAsync($"jobs/{job.Id}/heartbeat", new WorkerLease(claim.Owner, claim.Attempt), AnnealJson.Options)).StatusCode);
+        Assert.True(Assert.Single((await worker.GetFromJsonAsync<WorkerList>("", AnnealJson.Options))!.Data).Recent);
+    }
+
+    [Fact]
     public async Task With_no_worker_registered_and_no_trainer_here_a_job_is_accepted_and_says_it_waits_for_a_worker()
     {
         await using var t = await Start();

@@ -266,4 +266,46 @@ public class WorkerTransfersTests
         Assert.Equal(HttpStatusCode.OK, (await Chunk(worker, claim, "final", tar, sha, 0, tar.Length - 1)).StatusCode);
         Assert.True(File.Exists(Path.Combine(t.DataDir, "jobs", claim.JobId, "output", "final", "optimizer.bin")));
     }
+
+    [Fact]
+    public async Task Artifacts_are_not_bounded_by_the_dataset_upload_limit_whole_or_in_chunks()
+    {
+        await using var t = await TestServer.StartAsync(o => o with { WorkerToken = Token, MaxUploadBytes = 1024 });
+        using var worker = Worker(t);
+        var claim = await ClaimRunningJobAsync(t, worker);
+        var dir = Directory.CreateTempSubdirectory("anneal-ckpt-").FullName;
+        File.WriteAllText(Path.Combine(dir, "trainer_state.json"), "{\"step\":2}");
+        File.WriteAllBytes(Path.Combine(dir, "optimizer.bin"), RandomNumberGenerator.GetBytes(3 * 1024 * 1024));
+        using var ms = new MemoryStream();
+        TarFile.CreateFromDirectory(dir, ms, includeBaseDirectory: false);
+        Directory.Delete(dir, recursive: true);
+        var tar = ms.ToArray();
+        var sha = Convert.ToHexStringLower(SHA256.HashData(tar));
+
+        var whole = new ByteArrayContent(tar);
+        whole.Headers.Add(WorkerProtocol.Sha256Header, sha);
+        var response = await worker.PutAsync($"jobs/{claim.JobId}/artifacts/checkpoints/step-2?{Query(claim)}", whole);
+        Assert.True(response.StatusCode == HttpStatusCode.OK, await response.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.NoContent, (await Chunk(worker, claim, "final", tar, sha, 0, tar.Length - 1025)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Chunk(worker, claim, "final", tar, sha, tar.Length - 1024, tar.Length - 1)).StatusCode);
+    }
+
+    [Fact]
+    public void A_partial_upload_has_one_writer_at_a_time_and_its_offset_waits_for_it()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"upload-test-{Guid.NewGuid():n}.partial");
+        try
+        {
+            using (var first = ArtifactUploads.OpenExclusive(path))
+            {
+                Assert.NotNull(first);
+                first!.Write([1, 2, 3]);
+                Assert.Null(ArtifactUploads.OpenExclusive(path));   // a second request: 503, retry
+                Assert.Null(ArtifactUploads.Offset(path));
+            }
+            Assert.Equal(3, ArtifactUploads.Offset(path));
+        }
+        finally { File.Delete(path); }
+        Assert.Equal(0, ArtifactUploads.Offset(path));
+    }
 }
