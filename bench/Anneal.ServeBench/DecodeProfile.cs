@@ -4,7 +4,7 @@
 // matrix products alone, the attention over the cache, the norms/rotary/residual element-wise
 // work, and the output projection with the host copy of the logits. Each figure is the fastest of
 // --reps repetitions (the least disturbed by other work on a shared machine), in milliseconds per
-// decode step (all layers).
+// decode step (all layers); with --cpu-time, the process's CPU time instead of wall time.
 using System.Diagnostics;
 using System.Globalization;
 using Anneal.Inference.Engine;
@@ -15,17 +15,36 @@ using static TorchSharp.torch;
 
 static class DecodeProfile
 {
-    public static void Run(string dir, int rows, int promptTokens, int reps)
+    public static void Run(string dir, int rows, int promptTokens, int reps, bool cpuTime)
     {
+        CpuTime = cpuTime;
         using var model = ModelFolder.Load(dir, CPU, ScalarType.Float32);
         model.eval();
         var c = model.Config;
         var decoder = new BatchedDecoder(model);
         using var cache = new SlotKvCache(c.NumHiddenLayers, rows, 512, c.NumKeyValueHeads, c.HeadDim, CPU, ScalarType.Float32);
         var weights = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
-        Console.WriteLine($"decode step profile: prompt {promptTokens} tokens, fastest of {reps}, ms per step (all {c.NumHiddenLayers} layers)");
+        Console.WriteLine($"decode step profile: prompt {promptTokens} tokens, fastest of {reps}, {(CpuTime ? "CPU" : "wall")} ms per step (all {c.NumHiddenLayers} layers)");
         Console.WriteLine("| rows | full step | projections (matmul) | before: gather K/V | before: GQA repeat | before: SDPA | now: grouped SDPA on the cache | norms, rotary, residual | logits + host copy |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
+        Tensor W(int l, string m) => weights[$"model.layers.{l}.{m}.weight"];
+        string[] fromHidden = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"];
+        double Projections(int B)
+        {
+            var (xD, xI, xA) = (randn(B, 1, c.HiddenSize), randn(B, 1, c.IntermediateSize), randn(B, 1, c.NumAttentionHeads * c.HeadDim));
+            return Fastest(reps, () =>
+            {
+                using var scope = NewDisposeScope();
+                for (var l = 0; l < c.NumHiddenLayers; l++)
+                {
+                    foreach (var m in fromHidden) nn.functional.linear(xD, W(l, m));
+                    nn.functional.linear(xA, W(l, "self_attn.o_proj"));
+                    nn.functional.linear(xI, W(l, "mlp.down_proj"));
+                }
+            });
+        }
+        Console.WriteLine("projections alone (ms per step) at " + string.Join(", ", new[] { 1, 2, 4, 8, 16 }.Select(b => string.Create(CultureInfo.InvariantCulture, $"{b} rows {Projections(b):F1}"))));
+        if (Environment.GetEnvironmentVariable("PROFILE_PROJECTIONS_ONLY") == "1") return;
         foreach (var B in new[] { 1, rows })
         {
             using var noGrad = no_grad();
@@ -46,18 +65,7 @@ static class DecodeProfile
             var xD = randn(B, 1, c.HiddenSize);
             var xI = randn(B, 1, c.IntermediateSize);
             var xA = randn(B, 1, H * hd);
-            Tensor W(int l, string m) => weights[$"model.layers.{l}.{m}.weight"];
-            var matmul = Fastest(reps, () =>
-            {
-                using var scope = NewDisposeScope();
-                for (var l = 0; l < c.NumHiddenLayers; l++)
-                {
-                    foreach (var m in new[] { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj" })
-                        nn.functional.linear(xD, W(l, m));
-                    nn.functional.linear(xA, W(l, "self_attn.o_proj"));
-                    nn.functional.linear(xI, W(l, "mlp.down_proj"));
-                }
-            });
+            var matmul = Projections(B);
             // Attention over the cache as the decoder did before: gather each row's prefix from a
             // (slots·L, K, hd) cache, repeat keys/values H/K times, SDPA with a (B, 1, 1, S) mask.
             var flatKeys = randn(B * L, K, hd);
@@ -144,16 +152,34 @@ static class DecodeProfile
         }
     }
 
+    /// <summary>Measure the process's CPU time instead of wall time: with one torch thread, the work
+    /// a piece does, whatever else the machine runs (with more threads it includes their spin-waits).</summary>
+    public static bool CpuTime;
+
+    // clock_gettime(CLOCK_PROCESS_CPUTIME_ID): nanoseconds, where Process.TotalProcessorTime counts 10 ms ticks.
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "clock_gettime")]
+    static extern int ClockGetTime(int clock, out TimeSpec time);
+
+    struct TimeSpec { public long Seconds, Nanoseconds; }
+
+    static double ProcessCpuMs()
+    {
+        const int ProcessCpuTimeClock = 2;
+        if (ClockGetTime(ProcessCpuTimeClock, out var t) != 0) throw new InvalidOperationException("clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed");
+        return t.Seconds * 1e3 + t.Nanoseconds / 1e6;
+    }
+
     static double Fastest(int reps, Action body, Action? after = null)
     {
+        static double Now() => CpuTime ? ProcessCpuMs() : Stopwatch.GetTimestamp() * 1000.0 / Stopwatch.Frequency;
         body();   // warm-up
         after?.Invoke();
         var times = new double[reps];
         for (var i = 0; i < reps; i++)
         {
-            var watch = Stopwatch.StartNew();
+            var start = Now();
             body();
-            times[i] = watch.Elapsed.TotalMilliseconds;
+            times[i] = Now() - start;
             after?.Invoke();
         }
         return times.Min();

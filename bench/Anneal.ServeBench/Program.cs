@@ -24,7 +24,7 @@ var dir = Path.Combine(Path.GetTempPath(), $"anneal-servebench-{opts.Shape}");
 var parameters = BenchModel.EnsureCreated(dir, opts.Shape);
 if (opts.Profile)
 {
-    DecodeProfile.Run(dir, opts.Streams, opts.PromptTokens, opts.Reps);
+    DecodeProfile.Run(dir, opts.Streams, opts.PromptTokens, opts.Reps, args.Contains("--cpu-time"));
     return;
 }
 Console.WriteLine($"model: {opts.Shape} ({parameters / 1e6:F1}M parameters), device {opts.Device}, torch threads {torch.get_num_threads()}, " +
