@@ -3,9 +3,11 @@
 // /v1/completions with fixed prompts, each generating exactly --tokens tokens (ignore_eos).
 // Three runs side by side in one process: one stream alone; N streams with continuous batching
 // (--max-batch N); N streams one request at a time (--max-batch 1, the others queue).
-// Reports time to first token (TTFT), tokens/s per stream and in total.
+// Reports time to first token (TTFT), tokens/s per stream and in total. `--profile` instead times
+// one decode step at 1 and N rows and its pieces, without the server (DecodeProfile.cs).
 //
-//   dotnet run --project bench/Anneal.ServeBench -c Release -- [--shape 100m|tiny] [--streams 8] [--tokens 32] [--threads 2] [--device cpu|cuda]
+//   dotnet run --project bench/Anneal.ServeBench -c Release -- [--shape 100m|tiny] [--streams 8] [--tokens 32] [--threads 2] [--device cpu|cuda] [--prompt-words 24]
+//   dotnet run --project bench/Anneal.ServeBench -c Release -- --profile [--cpu-time] [--prompt-tokens 128] [--reps 15] [--threads 1]
 using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Json;
