@@ -3,9 +3,11 @@
 // /v1/completions with fixed prompts, each generating exactly --tokens tokens (ignore_eos).
 // Three runs side by side in one process: one stream alone; N streams with continuous batching
 // (--max-batch N); N streams one request at a time (--max-batch 1, the others queue).
-// Reports time to first token (TTFT), tokens/s per stream and in total.
+// Reports time to first token (TTFT), tokens/s per stream and in total. `--profile` instead times
+// one decode step at 1 and N rows and its pieces, without the server (DecodeProfile.cs).
 //
-//   dotnet run --project bench/Anneal.ServeBench -c Release -- [--shape 100m|tiny] [--streams 8] [--tokens 32] [--threads 2] [--device cpu|cuda]
+//   dotnet run --project bench/Anneal.ServeBench -c Release -- [--shape 100m|tiny] [--streams 8] [--tokens 32] [--threads 2] [--device cpu|cuda] [--prompt-words 24]
+//   dotnet run --project bench/Anneal.ServeBench -c Release -- --profile [--cpu-time] [--prompt-tokens 128] [--reps 15] [--threads 1]
 using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Json;
@@ -22,6 +24,11 @@ NativeLibraries.EnsureTorchLoaded();
 if (opts.Threads > 0) torch.set_num_threads(opts.Threads);
 var dir = Path.Combine(Path.GetTempPath(), $"anneal-servebench-{opts.Shape}");
 var parameters = BenchModel.EnsureCreated(dir, opts.Shape);
+if (opts.Profile)
+{
+    DecodeProfile.Run(dir, opts.Streams, opts.PromptTokens, opts.Reps, args.Contains("--cpu-time"));
+    return;
+}
 Console.WriteLine($"model: {opts.Shape} ({parameters / 1e6:F1}M parameters), device {opts.Device}, torch threads {torch.get_num_threads()}, " +
                   $"{opts.Streams} streams × {opts.Tokens} tokens, prompt ~{opts.PromptWords} words; machine load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
 
@@ -95,13 +102,14 @@ sealed record Result(string Name, (double TtftMs, double Seconds, int Tokens)[] 
     }
 }
 
-sealed record Args(string Shape, int Streams, int Tokens, int Threads, string Device, int PromptWords)
+sealed record Args(string Shape, int Streams, int Tokens, int Threads, string Device, int PromptWords, bool Profile, int PromptTokens, int Reps)
 {
     public static Args Parse(string[] a)
     {
         string Get(string name, string fallback) => Array.IndexOf(a, name) is var i and >= 0 && i + 1 < a.Length ? a[i + 1] : fallback;
         return new Args(Get("--shape", "100m"), int.Parse(Get("--streams", "8"), CultureInfo.InvariantCulture), int.Parse(Get("--tokens", "32"), CultureInfo.InvariantCulture),
-            int.Parse(Get("--threads", "0"), CultureInfo.InvariantCulture), Get("--device", "cpu"), int.Parse(Get("--prompt-words", "24"), CultureInfo.InvariantCulture));
+            int.Parse(Get("--threads", "0"), CultureInfo.InvariantCulture), Get("--device", "cpu"), int.Parse(Get("--prompt-words", "24"), CultureInfo.InvariantCulture),
+            a.Contains("--profile"), int.Parse(Get("--prompt-tokens", "128"), CultureInfo.InvariantCulture), int.Parse(Get("--reps", "15"), CultureInfo.InvariantCulture));
     }
 }
 

@@ -131,4 +131,42 @@ public sealed class BatchingTests(ServingFixture f)
         cache.Release(b);
         cache.Release(again);
     }
+
+    [Fact]
+    public void Rows_in_scattered_slots_decode_together_to_the_tokens_each_gets_alone_with_generate()
+    {
+        // Rows in consecutive slots attend over a view of the cache; others through a copy of
+        // their prefixes. Slots 3 and 1, in that order, take the copy; each row alone the view.
+        using var model = Anneal.Training.Checkpoints.ModelFolder.Load(f.BaseDir, TorchSharp.torch.CPU, TorchSharp.torch.ScalarType.Float32);
+        model.eval();
+        var c = model.Config;
+        var decoder = new BatchedDecoder(model);
+        using var cache = new SlotKvCache(c.NumHiddenLayers, 4, 64, c.NumKeyValueHeads, c.HeadDim, TorchSharp.torch.CPU, TorchSharp.torch.ScalarType.Float32);
+        long[][] prompts = [[5, 9, 2, 14, 7], [3, 8, 1, 6, 12, 4, 10, 11]];
+        int[] slots = [3, 1];
+        const int steps = 6;
+
+        List<int>[] Decode(int[] rows)
+        {
+            var answers = rows.Select(_ => new List<int>()).ToArray();
+            using (var logits = decoder.Forward(rows.Select(r => prompts[r]).ToList(), rows.Select(r => new BatchRow(slots[r], 0, null)).ToList(), cache))
+                for (var i = 0; i < rows.Length; i++) answers[i].Add((int)logits[i].argmax().item<long>());
+            for (var step = 0; step < steps - 1; step++)
+            {
+                var batch = rows.Select((r, i) => new BatchRow(slots[r], prompts[r].Length + step, null)).ToList();
+                using var logits = decoder.Forward(answers.Select(a => new[] { (long)a[^1] }).ToList(), batch, cache);
+                for (var i = 0; i < rows.Length; i++) answers[i].Add((int)logits[i].argmax().item<long>());
+            }
+            return answers;
+        }
+
+        var together = Decode([0, 1]);
+        for (var r = 0; r < prompts.Length; r++)
+        {
+            var alone = Decode([r])[0];
+            var reference = Anneal.Training.Generation.Greedy(model, prompts[r].Select(t => (int)t).ToArray(), steps, new HashSet<int>());
+            Assert.Equal(reference, alone);
+            Assert.Equal(reference, together[r]);
+        }
+    }
 }

@@ -1,7 +1,8 @@
 // One forward pass of Qwen3 over several sequences at once, each at its own position in its own
 // KV cache slot, each row with its own LoRA adapter (or none). It runs the loaded
 // Qwen3ForCausalLM's own modules and weights (same norms, rotary and projections as Qwen3.cs) and
-// differs only in where keys/values live (SlotKvCache) and in the per-row adapter term, so a
+// differs only in where keys/values live (SlotKvCache), in grouping the query heads of each
+// key/value head instead of repeating keys/values, and in the per-row adapter term, so a
 // single greedy request gives the same tokens as Generation.Greedy. A model loaded on an NF4 base
 // (QLoRA) runs its projections through their QloraLinear modules (dequantised as in training).
 // Shape legend: B rows, T new tokens per row, S attended length, D hidden, H/K heads, hd head_dim.
@@ -70,9 +71,10 @@ public sealed class BatchedDecoder
         var T = tokens.Max(t => t.Length);
         var dev = Device;
         var L = cache.MaxLength;
+        int H = _c.NumAttentionHeads, K = _c.NumKeyValueHeads, hd = _c.HeadDim, G = H / K;
         var flat = new long[B * T];
         var positions = new long[B * T];
-        var write = new long[B * T];
+        var write = new long[B * K * T];
         var last = new long[B];
         for (var b = 0; b < B; b++)
         {
@@ -81,37 +83,38 @@ public sealed class BatchedDecoder
             {
                 flat[b * T + t] = t < tokens[b].Length ? tokens[b][t] : 0;
                 positions[b * T + t] = rows[b].Cached + t;
-                write[b * T + t] = (long)rows[b].Slot * L + Math.Min(rows[b].Cached + t, L - 1);
+                for (var kh = 0; kh < K; kh++)   // row (slot, kh, position) of the cache's (slots·K·L, hd) view
+                    write[(b * K + kh) * T + t] = ((long)rows[b].Slot * K + kh) * L + Math.Min(rows[b].Cached + t, L - 1);
             }
         }
         var ids = torch.tensor(flat, dtype: ScalarType.Int64, device: dev).view(B, T);
         var S = rows.Max(r => r.Cached) + T;
         // A lone prompt from position 0 attends causally to itself only: plain causal SDPA, as
-        // Generation.Greedy's first pass. Otherwise read each row's prefix back from its slot.
+        // Generation.Greedy's first pass. Otherwise every row attends to its slot's prefix in the
+        // cache, masked to its own length: a view of the cache when the rows sit in consecutive
+        // slots (the usual case, SlotKvCache hands out the lowest free slot), else a copy.
         var fresh = B == 1 && rows[0].Cached == 0;
-        Tensor? read = null, mask = null;
+        var consecutive = rows.Select((r, b) => r.Slot == rows[0].Slot + b).All(x => x);
+        Tensor? mask = null, slotIdx = null;
         if (!fresh)
         {
-            var readIdx = new long[B * S];
             var allowed = new bool[B * T * S];
             for (var b = 0; b < B; b++)
-            {
-                var len = rows[b].Cached + T;
-                for (var s = 0; s < S; s++)
-                {
-                    readIdx[b * S + s] = (long)rows[b].Slot * L + Math.Min(Math.Min(s, len - 1), L - 1);
-                    for (var t = 0; t < T; t++)
-                        allowed[(b * T + t) * S + s] = s <= rows[b].Cached + t;
-                }
-            }
-            read = torch.tensor(readIdx, dtype: ScalarType.Int64, device: dev);
-            mask = torch.tensor(allowed, device: dev).view(B, 1, T, S);
+                for (var t = 0; t < T; t++)
+                    for (var s = 0; s <= rows[b].Cached + t && s < S; s++)
+                        allowed[(b * T + t) * S + s] = true;
+            // Grouped-query attention without copying keys/values H/K times: the G = H/K query heads
+            // of one key/value head become G·T query rows, (g, t) at g·T + t, each with t's mask row.
+            mask = torch.tensor(allowed, device: dev).view(B, 1, T, S).repeat(1, 1, G, 1);   // (B, 1, G·T, S)
+            if (!consecutive) slotIdx = torch.tensor(rows.Select(r => (long)r.Slot).ToArray(), dtype: ScalarType.Int64, device: dev);
         }
+        Tensor Prefix(Tensor layerCache) => slotIdx is null
+            ? layerCache.narrow(0, rows[0].Slot, B).narrow(2, 0, S)                              // (B, K, S, hd), a view
+            : layerCache.narrow(2, 0, S).index_select(0, slotIdx);
         var writeIdx = torch.tensor(write, dtype: ScalarType.Int64, device: dev);
         var pos = torch.tensor(positions, dtype: ScalarType.Int64, device: dev).view(B, T);
 
         var groups = AdapterGroups(rows, dev);
-        int H = _c.NumAttentionHeads, K = _c.NumKeyValueHeads, hd = _c.HeadDim;
         using var _ = no_grad();
         var h = _embed.call(ids);                                                             // (B, T, D)
         var (cos, sin) = Rotary.CosSin(pos, hd, _c.RopeTheta, h.dtype);
@@ -124,21 +127,23 @@ public sealed class BatchedDecoder
             var v = Project(layer, l, "v_proj", x, groups).view(B, T, K, hd).transpose(1, 2);
             q = Rotary.Apply(q, cos, sin);
             k = Rotary.Apply(k, cos, sin);
-            cache.Keys[l].index_copy_(0, writeIdx, k.transpose(1, 2).reshape(B * T, K, hd));
-            cache.Values[l].index_copy_(0, writeIdx, v.transpose(1, 2).reshape(B * T, K, hd));
-            if (read is not null)
+            cache.Keys[l].view(-1, hd).index_copy_(0, writeIdx, k.reshape(B * K * T, hd));
+            cache.Values[l].view(-1, hd).index_copy_(0, writeIdx, v.reshape(B * K * T, hd));
+            Tensor y;
+            if (mask is null)
             {
-                k = cache.Keys[l].index_select(0, read).view(B, S, K, hd).transpose(1, 2);   // (B, K, S, hd)
-                v = cache.Values[l].index_select(0, read).view(B, S, K, hd).transpose(1, 2);
+                if (K != H)
+                {
+                    k = k.repeat_interleave(G, dim: 1);                                       // (B, H, T, hd)
+                    v = v.repeat_interleave(G, dim: 1);
+                }
+                y = nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);      // (B, H, T, hd)
             }
-            if (K != H)
+            else
             {
-                k = k.repeat_interleave(H / K, dim: 1);                                       // (B, H, S, hd)
-                v = v.repeat_interleave(H / K, dim: 1);
+                y = nn.functional.scaled_dot_product_attention(q.reshape(B, K, G * T, hd), Prefix(cache.Keys[l]), Prefix(cache.Values[l]), mask)
+                    .reshape(B, H, T, hd);                                                    // from (B, K, G·T, hd)
             }
-            var y = mask is null
-                ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
-                : nn.functional.scaled_dot_product_attention(q, k, v, mask);                 // (B, H, T, hd)
             y = y.transpose(1, 2).reshape(B, T, H * hd);
             h = h + Project(layer, l, "o_proj", y, groups);
             x = layer.PostNorm.call(h);
