@@ -7,26 +7,19 @@
 using Anneal.Cli.Tests.EndToEnd;
 using Anneal.Cli.Worker;
 using Anneal.Core.Contracts;
-using Anneal.Server;
 
 namespace Anneal.Cli.Tests.Worker;
 
 [Collection("trainer")]
 public class WorkerBaseModelTests
 {
-    const string Token = "test-worker-token";
+    const string Token = WorkerBed.Token;
 
     [Fact]
     public async Task A_worker_without_the_base_model_fetches_a_fine_tuned_one_from_the_server_and_trains_on_it()
     {
-        var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
-        await using var server = await ServerHost.StartAsync(new ServerOptions
-        {
-            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, Database = TestStore.DatabaseFor(dataDir),
-        });
-        using var box = new CliSandbox();
-        box.Environment["SYNTH_API_KEY"] = server.FirstApiKey!;
-        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        await using var bed = await WorkerBed.StartAsync();
+        var (server, box, dataDir) = (bed.Server, bed.Box, bed.DataDir);
         box.Write("data.jsonl", Samples.Dataset(6));
         async Task<string> Submit(string model, int steps = 2)
         {
@@ -40,9 +33,7 @@ public class WorkerBaseModelTests
                 learning_rate = 1e-3
                 sequence_length = 32
                 """);
-            var submitted = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--dataset", "data.jsonl", "--no-poll");
-            Assert.True(submitted.ExitCode == 0, submitted.ToString());
-            return submitted.Out.Split('\n').First(l => l.StartsWith("job_id: ", StringComparison.Ordinal))["job_id: ".Length..].Trim();
+            return await bed.SubmitAsync();
         }
         async Task<CliResult> Work(string folder) =>
             await box.RunAsync("worker", "--server", server.BaseUrl, "--token", Token, "--work-dir", Path.Combine(box.Dir, folder), "--offline", "--exit-when-idle");

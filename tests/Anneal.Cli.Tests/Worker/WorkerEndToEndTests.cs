@@ -10,26 +10,19 @@
 using System.Diagnostics;
 using Anneal.Cli.Tests.EndToEnd;
 using Anneal.Core.Contracts;
-using Anneal.Server;
 
 namespace Anneal.Cli.Tests.Worker;
 
 [Collection("trainer")]
 public class WorkerEndToEndTests
 {
-    const string Token = "test-worker-token";
+    const string Token = WorkerBed.Token;
 
     [Fact]
     public async Task A_worker_on_its_own_folder_runs_the_job_and_the_server_gets_its_checkpoint_and_final_model()
     {
-        var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
-        await using var server = await ServerHost.StartAsync(new ServerOptions
-        {
-            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, Database = TestStore.DatabaseFor(dataDir),
-        });
-        using var box = new CliSandbox();
-        box.Environment["SYNTH_API_KEY"] = server.FirstApiKey!;
-        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        await using var bed = await WorkerBed.StartAsync();
+        var (server, box, dataDir) = (bed.Server, bed.Box, bed.DataDir);
         box.Write("train.toml", $"""
             [job]
             model = "{Samples.TinyModel}"
@@ -42,9 +35,7 @@ public class WorkerEndToEndTests
             sequence_length = 32
             """);
         box.Write("data.jsonl", Samples.Dataset(6));
-        var submitted = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--dataset", "data.jsonl", "--no-poll");
-        Assert.True(submitted.ExitCode == 0, submitted.ToString());
-        var jobId = submitted.Out.Split('\n').First(l => l.StartsWith("job_id: ", StringComparison.Ordinal))["job_id: ".Length..].Trim();
+        var jobId = await bed.SubmitAsync();
 
         var workDir = Path.Combine(box.Dir, "worker");
         var worker = await box.RunAsync("worker", "--server", server.BaseUrl, "--token", Token, "--work-dir", workDir, "--offline", "--exit-when-idle", "--name", "gpu-host-1");
@@ -77,14 +68,8 @@ public class WorkerEndToEndTests
     [Fact]
     public async Task A_worker_killed_mid_run_loses_its_lease_and_the_next_worker_resumes_from_its_uploaded_checkpoint()
     {
-        var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
-        await using var server = await ServerHost.StartAsync(new ServerOptions
-        {
-            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, Database = TestStore.DatabaseFor(dataDir), LeaseDuration = TimeSpan.FromSeconds(6),
-        });
-        using var box = new CliSandbox();
-        box.Environment["SYNTH_API_KEY"] = server.FirstApiKey!;
-        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        await using var bed = await WorkerBed.StartAsync(o => o with { LeaseDuration = TimeSpan.FromSeconds(6) });
+        var (server, box, dataDir) = (bed.Server, bed.Box, bed.DataDir);
         box.Write("train.toml", $"""
             [job]
             model = "{Samples.TinyModel}"
@@ -97,9 +82,7 @@ public class WorkerEndToEndTests
             sequence_length = 32
             """);
         box.Write("data.jsonl", Samples.Dataset(6));
-        var submitted = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--dataset", "data.jsonl", "--no-poll");
-        Assert.True(submitted.ExitCode == 0, submitted.ToString());
-        var jobId = submitted.Out.Split('\n').First(l => l.StartsWith("job_id: ", StringComparison.Ordinal))["job_id: ".Length..].Trim();
+        var jobId = await bed.SubmitAsync();
 
         // The first worker, a real process: killed once its first checkpoint is on the server.
         var self = CliContext.SelfCommandOfThisProcess();
@@ -142,15 +125,8 @@ public class WorkerEndToEndTests
     [Fact]
     public async Task A_paused_worker_whose_lease_lapsed_is_refused_when_it_comes_back_and_stops_its_trainer()
     {
-        var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
-        await using var server = await ServerHost.StartAsync(new ServerOptions
-        {
-            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, Database = TestStore.DatabaseFor(dataDir),
-            LeaseDuration = TimeSpan.FromSeconds(3), CancelGracePeriod = TimeSpan.FromSeconds(2),
-        });
-        using var box = new CliSandbox();
-        box.Environment["SYNTH_API_KEY"] = server.FirstApiKey!;
-        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        await using var bed = await WorkerBed.StartAsync(o => o with { LeaseDuration = TimeSpan.FromSeconds(3), CancelGracePeriod = TimeSpan.FromSeconds(2) });
+        var (server, box, dataDir) = (bed.Server, bed.Box, bed.DataDir);
         box.Write("train.toml", $"""
             [job]
             model = "{Samples.TinyModel}"
@@ -163,9 +139,7 @@ public class WorkerEndToEndTests
             sequence_length = 32
             """);
         box.Write("data.jsonl", Samples.Dataset(6));
-        var submitted = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--dataset", "data.jsonl", "--no-poll");
-        Assert.True(submitted.ExitCode == 0, submitted.ToString());
-        var jobId = submitted.Out.Split('\n').First(l => l.StartsWith("job_id: ", StringComparison.Ordinal))["job_id: ".Length..].Trim();
+        var jobId = await bed.SubmitAsync();
 
         using var paused = WorkerProcess.Start(server.BaseUrl, Token, Path.Combine(box.Dir, "worker-1"), "paused-host");
         var uploaded = Path.Combine(dataDir, "jobs", jobId, "output", "checkpoints", "step-20");

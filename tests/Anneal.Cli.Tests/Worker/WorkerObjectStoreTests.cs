@@ -6,7 +6,6 @@
 using System.Formats.Tar;
 using System.Net.Http.Headers;
 using Anneal.Core.Contracts;
-using Anneal.Server;
 using Anneal.Server.Tests.Stores;
 
 namespace Anneal.Cli.Tests.Worker;
@@ -14,20 +13,14 @@ namespace Anneal.Cli.Tests.Worker;
 [Collection("trainer")]
 public class WorkerObjectStoreTests
 {
-    const string Token = "test-worker-token";
+    const string Token = WorkerBed.Token;
 
     [S3Fact]
     public async Task A_worker_trains_from_the_bucket_and_its_outputs_land_there()
     {
         var bucket = TestS3.Shared.NewBucket();
-        var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
-        await using var server = await ServerHost.StartAsync(new ServerOptions
-        {
-            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, ObjectStore = bucket,
-        });
-        using var box = new CliSandbox();
-        box.Environment["SYNTH_API_KEY"] = server.FirstApiKey!;
-        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        await using var bed = await WorkerBed.StartAsync(o => o with { ObjectStore = bucket });
+        var (server, box, dataDir) = (bed.Server, bed.Box, bed.DataDir);
         box.Write("train.toml", $"""
             [job]
             model = "{Samples.TinyModel}"
@@ -40,9 +33,7 @@ public class WorkerObjectStoreTests
             sequence_length = 32
             """);
         box.Write("data.jsonl", Samples.Dataset(4));
-        var submitted = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--dataset", "data.jsonl", "--no-poll");
-        Assert.True(submitted.ExitCode == 0, submitted.ToString());
-        var jobId = submitted.Out.Split('\n').First(l => l.StartsWith("job_id: ", StringComparison.Ordinal))["job_id: ".Length..].Trim();
+        var jobId = await bed.SubmitAsync();
         foreach (var cached in Directory.GetFiles(Path.Combine(dataDir, "files"))) File.Delete(cached);
 
         var worker = await box.RunAsync("worker", "--server", server.BaseUrl, "--token", Token, "--work-dir", Path.Combine(box.Dir, "worker"), "--offline", "--exit-when-idle");

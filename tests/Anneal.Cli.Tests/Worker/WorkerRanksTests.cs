@@ -6,26 +6,19 @@
 using System.Text.Json.Nodes;
 using Anneal.Cli.Tests.EndToEnd;
 using Anneal.Core.Contracts;
-using Anneal.Server;
 
 namespace Anneal.Cli.Tests.Worker;
 
 [Collection("trainer")]
 public class WorkerRanksTests
 {
-    const string Token = "test-worker-token";
+    const string Token = WorkerBed.Token;
 
     [Fact]
     public async Task A_worker_runs_a_job_asking_for_two_devices_as_two_ranks_under_mpirun()
     {
-        var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
-        await using var server = await ServerHost.StartAsync(new ServerOptions
-        {
-            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, Database = TestStore.DatabaseFor(dataDir),
-        });
-        using var box = new CliSandbox();
-        box.Environment["SYNTH_API_KEY"] = server.FirstApiKey!;
-        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        await using var bed = await WorkerBed.StartAsync();
+        var (server, box, dataDir) = (bed.Server, bed.Box, bed.DataDir);
         box.Write("train.toml", $"""
             [job]
             model = "{Samples.TinyModel}"
@@ -41,9 +34,7 @@ public class WorkerRanksTests
             sequence_length = 32
             """);
         box.Write("data.jsonl", Samples.Dataset(8));
-        var submitted = await box.RunAsync("train", "--type", "sft", "--config", "train.toml", "--dataset", "data.jsonl", "--no-poll");
-        Assert.True(submitted.ExitCode == 0, submitted.ToString());
-        var jobId = submitted.Out.Split('\n').First(l => l.StartsWith("job_id: ", StringComparison.Ordinal))["job_id: ".Length..].Trim();
+        var jobId = await bed.SubmitAsync();
         string[] common = ["worker", "--server", server.BaseUrl, "--token", Token, "--offline", "--exit-when-idle"];
 
         var plain = await box.RunAsync([.. common, "--work-dir", Path.Combine(box.Dir, "plain")]);

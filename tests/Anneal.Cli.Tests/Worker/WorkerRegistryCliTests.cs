@@ -1,25 +1,18 @@
 // `anneal worker` registers its slots when it starts; `anneal worker list` shows them (an admin
 // key); and `anneal train` with a [compute] no worker offers is refused at submission with the
 // server's reason (exit 2, a config error, as every 4xx the server answers).
-using Anneal.Server;
 
 namespace Anneal.Cli.Tests.Worker;
 
 public class WorkerRegistryCliTests
 {
-    const string Token = "test-worker-token";
+    const string Token = WorkerBed.Token;
 
     [Fact]
     public async Task A_started_worker_is_listed_with_its_slots_and_a_job_it_cannot_run_is_refused_at_submission()
     {
-        var dataDir = Directory.CreateTempSubdirectory("anneal-cli-server-").FullName;
-        await using var server = await ServerHost.StartAsync(new ServerOptions
-        {
-            Urls = "http://127.0.0.1:0", DataDir = dataDir, WorkerToken = Token, AllowModelDownload = false, Database = TestStore.DatabaseFor(dataDir),
-        });
-        using var box = new CliSandbox();
-        box.Environment["SYNTH_API_KEY"] = server.FirstApiKey!;
-        box.Environment["BACKEND_BASE_URL"] = server.BaseUrl;
+        await using var bed = await WorkerBed.StartAsync();
+        var (server, box, dataDir) = (bed.Server, bed.Box, bed.DataDir);
 
         var none = await box.RunAsync("worker", "list");
         Assert.True(none.ExitCode == 0, none.ToString());
