@@ -75,6 +75,14 @@ public sealed class TestServer : IAsyncDisposable
 
     // ---- API helpers ----
 
+    /// <summary>A client of /api/workers/ as `anneal worker` calls it: the worker token as bearer (none when null).</summary>
+    public HttpClient WorkerClient(string? token)
+    {
+        var http = new HttpClient { BaseAddress = new Uri(Server.BaseUrl + "/api/workers/") };
+        if (token is not null) http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
+        return http;
+    }
+
     public static MultipartFormDataContent Multipart(byte[] bytes, string fileName = "train.jsonl", string? purpose = "fine-tune")
     {
         var form = new MultipartFormDataContent();

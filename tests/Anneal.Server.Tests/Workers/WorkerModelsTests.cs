@@ -17,12 +17,7 @@ public class WorkerModelsTests
     const string Token = "worker-secret";
     const string Model = "Qwen/Qwen3-0.6B";
 
-    static HttpClient Worker(TestServer t, string token = Token)
-    {
-        var http = new HttpClient { BaseAddress = new Uri(t.Server.BaseUrl + "/api/workers/") };
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
-        return http;
-    }
+    static HttpClient Worker(TestServer t, string token = Token) => t.WorkerClient(token);
 
     static string Sha(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
 

@@ -2,7 +2,6 @@
 // [compute].gpu_count they cover takes that many (WorkerClaim.Ranks), and one they do not cover
 // waits and says why. A CPU slot offering CPU ranks takes any gpu_count without a GPU type.
 using System.Net;
-using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
 using Anneal.Core.Contracts;
@@ -36,8 +35,7 @@ public class WorkerPlacementTests
     public async Task A_job_asking_for_two_gpus_takes_two_of_the_free_gpus_a_worker_offers_and_waits_while_fewer_are_free()
     {
         await using var t = await TestServer.StartAsync(o => o with { WorkerToken = Token });
-        using var worker = new HttpClient { BaseAddress = new Uri(t.Server.BaseUrl + "/api/workers/") };
-        worker.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Token);
+        using var worker = t.WorkerClient(Token);
         var file = await t.UploadReadyAsync();
         var pair = await StartJobAsking(t, file.Id, new JsonObject { ["gpu_type"] = "H100", ["gpu_count"] = 2 });
 
@@ -61,8 +59,7 @@ public class WorkerPlacementTests
     public async Task A_cpu_slot_with_cpu_ranks_runs_a_job_asking_for_three_gpus_as_three_ranks_and_a_plain_cpu_slot_leaves_it()
     {
         await using var t = await TestServer.StartAsync(o => o with { WorkerToken = Token });
-        using var worker = new HttpClient { BaseAddress = new Uri(t.Server.BaseUrl + "/api/workers/") };
-        worker.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Token);
+        using var worker = t.WorkerClient(Token);
         var file = await t.UploadReadyAsync();
         var job = await StartJobAsking(t, file.Id, new JsonObject { ["gpu_count"] = 3 });
 

@@ -20,12 +20,7 @@ public class WorkerRegistryTests
     static Task<TestServer> Start(Func<ServerOptions, ServerOptions>? more = null) =>
         TestServer.StartAsync(o => (more ?? (x => x))(o with { WorkerToken = Token }));
 
-    static HttpClient Worker(TestServer t, string? token = Token)
-    {
-        var http = new HttpClient { BaseAddress = new Uri(t.Server.BaseUrl + "/api/workers/") };
-        if (token is not null) http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
-        return http;
-    }
+    static HttpClient Worker(TestServer t, string? token = Token) => t.WorkerClient(token);
 
     static async Task Register(HttpClient worker, string name, string? gpuType, int gpusPerSlot, int slots)
     {

@@ -20,12 +20,7 @@ public class WorkersApiTests
     static Task<TestServer> Start(TimeSpan? lease = null) =>
         TestServer.StartAsync(o => o with { WorkerToken = Token, LeaseDuration = lease ?? TimeSpan.FromSeconds(30) });
 
-    static HttpClient Worker(TestServer t, string? token = Token)
-    {
-        var http = new HttpClient { BaseAddress = new Uri(t.Server.BaseUrl + "/api/workers/") };
-        if (token is not null) http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
-        return http;
-    }
+    static HttpClient Worker(TestServer t, string? token = Token) => t.WorkerClient(token);
 
     static async Task<WorkerClaim> ClaimAsync(HttpClient worker)
     {
